@@ -1,0 +1,1 @@
+//! HTTP: routes, limits, JSON errors.

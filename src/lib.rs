@@ -1,0 +1,27 @@
+//! hookci: a self-hosted push-to-CI daemon.
+//!
+//! A push enters at [`http`], which caps the body and hands the bytes to
+//! [`webhook`]. `webhook` detects the host from the headers, verifies the
+//! signature and turns the payload into host-neutral [`webhook::PushEvent`]s.
+//! [`pipeline`] holds the validated pipeline files and the pure trigger
+//! matcher that decides which events become builds. [`store`] records the
+//! delivery and its builds durably before the host gets its 2xx.
+//!
+//! Module map, in the order a push travels:
+//! - [`config`]: the server config (`hookci.toml`), raw TOML to validated values.
+//! - [`secret`]: secret values and where they come from; never printed.
+//! - [`http`]: axum routes, connection limits, JSON errors. Never runs git or a build.
+//! - [`webhook`]: one file per Git host; detection, verification, parsing.
+//! - [`pipeline`]: pipeline files, validation, the trigger matcher (no I/O).
+//! - [`store`]: the only module that speaks SQL; deliveries and builds.
+//! - [`server`]: wires the pieces together: `run(config, listener, shutdown)`.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod pipeline;
+pub mod secret;
+pub mod server;
+pub mod store;
+pub mod tomlpos;
+pub mod webhook;

@@ -1,0 +1,128 @@
+//! Secret values: webhook secrets, tokens, keys.
+//!
+//! A [`Secret`] never prints its value: `Debug` and `Display` show `***`.
+//! Its source in a TOML file is `{ env = "NAME" }`, `{ file = "/path" }` or a
+//! literal string; [`SecretSource`] is that raw form, resolved once at load.
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::PathBuf;
+
+/// A secret value. Compared only through [`Secret::expose`] by code that
+/// needs the bytes (HMAC keys, constant-time token checks).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value that must never be printed.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret's bytes, for the few places that must use them.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where a secret comes from, as written in a TOML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SecretSource {
+    /// `{ env = "NAME" }`: read from the daemon's environment at load.
+    Env {
+        /// The variable's name.
+        env: String,
+    },
+    /// `{ file = "/path" }`: the file's contents, trailing newline trimmed.
+    File {
+        /// The file's path.
+        file: PathBuf,
+    },
+    /// A literal string in the file (accepted; `check` warns).
+    Literal(String),
+}
+
+/// Why a secret could not be resolved. Names the source, never the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The environment variable is unset or empty.
+    #[error("environment variable {0} is not set")]
+    EnvMissing(String),
+    /// The file could not be read.
+    #[error("cannot read secret file {path}: {reason}")]
+    File {
+        /// The file's path.
+        path: PathBuf,
+        /// The I/O error's kind, in words.
+        reason: String,
+    },
+    /// The resolved value is empty.
+    #[error("the secret is empty")]
+    Empty,
+}
+
+impl SecretSource {
+    /// True for a literal string written in the file.
+    pub fn is_literal(&self) -> bool {
+        matches!(self, SecretSource::Literal(_))
+    }
+
+    /// Reads the secret's value from its source.
+    pub fn resolve(&self) -> Result<Secret, SecretError> {
+        let value = match self {
+            SecretSource::Env { env } => match std::env::var(env) {
+                Ok(v) if !v.is_empty() => v,
+                _ => return Err(SecretError::EnvMissing(env.clone())),
+            },
+            SecretSource::File { file } => {
+                let mut s = std::fs::read_to_string(file).map_err(|e| SecretError::File {
+                    path: file.clone(),
+                    reason: e.kind().to_string(),
+                })?;
+                while s.ends_with('\n') || s.ends_with('\r') {
+                    s.pop();
+                }
+                s
+            }
+            SecretSource::Literal(s) => s.clone(),
+        };
+        if value.is_empty() {
+            return Err(SecretError::Empty);
+        }
+        Ok(Secret(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_never_prints_its_value() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s}"), "***");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_file_secret_loses_its_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        std::fs::write(&p, "abc\n").unwrap();
+        let s = SecretSource::File { file: p }.resolve().unwrap();
+        assert_eq!(s.expose(), "abc");
+    }
+}

@@ -1,0 +1,1 @@
+//! Wiring: `run(config, listener, shutdown)`.
