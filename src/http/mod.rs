@@ -1,1 +1,166 @@
-//! HTTP: routes, limits, JSON errors.
+//! HTTP: routes, connection limits and JSON errors.
+//!
+//! The HTTP layer extracts, verifies and enqueues. It never runs git or a
+//! build, and it answers a webhook only after the store has committed what
+//! the answer promises.
+
+mod error;
+mod hooks;
+
+pub use error::ApiError;
+
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+use crate::store::Store;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// The state every handler shares: a cheap clone of `Arc`s.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    pipelines: RwLock<Arc<BTreeMap<String, Pipeline>>>,
+    store: Store,
+}
+
+impl AppState {
+    /// State for a server with this config, pipelines and store.
+    pub fn new(config: Config, pipelines: BTreeMap<String, Pipeline>, store: Store) -> Self {
+        AppState {
+            inner: Arc::new(Inner { config, pipelines: RwLock::new(Arc::new(pipelines)), store }),
+        }
+    }
+
+    /// The server config.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The pipelines as loaded now (a snapshot; a reload swaps it whole).
+    pub fn pipelines(&self) -> Arc<BTreeMap<String, Pipeline>> {
+        let guard = self.inner.pipelines.read().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(&guard)
+    }
+
+    /// Swaps in a new set of pipelines (SIGHUP).
+    pub fn replace_pipelines(&self, pipelines: BTreeMap<String, Pipeline>) {
+        let mut guard = self.inner.pipelines.write().unwrap_or_else(|p| p.into_inner());
+        *guard = Arc::new(pipelines);
+    }
+
+    /// The public link to a build.
+    pub fn build_url(&self, id: i64) -> String {
+        format!("{}/builds/{id}", self.inner.config.public_url)
+    }
+}
+
+/// The application's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/hooks", post(hooks::org_wide))
+        .route("/hooks/{name}", post(hooks::for_pipeline))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn healthz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let queued = state.store().queued_count().await?;
+    Ok(axum::Json(serde_json::json!({ "status": "ok", "queued": queued })))
+}
+
+async fn not_found() -> impl IntoResponse {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+}
+
+/// Limits on connections, enforced by [`serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (and how long
+    /// an idle keep-alive connection is kept).
+    pub header_timeout: Duration,
+    /// How long in-flight requests get to finish on shutdown.
+    pub drain_timeout: Duration,
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops
+/// accepting and lets in-flight requests finish (up to `drain_timeout`).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(64 * 1024);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("in-flight requests did not finish in time");
+    }
+}

@@ -1,0 +1,251 @@
+//! The webhook routes: `POST /hooks/NAME` and `POST /hooks`.
+//!
+//! Order of checks: pipeline (404), body size (413), host (400), signature
+//! (401), payload (400), repository (422), then the matcher and the store.
+//! The answer is sent only after the store has committed.
+
+use super::{ApiError, AppState};
+use crate::pipeline::matcher::{self, Decision};
+use crate::pipeline::Pipeline;
+use crate::store::{NewBuild, NewDelivery, Recorded};
+use crate::webhook::{self, Host, Parsed, ParsedKind, VerifyError};
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::time::SystemTime;
+
+/// `POST /hooks/NAME`: a delivery for one pipeline.
+pub async fn for_pipeline(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let pipelines = state.pipelines();
+    let Some(pipeline) = pipelines.get(&name) else {
+        return Err(ApiError::not_found(format!("no pipeline named {:?}", truncate(&name, 64))));
+    };
+    let body = read_body(&state, &headers, body).await?;
+    let host = match pipeline.host {
+        Some(h) => h,
+        None => webhook::detect(&headers).ok_or_else(unknown_host)?,
+    };
+    check_signature(pipeline, host, &headers, &body)?;
+    let parsed = parse(host, &headers, &body)?;
+    if let Some(repo) = &parsed.repo {
+        if !same_repo(repo, &pipeline.repo) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "the payload is for repository {:?}, but pipeline {name} builds {:?}",
+                    truncate(repo, 200),
+                    pipeline.repo
+                ),
+            ));
+        }
+    }
+    let delivery_id = webhook::delivery_id(host, &headers, &body);
+    let delivery = new_delivery(pipeline, host, &delivery_id, &parsed);
+    let recorded = state.store().record_deliveries(vec![delivery]).await?;
+    Ok(answer(&state, &delivery_id, &recorded))
+}
+
+/// `POST /hooks`: one org-wide webhook, routed to every pipeline whose
+/// `repo` matches the payload and whose secret verifies it.
+pub async fn org_wide(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(&state, &headers, body).await?;
+    let host = webhook::detect(&headers).ok_or_else(unknown_host)?;
+    // The repository is needed to route, so this route parses before it
+    // verifies; nothing is recorded until a pipeline's secret verifies.
+    let parsed = parse(host, &headers, &body)?;
+    let Some(repo) = parsed.repo.clone() else {
+        return Err(ApiError::bad_request("the payload names no repository to route by"));
+    };
+    let pipelines = state.pipelines();
+    let candidates: Vec<&Pipeline> = pipelines
+        .values()
+        .filter(|p| same_repo(&p.repo, &repo) && p.host.is_none_or(|h| h == host))
+        .collect();
+    if candidates.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no pipeline builds repository {:?}",
+            truncate(&repo, 200)
+        )));
+    }
+    let mut first_error = None;
+    let mut verified = Vec::new();
+    for p in candidates {
+        match check_signature(p, host, &headers, &body) {
+            Ok(()) => verified.push(p),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if verified.is_empty() {
+        return Err(first_error.unwrap_or_else(|| ApiError::unauthorized("no pipeline verified")));
+    }
+    let delivery_id = webhook::delivery_id(host, &headers, &body);
+    let deliveries =
+        verified.iter().map(|p| new_delivery(p, host, &delivery_id, &parsed)).collect();
+    let recorded = state.store().record_deliveries(deliveries).await?;
+    Ok(answer(&state, &delivery_id, &recorded))
+}
+
+/// Reads the body, refusing more than `max_body_bytes` without reading it
+/// whole, and a client too slow to send it.
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let max = state.config().max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than the limit of {max} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let read = axum::body::to_bytes(body, limit);
+    match tokio::time::timeout(state.config().request_timeout, read).await {
+        Err(_) => Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "the body took too long to send")),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            if is_length_limit(&e) {
+                Err(too_large())
+            } else {
+                Err(ApiError::bad_request("the body could not be read"))
+            }
+        }
+    }
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+fn unknown_host() -> ApiError {
+    ApiError::bad_request(
+        "the request has no event header of a known Git host (GitHub, GitLab, Gitea, Forgejo, \
+         Gogs, Bitbucket, or Standard Webhooks)",
+    )
+}
+
+fn check_signature(
+    pipeline: &Pipeline,
+    host: Host,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let Some(secret) = &pipeline.secret else {
+        // Validation allows no secret only with insecure_no_signature.
+        return if pipeline.insecure_no_signature {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized("the pipeline has no secret to verify with"))
+        };
+    };
+    webhook::verify(host, headers, body, secret, pipeline.allow_sha1, SystemTime::now()).map_err(
+        |e| {
+            let message = match e {
+                VerifyError::Missing => format!("the delivery has no {host} signature"),
+                VerifyError::Malformed
+                | VerifyError::Mismatch
+                | VerifyError::Stale
+                | VerifyError::Sha1NotAllowed => e.to_string(),
+            };
+            ApiError::unauthorized(message)
+        },
+    )
+}
+
+fn parse(host: Host, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ApiError> {
+    webhook::parse(host, headers, body).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Repository names compare without regard to ASCII case, as hosts do.
+fn same_repo(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+fn new_delivery(pipeline: &Pipeline, host: Host, delivery_id: &str, parsed: &Parsed) -> NewDelivery {
+    let mut builds = Vec::new();
+    let mut skipped = Vec::new();
+    match &parsed.kind {
+        ParsedKind::Ping => skipped.push("ping".to_owned()),
+        ParsedKind::Ignored(reason) => skipped.push(reason.clone()),
+        ParsedKind::Pushes(pushes) => {
+            for push in pushes {
+                if !same_repo(&push.repo, &pipeline.repo) {
+                    skipped.push(format!("ref {} is for another repository", push.git_ref));
+                    continue;
+                }
+                match matcher::decide(pipeline, push) {
+                    Decision::Build { path_filters } => builds.push(NewBuild {
+                        pipeline: pipeline.name.clone(),
+                        push: push.clone(),
+                        path_filters,
+                    }),
+                    Decision::Skip(reason) => skipped.push(reason),
+                }
+            }
+            if pushes.is_empty() {
+                skipped.push("the push changes no ref".to_owned());
+            }
+        }
+    }
+    NewDelivery {
+        pipeline: pipeline.name.clone(),
+        delivery_id: delivery_id.to_owned(),
+        host,
+        event: parsed.event.clone(),
+        skipped: if builds.is_empty() { Some(skipped.join("; ")) } else { None },
+        builds,
+    }
+}
+
+/// 202 when this delivery queued builds; 200 when it queued nothing or was
+/// seen before (with the first answer's body).
+fn answer(state: &AppState, delivery_id: &str, recorded: &[Recorded]) -> Response {
+    let builds: Vec<_> = recorded
+        .iter()
+        .flat_map(|r| {
+            r.build_ids.iter().map(|&id| {
+                json!({ "id": id, "pipeline": r.pipeline, "url": state.build_url(id) })
+            })
+        })
+        .collect();
+    let duplicate = recorded.iter().all(|r| r.duplicate);
+    let mut body = json!({ "delivery": delivery_id, "builds": builds });
+    if builds.is_empty() {
+        let reasons: Vec<&str> = recorded.iter().filter_map(|r| r.skipped.as_deref()).collect();
+        body["skipped"] = json!(reasons.join("; "));
+    }
+    let status = if duplicate || builds.is_empty() { StatusCode::OK } else { StatusCode::ACCEPTED };
+    (status, Json(body)).into_response()
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}

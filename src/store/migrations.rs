@@ -1,0 +1,114 @@
+//! Schema migrations, applied in order; `PRAGMA user_version` records how
+//! many have run. A later version appends to [`MIGRATIONS`]; an applied
+//! migration is never edited.
+
+use rusqlite::Connection;
+
+/// Each entry is one migration's SQL, run in its own transaction.
+const MIGRATIONS: &[&str] = &[
+    // 1: deliveries and builds.
+    r#"
+    CREATE TABLE deliveries (
+        id           INTEGER PRIMARY KEY,
+        pipeline     TEXT NOT NULL,
+        delivery_id  TEXT NOT NULL,
+        host         TEXT NOT NULL,
+        event        TEXT NOT NULL,
+        skipped      TEXT,
+        received_at  TEXT NOT NULL,
+        UNIQUE (pipeline, delivery_id)
+    );
+    CREATE TABLE builds (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        pipeline     TEXT NOT NULL,
+        delivery     INTEGER REFERENCES deliveries(id),
+        delivery_id  TEXT,
+        repo         TEXT NOT NULL,
+        host         TEXT,
+        event        TEXT NOT NULL,
+        ref          TEXT NOT NULL,
+        branch       TEXT,
+        tag          TEXT,
+        commit_sha   TEXT NOT NULL,
+        before_sha   TEXT NOT NULL,
+        after_sha    TEXT NOT NULL,
+        forced       INTEGER NOT NULL DEFAULT 0,
+        clone_url    TEXT NOT NULL,
+        ssh_url      TEXT,
+        web_url      TEXT,
+        message      TEXT NOT NULL,
+        pusher       TEXT NOT NULL,
+        path_filters TEXT NOT NULL DEFAULT '[]',
+        status       TEXT NOT NULL CHECK (status IN
+                       ('queued','running','success','failure','error','cancelled','skipped')),
+        reason       TEXT,
+        attempt      INTEGER NOT NULL DEFAULT 1,
+        created_at   TEXT NOT NULL,
+        started_at   TEXT,
+        finished_at  TEXT
+    );
+    CREATE INDEX builds_by_status ON builds (status, id);
+    CREATE INDEX builds_by_pipeline ON builds (pipeline, id);
+    CREATE INDEX builds_by_delivery ON builds (delivery);
+
+    -- The queue's length, kept by triggers so that admission control reads
+    -- one row instead of counting the queue on every delivery.
+    CREATE TABLE queue_stats (
+        id      INTEGER PRIMARY KEY CHECK (id = 1),
+        queued  INTEGER NOT NULL
+    );
+    INSERT INTO queue_stats (id, queued) VALUES (1, 0);
+    CREATE TRIGGER builds_queued_insert AFTER INSERT ON builds
+        WHEN NEW.status = 'queued'
+        BEGIN UPDATE queue_stats SET queued = queued + 1 WHERE id = 1; END;
+    CREATE TRIGGER builds_queued_update AFTER UPDATE OF status ON builds
+        WHEN (OLD.status = 'queued') <> (NEW.status = 'queued')
+        BEGIN UPDATE queue_stats
+              SET queued = queued + (NEW.status = 'queued') - (OLD.status = 'queued')
+              WHERE id = 1; END;
+    CREATE TRIGGER builds_queued_delete AFTER DELETE ON builds
+        WHEN OLD.status = 'queued'
+        BEGIN UPDATE queue_stats SET queued = queued - 1 WHERE id = 1; END;
+    "#,
+];
+
+/// Brings the schema up to date. Refuses a database written by a newer
+/// hookci (more migrations than this build knows).
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: usize =
+        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?.try_into().unwrap_or(0);
+    if version > MIGRATIONS.len() {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "the database has schema version {version}, newer than this hookci knows ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrating_twice_changes_nothing() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn a_newer_database_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", 999).unwrap();
+        assert!(migrate(&mut conn).is_err());
+    }
+}

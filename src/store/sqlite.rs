@@ -1,0 +1,361 @@
+//! The SQLite backend: one writer thread that commits in groups, and a
+//! reader connection for queries.
+//!
+//! Every write is a job sent to the writer thread. The writer takes the jobs
+//! that are waiting, runs each inside its own savepoint (a failing job rolls
+//! back alone), commits them in one transaction, and only then answers each
+//! caller. Under load, one fsync serves a whole batch of deliveries; alone,
+//! a delivery waits for nothing but its own commit.
+
+use super::migrations;
+use super::{
+    Backend, BoxFuture, Build, BuildFilter, BuildStatus, NewDelivery, Recorded, StoreError,
+    StoreOptions, now_rfc3339,
+};
+use crate::webhook::RefKind;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// The most jobs one transaction takes.
+const MAX_BATCH: usize = 512;
+
+/// A unit of work for the writer thread.
+trait Job: Send {
+    /// Runs inside a savepoint; `false` rolls the savepoint back.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the transaction's fate is known.
+    fn finish(self: Box<Self>, committed: Result<(), String>);
+}
+
+struct FnJob<R, F> {
+    work: Option<F>,
+    result: Option<Result<R, StoreError>>,
+    reply: oneshot::Sender<Result<R, StoreError>>,
+}
+
+impl<R, F> Job for FnJob<R, F>
+where
+    R: Send,
+    F: FnOnce(&Connection) -> Result<R, StoreError> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(work) = self.work.take() else { return false };
+        let result = work(conn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), String>) {
+        let answer = match (committed, self.result) {
+            (Ok(()), Some(result)) => result,
+            (Ok(()), None) => Err(StoreError::Unavailable("the job did not run".into())),
+            (Err(e), _) => Err(StoreError::Unavailable(e)),
+        };
+        // The caller may have gone (client hung up); the write stands.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The SQLite backend.
+#[derive(Debug)]
+pub struct SqliteBackend {
+    jobs: mpsc::Sender<Box<dyn Job>>,
+    reader: Arc<Mutex<Connection>>,
+    options: StoreOptions,
+}
+
+impl std::fmt::Debug for dyn Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+impl SqliteBackend {
+    /// Opens or creates the database, migrates it, and starts the writer.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<SqliteBackend, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+        }
+        let mut writer = Connection::open(path)?;
+        configure(&writer)?;
+        migrations::migrate(&mut writer)?;
+        let reader = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&reader)?;
+
+        let (jobs, rx) = mpsc::channel::<Box<dyn Job>>(4 * MAX_BATCH);
+        std::thread::Builder::new()
+            .name("hookci-store-writer".into())
+            .spawn(move || writer_loop(writer, rx))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(SqliteBackend { jobs, reader: Arc::new(Mutex::new(reader)), options })
+    }
+
+    async fn write<R, F>(&self, work: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn Job> = Box::new(FnJob { work: Some(work), result: None, reply });
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?
+    }
+
+    async fn read<R, F>(&self, work: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            work(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let committed = run_batch(&conn, &mut batch);
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, jobs = batch.len(), "store transaction failed");
+        }
+        for job in batch.drain(..) {
+            job.finish(committed.clone());
+        }
+    }
+}
+
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
+    let result = (|| -> rusqlite::Result<()> {
+        for job in batch.iter_mut() {
+            conn.execute_batch("SAVEPOINT job")?;
+            if job.run(conn) {
+                conn.execute_batch("RELEASE job")?;
+            } else {
+                conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            }
+        }
+        conn.execute_batch("COMMIT")
+    })();
+    if let Err(e) = result {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(e.to_string());
+    }
+    Ok(())
+}
+
+fn record(
+    conn: &Connection,
+    deliveries: Vec<NewDelivery>,
+    max_queued: u64,
+) -> Result<Vec<Recorded>, StoreError> {
+    let mut out = Vec::with_capacity(deliveries.len());
+    let queued: i64 = conn
+        .prepare_cached("SELECT queued FROM queue_stats WHERE id = 1")?
+        .query_row([], |r| r.get(0))?;
+    let mut room = max_queued.saturating_sub(queued.max(0) as u64);
+    let now = now_rfc3339();
+    for d in deliveries {
+        let seen: Option<(i64, Option<String>)> = conn
+            .prepare_cached("SELECT id, skipped FROM deliveries WHERE pipeline = ?1 AND delivery_id = ?2")?
+            .query_row(params![d.pipeline, d.delivery_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((row, skipped)) = seen {
+            let mut stmt =
+                conn.prepare_cached("SELECT id FROM builds WHERE delivery = ?1 ORDER BY id")?;
+            let build_ids =
+                stmt.query_map([row], |r| r.get(0))?.collect::<rusqlite::Result<Vec<i64>>>()?;
+            out.push(Recorded {
+                pipeline: d.pipeline,
+                delivery_id: d.delivery_id,
+                build_ids,
+                skipped,
+                duplicate: true,
+            });
+            continue;
+        }
+        let wanted = d.builds.len() as u64;
+        if wanted > room {
+            return Err(StoreError::QueueFull);
+        }
+        room -= wanted;
+        conn.prepare_cached(
+            "INSERT INTO deliveries (pipeline, delivery_id, host, event, skipped, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![d.pipeline, d.delivery_id, d.host.as_str(), d.event, d.skipped, now])?;
+        let row = conn.last_insert_rowid();
+        let mut build_ids = Vec::with_capacity(d.builds.len());
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO builds (pipeline, delivery, delivery_id, repo, host, event, ref, branch,
+                 tag, commit_sha, before_sha, after_sha, forced, clone_url, ssh_url, web_url,
+                 message, pusher, path_filters, status, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                 ?17, ?18, ?19, 'queued', ?20)",
+        )?;
+        for b in &d.builds {
+            let p = &b.push;
+            let (branch, tag) = match &p.kind {
+                RefKind::Branch(n) => (Some(n.as_str()), None),
+                RefKind::Tag(n) => (None, Some(n.as_str())),
+                RefKind::Other => (None, None),
+            };
+            let filters = serde_json::to_string(&b.path_filters)
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            insert.execute(params![
+                b.pipeline,
+                row,
+                d.delivery_id,
+                p.repo,
+                d.host.as_str(),
+                p.event_name(),
+                p.git_ref,
+                branch,
+                tag,
+                p.commit,
+                p.before,
+                p.after,
+                p.forced,
+                p.clone_url,
+                p.ssh_url,
+                p.web_url,
+                p.message,
+                p.pusher,
+                filters,
+                now,
+            ])?;
+            build_ids.push(conn.last_insert_rowid());
+        }
+        out.push(Recorded {
+            pipeline: d.pipeline,
+            delivery_id: d.delivery_id,
+            build_ids,
+            skipped: d.skipped,
+            duplicate: false,
+        });
+    }
+    Ok(out)
+}
+
+const BUILD_COLUMNS: &str = "id, pipeline, repo, host, event, ref, branch, tag, commit_sha,
+    before_sha, after_sha, status, reason, delivery_id, attempt, created_at, started_at,
+    finished_at, clone_url, ssh_url, web_url, message, pusher, forced, path_filters";
+
+fn build_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Build> {
+    let status: String = r.get(11)?;
+    let filters: String = r.get(24)?;
+    Ok(Build {
+        id: r.get(0)?,
+        pipeline: r.get(1)?,
+        repo: r.get(2)?,
+        host: r.get(3)?,
+        event: r.get(4)?,
+        git_ref: r.get(5)?,
+        branch: r.get(6)?,
+        tag: r.get(7)?,
+        commit: r.get(8)?,
+        before: r.get(9)?,
+        after: r.get(10)?,
+        status: status.parse().map_err(|()| {
+            rusqlite::Error::FromSqlConversionFailure(
+                11,
+                rusqlite::types::Type::Text,
+                format!("unknown build status {status:?}").into(),
+            )
+        })?,
+        reason: r.get(12)?,
+        delivery: r.get(13)?,
+        attempt: r.get(14)?,
+        created_at: r.get(15)?,
+        started_at: r.get(16)?,
+        finished_at: r.get(17)?,
+        clone_url: r.get(18)?,
+        ssh_url: r.get(19)?,
+        web_url: r.get(20)?,
+        message: r.get(21)?,
+        pusher: r.get(22)?,
+        forced: r.get(23)?,
+        path_filters: serde_json::from_str(&filters).unwrap_or_default(),
+    })
+}
+
+impl Backend for SqliteBackend {
+    fn record_deliveries(
+        &self,
+        deliveries: Vec<NewDelivery>,
+    ) -> BoxFuture<'_, Result<Vec<Recorded>, StoreError>> {
+        let max = self.options.max_queued_builds;
+        Box::pin(self.write(move |conn| record(conn, deliveries, max)))
+    }
+
+    fn build(&self, id: i64) -> BoxFuture<'_, Result<Option<Build>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            let sql = format!("SELECT {BUILD_COLUMNS} FROM builds WHERE id = ?1");
+            Ok(conn.prepare_cached(&sql)?.query_row([id], build_from_row).optional()?)
+        }))
+    }
+
+    fn builds(&self, filter: BuildFilter) -> BoxFuture<'_, Result<Vec<Build>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            let sql = format!(
+                "SELECT {BUILD_COLUMNS} FROM builds
+                 WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR branch = ?2)
+                   AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR id < ?4)
+                 ORDER BY id DESC LIMIT ?5"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![
+                    filter.pipeline,
+                    filter.branch,
+                    filter.status.map(BuildStatus::as_str),
+                    filter.before,
+                    filter.limit
+                ],
+                build_from_row,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        }))
+    }
+
+    fn queued_count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.read(|conn| {
+            let n: i64 = conn
+                .prepare_cached("SELECT queued FROM queue_stats WHERE id = 1")?
+                .query_row([], |r| r.get(0))?;
+            Ok(n.max(0) as u64)
+        }))
+    }
+}
