@@ -1,1 +1,163 @@
-//! Command-line interface.
+//! The command line: raw arguments parsed by clap, then each command run.
+//!
+//! Exit codes: 0 success; 1 a build failed or `check` found errors; 2 usage,
+//! configuration or I/O error. Errors are one sentence on stderr.
+
+use crate::config::{self, Config};
+use crate::pipeline;
+use crate::secret::Secret;
+use crate::webhook::{self, Host};
+use clap::{Parser, Subcommand};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+/// hookci: a push-to-CI daemon.
+#[derive(Debug, Parser)]
+#[command(name = "hookci", version, about)]
+pub struct Cli {
+    /// The server config file (else $HOOKCI_CONFIG, else ./hookci.toml, else defaults).
+    #[arg(long, global = true, value_name = "F")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve,
+    /// Validate the server config and every pipeline.
+    Check,
+    /// Print the signature header(s) a host would send for a body.
+    Sign {
+        /// The webhook secret.
+        #[arg(long, env = "HOOKCI_SIGN_SECRET", hide_env_values = true)]
+        secret: String,
+        /// The host whose headers to print.
+        #[arg(long, default_value = "github")]
+        host: String,
+        /// The body's file (default: stdin).
+        #[arg(long, value_name = "F")]
+        file: Option<PathBuf>,
+    },
+}
+
+/// An error for the user: one sentence, and the exit code it means.
+#[derive(Debug)]
+pub struct Failure {
+    /// The sentence.
+    pub message: String,
+    /// 1 or 2.
+    pub code: u8,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Failure { message: message.into(), code: 2 }
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve => serve(cli.config),
+        Command::Check => check(cli.config),
+        Command::Sign { secret, host, file } => sign(&secret, &host, file),
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("hookci: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn load_config(path: Option<PathBuf>) -> Result<Config, Failure> {
+    let (config, warnings) =
+        config::load(path.as_deref()).map_err(|f| Failure::usage(f.to_string()))?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(config)
+}
+
+fn serve(path: Option<PathBuf>) -> Result<ExitCode, Failure> {
+    let config = load_config(path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::usage(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async move {
+        let listener = crate::server::bind(&config).await.map_err(|e| Failure::usage(format!("{e:#}")))?;
+        crate::server::run(config, listener, shutdown_signal())
+            .await
+            .map_err(|e| Failure::usage(format!("{e:#}")))
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+fn check(path: Option<PathBuf>) -> Result<ExitCode, Failure> {
+    let (config, config_warnings) = match config::load(path.as_deref()) {
+        Ok(c) => c,
+        Err(f) => {
+            eprintln!("error: {f}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let loaded = pipeline::load_dir(&config.pipelines_dir);
+    for w in config_warnings.iter().chain(&loaded.warnings) {
+        eprintln!("warning: {w}");
+    }
+    for e in &loaded.errors {
+        eprintln!("error: {e}");
+    }
+    if loaded.errors.is_empty() {
+        println!("ok: {} pipelines", loaded.pipelines.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn sign(secret: &str, host: &str, file: Option<PathBuf>) -> Result<ExitCode, Failure> {
+    let host: Host = host.parse().map_err(|()| {
+        let names: Vec<&str> = Host::ALL.iter().map(|h| h.as_str()).collect();
+        Failure::usage(format!("unknown host {host:?}; expected one of {}", names.join(", ")))
+    })?;
+    let body = match &file {
+        Some(path) => std::fs::read(path)
+            .map_err(|e| Failure::usage(format!("cannot read {}: {}", path.display(), e.kind())))?,
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| Failure::usage(format!("cannot read stdin: {}", e.kind())))?;
+            buf
+        }
+    };
+    let headers = webhook::sign(host, &Secret::new(secret), &body, SystemTime::now());
+    let mut out = std::io::stdout().lock();
+    for (name, value) in headers {
+        let _ = writeln!(out, "{name}: {value}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

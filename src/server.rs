@@ -1,1 +1,87 @@
-//! Wiring: `run(config, listener, shutdown)`.
+//! Wiring: opens the store, loads the pipelines, and serves HTTP until
+//! shutdown. `main` calls [`run`]; tests call it too, with a listener on
+//! 127.0.0.1:0 and a temp data dir.
+
+use crate::config::Config;
+use crate::http::{self, AppState, Limits};
+use crate::pipeline;
+use crate::store::{Store, StoreOptions};
+use anyhow::Context as _;
+use std::future::Future;
+use tokio::net::TcpListener;
+
+/// The database file inside `data_dir`.
+pub const DB_FILE: &str = "hookci.db";
+
+/// Binds the configured address, or takes the socket systemd passed
+/// (`LISTEN_FDS`, from `hookci.socket`).
+pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if let Some(std_listener) = fds.take_tcp_listener(0).context("cannot use the socket systemd passed")? {
+        std_listener.set_nonblocking(true)?;
+        return Ok(TcpListener::from_std(std_listener)?);
+    }
+    TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))
+}
+
+/// Opens the store in `config.data_dir`.
+pub fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let path = config.data_dir.join(DB_FILE);
+    Store::open_sqlite(&path, StoreOptions { max_queued_builds: config.max_queued_builds })
+        .with_context(|| format!("cannot open the store at {}", path.display()))
+}
+
+/// Runs the daemon until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = open_store(&config)?;
+    let loaded = pipeline::load_dir(&config.pipelines_dir);
+    for finding in &loaded.errors {
+        tracing::error!("{finding}; this pipeline is not served");
+    }
+    for finding in &loaded.warnings {
+        tracing::warn!("{finding}");
+    }
+    let limits = Limits {
+        max_connections: config.max_connections,
+        header_timeout: config.header_timeout,
+        drain_timeout: config.request_timeout,
+    };
+    let state = AppState::new(config, loaded.pipelines, store);
+    tracing::info!(
+        address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        pipelines = state.pipelines().len(),
+        "listening"
+    );
+    let reload = tokio::spawn(reload_on_sighup(state.clone()));
+    http::serve(listener, http::router(state), limits, shutdown).await;
+    reload.abort();
+    Ok(())
+}
+
+/// SIGHUP reloads the pipelines. A file that no longer loads keeps its old
+/// version and is reported; queued builds are never touched.
+async fn reload_on_sighup(state: AppState) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        let loaded = pipeline::load_dir(&state.config().pipelines_dir);
+        let mut next = loaded.pipelines;
+        for finding in &loaded.errors {
+            tracing::error!("{finding}; keeping the previous version");
+        }
+        for (name, old) in state.pipelines().iter() {
+            let failed = loaded.errors.iter().any(|f| f.file == old.path);
+            if failed {
+                next.entry(name.clone()).or_insert_with(|| old.clone());
+            }
+        }
+        tracing::info!(pipelines = next.len(), "pipelines reloaded");
+        state.replace_pipelines(next);
+    }
+}
