@@ -1,0 +1,137 @@
+//! A 2xx is a promise: deliveries acknowledged with 202 survive a SIGKILL
+//! of the daemon, and are queued exactly once after it starts again.
+
+mod common;
+
+use common::{client, count, fixture, hub_sha256};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const PIPELINE: &str = r#"
+repo = "Codertocat/Hello-World"
+secret = "topsecret"
+[[steps]]
+name = "test"
+run = "true"
+"#;
+
+/// Starts the real binary on 127.0.0.1:0 and returns it with its address.
+fn spawn(dir: &Path) -> (Child, String) {
+    let config = dir.join("hookci.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npipelines_dir = \"{}\"\n",
+            dir.join("data").display(),
+            dir.join("pipelines").display()
+        ),
+    )
+    .expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookci"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("HOOKCI_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hookci");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("hookci exited before listening").expect("read stderr");
+        if let Some(rest) = line.split("address=").nth(1) {
+            break rest.split_whitespace().next().expect("an address").to_owned();
+        }
+    };
+    // Keep draining stderr so the daemon never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, format!("http://{addr}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_deliveries_survive_sigkill_and_are_queued_exactly_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
+    std::fs::write(dir.path().join("pipelines/hello.toml"), PIPELINE).expect("pipeline");
+    let (mut child, base) = spawn(dir.path());
+
+    let body = Arc::new(fixture("github/goscm__push.json"));
+    let signature = hub_sha256("topsecret", &body);
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let http = client();
+    // 8 senders, 100 deliveries each at most; the daemon is killed midway.
+    let mut senders = Vec::new();
+    for s in 0..8 {
+        let (http, base, body, signature, acked) =
+            (http.clone(), base.clone(), Arc::clone(&body), signature.clone(), Arc::clone(&acked));
+        senders.push(tokio::spawn(async move {
+            for i in 0..100 {
+                let id = format!("d-{s}-{i}");
+                let res = http
+                    .post(format!("{base}/hooks/hello"))
+                    .header("X-GitHub-Event", "push")
+                    .header("X-GitHub-Delivery", &id)
+                    .header("X-Hub-Signature-256", &signature)
+                    .body(body.as_ref().clone())
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status().as_u16() == 202 => {
+                        acked.lock().expect("lock").insert(id);
+                    }
+                    Ok(r) => panic!("unexpected answer {}", r.status()),
+                    Err(_) => return, // the daemon is gone
+                }
+            }
+        }));
+    }
+    // Kill it once a good number of deliveries have been acknowledged.
+    for _ in 0..200 {
+        if acked.lock().expect("lock").len() >= 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    for s in senders {
+        s.await.expect("sender");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() >= 100, "only {} deliveries were acknowledged", acked.len());
+
+    let (mut child, base) = spawn(dir.path());
+    let db = rusqlite::Connection::open(dir.path().join("data/hookci.db")).expect("db");
+    for id in &acked {
+        let n: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM builds WHERE delivery_id = ?1 AND status = 'queued'",
+                [id],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(n, 1, "acknowledged delivery {id} has {n} queued builds");
+    }
+    // The host redelivers one it never heard back about: nothing new is queued.
+    let before = count(&db, "SELECT COUNT(*) FROM builds");
+    let first = acked.iter().next().expect("one").clone();
+    let res = http
+        .post(format!("{base}/hooks/hello"))
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", &first)
+        .header("X-Hub-Signature-256", &signature)
+        .body(body.as_ref().clone())
+        .send()
+        .await
+        .expect("redelivery");
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM builds"), before);
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+}
