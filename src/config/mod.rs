@@ -4,10 +4,16 @@
 //! `./data`. Lookup order: `--config F`, `$HOOKCI_CONFIG`, `./hookci.toml`,
 //! built-in defaults.
 
-use crate::pipeline::Finding;
+mod raw;
+
+use crate::pipeline::{Checker, Finding};
 use crate::secret::Secret;
+use raw::RawConfig;
+use std::ffi::OsStr;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use toml::Spanned;
 
 /// The validated server config.
 #[derive(Debug, Clone)]
@@ -74,8 +80,206 @@ impl Default for Config {
 
 /// Finds and loads the config: `explicit`, else `$HOOKCI_CONFIG`, else
 /// `./hookci.toml` if present, else the defaults. Relative paths in a file
-/// are taken relative to the process's working directory.
+/// are taken relative to the process's working directory. A file named by
+/// `explicit` or `$HOOKCI_CONFIG` must exist.
 pub fn load(explicit: Option<&Path>) -> Result<(Config, Vec<Finding>), Finding> {
-    let _ = explicit;
-    Ok((Config::default(), Vec::new()))
+    let env = std::env::var_os("HOOKCI_CONFIG");
+    match locate(explicit, env.as_deref(), Path::new("hookci.toml")) {
+        Some(path) => load_file(&path),
+        None => Ok((Config::default(), Vec::new())),
+    }
+}
+
+/// Which file the lookup order picks: `explicit`, else `env` (the value of
+/// `$HOOKCI_CONFIG`, ignored when empty), else `fallback` if it exists, else
+/// none (the built-in defaults).
+pub fn locate(explicit: Option<&Path>, env: Option<&OsStr>, fallback: &Path) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    if let Some(p) = env.filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    fallback.is_file().then(|| fallback.to_path_buf())
+}
+
+/// Loads and validates one config file. The error is the first problem
+/// found, as `file:line:col: sentence`; warnings are returned beside the
+/// config.
+pub fn load_file(path: &Path) -> Result<(Config, Vec<Finding>), Finding> {
+    let src = std::fs::read_to_string(path).map_err(|e| Finding {
+        file: path.to_path_buf(),
+        position: None,
+        message: if e.kind() == std::io::ErrorKind::NotFound {
+            "the config file does not exist".to_owned()
+        } else {
+            format!("cannot read the config file: {}", e.kind())
+        },
+    })?;
+    let mut c = Checker::new(path, &src);
+    let raw: RawConfig = toml::from_str(&src).map_err(|e| c.parse_error(&e, raw::TABLES))?;
+    let config = convert(&mut c, raw);
+    match c.errors.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok((
+            Config {
+                source: Some(path.to_path_buf()),
+                ..config
+            },
+            c.warnings,
+        )),
+    }
+}
+
+fn convert(c: &mut Checker<'_>, raw: RawConfig) -> Config {
+    let mut config = Config::default();
+    if let Some(v) = &raw.listen {
+        if v.get_ref().parse::<SocketAddr>().is_ok() {
+            config.listen = v.get_ref().clone();
+        } else {
+            c.error(
+                Some(&v.span()),
+                format!(
+                    "listen \"{}\" is not a socket address; write e.g. \"127.0.0.1:8787\" or \"[::]:8787\"",
+                    v.get_ref()
+                ),
+            );
+        }
+    }
+    if let Some(url) = raw
+        .public_url
+        .as_ref()
+        .and_then(|v| c.http_url("public_url", v))
+    {
+        config.public_url = url;
+    }
+    if let Some(p) = path(c, "data_dir", raw.data_dir.as_ref()) {
+        config.data_dir = p;
+    }
+    if let Some(p) = path(c, "pipelines_dir", raw.pipelines_dir.as_ref()) {
+        config.pipelines_dir = p;
+    }
+    if let Some(n) = positive(c, "max_parallel_builds", raw.max_parallel_builds.as_ref()) {
+        config.max_parallel_builds = n;
+    }
+    if let Some(n) = positive(c, "max_queued_builds", raw.max_queued_builds.as_ref()) {
+        config.max_queued_builds = n;
+    }
+    if let Some(n) = positive(c, "max_body_bytes", raw.max_body_bytes.as_ref()) {
+        config.max_body_bytes = n;
+    }
+    config.admin_token = raw
+        .admin_token
+        .as_ref()
+        .and_then(|s| c.secret("admin_token", s));
+    if let Some(v) = &raw.run_as {
+        let user = v.get_ref().trim();
+        if user.is_empty() {
+            c.error(
+                Some(&v.span()),
+                "run_as is empty; name a user or remove the key",
+            );
+        } else {
+            config.run_as = Some(user.to_owned());
+        }
+    }
+    if let Some(n) = positive(c, "keep_builds", raw.keep_builds.as_ref()) {
+        config.keep_builds = n;
+    }
+    // A zero grace is meaningful: stop running builds at once on SIGTERM.
+    if let Some(d) = raw
+        .shutdown_grace
+        .as_ref()
+        .and_then(|v| c.duration("shutdown_grace", v, true))
+    {
+        config.shutdown_grace = d;
+    }
+    if let Some(p) = raw.private {
+        config.private = p;
+    }
+    if let Some(n) = positive(c, "max_connections", raw.max_connections.as_ref()) {
+        config.max_connections = n;
+    }
+    if let Some(d) = raw
+        .header_timeout
+        .as_ref()
+        .and_then(|v| c.duration("header_timeout", v, false))
+    {
+        config.header_timeout = d;
+    }
+    if let Some(d) = raw
+        .request_timeout
+        .as_ref()
+        .and_then(|v| c.duration("request_timeout", v, false))
+    {
+        config.request_timeout = d;
+    }
+    if let Some(n) = positive(c, "max_log_bytes", raw.max_log_bytes.as_ref()) {
+        config.max_log_bytes = n;
+    }
+    config
+}
+
+/// A count that must be above zero and fit its type.
+fn positive<T: TryFrom<i64>>(
+    c: &mut Checker<'_>,
+    key: &str,
+    v: Option<&Spanned<i64>>,
+) -> Option<T> {
+    let v = v?;
+    let n = *v.get_ref();
+    if n <= 0 {
+        c.error(Some(&v.span()), format!("{key} must be greater than zero"));
+        return None;
+    }
+    match T::try_from(n) {
+        Ok(t) => Some(t),
+        Err(_) => {
+            c.error(Some(&v.span()), format!("{key} is too large"));
+            None
+        }
+    }
+}
+
+fn path(c: &mut Checker<'_>, key: &str, v: Option<&Spanned<String>>) -> Option<PathBuf> {
+    let v = v?;
+    if v.get_ref().trim().is_empty() {
+        c.error(
+            Some(&v.span()),
+            format!("{key} is empty; name a directory or remove the key"),
+        );
+        return None;
+    }
+    Some(PathBuf::from(v.get_ref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::locate;
+    use std::ffi::OsStr;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn the_lookup_prefers_the_flag_then_the_variable_then_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let present = dir.path().join("hookci.toml");
+        std::fs::write(&present, "").unwrap();
+        let absent = dir.path().join("absent.toml");
+        let flag = Path::new("flag.toml");
+        let env = OsStr::new("env.toml");
+        assert_eq!(
+            locate(Some(flag), Some(env), &present),
+            Some(PathBuf::from("flag.toml"))
+        );
+        assert_eq!(
+            locate(None, Some(env), &present),
+            Some(PathBuf::from("env.toml"))
+        );
+        assert_eq!(
+            locate(None, Some(OsStr::new("")), &present),
+            Some(present.clone())
+        );
+        assert_eq!(locate(None, None, &present), Some(present.clone()));
+        assert_eq!(locate(None, None, &absent), None);
+    }
 }

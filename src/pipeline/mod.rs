@@ -5,9 +5,11 @@
 //! Validation errors name the file, line and column and say what is wrong in
 //! one sentence.
 
+mod check;
 pub mod glob;
 pub mod matcher;
-mod raw;
+pub(crate) mod raw;
+mod validate;
 
 use crate::secret::Secret;
 use crate::webhook::Host;
@@ -15,7 +17,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub(crate) use check::Checker;
 pub use glob::GlobList;
+pub use validate::valid_name;
 
 /// A validated pipeline, ready to match pushes and run builds.
 #[derive(Debug, Clone)]
@@ -107,6 +111,17 @@ pub enum Concurrency {
     Parallel,
 }
 
+impl Concurrency {
+    /// The name used in pipeline files and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Concurrency::Queue => "queue",
+            Concurrency::Supersede => "supersede",
+            Concurrency::Parallel => "parallel",
+        }
+    }
+}
+
 /// Which commit status provider a pipeline reports to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
@@ -126,6 +141,34 @@ pub enum Provider {
     Webhook,
     /// No reports.
     None,
+}
+
+impl Provider {
+    /// Every provider, in the order their names are listed to users.
+    pub const ALL: [Provider; 8] = [
+        Provider::Github,
+        Provider::Gitea,
+        Provider::Forgejo,
+        Provider::Gitlab,
+        Provider::Bitbucket,
+        Provider::BitbucketServer,
+        Provider::Webhook,
+        Provider::None,
+    ];
+
+    /// The name used in pipeline files and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Github => "github",
+            Provider::Gitea => "gitea",
+            Provider::Forgejo => "forgejo",
+            Provider::Gitlab => "gitlab",
+            Provider::Bitbucket => "bitbucket",
+            Provider::BitbucketServer => "bitbucket-server",
+            Provider::Webhook => "webhook",
+            Provider::None => "none",
+        }
+    }
 }
 
 /// The `[status]` table.
@@ -172,6 +215,16 @@ pub enum Shell {
     Bash,
 }
 
+impl Shell {
+    /// The name used in pipeline files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shell::Sh => "sh",
+            Shell::Bash => "bash",
+        }
+    }
+}
+
 /// A finding of validation: an error (the pipeline is not loaded) or a
 /// warning (`check` prints it; the pipeline loads).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,15 +257,58 @@ pub struct Loaded {
     pub warnings: Vec<Finding>,
 }
 
-/// Loads every `*.toml` in `dir`. A file that fails is reported in
-/// `errors` and left out; the others still load.
+/// Loads every `*.toml` in `dir`, in name order. A file that fails is
+/// reported in `errors` and left out; the others still load. A directory
+/// that cannot be read is one error.
 pub fn load_dir(dir: &Path) -> Loaded {
-    let _ = dir;
-    Loaded::default()
+    let mut loaded = Loaded::default();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            let message = if e.kind() == std::io::ErrorKind::NotFound {
+                "the pipelines directory does not exist".to_owned()
+            } else {
+                format!("cannot read the pipelines directory: {}", e.kind())
+            };
+            loaded.errors.push(Finding {
+                file: dir.to_path_buf(),
+                position: None,
+                message,
+            });
+            return loaded;
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    files.sort();
+    for file in files {
+        match load_file(&file) {
+            Ok((pipeline, warnings)) => {
+                loaded.warnings.extend(warnings);
+                loaded.pipelines.insert(pipeline.name.clone(), pipeline);
+            }
+            Err(errors) => loaded.errors.extend(errors),
+        }
+    }
+    loaded
 }
 
-/// Loads one pipeline file.
+/// Loads one pipeline file; its name is the file stem. On success, the
+/// warnings; on failure, every error found.
 pub fn load_file(path: &Path) -> Result<(Pipeline, Vec<Finding>), Vec<Finding>> {
-    let _ = path;
-    Err(Vec::new())
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        vec![Finding {
+            file: path.to_path_buf(),
+            position: None,
+            message: format!("cannot read the pipeline file: {}", e.kind()),
+        }]
+    })?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    validate::pipeline(&name, path, &src)
 }

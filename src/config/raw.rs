@@ -1,0 +1,31 @@
+//! `hookci.toml` exactly as written, before validation. Every key is
+//! optional and unknown keys are errors.
+
+use crate::pipeline::raw::RawSecret;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The table named for "unknown key" errors.
+pub(crate) const TABLES: &[(&str, &str)] = &[("listen", "in the server config")];
+
+/// The whole server config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub listen: Option<Spanned<String>>,
+    pub public_url: Option<Spanned<String>>,
+    pub data_dir: Option<Spanned<String>>,
+    pub pipelines_dir: Option<Spanned<String>>,
+    pub max_parallel_builds: Option<Spanned<i64>>,
+    pub max_queued_builds: Option<Spanned<i64>>,
+    pub max_body_bytes: Option<Spanned<i64>>,
+    pub admin_token: Option<Spanned<RawSecret>>,
+    pub run_as: Option<Spanned<String>>,
+    pub keep_builds: Option<Spanned<i64>>,
+    pub shutdown_grace: Option<Spanned<String>>,
+    pub private: Option<bool>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub header_timeout: Option<Spanned<String>>,
+    pub request_timeout: Option<Spanned<String>>,
+    pub max_log_bytes: Option<Spanned<i64>>,
+}
