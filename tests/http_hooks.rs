@@ -211,7 +211,7 @@ async fn an_event_that_builds_nothing_is_answered_200() {
 #[tokio::test]
 async fn malformed_or_incomplete_payloads_are_answered_400_never_500() {
     let server = start().await;
-    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("not json", b"this is not json".to_vec()),
         ("empty", Vec::new()),

@@ -64,7 +64,18 @@ impl TestServer {
             .await
             .expect("server runs");
         });
-        TestServer { addr, dir, config, stop: Some(stop), task: Some(task) }
+        let server = TestServer { addr, dir, config, stop: Some(stop), task: Some(task) };
+        // Ready once /healthz answers (the store is open); bounded wait.
+        let http = client();
+        for _ in 0..500 {
+            if let Ok(res) = http.get(server.url("/healthz")).send().await {
+                if res.status().is_success() {
+                    return server;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the server did not become ready");
     }
 
     /// `http://ADDR/PATH`.
