@@ -73,6 +73,19 @@ fn reword(src: &str, span: Option<&Range<usize>>, raw: &str, tables: &[(&str, &s
         let (found, expected) = rest
             .split_once(", expected ")
             .unwrap_or((rest, "something else"));
+        let expected = match expected {
+            "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "usize" | "isize" => {
+                "an integer"
+            }
+            "f32" | "f64" => "a number",
+            other => other,
+        };
+        // A string is not quoted back: it may be a secret in the wrong place.
+        let found = if found.starts_with("string ") {
+            "a string"
+        } else {
+            found
+        };
         return match span.and_then(|s| key_before(src, s.start)) {
             Some(key) => format!("wrong type for \"{key}\": expected {expected}, found {found}"),
             None => format!("wrong type: expected {expected}, found {found}"),

@@ -74,7 +74,7 @@ impl<'a> Checker<'a> {
             }
             Ok(d) => Some(d),
             Err(e) => {
-                self.error(Some(&v.span()), format!("{key}: {e}"));
+                self.error(Some(&v.span()), format!("{key} {e}"));
                 None
             }
         }
@@ -145,11 +145,10 @@ impl<'a> Checker<'a> {
 }
 
 /// Parses a duration as `humantime` does (`30s`, `30m`, `1h30m`), with an
-/// error that says what is wrong and what to write.
+/// error that says what to write instead.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| {
-        format!("invalid duration \"{s}\" ({e}); write e.g. \"30s\", \"30m\", \"1h30m\"")
-    })
+    humantime::parse_duration(s.trim())
+        .map_err(|_| format!("\"{s}\" is not a duration; write e.g. \"30s\", \"30m\" or \"1h30m\""))
 }
 
 #[cfg(test)]
