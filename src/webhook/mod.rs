@@ -4,6 +4,16 @@
 //! One file per host. This module owns no I/O and no state: it takes headers
 //! and bytes, and returns a verdict or events. It never decides what builds
 //! (that is [`crate::pipeline::matcher`]) and never touches the store.
+//!
+//! Files: `github`, `gitlab`, `gitea` (Gitea, Forgejo and Gogs share a
+//! shape), `bitbucket` (Cloud, and the signature check Server shares),
+//! `bitbucket_server`, `generic` (Standard Webhooks senders); `signature`
+//! holds the shared HMAC, token and Standard Webhooks code, `json` the
+//! lenient readers the payload structs are built with.
+//!
+//! Invariant: no input (headers or body) makes this module panic; every
+//! refusal is a [`VerifyError`] or [`ParseError`], and every signature or
+//! token comparison is constant time.
 
 mod bitbucket;
 mod bitbucket_server;
