@@ -86,7 +86,12 @@ fn spawn_hookci(dir: &Path) -> (Child, String) {
             break rest.split_whitespace().next().expect("address").to_owned();
         }
     };
-    std::thread::spawn(move || for _ in lines {});
+    // Pass the daemon's warnings and errors on; they would explain a failed run.
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            eprintln!("hookci: {line}");
+        }
+    });
     (child, addr)
 }
 
@@ -179,7 +184,10 @@ async fn connection(
         stream.write_all(&req).await.expect("write");
         let mut have = 0;
         let (status, total) = loop {
-            let r = stream.read(&mut buf[have..]).await.expect("read");
+            let r = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf[have..]))
+                .await
+                .unwrap_or_else(|_| panic!("no answer in 5 s; have {:?}", String::from_utf8_lossy(&buf[..have])))
+                .expect("read");
             assert!(r > 0, "server closed the connection");
             have += r;
             if let Some(end) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
@@ -283,16 +291,28 @@ fn main() {
     let rss = peak_rss_kib(child.id());
     let _ = child.kill();
     let _ = child.wait();
-    let db = rusqlite::Connection::open(dir.path().join("data/hookci.db")).expect("db");
-    let mut stored = 0i64;
-    {
-        let mut stmt = db
-            .prepare("SELECT COUNT(*) FROM builds WHERE delivery_id = ?1 AND status = 'queued'")
-            .expect("stmt");
-        for id in &out.acked {
-            stored += stmt.query_row([id], |r| r.get::<_, i64>(0)).expect("count");
+    let mut db = rusqlite::Connection::open(dir.path().join("data/hookci.db")).expect("db");
+    // Every acknowledged delivery id, joined against the queued builds.
+    let stored: i64 = {
+        let tx = db.transaction().expect("tx");
+        tx.execute_batch("CREATE TEMP TABLE acked (id TEXT PRIMARY KEY)").expect("temp");
+        {
+            let mut ins = tx.prepare("INSERT INTO acked (id) VALUES (?1)").expect("stmt");
+            for id in &out.acked {
+                ins.execute([id]).expect("insert");
+            }
         }
-    }
+        let n = tx
+            .query_row(
+                "SELECT COUNT(*) FROM acked JOIN builds ON builds.delivery_id = acked.id
+                 WHERE builds.status = 'queued'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        tx.commit().expect("commit");
+        n
+    };
     assert_eq!(out.other, 0, "hookci answered something other than 202");
     let rate = report("hookci", &mut out, rss, Some(stored));
     assert_eq!(stored as usize, out.acked.len(), "an acknowledged delivery is missing from the store");
