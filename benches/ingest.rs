@@ -35,14 +35,16 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { seconds: 10, connections: 32, baseline: false };
+    let mut a = Args {
+        seconds: 10,
+        connections: 32,
+        baseline: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--seconds" => a.seconds = it.next().and_then(|v| v.parse().ok()).unwrap_or(10),
-            "--connections" => {
-                a.connections = it.next().and_then(|v| v.parse().ok()).unwrap_or(32)
-            }
+            "--connections" => a.connections = it.next().and_then(|v| v.parse().ok()).unwrap_or(32),
             "--baseline-webhook" => a.baseline = true,
             _ => {} // cargo bench passes --bench
         }
@@ -97,7 +99,11 @@ fn spawn_hookci(dir: &Path) -> (Child, String) {
 
 fn spawn_webhook(dir: &Path) -> Option<(Child, String)> {
     let bin = which("webhook")?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
     let hooks = dir.join("hooks.json");
     std::fs::write(
         &hooks,
@@ -186,7 +192,12 @@ async fn connection(
         let (status, total) = loop {
             let r = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf[have..]))
                 .await
-                .unwrap_or_else(|_| panic!("no answer in 5 s; have {:?}", String::from_utf8_lossy(&buf[..have])))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no answer in 5 s; have {:?}",
+                        String::from_utf8_lossy(&buf[..have])
+                    )
+                })
                 .expect("read");
             assert!(r > 0, "server closed the connection");
             have += r;
@@ -218,11 +229,17 @@ async fn connection(
 
 fn load(addr: &str, path: &str, args: &Args, seconds: u64, tag: &str, ok: u16) -> Outcome {
     let body = std::sync::Arc::new(
-        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks/github/goscm__push.json"))
-            .expect("fixture"),
+        std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/webhooks/github/goscm__push.json"),
+        )
+        .expect("fixture"),
     );
     let sig = signature(&body);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     rt.block_on(async {
         let start = Instant::now();
         let until = start + Duration::from_secs(seconds);
@@ -239,7 +256,12 @@ fn load(addr: &str, path: &str, args: &Args, seconds: u64, tag: &str, ok: u16) -
                 ))
             })
             .collect();
-        let mut out = Outcome { acked: Vec::new(), latencies_us: Vec::new(), other: 0, elapsed: Duration::ZERO };
+        let mut out = Outcome {
+            acked: Vec::new(),
+            latencies_us: Vec::new(),
+            other: 0,
+            elapsed: Duration::ZERO,
+        };
         for t in tasks {
             let (a, l, o) = t.await.expect("task");
             out.acked.extend(a);
@@ -269,7 +291,10 @@ fn report(name: &str, o: &mut Outcome, rss_kib: u64, stored: Option<i64>) -> f64
         percentile(&o.latencies_us, 0.50),
         percentile(&o.latencies_us, 0.99),
         rss_kib as f64 / 1024.0,
-        stored.map_or("n/a (persists nothing)".to_owned(), |s| format!("{s} of {}", o.acked.len())),
+        stored.map_or("n/a (persists nothing)".to_owned(), |s| format!(
+            "{s} of {}",
+            o.acked.len()
+        )),
     );
     rate
 }
@@ -295,9 +320,12 @@ fn main() {
     // Every acknowledged delivery id, joined against the queued builds.
     let stored: i64 = {
         let tx = db.transaction().expect("tx");
-        tx.execute_batch("CREATE TEMP TABLE acked (id TEXT PRIMARY KEY)").expect("temp");
+        tx.execute_batch("CREATE TEMP TABLE acked (id TEXT PRIMARY KEY)")
+            .expect("temp");
         {
-            let mut ins = tx.prepare("INSERT INTO acked (id) VALUES (?1)").expect("stmt");
+            let mut ins = tx
+                .prepare("INSERT INTO acked (id) VALUES (?1)")
+                .expect("stmt");
             for id in &out.acked {
                 ins.execute([id]).expect("insert");
             }
@@ -315,7 +343,11 @@ fn main() {
     };
     assert_eq!(out.other, 0, "hookci answered something other than 202");
     let rate = report("hookci", &mut out, rss, Some(stored));
-    assert_eq!(stored as usize, out.acked.len(), "an acknowledged delivery is missing from the store");
+    assert_eq!(
+        stored as usize,
+        out.acked.len(),
+        "an acknowledged delivery is missing from the store"
+    );
 
     if args.baseline {
         match spawn_webhook(dir.path()) {
@@ -326,9 +358,14 @@ fn main() {
                 let _ = child.kill();
                 let _ = child.wait();
                 let base_rate = report("adnanh/webhook", &mut base, rss, None);
-                println!("\nhookci / webhook throughput ratio: {:.2}", rate / base_rate.max(1.0));
+                println!(
+                    "\nhookci / webhook throughput ratio: {:.2}",
+                    rate / base_rate.max(1.0)
+                );
             }
-            None => println!("\n(baseline skipped: `webhook` is not installed: apt-get install webhook)"),
+            None => println!(
+                "\n(baseline skipped: `webhook` is not installed: apt-get install webhook)"
+            ),
         }
     }
 }

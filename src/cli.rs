@@ -57,7 +57,10 @@ pub struct Failure {
 
 impl Failure {
     fn usage(message: impl Into<String>) -> Self {
-        Failure { message: message.into(), code: 2 }
+        Failure {
+            message: message.into(),
+            code: 2,
+        }
     }
 }
 
@@ -93,7 +96,9 @@ fn serve(path: Option<PathBuf>) -> Result<ExitCode, Failure> {
         .build()
         .map_err(|e| Failure::usage(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async move {
-        let listener = crate::server::bind(&config).await.map_err(|e| Failure::usage(format!("{e:#}")))?;
+        let listener = crate::server::bind(&config)
+            .await
+            .map_err(|e| Failure::usage(format!("{e:#}")))?;
         crate::server::run(config, listener, shutdown_signal())
             .await
             .map_err(|e| Failure::usage(format!("{e:#}")))
@@ -104,9 +109,10 @@ fn serve(path: Option<PathBuf>) -> Result<ExitCode, Failure> {
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {
@@ -141,7 +147,10 @@ fn check(path: Option<PathBuf>) -> Result<ExitCode, Failure> {
 fn sign(secret: &str, host: &str, file: Option<PathBuf>) -> Result<ExitCode, Failure> {
     let host: Host = host.parse().map_err(|()| {
         let names: Vec<&str> = Host::ALL.iter().map(|h| h.as_str()).collect();
-        Failure::usage(format!("unknown host {host:?}; expected one of {}", names.join(", ")))
+        Failure::usage(format!(
+            "unknown host {host:?}; expected one of {}",
+            names.join(", ")
+        ))
     })?;
     let body = match &file {
         Some(path) => std::fs::read(path)

@@ -17,7 +17,10 @@ pub const DB_FILE: &str = "hookci.db";
 /// (`LISTEN_FDS`, from `hookci.socket`).
 pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
     let mut fds = listenfd::ListenFd::from_env();
-    if let Some(std_listener) = fds.take_tcp_listener(0).context("cannot use the socket systemd passed")? {
+    if let Some(std_listener) = fds
+        .take_tcp_listener(0)
+        .context("cannot use the socket systemd passed")?
+    {
         std_listener.set_nonblocking(true)?;
         return Ok(TcpListener::from_std(std_listener)?);
     }
@@ -29,8 +32,13 @@ pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
 /// Opens the store in `config.data_dir`.
 pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     let path = config.data_dir.join(DB_FILE);
-    Store::open_sqlite(&path, StoreOptions { max_queued_builds: config.max_queued_builds })
-        .with_context(|| format!("cannot open the store at {}", path.display()))
+    Store::open_sqlite(
+        &path,
+        StoreOptions {
+            max_queued_builds: config.max_queued_builds,
+        },
+    )
+    .with_context(|| format!("cannot open the store at {}", path.display()))
 }
 
 /// Runs the daemon until `shutdown` resolves.
@@ -68,7 +76,9 @@ pub async fn run(
 /// version and is reported; queued builds are never touched.
 async fn reload_on_sighup(state: AppState) {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
     while hup.recv().await.is_some() {
         let loaded = pipeline::load_dir(&state.config().pipelines_dir);
         let mut next = loaded.pipelines;

@@ -33,11 +33,18 @@ fn check_accepts_the_shipped_pipelines_on_the_embedded_defaults() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let count = std::fs::read_dir(repo.join("pipelines"))
         .expect("pipelines")
-        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "toml")))
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "toml"))
+        })
         .count();
     assert_eq!(text(&out.stdout).trim(), format!("ok: {count} pipelines"));
     // The shipped examples accept unsigned deliveries, and check says so.
-    assert!(text(&out.stderr).contains("warning:"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("warning:"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -61,11 +68,18 @@ fn check_reports_a_broken_pipeline_with_file_line_and_column_and_exits_1() {
 #[test]
 fn check_reports_an_unknown_config_key_and_exits_1() {
     let dir = tempfile::tempdir().expect("tmp");
-    std::fs::write(dir.path().join("hookci.toml"), "listen = \"127.0.0.1:1\"\nlisen = 3\n")
-        .expect("write");
+    std::fs::write(
+        dir.path().join("hookci.toml"),
+        "listen = \"127.0.0.1:1\"\nlisen = 3\n",
+    )
+    .expect("write");
     let out = hookci(&["check"], dir.path(), None);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("hookci.toml:2:1"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("hookci.toml:2:1"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -82,7 +96,13 @@ fn serve_with_a_missing_config_file_exits_2_with_one_sentence() {
 fn sign_prints_githubs_published_signature_for_a_body_on_stdin() {
     let dir = tempfile::tempdir().expect("tmp");
     let out = hookci(
-        &["sign", "--secret", "It's a Secret to Everybody", "--host", "github"],
+        &[
+            "sign",
+            "--secret",
+            "It's a Secret to Everybody",
+            "--host",
+            "github",
+        ],
         dir.path(),
         Some(b"Hello, World!"),
     );
@@ -115,7 +135,11 @@ fn sign_reads_a_file_and_the_secret_from_the_environment() {
 #[test]
 fn sign_with_an_unknown_host_exits_2() {
     let dir = tempfile::tempdir().expect("tmp");
-    let out = hookci(&["sign", "--secret", "s", "--host", "svn"], dir.path(), Some(b"{}"));
+    let out = hookci(
+        &["sign", "--secret", "s", "--host", "svn"],
+        dir.path(),
+        Some(b"{}"),
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("svn"));
 }

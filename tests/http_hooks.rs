@@ -41,9 +41,16 @@ run = "true"
 "#;
 
 async fn start() -> TestServer {
-    TestServer::start(&[("hello", HELLO), ("drone", DRONE), ("releases", RELEASES_ONLY)], |c| {
-        c.max_body_bytes = 64 * 1024;
-    })
+    TestServer::start(
+        &[
+            ("hello", HELLO),
+            ("drone", DRONE),
+            ("releases", RELEASES_ONLY),
+        ],
+        |c| {
+            c.max_body_bytes = 64 * 1024;
+        },
+    )
     .await
 }
 
@@ -89,7 +96,10 @@ async fn a_signed_push_is_queued_and_answered_202_after_it_is_stored() {
     let builds = json["builds"].as_array().expect("builds");
     assert_eq!(builds.len(), 1);
     let id = builds[0]["id"].as_i64().expect("a numeric build id");
-    assert_eq!(builds[0]["url"], format!("{}/builds/{id}", server.config.public_url));
+    assert_eq!(
+        builds[0]["url"],
+        format!("{}/builds/{id}", server.config.public_url)
+    );
 
     let db = server.db();
     let (status, commit, git_ref, branch, delivery): (String, String, String, String, String) = db
@@ -135,13 +145,17 @@ async fn a_ping_is_answered_200_and_builds_nothing() {
 #[tokio::test]
 async fn branch_and_tag_deletions_build_nothing() {
     let server = start().await;
-    for (file, id) in
-        [("github/goscm__push_branch_delete.json", "del-b"), ("github/goscm__push_tag_delete.json", "del-t")]
-    {
+    for (file, id) in [
+        ("github/goscm__push_branch_delete.json", "del-b"),
+        ("github/goscm__push_tag_delete.json", "del-t"),
+    ] {
         let body = fixture(file);
         let (status, json, _) = github(&server, "/hooks/drone", "push", id, &body, SECRET).await;
         assert_eq!(status, 200, "{file}: {json}");
-        assert!(json["skipped"].as_str().unwrap_or("").contains("deleted"), "{json}");
+        assert!(
+            json["skipped"].as_str().unwrap_or("").contains("deleted"),
+            "{json}"
+        );
     }
     assert_eq!(count(&server.db(), "SELECT COUNT(*) FROM builds"), 0);
     server.stop().await;
@@ -167,7 +181,13 @@ async fn a_push_no_trigger_matches_is_answered_200_with_the_reason() {
     let body = fixture("github/goscm__push.json");
     let (status, json, _) = github(&server, "/hooks/releases", "push", "nt", &body, SECRET).await;
     assert_eq!(status, 200, "{json}");
-    assert!(json["skipped"].as_str().unwrap_or("").contains("no trigger"), "{json}");
+    assert!(
+        json["skipped"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no trigger"),
+        "{json}"
+    );
     assert_eq!(count(&server.db(), "SELECT COUNT(*) FROM builds"), 0);
     server.stop().await;
 }
@@ -180,7 +200,10 @@ async fn a_skip_marker_in_the_head_commit_message_builds_nothing() {
     });
     let (status, json, _) = github(&server, "/hooks/hello", "push", "skip", &body, SECRET).await;
     assert_eq!(status, 200, "{json}");
-    assert!(json["skipped"].as_str().unwrap_or("").contains("skip"), "{json}");
+    assert!(
+        json["skipped"].as_str().unwrap_or("").contains("skip"),
+        "{json}"
+    );
     assert_eq!(count(&server.db(), "SELECT COUNT(*) FROM builds"), 0);
     server.stop().await;
 }
@@ -193,7 +216,13 @@ async fn a_host_test_delivery_with_before_equal_to_after_builds_nothing() {
     });
     let (status, json, _) = github(&server, "/hooks/hello", "push", "same", &body, SECRET).await;
     assert_eq!(status, 200, "{json}");
-    assert!(json["skipped"].as_str().unwrap_or("").contains("same commit"), "{json}");
+    assert!(
+        json["skipped"]
+            .as_str()
+            .unwrap_or("")
+            .contains("same commit"),
+        "{json}"
+    );
     server.stop().await;
 }
 
@@ -218,7 +247,10 @@ async fn malformed_or_incomplete_payloads_are_answered_400_never_500() {
         ("an array", b"[]".to_vec()),
         ("null", b"null".to_vec()),
         ("no fields", b"{}".to_vec()),
-        ("invalid utf-8", vec![b'{', b'"', 0xff, 0xfe, b'"', b':', b'1', b'}']),
+        (
+            "invalid utf-8",
+            vec![b'{', b'"', 0xff, 0xfe, b'"', b':', b'1', b'}'],
+        ),
         ("deep nesting", deep.into_bytes()),
         (
             "ref of the wrong type",
@@ -358,7 +390,13 @@ async fn a_full_queue_is_answered_503_with_retry_after_and_records_nothing() {
     assert!(headers.get("retry-after").is_some());
     let db = server.db();
     assert_eq!(count(&db, "SELECT COUNT(*) FROM builds"), 1);
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM deliveries WHERE delivery_id = 'q2'"), 0);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM deliveries WHERE delivery_id = 'q2'"
+        ),
+        0
+    );
     server.stop().await;
 }
 
@@ -374,7 +412,10 @@ async fn an_unavailable_store_is_answered_503_with_retry_after_and_no_detail() {
     assert_eq!(status, 503, "{json}");
     assert!(headers.get("retry-after").is_some());
     let message = json["error"].as_str().unwrap_or("");
-    assert!(!message.contains("locked") && !message.contains("SQL"), "{message}");
+    assert!(
+        !message.contains("locked") && !message.contains("SQL"),
+        "{message}"
+    );
     locker.execute_batch("ROLLBACK").expect("unlock");
     // Once the store is back, the host's retry is accepted.
     let (status, _, _) = github(&server, "/hooks/hello", "push", "locked", &body, SECRET).await;
@@ -405,7 +446,11 @@ async fn the_org_wide_route_queues_for_each_pipeline_whose_secret_verifies() {
 #[tokio::test]
 async fn healthz_answers_ok() {
     let server = start().await;
-    let res = client().get(server.url("/healthz")).send().await.expect("request");
+    let res = client()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(res.status().as_u16(), 200);
     let json: Value = res.json().await.expect("json");
     assert_eq!(json["status"], "ok");
@@ -419,7 +464,9 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     })
     .await;
     let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
-    tcp.write_all(b"POST /hooks/hello HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+    tcp.write_all(b"POST /hooks/hello HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "the server kept a stalled connection open");
@@ -441,10 +488,17 @@ async fn connections_past_the_bound_wait_until_one_is_free() {
         .timeout(Duration::from_millis(700))
         .build()
         .expect("client");
-    assert!(http.get(server.url("/healthz")).send().await.is_err(), "a third connection was served");
+    assert!(
+        http.get(server.url("/healthz")).send().await.is_err(),
+        "a third connection was served"
+    );
     drop(idle1);
     drop(idle2);
-    let res = client().get(server.url("/healthz")).send().await.expect("served once free");
+    let res = client()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("served once free");
     assert_eq!(res.status().as_u16(), 200);
     server.stop().await;
 }

@@ -30,7 +30,9 @@ async fn send(
     headers: &[(&str, String)],
     body: Vec<u8>,
 ) -> (u16, Value) {
-    let mut req = client().post(server.url(&format!("/hooks/{name}"))).body(body);
+    let mut req = client()
+        .post(server.url(&format!("/hooks/{name}")))
+        .body(body);
     for (k, v) in headers {
         req = req.header(*k, v);
     }
@@ -60,8 +62,11 @@ fn builds(server: &TestServer) -> Vec<Row> {
 
 #[tokio::test]
 async fn a_gitlab_push_with_its_token_is_queued() {
-    let server =
-        TestServer::start(&[("gl", &pipeline("gitlab-org/hello-world", "gl-token"))], |_| {}).await;
+    let server = TestServer::start(
+        &[("gl", &pipeline("gitlab-org/hello-world", "gl-token"))],
+        |_| {},
+    )
+    .await;
     let headers = [
         ("X-Gitlab-Event", "Push Hook".to_owned()),
         ("X-Gitlab-Token", "gl-token".to_owned()),
@@ -76,7 +81,10 @@ async fn a_gitlab_push_with_its_token_is_queued() {
     assert_eq!(rows[0].host, "gitlab");
     assert_eq!(rows[0].delivery, "gl-uuid-1");
     // A wrong token is refused.
-    let bad = [("X-Gitlab-Event", "Push Hook".to_owned()), ("X-Gitlab-Token", "nope".to_owned())];
+    let bad = [
+        ("X-Gitlab-Event", "Push Hook".to_owned()),
+        ("X-Gitlab-Token", "nope".to_owned()),
+    ];
     let (status, _) = send(&server, "gl", &bad, fixture("gitlab/goscm__push.json")).await;
     assert_eq!(status, 401);
     server.stop().await;
@@ -96,8 +104,13 @@ async fn a_gitea_push_signed_with_the_published_vector_is_queued() {
         // Gitea sends GitHub's headers too; it must still be read as Gitea.
         ("X-GitHub-Event", "push".to_owned()),
     ];
-    let (status, json) =
-        send(&server, "gt", &headers, fixture("gitea/goplayground__push-event.json")).await;
+    let (status, json) = send(
+        &server,
+        "gt",
+        &headers,
+        fixture("gitea/goplayground__push-event.json"),
+    )
+    .await;
     assert_eq!(status, 202, "{json}");
     let rows = builds(&server);
     assert_eq!(rows[0].commit, "67b56589a45103f891bdee7c0546e5d40bc02001");
@@ -112,8 +125,13 @@ async fn a_gitea_push_signed_with_the_published_vector_is_queued() {
             "6f250ac7a090096574758e31bd31770eab63dfd0459404f0c18431f1c6b9024a".to_owned(),
         ),
     ];
-    let (status, json) =
-        send(&server, "gt", &create, fixture("gitea/goplayground__create-event.json")).await;
+    let (status, json) = send(
+        &server,
+        "gt",
+        &create,
+        fixture("gitea/goplayground__create-event.json"),
+    )
+    .await;
     assert_eq!(status, 200, "{json}");
     assert_eq!(builds(&server).len(), 1);
     server.stop().await;
@@ -122,8 +140,11 @@ async fn a_gitea_push_signed_with_the_published_vector_is_queued() {
 #[tokio::test]
 async fn a_forgejo_push_captured_on_codeberg_is_queued() {
     let body = fixture("forgejo/woodpecker__push_branch.json");
-    let server =
-        TestServer::start(&[("fj", &pipeline("meisam/woodpecktester", "fj-secret"))], |_| {}).await;
+    let server = TestServer::start(
+        &[("fj", &pipeline("meisam/woodpecktester", "fj-secret"))],
+        |_| {},
+    )
+    .await;
     let headers = [
         ("X-Forgejo-Event", "push".to_owned()),
         ("X-Forgejo-Delivery", "fj-1".to_owned()),
@@ -141,18 +162,29 @@ async fn a_forgejo_push_captured_on_codeberg_is_queued() {
 
 #[tokio::test]
 async fn a_gogs_push_signed_with_the_published_vector_is_queued() {
-    let server =
-        TestServer::start(&[("gg", &pipeline("unknwon/webhooks", "sampleToken!"))], |_| {}).await;
+    let server = TestServer::start(
+        &[("gg", &pipeline("unknwon/webhooks", "sampleToken!"))],
+        |_| {},
+    )
+    .await;
     let headers = [
         ("X-Gogs-Event", "push".to_owned()),
-        ("X-Gogs-Delivery", "f6266f16-1bf3-46a5-9ea4-602e06ead473".to_owned()),
+        (
+            "X-Gogs-Delivery",
+            "f6266f16-1bf3-46a5-9ea4-602e06ead473".to_owned(),
+        ),
         (
             "X-Gogs-Signature",
             "83d4163fb936904aeb9ffd6ce22cf86e4b36273b2e1c63a57f5a6ddc371ce3ba".to_owned(),
         ),
     ];
-    let (status, json) =
-        send(&server, "gg", &headers, fixture("gogs/goplayground__push-event.json")).await;
+    let (status, json) = send(
+        &server,
+        "gg",
+        &headers,
+        fixture("gogs/goplayground__push-event.json"),
+    )
+    .await;
     assert_eq!(status, 202, "{json}");
     let rows = builds(&server);
     assert_eq!(rows[0].commit, "bffeb74224043ba2feb48d137756c8a9331c449a");
@@ -164,13 +196,18 @@ async fn a_gogs_push_signed_with_the_published_vector_is_queued() {
 
 #[tokio::test]
 async fn a_bitbucket_cloud_push_with_two_changes_queues_two_builds() {
-    let mut v: Value = serde_json::from_slice(&fixture("bitbucket/goscm__push.json")).expect("json");
+    let mut v: Value =
+        serde_json::from_slice(&fixture("bitbucket/goscm__push.json")).expect("json");
     let mut second = v["push"]["changes"][0].clone();
     second["new"]["name"] = "develop".into();
-    v["push"]["changes"].as_array_mut().expect("changes").push(second);
+    v["push"]["changes"]
+        .as_array_mut()
+        .expect("changes")
+        .push(second);
     let two = serde_json::to_vec(&v).expect("json");
 
-    let server = TestServer::start(&[("bb", &pipeline("brydzewski/foo", "bb-secret"))], |_| {}).await;
+    let server =
+        TestServer::start(&[("bb", &pipeline("brydzewski/foo", "bb-secret"))], |_| {}).await;
     let sig = |body: &[u8]| format!("sha256={}", hmac_hex("bb-secret", body));
     let one = fixture("bitbucket/goscm__push.json");
     let headers = [
@@ -200,7 +237,10 @@ async fn a_bitbucket_cloud_push_with_two_changes_queues_two_builds() {
 #[tokio::test]
 async fn a_bitbucket_server_push_signed_with_the_published_vector_is_queued() {
     let server = TestServer::start(
-        &[("bbs", &pipeline("PRJ/my-repo", "71295b197fa25f4356d2fb9965df3f2379d903d7"))],
+        &[(
+            "bbs",
+            &pipeline("PRJ/my-repo", "71295b197fa25f4356d2fb9965df3f2379d903d7"),
+        )],
         |_| {},
     )
     .await;
@@ -212,8 +252,13 @@ async fn a_bitbucket_server_push_signed_with_the_published_vector_is_queued() {
             "sha256=c90565fa018f3039414a7929c9187a147f1ac463076961c4cf411e3c67c541f8".to_owned(),
         ),
     ];
-    let (status, json) =
-        send(&server, "bbs", &headers, fixture("bitbucket-server/goscm__push.json")).await;
+    let (status, json) = send(
+        &server,
+        "bbs",
+        &headers,
+        fixture("bitbucket-server/goscm__push.json"),
+    )
+    .await;
     assert_eq!(status, 202, "{json}");
     let rows = builds(&server);
     assert_eq!(rows[0].commit, "823b2230a56056231c9425d63758fa87078a66b4");
@@ -225,14 +270,20 @@ async fn a_bitbucket_server_push_signed_with_the_published_vector_is_queued() {
 #[tokio::test]
 async fn a_generic_standard_webhooks_delivery_is_queued_and_a_stale_one_refused() {
     let key = [7u8; 24];
-    let secret = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key));
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    );
     let server = TestServer::start(&[("gen", &pipeline("acme/widget", &secret))], |_| {}).await;
     let body = br#"{"repo":"acme/widget","ref":"refs/heads/main","before":"1111111111111111111111111111111111111111","after":"2222222222222222222222222222222222222222","clone_url":"https://git.example/acme/widget.git","message":"fix it"}"#.to_vec();
     let sign = |id: &str, ts: i64| {
         let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("key");
         mac.update(format!("{id}.{ts}.").as_bytes());
         mac.update(&body);
-        format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+        format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        )
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -44,9 +44,16 @@ fn spawn(dir: &Path) -> (Child, String) {
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     let addr = loop {
-        let line = lines.next().expect("hookci exited before listening").expect("read stderr");
+        let line = lines
+            .next()
+            .expect("hookci exited before listening")
+            .expect("read stderr");
         if let Some(rest) = line.split("address=").nth(1) {
-            break rest.split_whitespace().next().expect("an address").to_owned();
+            break rest
+                .split_whitespace()
+                .next()
+                .expect("an address")
+                .to_owned();
         }
     };
     // Keep draining stderr so the daemon never blocks on a full pipe.
@@ -68,8 +75,13 @@ async fn acknowledged_deliveries_survive_sigkill_and_are_queued_exactly_once() {
     // 8 senders, 100 deliveries each at most; the daemon is killed midway.
     let mut senders = Vec::new();
     for s in 0..8 {
-        let (http, base, body, signature, acked) =
-            (http.clone(), base.clone(), Arc::clone(&body), signature.clone(), Arc::clone(&acked));
+        let (http, base, body, signature, acked) = (
+            http.clone(),
+            base.clone(),
+            Arc::clone(&body),
+            signature.clone(),
+            Arc::clone(&acked),
+        );
         senders.push(tokio::spawn(async move {
             for i in 0..100 {
                 let id = format!("d-{s}-{i}");
@@ -104,9 +116,16 @@ async fn acknowledged_deliveries_survive_sigkill_and_are_queued_exactly_once() {
         s.await.expect("sender");
     }
     let acked = acked.lock().expect("lock").clone();
-    assert!(acked.len() >= 100, "only {} deliveries were acknowledged", acked.len());
+    assert!(
+        acked.len() >= 100,
+        "only {} deliveries were acknowledged",
+        acked.len()
+    );
     // Killed mid-stream: not every delivery was answered.
-    assert!(acked.len() < 800, "the daemon was killed only after every delivery");
+    assert!(
+        acked.len() < 800,
+        "the daemon was killed only after every delivery"
+    );
     eprintln!("{} deliveries acknowledged before SIGKILL", acked.len());
 
     let (mut child, base) = spawn(dir.path());

@@ -5,8 +5,8 @@
 //! The answer is sent only after the store has committed.
 
 use super::{ApiError, AppState};
-use crate::pipeline::matcher::{self, Decision};
 use crate::pipeline::Pipeline;
+use crate::pipeline::matcher::{self, Decision};
 use crate::store::{NewBuild, NewDelivery, Recorded};
 use crate::webhook::{self, Host, Parsed, ParsedKind, VerifyError};
 use axum::Json;
@@ -26,7 +26,10 @@ pub async fn for_pipeline(
 ) -> Result<Response, ApiError> {
     let pipelines = state.pipelines();
     let Some(pipeline) = pipelines.get(&name) else {
-        return Err(ApiError::not_found(format!("no pipeline named {:?}", truncate(&name, 64))));
+        return Err(ApiError::not_found(format!(
+            "no pipeline named {:?}",
+            truncate(&name, 64)
+        )));
     };
     let body = read_body(&state, &headers, body).await?;
     let host = match pipeline.host {
@@ -66,7 +69,9 @@ pub async fn org_wide(
     // verifies; nothing is recorded until a pipeline's secret verifies.
     let parsed = parse(host, &headers, &body)?;
     let Some(repo) = parsed.repo.clone() else {
-        return Err(ApiError::bad_request("the payload names no repository to route by"));
+        return Err(ApiError::bad_request(
+            "the payload names no repository to route by",
+        ));
     };
     let pipelines = state.pipelines();
     let candidates: Vec<&Pipeline> = pipelines
@@ -93,8 +98,10 @@ pub async fn org_wide(
         return Err(first_error.unwrap_or_else(|| ApiError::unauthorized("no pipeline verified")));
     }
     let delivery_id = webhook::delivery_id(host, &headers, &body);
-    let deliveries =
-        verified.iter().map(|p| new_delivery(p, host, &delivery_id, &parsed)).collect();
+    let deliveries = verified
+        .iter()
+        .map(|p| new_delivery(p, host, &delivery_id, &parsed))
+        .collect();
     let recorded = state.store().record_deliveries(deliveries).await?;
     Ok(answer(&state, &delivery_id, &recorded))
 }
@@ -119,7 +126,10 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     let read = axum::body::to_bytes(body, limit);
     match tokio::time::timeout(state.config().request_timeout, read).await {
-        Err(_) => Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "the body took too long to send")),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body took too long to send",
+        )),
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(e)) => {
             if is_length_limit(&e) {
@@ -160,21 +170,29 @@ fn check_signature(
         return if pipeline.insecure_no_signature {
             Ok(())
         } else {
-            Err(ApiError::unauthorized("the pipeline has no secret to verify with"))
+            Err(ApiError::unauthorized(
+                "the pipeline has no secret to verify with",
+            ))
         };
     };
-    webhook::verify(host, headers, body, secret, pipeline.allow_sha1, SystemTime::now()).map_err(
-        |e| {
-            let message = match e {
-                VerifyError::Missing => format!("the delivery has no {host} signature"),
-                VerifyError::Malformed
-                | VerifyError::Mismatch
-                | VerifyError::Stale
-                | VerifyError::Sha1NotAllowed => e.to_string(),
-            };
-            ApiError::unauthorized(message)
-        },
+    webhook::verify(
+        host,
+        headers,
+        body,
+        secret,
+        pipeline.allow_sha1,
+        SystemTime::now(),
     )
+    .map_err(|e| {
+        let message = match e {
+            VerifyError::Missing => format!("the delivery has no {host} signature"),
+            VerifyError::Malformed
+            | VerifyError::Mismatch
+            | VerifyError::Stale
+            | VerifyError::Sha1NotAllowed => e.to_string(),
+        };
+        ApiError::unauthorized(message)
+    })
 }
 
 fn parse(host: Host, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ApiError> {
@@ -186,7 +204,12 @@ fn same_repo(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
-fn new_delivery(pipeline: &Pipeline, host: Host, delivery_id: &str, parsed: &Parsed) -> NewDelivery {
+fn new_delivery(
+    pipeline: &Pipeline,
+    host: Host,
+    delivery_id: &str,
+    parsed: &Parsed,
+) -> NewDelivery {
     let mut builds = Vec::new();
     let mut skipped = Vec::new();
     match &parsed.kind {
@@ -217,7 +240,11 @@ fn new_delivery(pipeline: &Pipeline, host: Host, delivery_id: &str, parsed: &Par
         delivery_id: delivery_id.to_owned(),
         host,
         event: parsed.event.clone(),
-        skipped: if builds.is_empty() { Some(skipped.join("; ")) } else { None },
+        skipped: if builds.is_empty() {
+            Some(skipped.join("; "))
+        } else {
+            None
+        },
         builds,
     }
 }
@@ -228,18 +255,25 @@ fn answer(state: &AppState, delivery_id: &str, recorded: &[Recorded]) -> Respons
     let builds: Vec<_> = recorded
         .iter()
         .flat_map(|r| {
-            r.build_ids.iter().map(|&id| {
-                json!({ "id": id, "pipeline": r.pipeline, "url": state.build_url(id) })
-            })
+            r.build_ids
+                .iter()
+                .map(|&id| json!({ "id": id, "pipeline": r.pipeline, "url": state.build_url(id) }))
         })
         .collect();
     let duplicate = recorded.iter().all(|r| r.duplicate);
     let mut body = json!({ "delivery": delivery_id, "builds": builds });
     if builds.is_empty() {
-        let reasons: Vec<&str> = recorded.iter().filter_map(|r| r.skipped.as_deref()).collect();
+        let reasons: Vec<&str> = recorded
+            .iter()
+            .filter_map(|r| r.skipped.as_deref())
+            .collect();
         body["skipped"] = json!(reasons.join("; "));
     }
-    let status = if duplicate || builds.is_empty() { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let status = if duplicate || builds.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     (status, Json(body)).into_response()
 }
 

@@ -42,7 +42,11 @@ impl AppState {
     /// State for a server with this config, pipelines and store.
     pub fn new(config: Config, pipelines: BTreeMap<String, Pipeline>, store: Store) -> Self {
         AppState {
-            inner: Arc::new(Inner { config, pipelines: RwLock::new(Arc::new(pipelines)), store }),
+            inner: Arc::new(Inner {
+                config,
+                pipelines: RwLock::new(Arc::new(pipelines)),
+                store,
+            }),
         }
     }
 
@@ -58,13 +62,21 @@ impl AppState {
 
     /// The pipelines as loaded now (a snapshot; a reload swaps it whole).
     pub fn pipelines(&self) -> Arc<BTreeMap<String, Pipeline>> {
-        let guard = self.inner.pipelines.read().unwrap_or_else(|p| p.into_inner());
+        let guard = self
+            .inner
+            .pipelines
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         Arc::clone(&guard)
     }
 
     /// Swaps in a new set of pipelines (SIGHUP).
     pub fn replace_pipelines(&self, pipelines: BTreeMap<String, Pipeline>) {
-        let mut guard = self.inner.pipelines.write().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self
+            .inner
+            .pipelines
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         *guard = Arc::new(pipelines);
     }
 
@@ -89,7 +101,9 @@ async fn healthz(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let queued = state.store().queued_count().await?;
-    Ok(axum::Json(serde_json::json!({ "status": "ok", "queued": queued })))
+    Ok(axum::Json(
+        serde_json::json!({ "status": "ok", "queued": queued }),
+    ))
 }
 
 async fn not_found() -> impl IntoResponse {
@@ -97,7 +111,10 @@ async fn not_found() -> impl IntoResponse {
 }
 
 async fn method_not_allowed() -> impl IntoResponse {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route",
+    )
 }
 
 /// Limits on connections, enforced by [`serve`].
@@ -160,7 +177,10 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight requests did not finish in time");
     }
 }

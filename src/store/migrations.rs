@@ -75,8 +75,10 @@ const MIGRATIONS: &[&str] = &[
 /// Brings the schema up to date. Refuses a database written by a newer
 /// hookci (more migrations than this build knows).
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let version: usize =
-        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?.try_into().unwrap_or(0);
+    let version: usize = conn
+        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?
+        .try_into()
+        .unwrap_or(0);
     if version > MIGRATIONS.len() {
         return Err(rusqlite::Error::InvalidParameterName(format!(
             "the database has schema version {version}, newer than this hookci knows ({})",
@@ -101,7 +103,9 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
         migrate(&mut conn).unwrap();
-        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(v as usize, MIGRATIONS.len());
     }
 

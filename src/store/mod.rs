@@ -275,7 +275,10 @@ impl Store {
     /// Opens (creating and migrating) the SQLite store at `path`.
     pub fn open_sqlite(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         let backend = sqlite::SqliteBackend::open(path, options)?;
-        Ok(Store { backend: Arc::new(backend), queued: Arc::new(Notify::new()) })
+        Ok(Store {
+            backend: Arc::new(backend),
+            queued: Arc::new(Notify::new()),
+        })
     }
 
     /// Records deliveries and their builds; see [`Backend::record_deliveries`].
@@ -285,7 +288,10 @@ impl Store {
         deliveries: Vec<NewDelivery>,
     ) -> Result<Vec<Recorded>, StoreError> {
         let recorded = self.backend.record_deliveries(deliveries).await?;
-        if recorded.iter().any(|r| !r.duplicate && !r.build_ids.is_empty()) {
+        if recorded
+            .iter()
+            .any(|r| !r.duplicate && !r.build_ids.is_empty())
+        {
             self.queued.notify_waiters();
             self.queued.notify_one();
         }
@@ -317,7 +323,9 @@ impl Store {
 /// Now, as RFC 3339 UTC with milliseconds.
 pub(crate) fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
-    let now = now.replace_nanosecond(now.millisecond() as u32 * 1_000_000).unwrap_or(now);
+    let now = now
+        .replace_nanosecond(now.millisecond() as u32 * 1_000_000)
+        .unwrap_or(now);
     now.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| now.unix_timestamp().to_string())
 }

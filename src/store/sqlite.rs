@@ -41,7 +41,9 @@ where
     F: FnOnce(&Connection) -> Result<R, StoreError> + Send,
 {
     fn run(&mut self, conn: &Connection) -> bool {
-        let Some(work) = self.work.take() else { return false };
+        let Some(work) = self.work.take() else {
+            return false;
+        };
         let result = work(conn);
         let ok = result.is_ok();
         self.result = Some(result);
@@ -102,7 +104,11 @@ impl SqliteBackend {
             .name("hookci-store-writer".into())
             .spawn(move || writer_loop(writer, rx))
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(SqliteBackend { jobs, reader: Arc::new(Mutex::new(reader)), options })
+        Ok(SqliteBackend {
+            jobs,
+            reader: Arc::new(Mutex::new(reader)),
+            options,
+        })
     }
 
     async fn write<R, F>(&self, work: F) -> Result<R, StoreError>
@@ -111,7 +117,11 @@ impl SqliteBackend {
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Box<dyn Job> = Box::new(FnJob { work: Some(work), result: None, reply });
+        let job: Box<dyn Job> = Box::new(FnJob {
+            work: Some(work),
+            result: None,
+            reply,
+        });
         self.jobs
             .send(job)
             .await
@@ -128,7 +138,9 @@ impl SqliteBackend {
     {
         let reader = Arc::clone(&self.reader);
         tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let conn = reader
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             work(&conn)
         })
         .await
@@ -157,7 +169,8 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
 }
 
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| e.to_string())?;
     let result = (|| -> rusqlite::Result<()> {
         for job in batch.iter_mut() {
             conn.execute_batch("SAVEPOINT job")?;
@@ -189,14 +202,19 @@ fn record(
     let now = now_rfc3339();
     for d in deliveries {
         let seen: Option<(i64, Option<String>)> = conn
-            .prepare_cached("SELECT id, skipped FROM deliveries WHERE pipeline = ?1 AND delivery_id = ?2")?
-            .query_row(params![d.pipeline, d.delivery_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .prepare_cached(
+                "SELECT id, skipped FROM deliveries WHERE pipeline = ?1 AND delivery_id = ?2",
+            )?
+            .query_row(params![d.pipeline, d.delivery_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?;
         if let Some((row, skipped)) = seen {
             let mut stmt =
                 conn.prepare_cached("SELECT id FROM builds WHERE delivery = ?1 ORDER BY id")?;
-            let build_ids =
-                stmt.query_map([row], |r| r.get(0))?.collect::<rusqlite::Result<Vec<i64>>>()?;
+            let build_ids = stmt
+                .query_map([row], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()?;
             out.push(Recorded {
                 pipeline: d.pipeline,
                 delivery_id: d.delivery_id,
@@ -215,7 +233,14 @@ fn record(
             "INSERT INTO deliveries (pipeline, delivery_id, host, event, skipped, received_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
-        .execute(params![d.pipeline, d.delivery_id, d.host.as_str(), d.event, d.skipped, now])?;
+        .execute(params![
+            d.pipeline,
+            d.delivery_id,
+            d.host.as_str(),
+            d.event,
+            d.skipped,
+            now
+        ])?;
         let row = conn.last_insert_rowid();
         let mut build_ids = Vec::with_capacity(d.builds.len());
         let mut insert = conn.prepare_cached(
@@ -323,7 +348,10 @@ impl Backend for SqliteBackend {
     fn build(&self, id: i64) -> BoxFuture<'_, Result<Option<Build>, StoreError>> {
         Box::pin(self.read(move |conn| {
             let sql = format!("SELECT {BUILD_COLUMNS} FROM builds WHERE id = ?1");
-            Ok(conn.prepare_cached(&sql)?.query_row([id], build_from_row).optional()?)
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row([id], build_from_row)
+                .optional()?)
         }))
     }
 

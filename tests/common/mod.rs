@@ -1,6 +1,9 @@
 //! Test harness: the real server on 127.0.0.1:0 with a temp data dir, real
 //! pipeline files, and helpers to sign real payloads.
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
 
 use hmac::{Hmac, Mac};
 use hookci::config::Config;
@@ -11,7 +14,9 @@ use tokio::sync::oneshot;
 
 /// A fixture's bytes, exactly as saved.
 pub fn fixture(rel: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks").join(rel);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/webhooks")
+        .join(rel);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -45,7 +50,9 @@ impl TestServer {
         for (name, toml) in pipelines {
             std::fs::write(pdir.join(format!("{name}.toml")), toml).expect("write pipeline");
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut config = Config {
             data_dir: dir.path().join("data"),
@@ -64,7 +71,13 @@ impl TestServer {
             .await
             .expect("server runs");
         });
-        let server = TestServer { addr, dir, config, stop: Some(stop), task: Some(task) };
+        let server = TestServer {
+            addr,
+            dir,
+            config,
+            stop: Some(stop),
+            task: Some(task),
+        };
         // Ready once /healthz answers (the store is open); bounded wait.
         let http = client();
         for _ in 0..500 {
@@ -105,7 +118,10 @@ impl TestServer {
 
 /// A plain HTTP client for loopback.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().expect("client")
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
 }
 
 /// Counts rows of `sql` (a `SELECT COUNT(*) ...`).
