@@ -467,6 +467,16 @@ fn an_insecure_pipeline_loads_with_a_warning() {
     assert_eq!(
         warnings,
         [
+            "a.toml:2:25: the pipeline accepts unsigned deliveries; anyone who can reach hookci can trigger builds",
+            "a.toml:2:25: an unsigned delivery names the repository URL to clone, so anyone who can reach hookci can make it run code of their choosing; set clone_url"
+        ]
+    );
+    // With the clone URL pinned, only the first warning stands.
+    let pinned = format!("{HEAD}clone_url = \"https://example.com/o/r.git\"\n{STEP}");
+    let (_, warnings) = load("a.toml", &pinned).expect("loads");
+    assert_eq!(
+        warnings,
+        [
             "a.toml:2:25: the pipeline accepts unsigned deliveries; anyone who can reach hookci can trigger builds"
         ]
     );
@@ -532,7 +542,8 @@ fn one_broken_file_does_not_stop_the_others_from_loading() {
     assert_eq!(loaded.pipelines.keys().collect::<Vec<_>>(), ["a", "c"]);
     assert_eq!(loaded.errors.len(), 1);
     assert!(loaded.errors[0].file.ends_with("b.toml"));
-    assert_eq!(loaded.warnings.len(), 2);
+    // Two per insecure pipeline without a pinned clone_url.
+    assert_eq!(loaded.warnings.len(), 4);
 }
 
 #[test]

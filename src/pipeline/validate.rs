@@ -128,6 +128,13 @@ fn convert(c: &mut Checker<'_>, name: &str, path: &Path, raw: RawPipeline) -> Op
         }
     });
 
+    if insecure_on && clone_url.is_none() {
+        c.warn(
+            insecure.map(|i| i.span()).as_ref(),
+            "an unsigned delivery names the repository URL to clone, so anyone who can reach hookci can make it run code of their choosing; set clone_url",
+        );
+    }
+
     let clone = CloneOptions {
         ssh_key: raw
             .clone
