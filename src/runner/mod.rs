@@ -1,0 +1,6 @@
+//! The runner: turns a claimed build into a finished one. Checkout
+//! ([`checkout`]), steps ([`step`]) and logs ([`log`]).
+
+pub mod checkout;
+pub mod log;
+pub mod step;
