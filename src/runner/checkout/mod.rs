@@ -3,11 +3,28 @@
 //! at exactly the build's commit (detached HEAD).
 //!
 //! Credentials (an ssh deploy key, an https token) go through git2's
-//! credential callback: never in a URL, a log or an error. Blocking git2 work
-//! runs on the blocking pool; one mirror is fetched by one build at a time.
+//! credential callback, and only to the clone URL's host: never in a URL, a
+//! log or an error. Blocking git2 work runs on the blocking pool.
+//!
+//! *Invariant:* operations on one mirror are serialised by a per-mirror
+//! lock that the blocking work itself holds, so a build cancelled mid-fetch
+//! cannot let a second fetch into the same mirror: a fetch takes it
+//! exclusively, a diff or a workspace checkout shares it.
+//!
+//! Files: `url` (parsing, redaction, mirror names), `auth` (callbacks and
+//! error sentences), `mirror` (the bare cache), `worktree` (workspaces).
 
+mod auth;
+mod mirror;
+mod url;
+mod worktree;
+
+use self::url::RemoteUrl;
 use crate::secret::Secret;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::RwLock;
 
 /// What to clone and how to authenticate.
 #[derive(Debug, Clone)]
@@ -28,16 +45,40 @@ pub struct CloneSpec {
 #[error("{0}")]
 pub struct CheckoutError(pub String);
 
-/// The mirror cache.
+/// What a fetch did: the mirror, the peeled commit, and how much came over
+/// the wire (zero objects when the mirror was up to date).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The mirror's directory.
+    pub mirror: PathBuf,
+    /// The full id of the commit the requested id peels to.
+    pub commit: String,
+    /// Objects received by this fetch.
+    pub received_objects: usize,
+    /// Bytes received by this fetch.
+    pub received_bytes: usize,
+}
+
+/// The mirror cache. Cheap to share behind an `Arc`; one per daemon.
 #[derive(Debug)]
 pub struct Mirrors {
     root: PathBuf,
+    locks: Mutex<HashMap<PathBuf, Arc<RwLock<()>>>>,
 }
 
 impl Mirrors {
     /// A cache rooted at `root` (`data_dir/repos`).
     pub fn new(root: PathBuf) -> Mirrors {
-        Mirrors { root }
+        Mirrors {
+            root,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The mirror directory for a clone URL (named from a hash of the URL
+    /// without credentials, plus a readable tail).
+    pub fn mirror_path(&self, url: &str) -> PathBuf {
+        self.root.join(RemoteUrl::parse(url).mirror_name())
     }
 
     /// Fetches `spec.url` into its mirror (only what is new comes over the
@@ -50,8 +91,35 @@ impl Mirrors {
         git_ref: &str,
         commit: &str,
     ) -> Result<(PathBuf, String), CheckoutError> {
-        let _ = (spec, git_ref, commit, &self.root);
-        Err(CheckoutError("not implemented".into()))
+        let fetched = self.fetch_with_stats(spec, git_ref, commit).await?;
+        Ok((fetched.mirror, fetched.commit))
+    }
+
+    /// [`Mirrors::fetch`], also telling how much was transferred.
+    pub async fn fetch_with_stats(
+        &self,
+        spec: &CloneSpec,
+        git_ref: &str,
+        commit: &str,
+    ) -> Result<Fetched, CheckoutError> {
+        let path = self.mirror_path(&spec.url);
+        let guard = self.lock(&path).write_owned().await;
+        let (spec, git_ref, commit) = (spec.clone(), git_ref.to_owned(), commit.to_owned());
+        let started = std::time::Instant::now();
+        let fetched = blocking(move || {
+            let _guard = guard;
+            mirror::fetch(&path, &spec, &git_ref, &commit)
+        })
+        .await?;
+        tracing::debug!(
+            mirror = %fetched.mirror.display(),
+            commit = %fetched.commit,
+            objects = fetched.received_objects,
+            bytes = fetched.received_bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "fetched"
+        );
+        Ok(fetched)
     }
 
     /// The files changed between `before` and `commit`, from the mirror.
@@ -62,12 +130,19 @@ impl Mirrors {
         before: &str,
         commit: &str,
     ) -> Result<Option<Vec<String>>, CheckoutError> {
-        let _ = (mirror, before, commit);
-        Ok(None)
+        let guard = self.lock(mirror).read_owned().await;
+        let (mirror, before, commit) = (mirror.to_path_buf(), before.to_owned(), commit.to_owned());
+        blocking(move || {
+            let _guard = guard;
+            mirror::changed_files(&mirror, &before, &commit)
+        })
+        .await
     }
 
-    /// Creates a fresh workspace at `dest` (which must not exist) with a
-    /// detached HEAD at `commit`, and its submodules when `spec` asks.
+    /// Creates a fresh workspace at `dest` (which must not exist, or be
+    /// empty) with a detached HEAD at `commit`, and its submodules when
+    /// `spec` asks. The workspace borrows the mirror's objects through
+    /// `objects/info/alternates`, so it is only valid while the mirror is.
     pub async fn checkout(
         &self,
         mirror: &Path,
@@ -75,7 +150,40 @@ impl Mirrors {
         commit: &str,
         dest: &Path,
     ) -> Result<(), CheckoutError> {
-        let _ = (mirror, spec, commit, dest);
-        Err(CheckoutError("not implemented".into()))
+        let guard = self.lock(mirror).read_owned().await;
+        let (mirror, spec, commit, dest) = (
+            mirror.to_path_buf(),
+            spec.clone(),
+            commit.to_owned(),
+            dest.to_path_buf(),
+        );
+        blocking(move || {
+            let _guard = guard;
+            let url = RemoteUrl::parse(&spec.url);
+            let creds = worktree::Creds {
+                url: &url,
+                ssh_key: spec.ssh_key.as_ref(),
+                token: spec.token.as_ref(),
+            };
+            worktree::checkout(&mirror, &creds, &commit, &dest, spec.submodules)
+        })
+        .await
     }
+
+    fn lock(&self, mirror: &Path) -> Arc<RwLock<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        locks.entry(mirror.to_path_buf()).or_default().clone()
+    }
+}
+
+/// Runs git2 work on the blocking pool; a panic there becomes an error.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, CheckoutError> + Send + 'static,
+) -> Result<T, CheckoutError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        tracing::error!("git task failed: {e}");
+        Err(CheckoutError(
+            "the git task failed unexpectedly (see the daemon log)".into(),
+        ))
+    })
 }

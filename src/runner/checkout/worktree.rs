@@ -1,0 +1,141 @@
+//! A build's workspace: a fresh repository that borrows the mirror's objects
+//! (`objects/info/alternates`, nothing copied), with `origin` set to the
+//! clone URL and a detached HEAD at the build's commit. Everything here
+//! blocks; the caller holds the mirror's lock (shared).
+
+use super::CheckoutError;
+use super::auth::Auth;
+use super::mirror;
+use super::url::{RemoteUrl, Transport};
+use crate::secret::Secret;
+use git2::build::CheckoutBuilder;
+use git2::{FetchOptions, Repository, SubmoduleUpdateOptions};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// How deep submodules may nest before we call it a loop.
+const MAX_SUBMODULE_DEPTH: u32 = 8;
+
+/// The credentials a checkout may need, for submodules.
+#[derive(Debug)]
+pub(super) struct Creds<'s> {
+    pub(super) url: &'s RemoteUrl,
+    pub(super) ssh_key: Option<&'s Secret>,
+    pub(super) token: Option<&'s Secret>,
+}
+
+/// Makes `dest` a workspace at `commit`, borrowing objects from `mirror`.
+pub(super) fn checkout(
+    mirror_path: &Path,
+    creds: &Creds<'_>,
+    commit: &str,
+    dest: &Path,
+    submodules: bool,
+) -> Result<(), CheckoutError> {
+    let commit = mirror::parse_commit_id(commit)?;
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        CheckoutError(format!("cannot {what} in {}: {e}", dest.display()))
+    };
+    if std::fs::read_dir(dest).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(CheckoutError(format!(
+            "the workspace {} already exists and is not empty",
+            dest.display()
+        )));
+    }
+    let objects = std::fs::canonicalize(mirror_path)
+        .map_err(|e| {
+            CheckoutError(format!(
+                "cannot open the mirror {}: {e}",
+                mirror_path.display()
+            ))
+        })?
+        .join("objects");
+
+    let repo = Repository::init(dest).map_err(|e| failed("create a repository", &e.message()))?;
+    let alternates = repo.path().join("objects/info/alternates");
+    write_line(&alternates, objects.as_os_str().as_bytes())
+        .map_err(|e| failed("write objects/info/alternates", &e))?;
+    // The object database was set up before the alternates file existed.
+    drop(repo);
+    let repo = Repository::open(dest).map_err(|e| failed("open the repository", &e.message()))?;
+    repo.remote("origin", creds.url.display())
+        .map_err(|e| failed("add the origin remote", &e.message()))?;
+
+    let oid = mirror::resolve(&repo, &commit)?.ok_or_else(|| {
+        CheckoutError(format!(
+            "commit {commit} is not in the mirror {}",
+            mirror_path.display()
+        ))
+    })?;
+    let target = repo
+        .find_object(oid, None)
+        .map_err(|e| failed("read the commit", &e.message()))?;
+    repo.checkout_tree(&target, Some(CheckoutBuilder::new().force()))
+        .map_err(|e| failed("check out the files", &e.message()))?;
+    repo.set_head_detached(oid)
+        .map_err(|e| failed("detach HEAD", &e.message()))?;
+
+    if submodules {
+        update_submodules(&repo, creds, 0)?;
+    }
+    Ok(())
+}
+
+fn write_line(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.write_all(b"\n")
+}
+
+/// Clones and checks out every submodule of `repo`, recursively, with the
+/// clone's credentials (sent only to the clone URL's host).
+fn update_submodules(
+    repo: &Repository,
+    creds: &Creds<'_>,
+    depth: u32,
+) -> Result<(), CheckoutError> {
+    let workdir = repo.workdir().unwrap_or(repo.path()).display().to_string();
+    let failed = |e: &git2::Error| {
+        CheckoutError(format!(
+            "cannot read the submodules of {workdir}: {}",
+            e.message()
+        ))
+    };
+    if depth >= MAX_SUBMODULE_DEPTH {
+        return Err(CheckoutError(format!(
+            "submodules nest deeper than {MAX_SUBMODULE_DEPTH} levels in {workdir}"
+        )));
+    }
+    for mut submodule in repo.submodules().map_err(|e| failed(&e))? {
+        let name = submodule.name().unwrap_or("?").to_owned();
+        submodule.init(false).map_err(|e| failed(&e))?;
+        // Relative URLs are resolved against origin by init.
+        let resolved = repo
+            .config()
+            .and_then(|c| c.get_string(&format!("submodule.{name}.url")))
+            .map_err(|e| failed(&e))?;
+        let url = RemoteUrl::parse(&resolved);
+        if url.transport() == Transport::Local && creds.url.transport() != Transport::Local {
+            // A pushed .gitmodules must not copy other repositories of
+            // this machine into the workspace.
+            return Err(CheckoutError(format!(
+                "submodule {name} points at a local path ({}), which a remote repository may not",
+                url.display()
+            )));
+        }
+        let auth = Auth::new(creds.url, url, creds.ssh_key, creds.token);
+        let mut fetch = FetchOptions::new();
+        fetch.remote_callbacks(auth.callbacks());
+        let mut checkout = CheckoutBuilder::new();
+        checkout.force();
+        let mut options = SubmoduleUpdateOptions::new();
+        options.fetch(fetch).checkout(checkout);
+        submodule
+            .update(false, Some(&mut options))
+            .map_err(|e| auth.describe(&e, &format!("cloning submodule {name} from")))?;
+        let inner = submodule.open().map_err(|e| failed(&e))?;
+        update_submodules(&inner, creds, depth + 1)?;
+    }
+    Ok(())
+}
