@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::http::{self, AppState, Limits};
-use crate::pipeline;
+use crate::pipeline::{self, PipelineSet};
 use crate::store::{Store, StoreOptions};
 use anyhow::Context as _;
 use std::future::Future;
@@ -60,13 +60,14 @@ pub async fn run(
         header_timeout: config.header_timeout,
         drain_timeout: config.request_timeout,
     };
-    let state = AppState::new(config, loaded.pipelines, store);
+    let pipelines = PipelineSet::new(loaded.pipelines);
+    let state = AppState::new(config, pipelines.clone(), store);
     tracing::info!(
         address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         pipelines = state.pipelines().len(),
         "listening"
     );
-    let reload = tokio::spawn(reload_on_sighup(state.clone()));
+    let reload = tokio::spawn(reload_on_sighup(state.config().pipelines_dir.clone(), pipelines));
     http::serve(listener, http::router(state), limits, shutdown).await;
     reload.abort();
     Ok(())
@@ -74,24 +75,21 @@ pub async fn run(
 
 /// SIGHUP reloads the pipelines. A file that no longer loads keeps its old
 /// version and is reported; queued builds are never touched.
-async fn reload_on_sighup(state: AppState) {
+async fn reload_on_sighup(dir: std::path::PathBuf, pipelines: PipelineSet) {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
     while hup.recv().await.is_some() {
-        let loaded = pipeline::load_dir(&state.config().pipelines_dir);
+        let loaded = pipeline::load_dir(&dir);
         let mut next = loaded.pipelines;
         for finding in &loaded.errors {
             tracing::error!("{finding}; keeping the previous version");
         }
-        for (name, old) in state.pipelines().iter() {
-            let failed = loaded.errors.iter().any(|f| f.file == old.path);
-            if failed {
+        for (name, old) in pipelines.current().iter() {
+            if loaded.errors.iter().any(|f| f.file == old.path) {
                 next.entry(name.clone()).or_insert_with(|| old.clone());
             }
         }
         tracing::info!(pipelines = next.len(), "pipelines reloaded");
-        state.replace_pipelines(next);
+        pipelines.replace(next);
     }
 }

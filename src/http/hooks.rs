@@ -5,7 +5,7 @@
 //! The answer is sent only after the store has committed.
 
 use super::{ApiError, AppState};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Concurrency, Pipeline};
 use crate::pipeline::matcher::{self, Decision};
 use crate::store::{NewBuild, NewDelivery, Recorded};
 use crate::webhook::{self, Host, Parsed, ParsedKind, VerifyError};
@@ -226,6 +226,7 @@ fn new_delivery(
                         pipeline: pipeline.name.clone(),
                         push: push.clone(),
                         path_filters,
+                        supersede: pipeline.concurrency == Concurrency::Supersede,
                     }),
                     Decision::Skip(reason) => skipped.push(reason),
                 }

@@ -10,7 +10,7 @@ mod hooks;
 pub use error::ApiError;
 
 use crate::config::Config;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, PipelineSet};
 use crate::store::Store;
 use axum::Router;
 use axum::http::StatusCode;
@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -34,20 +34,14 @@ pub struct AppState {
 #[derive(Debug)]
 struct Inner {
     config: Config,
-    pipelines: RwLock<Arc<BTreeMap<String, Pipeline>>>,
+    pipelines: PipelineSet,
     store: Store,
 }
 
 impl AppState {
     /// State for a server with this config, pipelines and store.
-    pub fn new(config: Config, pipelines: BTreeMap<String, Pipeline>, store: Store) -> Self {
-        AppState {
-            inner: Arc::new(Inner {
-                config,
-                pipelines: RwLock::new(Arc::new(pipelines)),
-                store,
-            }),
-        }
+    pub fn new(config: Config, pipelines: PipelineSet, store: Store) -> Self {
+        AppState { inner: Arc::new(Inner { config, pipelines, store }) }
     }
 
     /// The server config.
@@ -62,22 +56,7 @@ impl AppState {
 
     /// The pipelines as loaded now (a snapshot; a reload swaps it whole).
     pub fn pipelines(&self) -> Arc<BTreeMap<String, Pipeline>> {
-        let guard = self
-            .inner
-            .pipelines
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        Arc::clone(&guard)
-    }
-
-    /// Swaps in a new set of pipelines (SIGHUP).
-    pub fn replace_pipelines(&self, pipelines: BTreeMap<String, Pipeline>) {
-        let mut guard = self
-            .inner
-            .pipelines
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        *guard = Arc::new(pipelines);
+        self.inner.pipelines.current()
     }
 
     /// The public link to a build.

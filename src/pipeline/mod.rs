@@ -312,3 +312,29 @@ pub fn load_file(path: &Path) -> Result<(Pipeline, Vec<Finding>), Vec<Finding>> 
         .unwrap_or_default();
     validate::pipeline(&name, path, &src)
 }
+
+/// The pipelines being served, shared by the HTTP layer and the workers. A
+/// reload (SIGHUP) swaps the whole set; readers keep the snapshot they took.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineSet(
+    std::sync::Arc<std::sync::RwLock<std::sync::Arc<BTreeMap<String, Pipeline>>>>,
+);
+
+impl PipelineSet {
+    /// A set serving `pipelines`.
+    pub fn new(pipelines: BTreeMap<String, Pipeline>) -> PipelineSet {
+        PipelineSet(std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(pipelines))))
+    }
+
+    /// The pipelines as loaded now.
+    pub fn current(&self) -> std::sync::Arc<BTreeMap<String, Pipeline>> {
+        let guard = self.0.read().unwrap_or_else(|p| p.into_inner());
+        std::sync::Arc::clone(&guard)
+    }
+
+    /// Swaps in a new set.
+    pub fn replace(&self, pipelines: BTreeMap<String, Pipeline>) {
+        let mut guard = self.0.write().unwrap_or_else(|p| p.into_inner());
+        *guard = std::sync::Arc::new(pipelines);
+    }
+}

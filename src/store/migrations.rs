@@ -70,6 +70,22 @@ const MIGRATIONS: &[&str] = &[
         WHEN OLD.status = 'queued'
         BEGIN UPDATE queue_stats SET queued = queued - 1 WHERE id = 1; END;
     "#,
+    // 2: steps of a build, and cancel requests for running builds.
+    r#"
+    CREATE TABLE steps (
+        build        INTEGER NOT NULL REFERENCES builds(id) ON DELETE CASCADE,
+        idx          INTEGER NOT NULL,
+        name         TEXT NOT NULL,
+        status       TEXT NOT NULL CHECK (status IN
+                       ('pending','running','success','failure','cancelled','skipped')),
+        exit_code    INTEGER,
+        started_at   TEXT,
+        finished_at  TEXT,
+        PRIMARY KEY (build, idx)
+    );
+    ALTER TABLE builds ADD COLUMN cancel_reason TEXT;
+    CREATE INDEX builds_by_branch ON builds (pipeline, ref, status, id);
+    "#,
 ];
 
 /// Brings the schema up to date. Refuses a database written by a newer

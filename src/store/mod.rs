@@ -104,6 +104,9 @@ pub struct NewBuild {
     pub push: PushEvent,
     /// The path rules the runner must decide from git; empty = none.
     pub path_filters: Vec<PathFilter>,
+    /// The pipeline's concurrency is `supersede`: queuing this build cancels
+    /// the same branch's older queued and running builds.
+    pub supersede: bool,
 }
 
 /// A delivery to record for one pipeline, with the builds it queues.
@@ -137,6 +140,8 @@ pub struct Recorded {
     pub skipped: Option<String>,
     /// True when this delivery id had been recorded before; nothing new was queued.
     pub duplicate: bool,
+    /// Running builds this delivery superseded; their runners must stop them.
+    pub cancel_running: Vec<i64>,
 }
 
 /// A build as stored.
@@ -203,6 +208,105 @@ pub struct Build {
     pub path_filters: Vec<PathFilter>,
 }
 
+/// A step's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    /// Not started yet.
+    Pending,
+    /// Running now.
+    Running,
+    /// Exited 0.
+    Success,
+    /// Exited non-zero, was killed, or timed out.
+    Failure,
+    /// Stopped by a cancel.
+    Cancelled,
+    /// Not run: an earlier step failed, or the build was cancelled first.
+    Skipped,
+}
+
+impl StepStatus {
+    /// The name used in the API and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Running => "running",
+            StepStatus::Success => "success",
+            StepStatus::Failure => "failure",
+            StepStatus::Cancelled => "cancelled",
+            StepStatus::Skipped => "skipped",
+        }
+    }
+}
+
+impl FromStr for StepStatus {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Ok(match s {
+            "pending" => StepStatus::Pending,
+            "running" => StepStatus::Running,
+            "success" => StepStatus::Success,
+            "failure" => StepStatus::Failure,
+            "cancelled" => StepStatus::Cancelled,
+            "skipped" => StepStatus::Skipped,
+            _ => return Err(()),
+        })
+    }
+}
+
+/// A step of a build, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepRecord {
+    /// The step's name.
+    pub name: String,
+    /// Its state.
+    pub status: StepStatus,
+    /// The exit code, once it exited.
+    pub exit_code: Option<i64>,
+    /// RFC 3339 UTC.
+    pub started_at: Option<String>,
+    /// RFC 3339 UTC.
+    pub finished_at: Option<String>,
+}
+
+/// How the worker may pick the next build: each pipeline's concurrency.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimPolicy {
+    /// Pipelines whose builds of one ref may run side by side (`parallel`).
+    /// Every other pipeline runs one build per ref at a time, oldest first.
+    pub parallel: std::collections::HashSet<String>,
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The build was queued; it is now cancelled.
+    Cancelled,
+    /// The build is running; its runner was asked to stop it.
+    Requested,
+    /// The build had already finished; nothing changed.
+    AlreadyFinished,
+    /// No such build.
+    NotFound,
+}
+
+/// What happened to builds left `running` by a daemon that died.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Re-queued with attempt + 1.
+    pub requeued: Vec<i64>,
+    /// Ended as `error`: interrupted a second time.
+    pub failed: Vec<i64>,
+}
+
+/// Events the store publishes after a commit, for the runners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// A running build should stop; the reason is already stored.
+    CancelRequested(i64),
+}
+
 /// Which builds to list.
 #[derive(Debug, Clone, Default)]
 pub struct BuildFilter {
@@ -255,6 +359,53 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// How many builds are queued.
     fn queued_count(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Claims the oldest queued build that `policy` lets run now: marks it
+    /// `running` and returns it.
+    fn claim_next(&self, policy: ClaimPolicy) -> BoxFuture<'_, Result<Option<Build>, StoreError>>;
+
+    /// Records a build's steps, all pending (replacing those of an earlier attempt).
+    fn set_steps(&self, build: i64, names: Vec<String>) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Marks step `idx` running.
+    fn step_started(&self, build: i64, idx: usize) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Marks step `idx` finished.
+    fn step_finished(
+        &self,
+        build: i64,
+        idx: usize,
+        status: StepStatus,
+        exit_code: Option<i32>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// A build's steps, in order.
+    fn steps(&self, build: i64) -> BoxFuture<'_, Result<Vec<StepRecord>, StoreError>>;
+
+    /// Ends a running build in a final state. Pending steps become skipped.
+    fn finish(
+        &self,
+        build: i64,
+        status: BuildStatus,
+        reason: Option<String>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Puts a running build back in the queue (shutdown), keeping its attempt.
+    fn requeue(&self, build: i64, reason: String) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Cancels a queued build, or asks a running one to stop.
+    fn cancel(&self, build: i64, reason: String) -> BoxFuture<'_, Result<CancelOutcome, StoreError>>;
+
+    /// Why a running build was asked to stop, if it was.
+    fn cancel_reason(&self, build: i64) -> BoxFuture<'_, Result<Option<String>, StoreError>>;
+
+    /// On start: builds left `running` are re-queued with attempt + 1, or
+    /// end as `error` if this was their second interruption.
+    fn recover(&self) -> BoxFuture<'_, Result<Recovery, StoreError>>;
+
+    /// Deletes finished builds of `pipeline` beyond the newest `keep`;
+    /// returns their ids (so their logs can be removed).
+    fn prune(&self, pipeline: String, keep: u32) -> BoxFuture<'_, Result<Vec<i64>, StoreError>>;
 }
 
 /// Options for opening a store.
@@ -269,6 +420,7 @@ pub struct StoreOptions {
 pub struct Store {
     backend: Arc<dyn Backend>,
     queued: Arc<Notify>,
+    events: tokio::sync::broadcast::Sender<StoreEvent>,
 }
 
 impl Store {
@@ -278,6 +430,7 @@ impl Store {
         Ok(Store {
             backend: Arc::new(backend),
             queued: Arc::new(Notify::new()),
+            events: tokio::sync::broadcast::channel(256).0,
         })
     }
 
@@ -288,14 +441,102 @@ impl Store {
         deliveries: Vec<NewDelivery>,
     ) -> Result<Vec<Recorded>, StoreError> {
         let recorded = self.backend.record_deliveries(deliveries).await?;
-        if recorded
-            .iter()
-            .any(|r| !r.duplicate && !r.build_ids.is_empty())
-        {
-            self.queued.notify_waiters();
-            self.queued.notify_one();
+        if recorded.iter().any(|r| !r.duplicate && !r.build_ids.is_empty()) {
+            self.wake_workers();
+        }
+        for id in recorded.iter().flat_map(|r| &r.cancel_running) {
+            let _ = self.events.send(StoreEvent::CancelRequested(*id));
         }
         Ok(recorded)
+    }
+
+    /// Wakes the workers: builds may be claimable.
+    pub fn wake_workers(&self) {
+        self.queued.notify_one();
+    }
+
+    /// Events published after commits (cancel requests).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+
+    /// See [`Backend::claim_next`].
+    pub async fn claim_next(&self, policy: ClaimPolicy) -> Result<Option<Build>, StoreError> {
+        self.backend.claim_next(policy).await
+    }
+
+    /// See [`Backend::set_steps`].
+    pub async fn set_steps(&self, build: i64, names: Vec<String>) -> Result<(), StoreError> {
+        self.backend.set_steps(build, names).await
+    }
+
+    /// See [`Backend::step_started`].
+    pub async fn step_started(&self, build: i64, idx: usize) -> Result<(), StoreError> {
+        self.backend.step_started(build, idx).await
+    }
+
+    /// See [`Backend::step_finished`].
+    pub async fn step_finished(
+        &self,
+        build: i64,
+        idx: usize,
+        status: StepStatus,
+        exit_code: Option<i32>,
+    ) -> Result<(), StoreError> {
+        self.backend.step_finished(build, idx, status, exit_code).await
+    }
+
+    /// See [`Backend::steps`].
+    pub async fn steps(&self, build: i64) -> Result<Vec<StepRecord>, StoreError> {
+        self.backend.steps(build).await
+    }
+
+    /// See [`Backend::finish`]. Wakes the workers: a build of the same ref
+    /// may now run.
+    pub async fn finish(
+        &self,
+        build: i64,
+        status: BuildStatus,
+        reason: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.backend.finish(build, status, reason).await?;
+        self.wake_workers();
+        Ok(())
+    }
+
+    /// See [`Backend::requeue`].
+    pub async fn requeue(&self, build: i64, reason: String) -> Result<(), StoreError> {
+        self.backend.requeue(build, reason).await?;
+        self.wake_workers();
+        Ok(())
+    }
+
+    /// See [`Backend::cancel`]. A running build's runner is told at once.
+    pub async fn cancel(&self, build: i64, reason: String) -> Result<CancelOutcome, StoreError> {
+        let outcome = self.backend.cancel(build, reason).await?;
+        match outcome {
+            CancelOutcome::Requested => {
+                let _ = self.events.send(StoreEvent::CancelRequested(build));
+            }
+            CancelOutcome::Cancelled => self.wake_workers(),
+            CancelOutcome::AlreadyFinished | CancelOutcome::NotFound => {}
+        }
+        Ok(outcome)
+    }
+
+    /// See [`Backend::cancel_reason`].
+    pub async fn cancel_reason(&self, build: i64) -> Result<Option<String>, StoreError> {
+        self.backend.cancel_reason(build).await
+    }
+
+    /// See [`Backend::recover`].
+    pub async fn recover(&self) -> Result<Recovery, StoreError> {
+        self.backend.recover().await
+    }
+
+    /// See [`Backend::prune`].
+    pub async fn prune(&self, pipeline: String, keep: u32) -> Result<Vec<i64>, StoreError> {
+        self.backend.prune(pipeline, keep).await
     }
 
     /// One build by id.

@@ -9,8 +9,8 @@
 
 use super::migrations;
 use super::{
-    Backend, BoxFuture, Build, BuildFilter, BuildStatus, NewDelivery, Recorded, StoreError,
-    StoreOptions, now_rfc3339,
+    Backend, BoxFuture, Build, BuildFilter, BuildStatus, CancelOutcome, ClaimPolicy, NewDelivery,
+    Recorded, Recovery, StepRecord, StepStatus, StoreError, StoreOptions, now_rfc3339,
 };
 use crate::webhook::RefKind;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -221,6 +221,7 @@ fn record(
                 build_ids,
                 skipped,
                 duplicate: true,
+                cancel_running: Vec::new(),
             });
             continue;
         }
@@ -243,6 +244,7 @@ fn record(
         ])?;
         let row = conn.last_insert_rowid();
         let mut build_ids = Vec::with_capacity(d.builds.len());
+        let mut cancel_running = Vec::new();
         let mut insert = conn.prepare_cached(
             "INSERT INTO builds (pipeline, delivery, delivery_id, repo, host, event, ref, branch,
                  tag, commit_sha, before_sha, after_sha, forced, clone_url, ssh_url, web_url,
@@ -281,7 +283,11 @@ fn record(
                 filters,
                 now,
             ])?;
-            build_ids.push(conn.last_insert_rowid());
+            let id = conn.last_insert_rowid();
+            build_ids.push(id);
+            if b.supersede {
+                cancel_running.extend(supersede(conn, &b.pipeline, &p.git_ref, id, &now)?);
+            }
         }
         out.push(Recorded {
             pipeline: d.pipeline,
@@ -289,9 +295,83 @@ fn record(
             build_ids,
             skipped: d.skipped,
             duplicate: false,
+            cancel_running,
         });
     }
     Ok(out)
+}
+
+/// Cancels the same ref's older queued builds and asks its running ones to
+/// stop; returns the running ones.
+fn supersede(
+    conn: &Connection,
+    pipeline: &str,
+    git_ref: &str,
+    newer: i64,
+    now: &str,
+) -> Result<Vec<i64>, StoreError> {
+    let reason = format!("superseded by build {newer}");
+    conn.prepare_cached(
+        "UPDATE builds SET status = 'cancelled', reason = ?4, finished_at = ?5
+         WHERE pipeline = ?1 AND ref = ?2 AND status = 'queued' AND id < ?3",
+    )?
+    .execute(params![pipeline, git_ref, newer, reason, now])?;
+    let mut stmt = conn.prepare_cached(
+        "UPDATE builds SET cancel_reason = ?4
+         WHERE pipeline = ?1 AND ref = ?2 AND status = 'running' AND id < ?3
+           AND cancel_reason IS NULL
+         RETURNING id",
+    )?;
+    let ids = stmt
+        .query_map(params![pipeline, git_ref, newer, reason], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    Ok(ids)
+}
+
+/// Claims the oldest queued build that may run now.
+fn claim(conn: &Connection, policy: &ClaimPolicy) -> Result<Option<Build>, StoreError> {
+    let mut busy = std::collections::HashSet::new();
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT pipeline, ref FROM builds WHERE status = 'running'",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            busy.insert(row?);
+        }
+    }
+    let sql = format!(
+        "SELECT {BUILD_COLUMNS} FROM builds WHERE status = 'queued' ORDER BY id LIMIT 1000"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let candidates = stmt.query_map([], build_from_row)?;
+    let mut chosen = None;
+    for build in candidates {
+        let build = build?;
+        if policy.parallel.contains(&build.pipeline) {
+            chosen = Some(build);
+            break;
+        }
+        // One build per (pipeline, ref) at a time, oldest first: the first
+        // queued build of a key is its oldest; later ones wait behind it.
+        let key = (build.pipeline.clone(), build.git_ref.clone());
+        if busy.insert(key) {
+            chosen = Some(build);
+            break;
+        }
+    }
+    let Some(mut build) = chosen else { return Ok(None) };
+    let now = now_rfc3339();
+    conn.prepare_cached(
+        "UPDATE builds SET status = 'running', started_at = ?2, finished_at = NULL,
+             reason = NULL, cancel_reason = NULL
+         WHERE id = ?1 AND status = 'queued'",
+    )?
+    .execute(params![build.id, now])?;
+    build.status = BuildStatus::Running;
+    build.started_at = Some(now);
+    build.reason = None;
+    Ok(Some(build))
 }
 
 const BUILD_COLUMNS: &str = "id, pipeline, repo, host, event, ref, branch, tag, commit_sha,
@@ -375,6 +455,193 @@ impl Backend for SqliteBackend {
                 build_from_row,
             )?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        }))
+    }
+
+    fn claim_next(&self, policy: ClaimPolicy) -> BoxFuture<'_, Result<Option<Build>, StoreError>> {
+        Box::pin(self.write(move |conn| claim(conn, &policy)))
+    }
+
+    fn set_steps(&self, build: i64, names: Vec<String>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM steps WHERE build = ?1")?.execute([build])?;
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO steps (build, idx, name, status) VALUES (?1, ?2, ?3, 'pending')",
+            )?;
+            for (idx, name) in names.iter().enumerate() {
+                insert.execute(params![build, idx as i64, name])?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn step_started(&self, build: i64, idx: usize) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE steps SET status = 'running', started_at = ?3
+                 WHERE build = ?1 AND idx = ?2",
+            )?
+            .execute(params![build, idx as i64, now_rfc3339()])?;
+            Ok(())
+        }))
+    }
+
+    fn step_finished(
+        &self,
+        build: i64,
+        idx: usize,
+        status: StepStatus,
+        exit_code: Option<i32>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE steps SET status = ?3, exit_code = ?4, finished_at = ?5
+                 WHERE build = ?1 AND idx = ?2",
+            )?
+            .execute(params![build, idx as i64, status.as_str(), exit_code, now_rfc3339()])?;
+            Ok(())
+        }))
+    }
+
+    fn steps(&self, build: i64) -> BoxFuture<'_, Result<Vec<StepRecord>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, status, exit_code, started_at, finished_at FROM steps
+                 WHERE build = ?1 ORDER BY idx",
+            )?;
+            let rows = stmt.query_map([build], |r| {
+                let status: String = r.get(1)?;
+                Ok(StepRecord {
+                    name: r.get(0)?,
+                    status: status.parse().unwrap_or(StepStatus::Pending),
+                    exit_code: r.get(2)?,
+                    started_at: r.get(3)?,
+                    finished_at: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        }))
+    }
+
+    fn finish(
+        &self,
+        build: i64,
+        status: BuildStatus,
+        reason: Option<String>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |conn| {
+            let now = now_rfc3339();
+            conn.prepare_cached(
+                "UPDATE builds SET status = ?2, reason = ?3, finished_at = ?4
+                 WHERE id = ?1 AND status IN ('queued', 'running')",
+            )?
+            .execute(params![build, status.as_str(), reason, now])?;
+            conn.prepare_cached(
+                "UPDATE steps SET status = 'skipped' WHERE build = ?1 AND status = 'pending'",
+            )?
+            .execute([build])?;
+            Ok(())
+        }))
+    }
+
+    fn requeue(&self, build: i64, reason: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE builds SET status = 'queued', reason = ?2, started_at = NULL,
+                     cancel_reason = NULL
+                 WHERE id = ?1 AND status = 'running'",
+            )?
+            .execute(params![build, reason])?;
+            Ok(())
+        }))
+    }
+
+    fn cancel(&self, build: i64, reason: String) -> BoxFuture<'_, Result<CancelOutcome, StoreError>> {
+        Box::pin(self.write(move |conn| {
+            let status: Option<String> = conn
+                .prepare_cached("SELECT status FROM builds WHERE id = ?1")?
+                .query_row([build], |r| r.get(0))
+                .optional()?;
+            let Some(status) = status else { return Ok(CancelOutcome::NotFound) };
+            match status.as_str() {
+                "queued" => {
+                    conn.prepare_cached(
+                        "UPDATE builds SET status = 'cancelled', reason = ?2, finished_at = ?3
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![build, reason, now_rfc3339()])?;
+                    conn.prepare_cached(
+                        "UPDATE steps SET status = 'skipped' WHERE build = ?1 AND status = 'pending'",
+                    )?
+                    .execute([build])?;
+                    Ok(CancelOutcome::Cancelled)
+                }
+                "running" => {
+                    conn.prepare_cached(
+                        "UPDATE builds SET cancel_reason = COALESCE(cancel_reason, ?2) WHERE id = ?1",
+                    )?
+                    .execute(params![build, reason])?;
+                    Ok(CancelOutcome::Requested)
+                }
+                _ => Ok(CancelOutcome::AlreadyFinished),
+            }
+        }))
+    }
+
+    fn cancel_reason(&self, build: i64) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT cancel_reason FROM builds WHERE id = ?1")?
+                .query_row([build], |r| r.get(0))
+                .optional()?
+                .flatten())
+        }))
+    }
+
+    fn recover(&self) -> BoxFuture<'_, Result<Recovery, StoreError>> {
+        Box::pin(self.write(|conn| {
+            let now = now_rfc3339();
+            let failed = conn
+                .prepare_cached(
+                    "UPDATE builds SET status = 'error', reason = 'interrupted twice',
+                         finished_at = ?1
+                     WHERE status = 'running' AND attempt >= 2 RETURNING id",
+                )?
+                .query_map([&now], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()?;
+            conn.prepare_cached(
+                "UPDATE steps SET status = 'skipped'
+                 WHERE status IN ('pending', 'running')
+                   AND build IN (SELECT id FROM builds WHERE status = 'error'
+                                 AND reason = 'interrupted twice')",
+            )?
+            .execute([])?;
+            let requeued = conn
+                .prepare_cached(
+                    "UPDATE builds SET status = 'queued', attempt = attempt + 1,
+                         reason = 'interrupted: the daemon stopped while it ran',
+                         started_at = NULL, cancel_reason = NULL
+                     WHERE status = 'running' RETURNING id",
+                )?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()?;
+            Ok(Recovery { requeued, failed })
+        }))
+    }
+
+    fn prune(&self, pipeline: String, keep: u32) -> BoxFuture<'_, Result<Vec<i64>, StoreError>> {
+        Box::pin(self.write(move |conn| {
+            let ids = conn
+                .prepare_cached(
+                    "DELETE FROM builds WHERE pipeline = ?1
+                       AND status NOT IN ('queued', 'running')
+                       AND id NOT IN (SELECT id FROM builds WHERE pipeline = ?1
+                                      ORDER BY id DESC LIMIT ?2)
+                     RETURNING id",
+                )?
+                .query_map(params![pipeline, keep], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()?;
+            Ok(ids)
         }))
     }
 
