@@ -172,9 +172,9 @@ fn bad_config_values_are_reported_with_line_column_and_one_sentence() {
             "hookci.toml:2:14: public_url must start with http:// or https:// and name a host",
         ),
         (
-            "zero parallel builds",
-            "max_parallel_builds = 0\n".to_owned(),
-            "hookci.toml:1:23: max_parallel_builds must be greater than zero",
+            "negative parallel builds",
+            "max_parallel_builds = -1\n".to_owned(),
+            "hookci.toml:1:23: max_parallel_builds must not be negative",
         ),
         (
             "a negative keep_builds",

@@ -371,20 +371,20 @@ fn broken_pipeline_files_are_reported_with_line_column_and_one_sentence() {
         (
             "a reserved variable in [env]",
             "a.toml",
-            format!("{h}[env]\nPATH = \"/evil\"\n{s}"),
-            "a.toml:4:1: PATH in [env] is reserved: hookci sets CI, PATH, HOME, LANG and HOOKCI_* for every step",
+            format!("{h}[env]\nHOME = \"/evil\"\n{s}"),
+            "a.toml:4:1: HOME in [env] is reserved: hookci sets CI, HOME and HOOKCI_* for every step",
         ),
         (
             "a HOOKCI_ variable in a step's env",
             "a.toml",
             format!("{h}{s}env = {{ HOOKCI_BUILD_ID = \"1\" }}\n"),
-            "a.toml:7:9: HOOKCI_BUILD_ID in the env of step \"t\" is reserved: hookci sets CI, PATH, HOME, LANG and HOOKCI_* for every step",
+            "a.toml:7:9: HOOKCI_BUILD_ID in the env of step \"t\" is reserved: hookci sets CI, HOME and HOOKCI_* for every step",
         ),
         (
             "a reserved variable in [secrets]",
             "a.toml",
             format!("{h}[secrets]\nCI = {{ env = \"{ENV_SECRET_VAR}\" }}\n{s}"),
-            "a.toml:4:1: CI in [secrets] is reserved: hookci sets CI, PATH, HOME, LANG and HOOKCI_* for every step",
+            "a.toml:4:1: CI in [secrets] is reserved: hookci sets CI, HOME and HOOKCI_* for every step",
         ),
         (
             "a bad variable name",
@@ -511,7 +511,7 @@ A = "{LITERAL_SECRET}"
 B = {{ env = "{ENV_SECRET_VAR}" }}
 C = {{ env = "{UNSET_VAR}" }}
 "1D" = "{LITERAL_SECRET}"
-PATH = {{ env = "{ENV_SECRET_VAR}" }}
+HOME = {{ env = "{ENV_SECRET_VAR}" }}
 {STEP}"#
     );
     let errors = load("broken.toml", &broken).unwrap_err();

@@ -159,7 +159,8 @@ fn convert(c: &mut Checker<'_>, raw: RawConfig) -> Config {
     if let Some(p) = path(c, "pipelines_dir", raw.pipelines_dir.as_ref()) {
         config.pipelines_dir = p;
     }
-    if let Some(n) = positive(c, "max_parallel_builds", raw.max_parallel_builds.as_ref()) {
+    // 0 is allowed: this daemon receives and queues, and runs no builds.
+    if let Some(n) = non_negative(c, "max_parallel_builds", raw.max_parallel_builds.as_ref()) {
         config.max_parallel_builds = n;
     }
     if let Some(n) = positive(c, "max_queued_builds", raw.max_queued_builds.as_ref()) {
@@ -230,6 +231,26 @@ fn positive<T: TryFrom<i64>>(
     let n = *v.get_ref();
     if n <= 0 {
         c.error(Some(&v.span()), format!("{key} must be greater than zero"));
+        return None;
+    }
+    match T::try_from(n) {
+        Ok(t) => Some(t),
+        Err(_) => {
+            c.error(Some(&v.span()), format!("{key} is too large"));
+            None
+        }
+    }
+}
+
+fn non_negative<T: TryFrom<i64>>(
+    c: &mut Checker<'_>,
+    key: &str,
+    v: Option<&Spanned<i64>>,
+) -> Option<T> {
+    let v = v?;
+    let n = *v.get_ref();
+    if n < 0 {
+        c.error(Some(&v.span()), format!("{key} must not be negative"));
         return None;
     }
     match T::try_from(n) {

@@ -14,7 +14,9 @@ use std::path::Path;
 use toml::Spanned;
 
 /// Environment names hookci sets for every step; `HOOKCI_*` too.
-const RESERVED_ENV: &[&str] = &["HOOKCI", "CI", "PATH", "HOME", "LANG"];
+/// Set by hookci for every step. PATH and LANG have defaults a pipeline may
+/// override (a toolchain outside the default PATH, another locale).
+const RESERVED_ENV: &[&str] = &["HOOKCI", "CI", "HOME"];
 
 const CONCURRENCY: &[(&str, Concurrency)] = &[
     ("queue", Concurrency::Queue),
@@ -266,7 +268,7 @@ fn env_name(c: &mut Checker<'_>, table: &str, key: &Spanned<String>) -> bool {
     if RESERVED_ENV.contains(&name.as_str()) || name.starts_with("HOOKCI_") {
         c.error(
             Some(&key.span()),
-            format!("{name} in {table} is reserved: hookci sets CI, PATH, HOME, LANG and HOOKCI_* for every step"),
+            format!("{name} in {table} is reserved: hookci sets CI, HOME and HOOKCI_* for every step"),
         );
         return false;
     }
