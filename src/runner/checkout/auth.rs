@@ -161,7 +161,7 @@ impl<'s> Auth<'s> {
                     "the TLS certificate of {host} could not be verified ({message}): {url} was not fetched"
                 )
             }
-            Asked::Fine if is_not_found(&lower) => {
+            Asked::Fine if is_not_found(&lower) || self.is_missing_path(&lower) => {
                 format!(
                     "repository not found at {url}: check the clone URL and that {} can read it",
                     self.key_name()
@@ -173,6 +173,11 @@ impl<'s> Auth<'s> {
             Asked::Fine => format!("{doing} {url} failed: {message}"),
         };
         CheckoutError(sentence)
+    }
+
+    /// libgit2 takes a path that does not exist for a URL it cannot parse.
+    fn is_missing_path(&self, lower: &str) -> bool {
+        self.target.transport() == Transport::Local && lower.contains("unsupported url protocol")
     }
 
     /// `text` with every credential value replaced by `***`.

@@ -198,7 +198,9 @@ fn is_local_damage(err: &git2::Error, auth: &Auth<'_>) -> bool {
     if auth.is_auth_failure(err) {
         return false;
     }
+    // A stale lock file comes back as an OS error, not always as Locked.
     err.code() == ErrorCode::Locked
+        || err.message().starts_with("failed to lock file")
         || matches!(
             err.class(),
             ErrorClass::Odb

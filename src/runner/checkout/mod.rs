@@ -59,6 +59,12 @@ pub struct Fetched {
     pub received_bytes: usize,
 }
 
+/// `url` as it may be shown in a log or an error: without userinfo (a
+/// password, a token), query or fragment.
+pub fn display_url(url: &str) -> String {
+    RemoteUrl::parse(url).display().to_owned()
+}
+
 /// The mirror cache. Cheap to share behind an `Arc`; one per daemon.
 #[derive(Debug)]
 pub struct Mirrors {

@@ -1,0 +1,711 @@
+//! Checkout against real git: repositories made with the git CLI, served
+//! from a path, over smart HTTP (`git http-backend` behind Basic auth) and
+//! over ssh (a real sshd, when the machine has one).
+
+#[path = "support/gitserve.rs"]
+mod gitserve;
+
+use gitserve::{HttpGitServer, KeyPair, Sshd, Upstream, git, keygen, try_git};
+use hookci::runner::checkout::{CheckoutError, CloneSpec, Mirrors};
+use hookci::secret::Secret;
+use std::path::Path;
+
+const TOKEN: &str = "hookci-test-token-5f1d2c9e8a";
+
+fn spec(url: &str) -> CloneSpec {
+    CloneSpec {
+        url: url.to_owned(),
+        ssh_key: None,
+        token: None,
+        submodules: false,
+    }
+}
+
+fn with_token(url: &str, token: &str) -> CloneSpec {
+    CloneSpec {
+        token: Some(Secret::new(token)),
+        ..spec(url)
+    }
+}
+
+fn mirrors(up: &Upstream) -> Mirrors {
+    Mirrors::new(up.tmp.path().join("data/repos"))
+}
+
+/// Asserts that `ws` is a clean workspace with a detached HEAD at `commit`.
+fn assert_workspace_at(up: &Upstream, ws: &Path, commit: &str) {
+    assert_eq!(git(&up.home, ws, &["rev-parse", "HEAD"]), commit);
+    assert!(
+        try_git(&up.home, ws, &["symbolic-ref", "-q", "HEAD"]).is_err(),
+        "HEAD should be detached"
+    );
+    assert_eq!(git(&up.home, ws, &["status", "--porcelain"]), "");
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+// Over a file path.
+
+#[tokio::test]
+async fn a_fetched_commit_checks_out_as_a_clean_detached_head_with_its_files() {
+    let up = Upstream::new("hello");
+    let first = up.push(
+        &[("README.md", "hello\n"), ("src/lib.rs", "fn a() {}\n")],
+        "one",
+    );
+    let second = up.push(&[("README.md", "hello again\n")], "two");
+    let mirrors = mirrors(&up);
+
+    let (mirror, commit) = mirrors
+        .fetch(&spec(&up.url()), "refs/heads/main", &second)
+        .await
+        .expect("fetch");
+    assert_eq!(commit, second);
+    assert!(mirror.starts_with(up.tmp.path().join("data/repos")));
+    assert!(
+        mirror
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .ends_with("-hello.git"),
+        "{}",
+        mirror.display()
+    );
+
+    let ws = up.tmp.path().join("ws/1");
+    mirrors
+        .checkout(&mirror, &spec(&up.url()), &commit, &ws)
+        .await
+        .expect("checkout");
+    assert_workspace_at(&up, &ws, &second);
+    assert_eq!(read(&ws.join("README.md")), "hello again\n");
+    assert_eq!(read(&ws.join("src/lib.rs")), "fn a() {}\n");
+    assert_eq!(
+        git(&up.home, &ws, &["remote", "get-url", "origin"]),
+        up.url()
+    );
+    // History is there too, borrowed from the mirror rather than copied.
+    assert_eq!(git(&up.home, &ws, &["rev-parse", "HEAD~1"]), first);
+    let alternates = read(&ws.join(".git/objects/info/alternates"));
+    assert!(alternates.trim_end().ends_with("/objects"), "{alternates}");
+    git(&up.home, &ws, &["fsck", "--no-progress"]);
+
+    // An older commit checks out too, in its own workspace.
+    let ws2 = up.tmp.path().join("ws/2");
+    mirrors
+        .checkout(&mirror, &spec(&up.url()), &first, &ws2)
+        .await
+        .expect("checkout");
+    assert_workspace_at(&up, &ws2, &first);
+    assert_eq!(read(&ws2.join("README.md")), "hello\n");
+}
+
+#[tokio::test]
+async fn a_second_fetch_brings_only_the_new_objects() {
+    let up = Upstream::new("incremental");
+    let files: Vec<(String, String)> = (0..50)
+        .map(|i| {
+            (
+                format!("dir{}/file{i}.txt", i % 5),
+                format!("contents {i}\n"),
+            )
+        })
+        .collect();
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (&**p, &**c)).collect();
+    let first = up.push(&files, "many files");
+    let mirrors = mirrors(&up);
+    let url = up.url();
+
+    let fetched = mirrors
+        .fetch_with_stats(&spec(&url), "refs/heads/main", &first)
+        .await
+        .expect("first fetch");
+    assert!(fetched.received_objects >= 50 + 6 + 1, "{fetched:?}");
+
+    let again = mirrors
+        .fetch_with_stats(&spec(&url), "refs/heads/main", &first)
+        .await
+        .expect("second fetch");
+    assert_eq!(again.received_objects, 0, "{again:?}");
+    assert_eq!(again.received_bytes, 0, "{again:?}");
+
+    // One file changed in one directory: a commit, two trees, one blob.
+    let second = up.push(&[("dir1/file1.txt", "changed\n")], "one change");
+    let third = mirrors
+        .fetch_with_stats(&spec(&url), "refs/heads/main", &second)
+        .await
+        .expect("third fetch");
+    assert_eq!(third.commit, second);
+    assert_eq!(third.received_objects, 4, "{third:?}");
+    assert!(third.received_bytes < 2_000, "{third:?}");
+}
+
+#[tokio::test]
+async fn an_annotated_tag_peels_to_its_commit() {
+    let up = Upstream::new("tags");
+    let commit = up.push(&[("a", "a\n")], "tagged");
+    up.git(&["tag", "-a", "v1.0", "-m", "release 1.0"]);
+    up.git(&["push", "-q", "origin", "refs/tags/v1.0"]);
+    let tag_object = up.git(&["rev-parse", "v1.0"]);
+    assert_ne!(tag_object, commit);
+
+    let mirrors = mirrors(&up);
+    let (mirror, peeled) = mirrors
+        .fetch(&spec(&up.url()), "refs/tags/v1.0", &tag_object)
+        .await
+        .expect("fetch");
+    assert_eq!(peeled, commit);
+    let ws = up.tmp.path().join("ws");
+    mirrors
+        .checkout(&mirror, &spec(&up.url()), &tag_object, &ws)
+        .await
+        .expect("checkout by tag object");
+    assert_workspace_at(&up, &ws, &commit);
+}
+
+#[tokio::test]
+async fn an_abbreviated_commit_id_expands_to_the_full_id() {
+    let up = Upstream::new("short");
+    let commit = up.push(&[("a", "a\n")], "one");
+    let mirrors = mirrors(&up);
+    let (_, full) = mirrors
+        .fetch(&spec(&up.url()), "refs/heads/main", &commit[..12])
+        .await
+        .expect("fetch");
+    assert_eq!(full, commit);
+    let (_, full) = mirrors
+        .fetch(
+            &spec(&up.url()),
+            "refs/heads/main",
+            &commit[..12].to_uppercase(),
+        )
+        .await
+        .expect("fetch with upper-case hex");
+    assert_eq!(full, commit);
+}
+
+#[tokio::test]
+async fn a_commit_the_remote_does_not_have_is_a_clear_error() {
+    let up = Upstream::new("missing");
+    up.push(&[("a", "a\n")], "one");
+    let mirrors = mirrors(&up);
+    let absent = "0123456789abcdef0123456789abcdef01234567";
+    let err = mirrors
+        .fetch(&spec(&up.url()), "refs/heads/main", absent)
+        .await
+        .unwrap_err();
+    assert!(
+        err.0.contains(&format!(
+            "commit {absent} is not on the remote any more (force-pushed?)"
+        )),
+        "{err}"
+    );
+
+    let err = mirrors
+        .fetch(&spec(&up.url()), "refs/heads/main", "--upload-pack=evil")
+        .await
+        .unwrap_err();
+    assert_eq!(err.0, "the commit id is not 4 to 40 hexadecimal digits");
+}
+
+#[tokio::test]
+async fn a_missing_repository_is_reported_as_not_found() {
+    let up = Upstream::new("present");
+    let url = up.tmp.path().join("repos/absent.git");
+    let err = mirrors(&up)
+        .fetch(&spec(url.to_str().unwrap()), "refs/heads/main", "abcdef12")
+        .await
+        .unwrap_err();
+    assert!(err.0.starts_with("repository not found at "), "{err}");
+}
+
+#[tokio::test]
+async fn changed_files_lists_every_path_a_push_touched_with_both_sides_of_a_rename() {
+    let up = Upstream::new("diff");
+    let before = up.push(
+        &[
+            ("a.txt", "a\n"),
+            ("src/lib.rs", "fn a() {}\n"),
+            ("old/name.txt", "renamed soon\n"),
+            ("untouched.txt", "same\n"),
+        ],
+        "base",
+    );
+    up.commit(
+        &[("a.txt", "a2\n"), ("src/lib.rs", "fn b() {}\n")],
+        "two files",
+    );
+    std::fs::create_dir_all(up.work.join("docs")).unwrap();
+    up.git(&["mv", "old/name.txt", "docs/new-name.txt"]);
+    let after = up.push(&[], "rename");
+
+    let mirrors = mirrors(&up);
+    let (mirror, _) = mirrors
+        .fetch(&spec(&up.url()), "refs/heads/main", &after)
+        .await
+        .expect("fetch");
+    let changed = mirrors
+        .changed_files(&mirror, &before, &after)
+        .await
+        .expect("diff");
+    assert_eq!(
+        changed,
+        Some(vec![
+            "a.txt".to_owned(),
+            "docs/new-name.txt".to_owned(),
+            "old/name.txt".to_owned(),
+            "src/lib.rs".to_owned(),
+        ])
+    );
+    assert_eq!(
+        mirrors.changed_files(&mirror, &after, &after).await,
+        Ok(Some(vec![]))
+    );
+}
+
+#[tokio::test]
+async fn changed_files_is_none_for_a_new_branch_or_an_unknown_before() {
+    let up = Upstream::new("newbranch");
+    let commit = up.push(&[("a", "a\n")], "one");
+    let mirrors = mirrors(&up);
+    let (mirror, _) = mirrors
+        .fetch(&spec(&up.url()), "refs/heads/main", &commit)
+        .await
+        .expect("fetch");
+    let zeros = "0".repeat(40);
+    for before in [
+        zeros.as_str(),
+        "",
+        "1111111111111111111111111111111111111111",
+        "not-hex",
+    ] {
+        assert_eq!(
+            mirrors.changed_files(&mirror, before, &commit).await,
+            Ok(None),
+            "before = {before:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_ref_outside_heads_and_tags_is_fetched_when_pushed() {
+    let up = Upstream::new("pulls");
+    up.push(&[("a", "a\n")], "main");
+    up.git(&["checkout", "-q", "-b", "feature"]);
+    let pr = up.commit(&[("b", "b\n")], "pull request head");
+    up.git(&["push", "-q", "origin", "HEAD:refs/pull/7/head"]);
+
+    let mirrors = mirrors(&up);
+    let (mirror, commit) = mirrors
+        .fetch(&spec(&up.url()), "refs/pull/7/head", &pr)
+        .await
+        .expect("fetch");
+    assert_eq!(commit, pr);
+    assert_eq!(
+        git(&up.home, &mirror, &["rev-parse", "refs/pull/7/head"]),
+        pr
+    );
+}
+
+#[tokio::test]
+async fn a_mirror_broken_by_a_killed_fetch_is_re_created() {
+    let up = Upstream::new("broken");
+    let first = up.push(&[("a", "a\n")], "one");
+    let mirrors = mirrors(&up);
+    let (mirror, _) = mirrors
+        .fetch(&spec(&up.url()), "refs/heads/main", &first)
+        .await
+        .expect("fetch");
+
+    // A kill during the ref update leaves its lock file behind.
+    std::fs::write(mirror.join("refs/heads/main.lock"), "").unwrap();
+    let second = up.push(&[("a", "b\n")], "two");
+    let (_, commit) = mirrors
+        .fetch(&spec(&up.url()), "refs/heads/main", &second)
+        .await
+        .expect("fetch past a stale lock");
+    assert_eq!(commit, second);
+
+    // A torn write leaves garbage where HEAD and the packs were.
+    std::fs::write(mirror.join("HEAD"), "garbage").unwrap();
+    for pack in std::fs::read_dir(mirror.join("objects/pack")).unwrap() {
+        std::fs::write(pack.unwrap().path(), "torn").unwrap();
+    }
+    let third = up.push(&[("a", "c\n")], "three");
+    let (_, commit) = mirrors
+        .fetch(&spec(&up.url()), "refs/heads/main", &third)
+        .await
+        .expect("fetch into a broken mirror");
+    assert_eq!(commit, third);
+    git(&up.home, &mirror, &["fsck", "--no-progress"]);
+    let ws = up.tmp.path().join("ws");
+    mirrors
+        .checkout(&mirror, &spec(&up.url()), &third, &ws)
+        .await
+        .expect("checkout");
+    assert_workspace_at(&up, &ws, &third);
+}
+
+#[tokio::test]
+async fn a_workspace_that_is_not_empty_is_refused() {
+    let up = Upstream::new("busy");
+    let commit = up.push(&[("a", "a\n")], "one");
+    let mirrors = mirrors(&up);
+    let (mirror, _) = mirrors
+        .fetch(&spec(&up.url()), "refs/heads/main", &commit)
+        .await
+        .expect("fetch");
+    let ws = up.tmp.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(ws.join("leftover"), "x").unwrap();
+    let err = mirrors
+        .checkout(&mirror, &spec(&up.url()), &commit, &ws)
+        .await
+        .unwrap_err();
+    assert!(err.0.contains("already exists and is not empty"), "{err}");
+}
+
+#[tokio::test]
+async fn submodules_are_checked_out_recursively_when_asked() {
+    let inner = Upstream::new("inner");
+    inner.push(&[("inner.txt", "deepest\n")], "inner");
+    let lib = Upstream::new("lib");
+    lib.push(&[("lib.txt", "library\n")], "lib");
+    let allow_file = ["-c", "protocol.file.allow=always"];
+    let inner_url = inner.url();
+    lib.git(&[
+        allow_file[0],
+        allow_file[1],
+        "submodule",
+        "add",
+        "-q",
+        &inner_url,
+        "vendor/inner",
+    ]);
+    lib.push(&[], "add inner");
+    let up = Upstream::new("app");
+    let lib_url = lib.url();
+    up.git(&[
+        allow_file[0],
+        allow_file[1],
+        "submodule",
+        "add",
+        "-q",
+        &lib_url,
+        "lib",
+    ]);
+    let commit = up.push(&[("app.txt", "app\n")], "add lib");
+
+    let mirrors = mirrors(&up);
+    let spec = CloneSpec {
+        submodules: true,
+        ..spec(&up.url())
+    };
+    let (mirror, _) = mirrors
+        .fetch(&spec, "refs/heads/main", &commit)
+        .await
+        .expect("fetch");
+    let ws = up.tmp.path().join("ws");
+    mirrors
+        .checkout(&mirror, &spec, &commit, &ws)
+        .await
+        .expect("checkout");
+    assert_eq!(read(&ws.join("lib/lib.txt")), "library\n");
+    assert_eq!(read(&ws.join("lib/vendor/inner/inner.txt")), "deepest\n");
+
+    let plain = up.tmp.path().join("ws-plain");
+    mirrors
+        .checkout(&mirror, &self::spec(&up.url()), &commit, &plain)
+        .await
+        .expect("checkout without submodules");
+    assert!(!plain.join("lib/lib.txt").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_builds_of_one_repository_at_once_both_succeed_and_keep_the_mirror_sound() {
+    let up = Upstream::new("concurrent");
+    let files: Vec<(String, String)> = (0..200)
+        .map(|i| (format!("d{}/f{i}", i % 10), format!("{i}\n").repeat(50)))
+        .collect();
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (&**p, &**c)).collect();
+    let commit = up.push(&files, "many");
+    let mirrors = mirrors(&up);
+    let url = up.url();
+
+    let build = |n: u32| {
+        let (mirrors, url, commit, ws) = (
+            &mirrors,
+            &url,
+            &commit,
+            up.tmp.path().join(format!("ws{n}")),
+        );
+        async move {
+            let (mirror, full) = mirrors.fetch(&spec(url), "refs/heads/main", commit).await?;
+            mirrors.checkout(&mirror, &spec(url), &full, &ws).await?;
+            Ok::<_, CheckoutError>((mirror, ws))
+        }
+    };
+    let (a, b) = tokio::join!(build(1), build(2));
+    let (mirror_a, ws_a) = a.expect("first build");
+    let (mirror_b, ws_b) = b.expect("second build");
+    assert_eq!(mirror_a, mirror_b);
+    assert_workspace_at(&up, &ws_a, &commit);
+    assert_workspace_at(&up, &ws_b, &commit);
+    git(&up.home, &mirror_a, &["fsck", "--no-progress", "--strict"]);
+    assert_eq!(
+        git(&up.home, &mirror_a, &["rev-parse", "refs/heads/main"]),
+        commit
+    );
+}
+
+#[test]
+fn the_mirror_directory_is_named_without_credentials() {
+    let mirrors = Mirrors::new("/data/repos".into());
+    let with = mirrors.mirror_path("https://bob:topsecret-value@git.example.com/o/hello.git");
+    let without = mirrors.mirror_path("https://git.example.com/o/hello.git");
+    assert_eq!(with, without);
+    let name = with.file_name().unwrap().to_str().unwrap();
+    assert!(
+        name.ends_with("-hello.git") && !name.contains("topsecret"),
+        "{name}"
+    );
+    assert_ne!(
+        with,
+        mirrors.mirror_path("https://git.example.com/other/hello.git")
+    );
+}
+
+// Over smart HTTP with a token.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_and_checkout_over_http_work_with_the_token() {
+    let up = Upstream::new("web");
+    let first = up.push(&[("index.html", "<h1>hi</h1>\n")], "one");
+    let server = HttpGitServer::start(&up.project_root, &up.home, TOKEN).await;
+    let url = server.url("web");
+    let mirrors = mirrors(&up);
+
+    let fetched = mirrors
+        .fetch_with_stats(&with_token(&url, TOKEN), "refs/heads/main", &first)
+        .await
+        .expect("fetch over http");
+    assert_eq!(fetched.commit, first);
+    let ws = up.tmp.path().join("ws");
+    mirrors
+        .checkout(&fetched.mirror, &with_token(&url, TOKEN), &first, &ws)
+        .await
+        .expect("checkout");
+    assert_workspace_at(&up, &ws, &first);
+    assert_eq!(read(&ws.join("index.html")), "<h1>hi</h1>\n");
+    assert_eq!(git(&up.home, &ws, &["remote", "get-url", "origin"]), url);
+
+    let second = up.push(&[("index.html", "<h1>hello</h1>\n")], "two");
+    let again = mirrors
+        .fetch_with_stats(&with_token(&url, TOKEN), "refs/heads/main", &second)
+        .await
+        .expect("incremental fetch over http");
+    assert_eq!(again.commit, second);
+    assert_eq!(again.received_objects, 3, "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_or_missing_token_fails_naming_the_url_and_never_the_token() {
+    let up = Upstream::new("private");
+    let commit = up.push(&[("a", "a\n")], "one");
+    let server = HttpGitServer::start(&up.project_root, &up.home, TOKEN).await;
+    let url = server.url("private");
+    let mirrors = mirrors(&up);
+    let wrong = "wrong-token-9d8c7b6a5f4e";
+
+    let err = mirrors
+        .fetch(&with_token(&url, wrong), "refs/heads/main", &commit)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.0,
+        format!("authentication failed for {url}: check [clone] token")
+    );
+
+    let err = mirrors
+        .fetch(&spec(&url), "refs/heads/main", &commit)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.0,
+        format!("{url} asks for credentials: set [clone] token")
+    );
+
+    // A password in the URL itself is refused too, and never shown.
+    let in_url = url.replace("http://", &format!("http://bob:{wrong}@"));
+    let err = mirrors
+        .fetch(&with_token(&in_url, wrong), "refs/heads/main", &commit)
+        .await
+        .unwrap_err();
+    assert!(
+        err.0.contains("authentication failed for http://127.0.0.1"),
+        "{err}"
+    );
+    for err in [&err.0] {
+        assert!(!err.contains(wrong) && !err.contains(TOKEN), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_force_pushed_commit_is_reported_as_gone_over_http() {
+    let up = Upstream::new("forced");
+    let first = up.push(&[("a", "a\n")], "one");
+    let gone = up.push(&[("a", "b\n")], "to be force-pushed away");
+    up.git(&[
+        "push",
+        "-q",
+        "--force",
+        "origin",
+        &format!("{first}:refs/heads/main"),
+    ]);
+    let server = HttpGitServer::start(&up.project_root, &up.home, TOKEN).await;
+    let url = server.url("forced");
+
+    let err = mirrors(&up)
+        .fetch(&with_token(&url, TOKEN), "refs/heads/main", &gone)
+        .await
+        .unwrap_err();
+    assert!(
+        err.0.starts_with(&format!(
+            "commit {gone} is not on the remote any more (force-pushed?)"
+        )),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_repository_or_a_closed_port_over_http_is_explained() {
+    let up = Upstream::new("exists");
+    let server = HttpGitServer::start(&up.project_root, &up.home, TOKEN).await;
+    let mirrors = mirrors(&up);
+    let url = server.url("nope");
+    let err = mirrors
+        .fetch(&with_token(&url, TOKEN), "refs/heads/main", "abcdef12")
+        .await
+        .unwrap_err();
+    assert!(
+        err.0.starts_with(&format!("repository not found at {url}")),
+        "{err}"
+    );
+
+    let closed = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{closed}/x.git");
+    let err = mirrors
+        .fetch(&with_token(&url, TOKEN), "refs/heads/main", "abcdef12")
+        .await
+        .unwrap_err();
+    assert!(
+        err.0
+            .starts_with(&format!("cannot reach 127.0.0.1 for {url}")),
+        "{err}"
+    );
+    assert!(!err.0.contains(TOKEN), "{err}");
+}
+
+// Over ssh with a deploy key.
+
+/// Starts sshd for `up` with `key` authorized, or says why it cannot.
+fn sshd_for(up: &Upstream, key: &KeyPair) -> Option<Sshd> {
+    match Sshd::binary() {
+        Ok(binary) => {
+            let dir = up.tmp.path().join("sshd");
+            std::fs::create_dir_all(&dir).unwrap();
+            Some(Sshd::start(&binary, &dir, &[&key.public]))
+        }
+        Err(why) => {
+            println!("ssh checkout test skipped: {why}");
+            None
+        }
+    }
+}
+
+fn with_key(url: &str, key: &KeyPair) -> CloneSpec {
+    CloneSpec {
+        ssh_key: Some(Secret::new(key.private.clone())),
+        ..spec(url)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_and_checkout_over_ssh_work_with_a_deploy_key() {
+    let up = Upstream::new("deploy");
+    let commit = up.push(&[("a", "over ssh\n")], "one");
+    let keys = up.tmp.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    for kind in ["ed25519", "rsa"] {
+        let key = keygen(&keys, &format!("deploy-{kind}"), kind);
+        let Some(sshd) = sshd_for(&up, &key) else {
+            return;
+        };
+        let url = sshd.url(&up.bare);
+        let mirrors = Mirrors::new(up.tmp.path().join(format!("data-{kind}")));
+        let (mirror, full) = mirrors
+            .fetch(&with_key(&url, &key), "refs/heads/main", &commit)
+            .await
+            .unwrap_or_else(|e| panic!("{kind} fetch over ssh: {e}\nsshd log:\n{}", sshd.log()));
+        assert_eq!(full, commit);
+        let ws = up.tmp.path().join(format!("ws-{kind}"));
+        mirrors
+            .checkout(&mirror, &with_key(&url, &key), &commit, &ws)
+            .await
+            .expect("checkout");
+        assert_workspace_at(&up, &ws, &commit);
+        assert_eq!(read(&ws.join("a")), "over ssh\n");
+        assert_eq!(
+            git(&up.home, &ws, &["remote", "get-url", "origin"]),
+            url.replacen(&format!("{}@", sshd.user), "", 1)
+        );
+        drop(sshd);
+        std::fs::remove_dir_all(up.tmp.path().join("sshd")).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_deploy_key_over_ssh_fails_clearly() {
+    let up = Upstream::new("locked");
+    let commit = up.push(&[("a", "a\n")], "one");
+    let keys = up.tmp.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let right = keygen(&keys, "right", "ed25519");
+    let wrong = keygen(&keys, "wrong", "ed25519");
+    let Some(sshd) = sshd_for(&up, &right) else {
+        return;
+    };
+    let url = sshd.url(&up.bare);
+    let shown = url.replacen(&format!("{}@", sshd.user), "", 1);
+    let mirrors = mirrors(&up);
+
+    let err = mirrors
+        .fetch(&with_key(&url, &wrong), "refs/heads/main", &commit)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.0,
+        format!("authentication failed for {shown}: check [clone] ssh_key")
+    );
+    let body: Vec<&str> = wrong
+        .private
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(body.iter().all(|line| !err.0.contains(line)), "{err}");
+
+    let err = mirrors
+        .fetch(&spec(&url), "refs/heads/main", &commit)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.0,
+        format!("{shown} asks for credentials: set [clone] ssh_key")
+    );
+}
