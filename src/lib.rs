@@ -26,3 +26,4 @@ pub mod server;
 pub mod store;
 pub mod tomlpos;
 pub mod webhook;
+pub mod worker;

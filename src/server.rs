@@ -7,7 +7,11 @@ use crate::http::{self, AppState, Limits};
 use crate::pipeline::{self, PipelineSet};
 use crate::store::{Store, StoreOptions};
 use anyhow::Context as _;
+use crate::runner::build::Runner;
+use crate::worker::{LiveBuilds, Worker};
 use std::future::Future;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 use tokio::net::TcpListener;
 
 /// The database file inside `data_dir`.
@@ -41,7 +45,22 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     .with_context(|| format!("cannot open the store at {}", path.display()))
 }
 
-/// Runs the daemon until `shutdown` resolves.
+/// The (uid, gid) steps run as: `run_as` when hookci runs as root, else
+/// none (a warning says `run_as` is ignored).
+pub fn resolve_run_as(config: &Config) -> anyhow::Result<Option<(u32, u32)>> {
+    let Some(name) = &config.run_as else { return Ok(None) };
+    if !nix::unistd::geteuid().is_root() {
+        tracing::warn!(run_as = %name, "run_as is ignored: hookci is not running as root");
+        return Ok(None);
+    }
+    let user = nix::unistd::User::from_name(name)
+        .with_context(|| format!("cannot look up the run_as user {name}"))?
+        .with_context(|| format!("the run_as user {name} does not exist"))?;
+    Ok(Some((user.uid.as_raw(), user.gid.as_raw())))
+}
+
+/// Runs the daemon until `shutdown` resolves: HTTP stops accepting, running
+/// builds get `shutdown_grace` to finish, then are stopped and re-queued.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -55,21 +74,51 @@ pub async fn run(
     for finding in &loaded.warnings {
         tracing::warn!("{finding}");
     }
+    if let Err(e) = crate::runner::step::init_reaper() {
+        tracing::warn!(error = %e, "cannot become the subreaper of build processes");
+    }
+    let mut runner =
+        Runner::new(config.data_dir.clone(), config.public_url.clone(), config.max_log_bytes);
+    runner.run_as = resolve_run_as(&config)?;
+    let runner = Arc::new(runner);
     let limits = Limits {
         max_connections: config.max_connections,
         header_timeout: config.header_timeout,
         drain_timeout: config.request_timeout,
     };
     let pipelines = PipelineSet::new(loaded.pipelines);
+    let live = LiveBuilds::default();
+    let worker = Worker {
+        store: store.clone(),
+        pipelines: pipelines.clone(),
+        runner: Arc::clone(&runner),
+        max_parallel: config.max_parallel_builds,
+        shutdown_grace: config.shutdown_grace,
+        keep_builds: config.keep_builds,
+        live: live.clone(),
+    };
     let state = AppState::new(config, pipelines.clone(), store);
     tracing::info!(
         address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         pipelines = state.pipelines().len(),
         "listening"
     );
+    let stop = CancellationToken::new();
+    let signal = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.cancel();
+        })
+    };
     let reload = tokio::spawn(reload_on_sighup(state.config().pipelines_dir.clone(), pipelines));
-    http::serve(listener, http::router(state), limits, shutdown).await;
+    let worker = tokio::spawn(worker.run(stop.clone()));
+    http::serve(listener, http::router(state), limits, stop.clone().cancelled_owned()).await;
+    if let Err(e) = worker.await {
+        tracing::error!(error = %e, "the worker failed");
+    }
     reload.abort();
+    signal.abort();
     Ok(())
 }
 

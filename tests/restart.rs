@@ -25,7 +25,7 @@ fn spawn(dir: &Path) -> (Child, String) {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npipelines_dir = \"{}\"\n",
+            "listen = \"127.0.0.1:0\"\nmax_parallel_builds = 0\ndata_dir = \"{}\"\npipelines_dir = \"{}\"\n",
             dir.join("data").display(),
             dir.join("pipelines").display()
         ),

@@ -1,6 +1,7 @@
 //! The runner: turns a claimed build into a finished one. Checkout
 //! ([`checkout`]), steps ([`step`]) and logs ([`log`]).
 
+pub mod build;
 pub mod checkout;
 pub mod log;
 pub mod step;

@@ -59,6 +59,9 @@ impl TestServer {
             pipelines_dir: pdir,
             public_url: format!("http://{addr}"),
             listen: addr.to_string(),
+            // Receive only, unless a test turns builds on: no test may reach
+            // the clone URLs of the recorded payloads (public hosts).
+            max_parallel_builds: 0,
             ..Config::default()
         };
         tweak(&mut config);

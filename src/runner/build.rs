@@ -1,0 +1,438 @@
+//! One build, start to end: log, checkout, the `paths` decision, the steps
+//! in order, and the result. Shared by the daemon's workers and `hookci run`.
+//!
+//! The runner records step states in the store when it has one, and returns
+//! how the build ended; the worker records that. A cancel or a shutdown
+//! reaches it through a [`CancellationToken`] plus a [`StopReason`] set
+//! before the token fires.
+
+use super::checkout::{CloneSpec, Mirrors};
+use super::log::LogWriter;
+use super::step::{StepOutcome, StepSpec, run_step};
+use crate::pipeline::{PathFilter, Pipeline};
+use crate::store::{Build, BuildStatus, StepStatus, Store};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// The PATH a step starts with (a pipeline's `[env]` may replace it).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Why a running build is being stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// A user cancelled it or a newer push superseded it; the reason says which.
+    Cancel(String),
+    /// The daemon is shutting down; the build goes back to the queue.
+    Shutdown,
+}
+
+/// A shared slot for the stop reason, set before the token is cancelled.
+pub type StopSlot = Arc<Mutex<Option<StopReason>>>;
+
+/// How a build ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// A final state, with the reason in words.
+    Finished(BuildStatus, Option<String>),
+    /// Stopped by a shutdown: back to the queue.
+    Requeue(String),
+}
+
+/// What the runner needs from the daemon's config.
+#[derive(Debug)]
+pub struct Runner {
+    /// `data_dir`: logs/, workspaces/ and repos/ live here.
+    pub data_dir: PathBuf,
+    /// The base of build links.
+    pub public_url: String,
+    /// The mirror cache.
+    pub mirrors: Mirrors,
+    /// The largest log kept per build.
+    pub max_log_bytes: u64,
+    /// Steps run as this (uid, gid), when hookci runs as root.
+    pub run_as: Option<(u32, u32)>,
+    /// Between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+}
+
+/// Where a build runs: a fresh checkout, or a directory the user gave.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// Fetch into the mirror and check the commit out into a fresh workspace.
+    Checkout,
+    /// Run the steps in this directory as it is (`hookci run --workdir`).
+    Workdir(&'a Path),
+}
+
+impl Runner {
+    /// A runner over `data_dir`.
+    pub fn new(data_dir: PathBuf, public_url: String, max_log_bytes: u64) -> Runner {
+        let mirrors = Mirrors::new(data_dir.join("repos"));
+        Runner {
+            data_dir,
+            public_url,
+            mirrors,
+            max_log_bytes,
+            run_as: None,
+            kill_grace: Duration::from_secs(10),
+        }
+    }
+
+    /// The log file of build `id`.
+    pub fn log_path(&self, id: i64) -> PathBuf {
+        self.data_dir.join("logs").join(format!("{id}.log"))
+    }
+
+    /// The workspace directory of build `id` (the checkout is `src/` in it,
+    /// the steps' HOME is `home/`).
+    pub fn workspace(&self, id: i64) -> PathBuf {
+        self.data_dir.join("workspaces").join(id.to_string())
+    }
+
+    /// Runs `build` of `pipeline` to its end. `log` is opened by the caller
+    /// (so that followers can attach before it starts).
+    pub async fn run(
+        &self,
+        build: &Build,
+        pipeline: &Pipeline,
+        store: Option<&Store>,
+        log: &mut LogWriter,
+        source: Source<'_>,
+        cancel: &CancellationToken,
+        stop: &StopSlot,
+    ) -> Ended {
+        let started = Instant::now();
+        let deadline = pipeline.timeout.map(|t| started + t);
+        let _ = log
+            .line(&format!(
+                "==> hookci build {} of {}: {} at {} (attempt {})",
+                build.id, pipeline.name, build.git_ref, build.commit, build.attempt
+            ))
+            .await;
+        if let Some(store) = store {
+            let names = pipeline.steps.iter().map(|s| s.name.clone()).collect();
+            if let Err(e) = store.set_steps(build.id, names).await {
+                tracing::error!(build = build.id, error = %e, "cannot record the steps");
+            }
+        }
+        let workspace = self.workspace(build.id);
+        let ended = match source {
+            Source::Workdir(dir) => {
+                let home = workspace.join("home");
+                match prepare_home(&home) {
+                    Ok(()) => {
+                        self.steps(build, pipeline, store, log, dir, &home, deadline, cancel, stop)
+                            .await
+                    }
+                    Err(e) => Ended::Finished(
+                        BuildStatus::Error,
+                        Some(format!("cannot create the build's home directory: {e}")),
+                    ),
+                }
+            }
+            Source::Checkout => {
+                let ended = self
+                    .checkout_and_run(build, pipeline, store, log, &workspace, deadline, cancel, stop)
+                    .await;
+                ended
+            }
+        };
+        if let Err(e) = remove_dir_all_if_exists(&workspace) {
+            tracing::warn!(build = build.id, error = %e, "cannot remove the workspace");
+        }
+        let summary = match &ended {
+            Ended::Finished(status, Some(reason)) => format!("{status}: {reason}"),
+            Ended::Finished(status, None) => status.to_string(),
+            Ended::Requeue(reason) => format!("re-queued: {reason}"),
+        };
+        let _ = log
+            .line(&format!("==> build {} {summary} in {}", build.id, short(started.elapsed())))
+            .await;
+        ended
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "the build's whole context, passed once")]
+    async fn checkout_and_run(
+        &self,
+        build: &Build,
+        pipeline: &Pipeline,
+        store: Option<&Store>,
+        log: &mut LogWriter,
+        workspace: &Path,
+        deadline: Option<Instant>,
+        cancel: &CancellationToken,
+        stop: &StopSlot,
+    ) -> Ended {
+        let spec = clone_spec(build, pipeline);
+        if spec.url.is_empty() {
+            return Ended::Finished(
+                BuildStatus::Error,
+                Some("the payload has no clone URL; set clone_url in the pipeline".into()),
+            );
+        }
+        let _ = log.line(&format!("==> fetching {}", super::checkout::display_url(&spec.url))).await;
+        let fetched = tokio::select! {
+            r = self.mirrors.fetch(&spec, &build.git_ref, &build.commit) => r,
+            () = cancel.cancelled() => return self.stopped(stop, "cancelled while fetching"),
+            () = sleep_until(deadline) => return timed_out(pipeline),
+        };
+        let (mirror, commit) = match fetched {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = log.line(&format!("==> clone failed: {e}")).await;
+                return Ended::Finished(BuildStatus::Error, Some(format!("clone failed: {e}")));
+            }
+        };
+        if !build.path_filters.is_empty() {
+            match self.mirrors.changed_files(&mirror, &build.before, &commit).await {
+                Ok(Some(files)) => {
+                    let refs: Vec<&str> = files.iter().map(String::as_str).collect();
+                    if !build.path_filters.iter().any(|f: &PathFilter| f.accepts(&refs)) {
+                        let reason = format!(
+                            "no changed file matches the trigger's paths ({} files changed)",
+                            files.len()
+                        );
+                        let _ = log.line(&format!("==> skipped: {reason}")).await;
+                        return Ended::Finished(BuildStatus::Skipped, Some(reason));
+                    }
+                }
+                Ok(None) => {} // a new ref, or `before` unknown: build
+                Err(e) => {
+                    let _ = log
+                        .line(&format!("==> cannot list the changed files ({e}); building anyway"))
+                        .await;
+                }
+            }
+        }
+        if let Err(e) = remove_dir_all_if_exists(workspace) {
+            return Ended::Finished(
+                BuildStatus::Error,
+                Some(format!("cannot clear the workspace: {e}")),
+            );
+        }
+        let src = workspace.join("src");
+        let home = workspace.join("home");
+        if let Err(e) = std::fs::create_dir_all(workspace).and_then(|()| prepare_home(&home)) {
+            return Ended::Finished(
+                BuildStatus::Error,
+                Some(format!("cannot create the workspace: {e}")),
+            );
+        }
+        let _ = log.line(&format!("==> checking out {commit}")).await;
+        let checked_out = tokio::select! {
+            r = self.mirrors.checkout(&mirror, &spec, &commit, &src) => r,
+            () = cancel.cancelled() => return self.stopped(stop, "cancelled while checking out"),
+        };
+        if let Err(e) = checked_out {
+            let _ = log.line(&format!("==> checkout failed: {e}")).await;
+            return Ended::Finished(BuildStatus::Error, Some(format!("checkout failed: {e}")));
+        }
+        if let Some((uid, gid)) = self.run_as {
+            if let Err(e) = super::step::chown_tree(workspace, uid, gid) {
+                return Ended::Finished(
+                    BuildStatus::Error,
+                    Some(format!("cannot give the workspace to the build user: {e}")),
+                );
+            }
+        }
+        self.steps(build, pipeline, store, log, &src, &home, deadline, cancel, stop).await
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "the build's whole context, passed once")]
+    async fn steps(
+        &self,
+        build: &Build,
+        pipeline: &Pipeline,
+        store: Option<&Store>,
+        log: &mut LogWriter,
+        cwd: &Path,
+        home: &Path,
+        deadline: Option<Instant>,
+        cancel: &CancellationToken,
+        stop: &StopSlot,
+    ) -> Ended {
+        let base = self.environment(build, pipeline, cwd, home);
+        let mut failed: Option<String> = None;
+        for (idx, step) in pipeline.steps.iter().enumerate() {
+            if failed.is_some() {
+                break;
+            }
+            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let (timeout, build_limit) = match (step.timeout, remaining) {
+                (Some(s), Some(r)) if r < s => (Some(r), true),
+                (Some(s), _) => (Some(s), false),
+                (None, Some(r)) => (Some(r), true),
+                (None, None) => (None, false),
+            };
+            let mut env = base.clone();
+            env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let spec = StepSpec {
+                name: step.name.clone(),
+                script: step.run.clone(),
+                shell: step.shell,
+                cwd: cwd.to_path_buf(),
+                env: dedup_env(env),
+                timeout,
+                user: self.run_as,
+                kill_grace: self.kill_grace,
+            };
+            let first_line = step.run.lines().next().unwrap_or("");
+            let _ = log.line(&format!("==> step {}: {first_line}", step.name)).await;
+            if let Some(store) = store {
+                let _ = store.step_started(build.id, idx).await;
+            }
+            let began = Instant::now();
+            let outcome = run_step(&spec, log, cancel).await;
+            let status = match &outcome {
+                o if o.succeeded() => StepStatus::Success,
+                StepOutcome::Cancelled => StepStatus::Cancelled,
+                StepOutcome::Exited(_)
+                | StepOutcome::Signalled(_)
+                | StepOutcome::TimedOut(_)
+                | StepOutcome::SpawnFailed(_) => StepStatus::Failure,
+            };
+            let exit_code = match outcome {
+                StepOutcome::Exited(code) => Some(code),
+                _ => None,
+            };
+            let _ = log
+                .line(&format!("==> step {} {outcome} in {}", step.name, short(began.elapsed())))
+                .await;
+            if let Some(store) = store {
+                let _ = store.step_finished(build.id, idx, status, exit_code).await;
+            }
+            match outcome {
+                o if o.succeeded() => {}
+                StepOutcome::Cancelled => return self.stopped(stop, "cancelled"),
+                StepOutcome::TimedOut(_) if build_limit => return timed_out(pipeline),
+                other => {
+                    if step.allow_failure {
+                        let _ = log
+                            .line(&format!("==> step {} is allowed to fail; going on", step.name))
+                            .await;
+                    } else {
+                        failed = Some(format!("step {} {other}", step.name));
+                    }
+                }
+            }
+        }
+        match failed {
+            Some(reason) => Ended::Finished(BuildStatus::Failure, Some(reason)),
+            None => Ended::Finished(BuildStatus::Success, None),
+        }
+    }
+
+    fn stopped(&self, stop: &StopSlot, fallback: &str) -> Ended {
+        let reason = stop.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match reason {
+            Some(StopReason::Shutdown) => Ended::Requeue("the daemon shut down while it ran".into()),
+            Some(StopReason::Cancel(reason)) => Ended::Finished(BuildStatus::Cancelled, Some(reason)),
+            None => Ended::Finished(BuildStatus::Cancelled, Some(fallback.to_owned())),
+        }
+    }
+
+    /// The environment of SPEC.md section 6, before the step's own `env`.
+    fn environment(
+        &self,
+        build: &Build,
+        pipeline: &Pipeline,
+        cwd: &Path,
+        home: &Path,
+    ) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), DEFAULT_PATH.into()),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("HOME".into(), home.display().to_string()),
+            ("CI".into(), "true".into()),
+            ("HOOKCI".into(), "true".into()),
+            ("HOOKCI_BUILD_ID".into(), build.id.to_string()),
+            ("HOOKCI_BUILD_URL".into(), format!("{}/builds/{}", self.public_url, build.id)),
+            ("HOOKCI_PIPELINE".into(), pipeline.name.clone()),
+            ("HOOKCI_REPO".into(), build.repo.clone()),
+            ("HOOKCI_EVENT".into(), build.event.clone()),
+            ("HOOKCI_REF".into(), build.git_ref.clone()),
+        ];
+        if let Some(b) = &build.branch {
+            env.push(("HOOKCI_BRANCH".into(), b.clone()));
+        }
+        if let Some(t) = &build.tag {
+            env.push(("HOOKCI_TAG".into(), t.clone()));
+        }
+        env.extend([
+            ("HOOKCI_COMMIT".into(), build.commit.clone()),
+            ("HOOKCI_COMMIT_BEFORE".into(), build.before.clone()),
+            ("HOOKCI_COMMIT_MESSAGE".into(), build.message.clone()),
+            ("HOOKCI_PUSHER".into(), build.pusher.clone()),
+            ("HOOKCI_DELIVERY".into(), build.delivery.clone().unwrap_or_default()),
+            ("HOOKCI_WORKSPACE".into(), cwd.display().to_string()),
+        ]);
+        env.extend(pipeline.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.extend(pipeline.secrets.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())));
+        env
+    }
+}
+
+/// The clone URL and credentials: the pipeline's `clone_url`, else the
+/// payload's ssh URL when a deploy key is set, else its https URL.
+pub fn clone_spec(build: &Build, pipeline: &Pipeline) -> CloneSpec {
+    let url = match (&pipeline.clone_url, &pipeline.clone.ssh_key, &build.ssh_url) {
+        (Some(url), _, _) => url.clone(),
+        (None, Some(_), Some(ssh)) if !ssh.is_empty() => ssh.clone(),
+        _ => build.clone_url.clone(),
+    };
+    CloneSpec {
+        url,
+        ssh_key: pipeline.clone.ssh_key.clone(),
+        token: pipeline.clone.token.clone(),
+        submodules: pipeline.clone.submodules,
+    }
+}
+
+/// A later entry replaces an earlier one of the same name, in place.
+fn dedup_env(env: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(env.len());
+    for (k, v) in env {
+        match out.iter_mut().find(|(name, _)| *name == k) {
+            Some(slot) => slot.1 = v,
+            None => out.push((k, v)),
+        }
+    }
+    out
+}
+
+fn timed_out(pipeline: &Pipeline) -> Ended {
+    let limit = pipeline.timeout.map_or_else(String::new, |t| format!(" after {}", short(t)));
+    Ended::Finished(BuildStatus::Failure, Some(format!("timed out{limit}")))
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn prepare_home(home: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(home)
+}
+
+fn remove_dir_all_if_exists(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// A duration as people write it: `850ms`, `12.3s`, `4m 5s`, `1h`.
+pub fn short(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+    }
+}

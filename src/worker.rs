@@ -1,0 +1,262 @@
+//! The worker: claims queued builds and runs them, at most
+//! `max_parallel_builds` at once, honouring each pipeline's concurrency.
+//!
+//! It wakes when the store says work may be claimable (a build was queued,
+//! or one finished and unblocked its ref), never on a polling timer. Cancel
+//! requests arrive as store events. On shutdown it stops claiming, gives
+//! running builds `shutdown_grace` to finish, then stops them and puts them
+//! back in the queue.
+
+use crate::pipeline::{Concurrency, PipelineSet};
+use crate::runner::build::{Ended, Runner, Source, StopReason, StopSlot};
+use crate::runner::log::{LogFollower, LogWriter, follow_file};
+use crate::store::{Build, BuildStatus, ClaimPolicy, Store, StoreEvent};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Semaphore, broadcast};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// A running build's handles.
+#[derive(Debug)]
+struct Running {
+    cancel: CancellationToken,
+    stop: StopSlot,
+    log: LogFollower,
+}
+
+/// Builds running now, shared with readers of live logs.
+#[derive(Debug, Clone, Default)]
+pub struct LiveBuilds(Arc<Mutex<HashMap<i64, Running>>>);
+
+impl LiveBuilds {
+    /// A follower of build `id`'s log: live while it runs, else the file.
+    pub fn follow(&self, id: i64, runner: &Runner) -> LogFollower {
+        let live = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match live.get(&id) {
+            Some(r) => r.log.clone(),
+            None => follow_file(runner.log_path(id)),
+        }
+    }
+
+    fn stop(&self, id: i64, reason: StopReason) {
+        let live = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = live.get(&id) {
+            *r.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+            r.cancel.cancel();
+        }
+    }
+
+    fn stop_all(&self, reason: &StopReason) {
+        let live = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for r in live.values() {
+            *r.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+            r.cancel.cancel();
+        }
+    }
+
+    fn ids(&self) -> Vec<i64> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect()
+    }
+}
+
+/// The worker's settings and shared parts.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    /// The store.
+    pub store: Store,
+    /// The pipelines being served.
+    pub pipelines: PipelineSet,
+    /// The runner.
+    pub runner: Arc<Runner>,
+    /// Builds run at once.
+    pub max_parallel: usize,
+    /// How long running builds may finish on shutdown.
+    pub shutdown_grace: Duration,
+    /// Builds kept per pipeline.
+    pub keep_builds: u32,
+    /// Builds running now.
+    pub live: LiveBuilds,
+}
+
+impl Worker {
+    /// Re-queues what a dead daemon left running, then claims and runs
+    /// builds until `shutdown` fires.
+    pub async fn run(self, shutdown: CancellationToken) {
+        match self.store.recover().await {
+            Ok(r) => {
+                if !r.requeued.is_empty() || !r.failed.is_empty() {
+                    tracing::warn!(
+                        requeued = ?r.requeued,
+                        failed = ?r.failed,
+                        "builds interrupted by the last stop were recovered"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot recover interrupted builds"),
+        }
+        if self.max_parallel == 0 {
+            tracing::info!("max_parallel_builds = 0: queueing only, running no builds");
+            shutdown.cancelled().await;
+            return;
+        }
+        let permits = Arc::new(Semaphore::new(self.max_parallel));
+        let mut events = self.store.subscribe();
+        let mut tasks = JoinSet::new();
+        loop {
+            // Claim while there are free slots and claimable builds.
+            while let Ok(permit) = Arc::clone(&permits).try_acquire_owned() {
+                match self.store.claim_next(self.policy()).await {
+                    Ok(Some(build)) => {
+                        let this = self.clone();
+                        tasks.spawn(async move {
+                            this.execute(build).await;
+                            drop(permit);
+                        });
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot claim a build; retrying in 5s");
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                            () = shutdown.cancelled() => {}
+                        }
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                () = self.store.builds_queued() => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                event = events.recv() => self.on_event(event).await,
+                () = shutdown.cancelled() => break,
+            }
+        }
+        // Shutdown: let running builds finish within the grace, then stop
+        // them; they put themselves back in the queue.
+        if !tasks.is_empty() {
+            tracing::info!(
+                running = tasks.len(),
+                grace = ?self.shutdown_grace,
+                "waiting for running builds"
+            );
+            let drain = async { while tasks.join_next().await.is_some() {} };
+            if tokio::time::timeout(self.shutdown_grace, drain).await.is_err() {
+                self.live.stop_all(&StopReason::Shutdown);
+                while tasks.join_next().await.is_some() {}
+            }
+        }
+    }
+
+    fn policy(&self) -> ClaimPolicy {
+        let pipelines = self.pipelines.current();
+        ClaimPolicy {
+            parallel: pipelines
+                .values()
+                .filter(|p| p.concurrency == Concurrency::Parallel)
+                .map(|p| p.name.clone())
+                .collect(),
+        }
+    }
+
+    async fn on_event(&self, event: Result<StoreEvent, broadcast::error::RecvError>) {
+        let ids = match event {
+            Ok(StoreEvent::CancelRequested(id)) => vec![id],
+            // Missed events: look at every running build.
+            Err(broadcast::error::RecvError::Lagged(_)) => self.live.ids(),
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        for id in ids {
+            match self.store.cancel_reason(id).await {
+                Ok(Some(reason)) => self.live.stop(id, StopReason::Cancel(reason)),
+                Ok(None) => {}
+                Err(e) => tracing::error!(build = id, error = %e, "cannot read a cancel request"),
+            }
+        }
+    }
+
+    /// Runs one claimed build and records how it ended.
+    async fn execute(&self, build: Build) {
+        let id = build.id;
+        let pipelines = self.pipelines.current();
+        let ended = match pipelines.get(&build.pipeline) {
+            None => Ended::Finished(
+                BuildStatus::Error,
+                Some(format!("pipeline {} no longer exists", build.pipeline)),
+            ),
+            Some(pipeline) => {
+                let secrets: Vec<_> = pipeline
+                    .secrets
+                    .values()
+                    .chain(pipeline.clone.token.iter())
+                    .chain(pipeline.clone.ssh_key.iter())
+                    .cloned()
+                    .collect();
+                match LogWriter::create(&self.runner.log_path(id), &secrets, self.runner.max_log_bytes)
+                {
+                    Err(e) => Ended::Finished(
+                        BuildStatus::Error,
+                        Some(format!("cannot write the build log: {e}")),
+                    ),
+                    Ok(mut log) => {
+                        let cancel = CancellationToken::new();
+                        let stop: StopSlot = Arc::default();
+                        self.live.0.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                            id,
+                            Running { cancel: cancel.clone(), stop: stop.clone(), log: log.follow() },
+                        );
+                        tracing::info!(build = id, pipeline = %pipeline.name, "build started");
+                        let ended = self
+                            .runner
+                            .run(&build, pipeline, Some(&self.store), &mut log, Source::Checkout, &cancel, &stop)
+                            .await;
+                        if let Err(e) = log.finish().await {
+                            tracing::warn!(build = id, error = %e, "cannot finish the build log");
+                        }
+                        ended
+                    }
+                }
+            }
+        };
+        self.live.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.record(id, &build.pipeline, ended).await;
+    }
+
+    /// Records the end of a build; retried, since a lost result would leave
+    /// the build `running` until the next restart.
+    async fn record(&self, id: i64, pipeline: &str, ended: Ended) {
+        for attempt in 1..=5u32 {
+            let result = match &ended {
+                Ended::Finished(status, reason) => {
+                    self.store.finish(id, *status, reason.clone()).await
+                }
+                Ended::Requeue(reason) => self.store.requeue(id, reason.clone()).await,
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(build = id, ended = ?ended, "build ended");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(build = id, attempt, error = %e, "cannot record the build's end");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+            }
+        }
+        if matches!(ended, Ended::Finished(..)) {
+            self.prune(pipeline).await;
+        }
+    }
+
+    async fn prune(&self, pipeline: &str) {
+        match self.store.prune(pipeline.to_owned(), self.keep_builds).await {
+            Ok(ids) => {
+                for id in ids {
+                    let _ = std::fs::remove_file(self.runner.log_path(id));
+                }
+            }
+            Err(e) => tracing::warn!(pipeline, error = %e, "cannot prune old builds"),
+        }
+    }
+}
