@@ -1,3 +1,447 @@
 //! Steps as subprocesses: a cleared environment, stdin from /dev/null, a
 //! process group of their own, output streamed to the log, and a kill
 //! sequence that leaves no process of the step behind.
+//!
+//! A step is `/bin/sh -ec SCRIPT` (or `bash -ec SCRIPT`) with the script as
+//! one argument; values from a payload reach it only through its
+//! environment. Its stdout and stderr are read concurrently with fixed-size
+//! buffers and each chunk goes to the log as it arrives.
+//!
+//! On timeout or cancel the step's process group gets SIGTERM, then SIGKILL
+//! after [`StepSpec::kill_grace`]. When a step ends, however it ends, what it
+//! left running is stopped the same way ([`sweep`]): its group, and the
+//! processes that left the group (`setsid`) but carry the build's marker in
+//! their environment. That last part needs hookci to be a child subreaper:
+//! call [`init_reaper`] once at start.
+//!
+//! *Invariant:* no process of a step outlives [`run_step`], and
+//! [`run_step`] never panics.
+
+mod sweep;
+
+use crate::pipeline::Shell;
+use crate::runner::log::LogWriter;
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+use nix::unistd::{Gid, Pid, Uid, getegid, geteuid};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+use sweep::StepProcs;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{Signal as UnixSignal, SignalKind, signal};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The size of each read from a step's stdout or stderr.
+const READ_BUF: usize = 64 * 1024;
+
+/// How long to keep reading a step's output once all its processes are
+/// gone: a pipe can only stay open past that if something unknown to the
+/// sweep holds it.
+const DRAIN_AFTER_SWEEP: Duration = Duration::from_secs(2);
+
+/// The environment variable whose entry marks a build's processes.
+const MARKER_VAR: &str = "HOOKCI_BUILD_ID";
+
+/// Everything needed to run one step.
+#[derive(Debug, Clone)]
+pub struct StepSpec {
+    /// The step's name, for hookci's own log lines.
+    pub name: String,
+    /// The script, given to the shell as one argument.
+    pub script: String,
+    /// The shell that runs the script.
+    pub shell: Shell,
+    /// The working directory (the checkout).
+    pub cwd: PathBuf,
+    /// The step's whole environment, in order; nothing else is inherited.
+    /// Its `HOOKCI_BUILD_ID` entry marks the build's processes.
+    pub env: Vec<(String, String)>,
+    /// The step's time limit.
+    pub timeout: Option<Duration>,
+    /// Run as this (uid, gid); only possible when hookci runs as root.
+    pub user: Option<(u32, u32)>,
+    /// How long processes get between SIGTERM and SIGKILL (10 s in the
+    /// daemon).
+    pub kill_grace: Duration,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// The shell exited with this code.
+    Exited(i32),
+    /// The shell was killed by this signal (not by hookci).
+    Signalled(i32),
+    /// The step ran past its timeout (this long) and was stopped.
+    TimedOut(Duration),
+    /// The build was cancelled while the step ran (or before it started).
+    Cancelled,
+    /// The step could not be started; why, in words.
+    SpawnFailed(String),
+}
+
+impl StepOutcome {
+    /// True only for exit code 0.
+    pub fn succeeded(&self) -> bool {
+        match self {
+            StepOutcome::Exited(code) => *code == 0,
+            StepOutcome::Signalled(_)
+            | StepOutcome::TimedOut(_)
+            | StepOutcome::Cancelled
+            | StepOutcome::SpawnFailed(_) => false,
+        }
+    }
+}
+
+impl fmt::Display for StepOutcome {
+    /// Reads as a build's reason: "exited 101", "timed out after 30m".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StepOutcome::Exited(code) => write!(f, "exited {code}"),
+            StepOutcome::Signalled(signal) => write!(f, "killed by signal {signal}"),
+            StepOutcome::TimedOut(after) => {
+                write!(f, "timed out after {}", humantime::format_duration(*after))
+            }
+            StepOutcome::Cancelled => f.write_str("cancelled"),
+            StepOutcome::SpawnFailed(why) => write!(f, "could not start: {why}"),
+        }
+    }
+}
+
+/// Makes this process the child subreaper of its descendants, so that what
+/// a step leaves behind (even with `setsid`) is re-parented to hookci, where
+/// the end-of-step sweep finds and reaps it. Call once at start (the daemon,
+/// `hookci run`); calling again is harmless.
+pub fn init_reaper() -> io::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)
+}
+
+/// Gives `path` and everything under it to `uid:gid`, without following
+/// symbolic links (a link itself changes owner, never its target). Children
+/// go before their directory, so the new owner can rearrange nothing in the
+/// tree before all of it is done.
+pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    // (path, its children were already pushed)
+    let mut stack = vec![(path.to_path_buf(), false)];
+    while let Some((p, expanded)) = stack.pop() {
+        let is_dir = std::fs::symlink_metadata(&p)?.is_dir();
+        if is_dir && !expanded {
+            stack.push((p.clone(), true));
+            for entry in std::fs::read_dir(&p)? {
+                stack.push((entry?.path(), false));
+            }
+            continue;
+        }
+        std::os::unix::fs::lchown(&p, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+/// Runs one step to its end, streaming its output into `log`, and stops
+/// whatever it left running. Never panics: a step that cannot start is
+/// [`StepOutcome::SpawnFailed`].
+pub async fn run_step(
+    spec: &StepSpec,
+    log: &mut LogWriter,
+    cancel: &CancellationToken,
+) -> StepOutcome {
+    if cancel.is_cancelled() {
+        return StepOutcome::Cancelled;
+    }
+    // Before the spawn, so that no exit goes unnoticed.
+    let mut sigchld = signal(SignalKind::child()).ok();
+    let mut child = match spawn(spec) {
+        Ok(child) => child,
+        Err(why) => return StepOutcome::SpawnFailed(why),
+    };
+    let Some(pgid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
+        // Only a child that was already reaped has no id.
+        return StepOutcome::SpawnFailed("the shell vanished as it started".into());
+    };
+    let pgid = Pid::from_raw(pgid);
+    let marker = spec
+        .env
+        .iter()
+        .find(|(k, _)| k == MARKER_VAR)
+        .map(|(k, v)| format!("{k}={v}").into_bytes());
+    let procs = StepProcs {
+        pgid,
+        marker: marker.as_deref(),
+    };
+    let mut output = Output::new(&mut child, &spec.name);
+
+    let deadline = spec.timeout.map(|t| Instant::now() + t);
+    let mut stopping: Option<StepOutcome> = None;
+    let mut kill_at: Option<Instant> = None;
+    let mut killed = false;
+    loop {
+        tokio::select! {
+            () = exited(pgid, &mut sigchld) => break,
+            read = read_some(&mut output.stdout, &mut output.buf_out) => {
+                output.take(read, Stream::Out, log).await;
+            }
+            read = read_some(&mut output.stderr, &mut output.buf_err) => {
+                output.take(read, Stream::Err, log).await;
+            }
+            () = sleep_until(deadline), if stopping.is_none() => {
+                let after = spec.timeout.unwrap_or_default();
+                let note = format!(
+                    "[hookci] step {} timed out after {}: stopping it",
+                    spec.name,
+                    humantime::format_duration(after),
+                );
+                stopping = Some(StepOutcome::TimedOut(after));
+                kill_at = Some(begin_stop(pgid, spec.kill_grace));
+                let _ = log.line(&note).await;
+            }
+            () = cancel.cancelled(), if stopping.is_none() => {
+                stopping = Some(StepOutcome::Cancelled);
+                kill_at = Some(begin_stop(pgid, spec.kill_grace));
+                let note = format!("[hookci] step {} cancelled: stopping it", spec.name);
+                let _ = log.line(&note).await;
+            }
+            () = sleep_until(kill_at), if !killed => {
+                killed = true;
+                sweep::signal_group(pgid, Signal::SIGKILL);
+                let note = format!(
+                    "[hookci] step {}: processes still running after {}, sending SIGKILL",
+                    spec.name,
+                    humantime::format_duration(spec.kill_grace),
+                );
+                let _ = log.line(&note).await;
+            }
+        }
+    }
+
+    // The shell is gone. Stop what it left running while reading the pipes
+    // to their end: a leftover process may still hold them, and one that
+    // handles SIGTERM by printing must not block on a full pipe.
+    let sweep = sweep::stop_leftovers(procs, kill_at, spec.kill_grace);
+    tokio::pin!(sweep);
+    let mut stopped: Option<usize> = None;
+    let mut give_up: Option<Instant> = None;
+    while output.open() {
+        tokio::select! {
+            n = &mut sweep, if stopped.is_none() => {
+                stopped = Some(n);
+                give_up = Some(Instant::now() + DRAIN_AFTER_SWEEP);
+            }
+            read = read_some(&mut output.stdout, &mut output.buf_out) => {
+                output.take(read, Stream::Out, log).await;
+            }
+            read = read_some(&mut output.stderr, &mut output.buf_err) => {
+                output.take(read, Stream::Err, log).await;
+            }
+            () = sleep_until(give_up) => {
+                tracing::warn!(step = %spec.name, "a step's output stayed open after its processes were stopped");
+                break;
+            }
+        }
+    }
+    let stopped = match stopped {
+        Some(n) => n,
+        None => sweep.await,
+    };
+    // Only now is the shell reaped: until here its pid, the group's id,
+    // could not be given to another process.
+    let status = child.wait().await;
+    if stopped > 0 && stopping.is_none() {
+        let note = format!(
+            "[hookci] step {}: stopped {stopped} process{} it left running",
+            spec.name,
+            if stopped == 1 { "" } else { "es" },
+        );
+        let _ = log.line(&note).await;
+    }
+
+    match stopping {
+        Some(outcome) => outcome,
+        None => outcome_of(status),
+    }
+}
+
+/// Returns once the shell (`pid`) has exited, leaving it unreaped: as a
+/// zombie it keeps its pid, and with it the process group's id, from being
+/// reused while the group is still signalled.
+async fn exited(pid: Pid, sigchld: &mut Option<UnixSignal>) {
+    loop {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match waitid(Id::Pid(pid), flags) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
+            // Exited; or nothing left to wait for.
+            Ok(_) | Err(_) => return,
+        }
+        match sigchld {
+            // SIGCHLD comes for every child; the timeout covers a stream
+            // that stopped delivering.
+            Some(sigchld) => {
+                let _ = tokio::time::timeout(Duration::from_millis(250), sigchld.recv()).await;
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// SIGTERM to the group now; returns when SIGKILL is due.
+fn begin_stop(pgid: Pid, grace: Duration) -> Instant {
+    sweep::signal_group(pgid, Signal::SIGTERM);
+    Instant::now() + grace
+}
+
+fn outcome_of(status: io::Result<ExitStatus>) -> StepOutcome {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => StepOutcome::Exited(code),
+            (None, Some(signal)) => StepOutcome::Signalled(signal),
+            // Neither code nor signal is only reported for a stopped
+            // process, which `wait` does not return.
+            (None, None) => StepOutcome::Signalled(0),
+        },
+        Err(e) => StepOutcome::SpawnFailed(format!("lost track of the shell: {e}")),
+    }
+}
+
+/// Starts the shell, or says in words why it could not be.
+fn spawn(spec: &StepSpec) -> Result<Child, String> {
+    if !spec.cwd.is_dir() {
+        return Err(format!(
+            "the working directory {} is not a directory",
+            spec.cwd.display()
+        ));
+    }
+    let shell = shell_path(spec.shell)?;
+    let mut cmd = Command::new(shell);
+    cmd.arg("-ec")
+        .arg(&spec.script)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some((uid, gid)) = spec.user {
+        if geteuid().is_root() {
+            // std also drops the supplementary groups when it sets the uid
+            // as root.
+            cmd.uid(uid).gid(gid);
+        } else if Uid::from_raw(uid) != geteuid() || Gid::from_raw(gid) != getegid() {
+            return Err(format!(
+                "cannot run as uid {uid} gid {gid}: hookci is not running as root"
+            ));
+        }
+    }
+    cmd.spawn().map_err(|e| format!("{}: {e}", shell.display()))
+}
+
+fn shell_path(shell: Shell) -> Result<&'static Path, String> {
+    match shell {
+        Shell::Sh => Ok(Path::new("/bin/sh")),
+        Shell::Bash => ["/bin/bash", "/usr/bin/bash"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.is_file())
+            .ok_or_else(|| "bash is not installed (looked for /bin/bash and /usr/bin/bash)".into()),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    Out,
+    Err,
+}
+
+/// A step's two output pipes and their buffers.
+struct Output<'a> {
+    step: &'a str,
+    stdout: Option<tokio::process::ChildStdout>,
+    stderr: Option<tokio::process::ChildStderr>,
+    buf_out: Vec<u8>,
+    buf_err: Vec<u8>,
+    /// A log write failed once; said once, not per chunk.
+    log_failed: bool,
+}
+
+impl<'a> Output<'a> {
+    fn new(child: &mut Child, step: &'a str) -> Output<'a> {
+        Output {
+            step,
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+            buf_out: vec![0; READ_BUF],
+            buf_err: vec![0; READ_BUF],
+            log_failed: false,
+        }
+    }
+
+    fn open(&self) -> bool {
+        self.stdout.is_some() || self.stderr.is_some()
+    }
+
+    /// Writes what a read returned to the log; closes the pipe at its end.
+    async fn take(&mut self, read: io::Result<usize>, stream: Stream, log: &mut LogWriter) {
+        let (pipe_open, buf) = match stream {
+            Stream::Out => (self.stdout.is_some(), &self.buf_out),
+            Stream::Err => (self.stderr.is_some(), &self.buf_err),
+        };
+        let n = match read {
+            Ok(n) if n > 0 && pipe_open => n,
+            Ok(_) => 0,
+            Err(e) => {
+                tracing::warn!(step = %self.step, error = %e, "reading a step's output failed");
+                0
+            }
+        };
+        if n == 0 {
+            match stream {
+                Stream::Out => self.stdout = None,
+                Stream::Err => self.stderr = None,
+            }
+            return;
+        }
+        // The step keeps running whatever happens to its log: output that
+        // cannot be written is dropped.
+        if let Err(e) = log.write(&buf[..n]).await {
+            if !self.log_failed {
+                self.log_failed = true;
+                tracing::error!(step = %self.step, error = %e, "writing the build log failed");
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Output<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Output")
+            .field("step", &self.step)
+            .field("stdout", &self.stdout.is_some())
+            .field("stderr", &self.stderr.is_some())
+            .finish()
+    }
+}
+
+/// Reads from a pipe that may already be closed (then never completes).
+async fn read_some<R: AsyncRead + Unpin>(
+    pipe: &mut Option<R>,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    match pipe {
+        Some(pipe) => pipe.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
