@@ -32,6 +32,26 @@ pub enum Command {
     Serve,
     /// Validate the server config and every pipeline.
     Check,
+    /// Run a pipeline now, in the foreground, streaming step output.
+    Run {
+        /// The pipeline's name.
+        pipeline: String,
+        /// The full ref to build (default: the remote's HEAD, or refs/heads/local with --workdir).
+        #[arg(long = "ref", value_name = "R", conflicts_with_all = ["branch", "tag"])]
+        git_ref: Option<String>,
+        /// A branch to build.
+        #[arg(long, value_name = "B", conflicts_with = "tag")]
+        branch: Option<String>,
+        /// A tag to build.
+        #[arg(long, value_name = "T")]
+        tag: Option<String>,
+        /// The commit to build (default: what the ref points to).
+        #[arg(long, value_name = "SHA")]
+        commit: Option<String>,
+        /// Run the steps in this directory as it is, without cloning.
+        #[arg(long, value_name = "DIR")]
+        workdir: Option<PathBuf>,
+    },
     /// Print the signature header(s) a host would send for a body.
     Sign {
         /// The webhook secret.
@@ -56,7 +76,8 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn usage(message: impl Into<String>) -> Self {
+    /// A usage, configuration or I/O error (exit 2).
+    pub fn usage(message: impl Into<String>) -> Self {
         Failure {
             message: message.into(),
             code: 2,
@@ -69,6 +90,15 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve => serve(cli.config),
         Command::Check => check(cli.config),
+        Command::Run { pipeline, git_ref, branch, tag, commit, workdir } => {
+            let git_ref = match (git_ref, branch, tag) {
+                (Some(r), _, _) => Some(r),
+                (None, Some(b), _) => Some(format!("refs/heads/{b}")),
+                (None, None, Some(t)) => Some(format!("refs/tags/{t}")),
+                (None, None, None) => None,
+            };
+            crate::run::run(cli.config, &pipeline, git_ref, commit, workdir)
+        }
         Command::Sign { secret, host, file } => sign(&secret, &host, file),
     };
     match result {
@@ -80,7 +110,8 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn load_config(path: Option<PathBuf>) -> Result<Config, Failure> {
+/// Loads the config for a command; warnings are logged.
+pub fn load_config(path: Option<PathBuf>) -> Result<Config, Failure> {
     let (config, warnings) =
         config::load(path.as_deref()).map_err(|f| Failure::usage(f.to_string()))?;
     for w in warnings {

@@ -193,8 +193,13 @@ impl Worker {
                     .chain(pipeline.clone.ssh_key.iter())
                     .cloned()
                     .collect();
-                match LogWriter::create(&self.runner.log_path(id), &secrets, self.runner.max_log_bytes)
-                {
+                let path = self.runner.log_path(id);
+                let created = match path.parent() {
+                    Some(dir) => std::fs::create_dir_all(dir),
+                    None => Ok(()),
+                }
+                .and_then(|()| LogWriter::create(&path, &secrets, self.runner.max_log_bytes));
+                match created {
                     Err(e) => Ended::Finished(
                         BuildStatus::Error,
                         Some(format!("cannot write the build log: {e}")),
@@ -207,7 +212,7 @@ impl Worker {
                             Running { cancel: cancel.clone(), stop: stop.clone(), log: log.follow() },
                         );
                         tracing::info!(build = id, pipeline = %pipeline.name, "build started");
-                        let ended = self
+                        let (ended, _) = self
                             .runner
                             .run(&build, pipeline, Some(&self.store), &mut log, Source::Checkout, &cancel, &stop)
                             .await;

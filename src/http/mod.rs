@@ -4,6 +4,7 @@
 //! build, and it answers a webhook only after the store has committed what
 //! the answer promises.
 
+mod api;
 mod error;
 mod hooks;
 
@@ -71,6 +72,8 @@ pub fn router(state: AppState) -> Router {
         .route("/hooks", post(hooks::org_wide))
         .route("/hooks/{name}", post(hooks::for_pipeline))
         .route("/healthz", get(healthz))
+        .route("/api/builds/{id}", get(api::get_build))
+        .route("/api/builds/{id}/cancel", post(api::cancel_build))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -40,6 +40,19 @@ pub enum Ended {
     Requeue(String),
 }
 
+/// One step's result, for the summary `hookci run` prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepSummary {
+    /// The step's name.
+    pub name: String,
+    /// How it ended.
+    pub status: StepStatus,
+    /// In words: "exited 0", "timed out after 30m".
+    pub outcome: String,
+    /// How long it ran.
+    pub duration: Duration,
+}
+
 /// What the runner needs from the daemon's config.
 #[derive(Debug)]
 pub struct Runner {
@@ -102,7 +115,8 @@ impl Runner {
         source: Source<'_>,
         cancel: &CancellationToken,
         stop: &StopSlot,
-    ) -> Ended {
+    ) -> (Ended, Vec<StepSummary>) {
+        let mut summary = Vec::new();
         let started = Instant::now();
         let deadline = pipeline.timeout.map(|t| started + t);
         let _ = log
@@ -123,8 +137,8 @@ impl Runner {
                 let home = workspace.join("home");
                 match prepare_home(&home) {
                     Ok(()) => {
-                        self.steps(build, pipeline, store, log, dir, &home, deadline, cancel, stop)
-                            .await
+                        let ctx = StepContext { build, pipeline, store, deadline, cancel, stop };
+                        self.steps(&ctx, log, dir, &home, &mut summary).await
                     }
                     Err(e) => Ended::Finished(
                         BuildStatus::Error,
@@ -133,38 +147,32 @@ impl Runner {
                 }
             }
             Source::Checkout => {
-                let ended = self
-                    .checkout_and_run(build, pipeline, store, log, &workspace, deadline, cancel, stop)
-                    .await;
-                ended
+                let ctx = StepContext { build, pipeline, store, deadline, cancel, stop };
+                self.checkout_and_run(&ctx, log, &workspace, &mut summary).await
             }
         };
         if let Err(e) = remove_dir_all_if_exists(&workspace) {
             tracing::warn!(build = build.id, error = %e, "cannot remove the workspace");
         }
-        let summary = match &ended {
+        let result = match &ended {
             Ended::Finished(status, Some(reason)) => format!("{status}: {reason}"),
             Ended::Finished(status, None) => status.to_string(),
             Ended::Requeue(reason) => format!("re-queued: {reason}"),
         };
         let _ = log
-            .line(&format!("==> build {} {summary} in {}", build.id, short(started.elapsed())))
+            .line(&format!("==> build {} {result} in {}", build.id, short(started.elapsed())))
             .await;
-        ended
+        (ended, summary)
     }
 
-    #[expect(clippy::too_many_arguments, reason = "the build's whole context, passed once")]
     async fn checkout_and_run(
         &self,
-        build: &Build,
-        pipeline: &Pipeline,
-        store: Option<&Store>,
+        ctx: &StepContext<'_>,
         log: &mut LogWriter,
         workspace: &Path,
-        deadline: Option<Instant>,
-        cancel: &CancellationToken,
-        stop: &StopSlot,
+        summary: &mut Vec<StepSummary>,
     ) -> Ended {
+        let StepContext { build, pipeline, deadline, cancel, stop, .. } = *ctx;
         let spec = clone_spec(build, pipeline);
         if spec.url.is_empty() {
             return Ended::Finished(
@@ -237,22 +245,18 @@ impl Runner {
                 );
             }
         }
-        self.steps(build, pipeline, store, log, &src, &home, deadline, cancel, stop).await
+        self.steps(ctx, log, &src, &home, summary).await
     }
 
-    #[expect(clippy::too_many_arguments, reason = "the build's whole context, passed once")]
     async fn steps(
         &self,
-        build: &Build,
-        pipeline: &Pipeline,
-        store: Option<&Store>,
+        ctx: &StepContext<'_>,
         log: &mut LogWriter,
         cwd: &Path,
         home: &Path,
-        deadline: Option<Instant>,
-        cancel: &CancellationToken,
-        stop: &StopSlot,
+        summary: &mut Vec<StepSummary>,
     ) -> Ended {
+        let StepContext { build, pipeline, store, deadline, cancel, stop } = *ctx;
         let base = self.environment(build, pipeline, cwd, home);
         let mut failed: Option<String> = None;
         for (idx, step) in pipeline.steps.iter().enumerate() {
@@ -303,6 +307,12 @@ impl Runner {
             if let Some(store) = store {
                 let _ = store.step_finished(build.id, idx, status, exit_code).await;
             }
+            summary.push(StepSummary {
+                name: step.name.clone(),
+                status,
+                outcome: outcome.to_string(),
+                duration: began.elapsed(),
+            });
             match outcome {
                 o if o.succeeded() => {}
                 StepOutcome::Cancelled => return self.stopped(stop, "cancelled"),
@@ -372,6 +382,17 @@ impl Runner {
         env.extend(pipeline.secrets.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())));
         env
     }
+}
+
+/// What every step of one build shares.
+#[derive(Clone, Copy)]
+struct StepContext<'a> {
+    build: &'a Build,
+    pipeline: &'a Pipeline,
+    store: Option<&'a Store>,
+    deadline: Option<Instant>,
+    cancel: &'a CancellationToken,
+    stop: &'a StopSlot,
 }
 
 /// The clone URL and credentials: the pipeline's `clone_url`, else the

@@ -562,7 +562,7 @@ impl Store {
 }
 
 /// Now, as RFC 3339 UTC with milliseconds.
-pub(crate) fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
     let now = now
         .replace_nanosecond(now.millisecond() as u32 * 1_000_000)

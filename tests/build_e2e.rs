@@ -1,0 +1,374 @@
+//! Builds end to end: real git repositories pushed to, signed deliveries to
+//! the real server, the build watched to its final state and its log read.
+
+mod common;
+#[path = "support/gitserve.rs"]
+mod gitserve;
+
+use common::{TestServer, client, fixture, hub_sha256};
+use gitserve::{HttpGitServer, Upstream};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "e2e-secret";
+const ADMIN: &str = "e2e-admin-token";
+
+fn pipeline(extra_top: &str, steps: &str) -> String {
+    format!(
+        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\n{extra_top}\n{steps}"
+    )
+}
+
+async fn start(pipelines: &[(&str, &str)], parallel: usize) -> TestServer {
+    TestServer::start(pipelines, |c| {
+        c.max_parallel_builds = parallel;
+        c.admin_token = Some(hookci::secret::Secret::new(ADMIN));
+    })
+    .await
+}
+
+/// A GitHub push of `after` on `git_ref` from the upstream, as GitHub sends it.
+fn push_body(up: &Upstream, git_ref: &str, before: &str, after: &str, message: &str) -> Vec<u8> {
+    let mut v: Value =
+        serde_json::from_slice(&fixture("github/goscm__push.json")).expect("fixture");
+    v["ref"] = git_ref.into();
+    v["before"] = before.into();
+    v["after"] = after.into();
+    v["created"] = (before == "0000000000000000000000000000000000000000").into();
+    v["head_commit"]["id"] = after.into();
+    v["head_commit"]["message"] = message.into();
+    v["repository"]["clone_url"] = up.url().into();
+    v["pusher"]["name"] = "ada".into();
+    serde_json::to_vec(&v).expect("json")
+}
+
+/// Delivers a push to `/hooks/NAME`; returns the queued build ids.
+async fn deliver(server: &TestServer, name: &str, body: &[u8], delivery: &str) -> Vec<i64> {
+    let res = client()
+        .post(server.url(&format!("/hooks/{name}")))
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", delivery)
+        .header("X-Hub-Signature-256", hub_sha256(SECRET, body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("deliver");
+    let status = res.status().as_u16();
+    let json: Value = res.json().await.expect("json");
+    assert_eq!(status, 202, "{json}");
+    json["builds"]
+        .as_array()
+        .expect("builds")
+        .iter()
+        .map(|b| b["id"].as_i64().expect("id"))
+        .collect()
+}
+
+async fn build(server: &TestServer, id: i64) -> Value {
+    client()
+        .get(server.url(&format!("/api/builds/{id}")))
+        .send()
+        .await
+        .expect("get build")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Polls until the build reaches `want` (bounded: 120 s).
+async fn wait_for(server: &TestServer, id: i64, want: impl Fn(&Value) -> bool) -> Value {
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        let b = build(server, id).await;
+        if want(&b) {
+            return b;
+        }
+        assert!(Instant::now() < until, "build {id} never got there: {b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_final(server: &TestServer, id: i64) -> Value {
+    wait_for(server, id, |b| {
+        !matches!(b["status"].as_str(), Some("queued") | Some("running"))
+    })
+    .await
+}
+
+fn log(server: &TestServer, id: i64) -> String {
+    let path = server.config.data_dir.join("logs").join(format!("{id}.log"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        if !entry.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                found.push(cmd);
+            }
+        }
+    }
+    found
+}
+
+const ZERO: &str = "0000000000000000000000000000000000000000";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_sees_exactly_the_environment_of_the_spec_and_nothing_of_the_daemons() {
+    let up = Upstream::new("env");
+    let commit = up.push(&[("README", "hello\n")], "first commit");
+    let steps = "[env]\nX_PIPE = \"p\"\n[[steps]]\nname = \"env\"\nrun = \"env | sort\"\nenv = { X_STEP = \"s\" }\n";
+    let server = start(&[("app", &pipeline("", steps))], 1).await;
+    let ids = deliver(&server, "app", &push_body(&up, "refs/heads/main", ZERO, &commit, "first commit"), "env-1").await;
+    let b = wait_final(&server, ids[0]).await;
+    assert_eq!(b["status"], "success", "{b}\n{}", log(&server, ids[0]));
+    assert_eq!(b["steps"][0]["status"], "success");
+    assert_eq!(b["steps"][0]["exit_code"], 0);
+
+    let text = log(&server, ids[0]);
+    let vars: Vec<(String, String)> = text
+        .lines()
+        .filter(|l| !l.starts_with("==>"))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let names: BTreeSet<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
+    let expected: BTreeSet<&str> = [
+        "PATH", "LANG", "HOME", "CI", "HOOKCI", "HOOKCI_BUILD_ID", "HOOKCI_BUILD_URL",
+        "HOOKCI_PIPELINE", "HOOKCI_REPO", "HOOKCI_EVENT", "HOOKCI_REF", "HOOKCI_BRANCH",
+        "HOOKCI_COMMIT", "HOOKCI_COMMIT_BEFORE", "HOOKCI_COMMIT_MESSAGE", "HOOKCI_PUSHER",
+        "HOOKCI_DELIVERY", "HOOKCI_WORKSPACE", "X_PIPE", "X_STEP",
+    ]
+    .into_iter()
+    .collect();
+    // What the shell itself adds.
+    let shell: BTreeSet<&str> = ["PWD", "SHLVL", "OLDPWD", "_"].into_iter().collect();
+    let extra: Vec<_> = names.difference(&expected).filter(|n| !shell.contains(*n)).collect();
+    let missing: Vec<_> = expected.difference(&names).collect();
+    assert!(extra.is_empty() && missing.is_empty(), "extra {extra:?} missing {missing:?}\n{text}");
+    let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or("");
+    assert_eq!(get("CI"), "true");
+    assert_eq!(get("HOOKCI"), "true");
+    assert_eq!(get("HOOKCI_BUILD_ID"), ids[0].to_string());
+    assert_eq!(get("HOOKCI_BUILD_URL"), format!("{}/builds/{}", server.config.public_url, ids[0]));
+    assert_eq!(get("HOOKCI_PIPELINE"), "app");
+    assert_eq!(get("HOOKCI_REPO"), "Codertocat/Hello-World");
+    assert_eq!(get("HOOKCI_EVENT"), "push");
+    assert_eq!(get("HOOKCI_REF"), "refs/heads/main");
+    assert_eq!(get("HOOKCI_BRANCH"), "main");
+    assert_eq!(get("HOOKCI_COMMIT"), commit);
+    assert_eq!(get("HOOKCI_COMMIT_BEFORE"), ZERO);
+    assert_eq!(get("HOOKCI_COMMIT_MESSAGE"), "first commit");
+    assert_eq!(get("HOOKCI_PUSHER"), "ada");
+    assert_eq!(get("HOOKCI_DELIVERY"), "env-1");
+    assert_eq!(get("PWD"), get("HOOKCI_WORKSPACE"));
+    assert!(get("HOME").starts_with(server.config.data_dir.to_str().expect("utf-8")));
+    assert_eq!(get("X_STEP"), "s");
+    // Nothing of the daemon's environment (cargo sets these for the test process).
+    assert!(!text.contains("CARGO_PKG_NAME"), "{text}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_values_with_shell_syntax_run_nothing() {
+    let up = Upstream::new("inject");
+    let message = "fix $(touch PWNED1) and `touch PWNED2`";
+    let commit = up.push(&[("README", "x\n")], message);
+    let steps = "[[steps]]\nname = \"echo\"\nrun = 'printf \"%s|%s\\n\" \"$HOOKCI_COMMIT_MESSAGE\" \"$HOOKCI_BRANCH\"'\n\
+                 [[steps]]\nname = \"check\"\nrun = \"test ! -e PWNED1 && test ! -e PWNED2 && test ! -e PWNED3\"\n";
+    let server = start(&[("app", &pipeline("", steps))], 1).await;
+    let branch = "refs/heads/feature/$(touch${IFS}PWNED3)";
+    let ids = deliver(&server, "app", &push_body(&up, branch, ZERO, &commit, message), "inj").await;
+    let b = wait_final(&server, ids[0]).await;
+    let text = log(&server, ids[0]);
+    assert_eq!(b["status"], "success", "{b}\n{text}");
+    assert!(text.contains("fix $(touch PWNED1) and `touch PWNED2`|feature/$(touch${IFS}PWNED3)"), "{text}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_timeout_kills_a_backgrounded_grandchild() {
+    let up = Upstream::new("timeout");
+    let commit = up.push(&[("README", "x\n")], "slow");
+    let steps = "[[steps]]\nname = \"slow\"\nrun = \"sleep 41337 & sleep 41338\"\ntimeout = \"1s\"\n";
+    let server = start(&[("app", &pipeline("", steps))], 1).await;
+    let ids = deliver(&server, "app", &push_body(&up, "refs/heads/main", ZERO, &commit, "slow"), "t").await;
+    let b = wait_final(&server, ids[0]).await;
+    assert_eq!(b["status"], "failure", "{b}");
+    assert!(b["reason"].as_str().unwrap_or("").contains("timed out"), "{b}");
+    assert_eq!(b["steps"][0]["status"], "failure");
+    assert!(processes_with("sleep 41337").is_empty(), "{:?}", processes_with("sleep 41337"));
+    assert!(processes_with("sleep 41338").is_empty());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_build_is_cancelled_through_the_api_and_leaves_no_process() {
+    let up = Upstream::new("cancel");
+    let commit = up.push(&[("README", "x\n")], "long");
+    let steps = "[[steps]]\nname = \"long\"\nrun = \"sleep 41339\"\n[[steps]]\nname = \"after\"\nrun = \"true\"\n";
+    let server = start(&[("app", &pipeline("", steps))], 1).await;
+    let ids = deliver(&server, "app", &push_body(&up, "refs/heads/main", ZERO, &commit, "long"), "c").await;
+    wait_for(&server, ids[0], |b| b["steps"][0]["status"] == "running").await;
+    let http = client();
+    let url = server.url(&format!("/api/builds/{}/cancel", ids[0]));
+    let res = http.post(&url).send().await.expect("cancel");
+    assert_eq!(res.status().as_u16(), 401, "a cancel needs the admin token");
+    let res = http.post(&url).bearer_auth(ADMIN).send().await.expect("cancel");
+    assert_eq!(res.status().as_u16(), 202);
+    let b = wait_final(&server, ids[0]).await;
+    assert_eq!(b["status"], "cancelled", "{b}");
+    assert_eq!(b["reason"], "cancelled by a user");
+    assert_eq!(b["steps"][0]["status"], "cancelled");
+    assert_eq!(b["steps"][1]["status"], "skipped");
+    assert!(processes_with("sleep 41339").is_empty());
+    let res = http.post(&url).bearer_auth(ADMIN).send().await.expect("cancel again");
+    assert_eq!(res.status().as_u16(), 409);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_push_supersedes_the_running_build_of_its_branch() {
+    let up = Upstream::new("supersede");
+    let first = up.push(&[("a", "1\n")], "first");
+    let steps = format!(
+        "[[steps]]\nname = \"work\"\nrun = 'if [ \"$HOOKCI_COMMIT\" = {first} ]; then sleep 41340; fi'\n"
+    );
+    let server = start(&[("app", &pipeline("concurrency = \"supersede\"", &steps))], 2).await;
+    let one = deliver(&server, "app", &push_body(&up, "refs/heads/main", ZERO, &first, "first"), "s1").await[0];
+    wait_for(&server, one, |b| b["steps"][0]["status"] == "running").await;
+    let second = up.push(&[("a", "2\n")], "second");
+    let two = deliver(&server, "app", &push_body(&up, "refs/heads/main", &first, &second, "second"), "s2").await[0];
+    let b1 = wait_final(&server, one).await;
+    assert_eq!(b1["status"], "cancelled", "{b1}");
+    assert_eq!(b1["reason"], format!("superseded by build {two}"));
+    let b2 = wait_final(&server, two).await;
+    assert_eq!(b2["status"], "success", "{b2}");
+    assert!(processes_with("sleep 41340").is_empty());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_of_one_branch_run_one_at_a_time_in_push_order() {
+    let up = Upstream::new("order");
+    let out = up.tmp.path().join("order.txt");
+    let steps = format!(
+        "[env]\nOUT = \"{}\"\n[[steps]]\nname = \"record\"\n\
+         run = 'echo \"start $HOOKCI_BUILD_ID\" >> \"$OUT\"; sleep 0.3; echo \"end $HOOKCI_BUILD_ID\" >> \"$OUT\"'\n",
+        out.display()
+    );
+    let server = start(&[("app", &pipeline("", &steps))], 3).await;
+    let mut before = ZERO.to_owned();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let c = up.push(&[("n", &format!("{i}\n"))], &format!("push {i}"));
+        let body = push_body(&up, "refs/heads/main", &before, &c, &format!("push {i}"));
+        ids.push(deliver(&server, "app", &body, &format!("o{i}")).await[0]);
+        before = c;
+    }
+    for id in &ids {
+        assert_eq!(wait_final(&server, *id).await["status"], "success");
+    }
+    let lines = std::fs::read_to_string(&out).expect("order file");
+    let expected: String =
+        ids.iter().map(|id| format!("start {id}\nend {id}\n")).collect();
+    assert_eq!(lines, expected);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_that_changes_no_matching_path_is_skipped() {
+    let up = Upstream::new("paths");
+    let c1 = up.push(&[("src/lib.rs", "fn a() {}\n")], "code");
+    let steps = "[[trigger]]\nbranches = [\"main\"]\npaths = [\"src/**\"]\n[[steps]]\nname = \"t\"\nrun = \"true\"\n";
+    let server = start(&[("app", &pipeline("", steps))], 1).await;
+    let first = deliver(&server, "app", &push_body(&up, "refs/heads/main", ZERO, &c1, "code"), "p1").await[0];
+    assert_eq!(wait_final(&server, first).await["status"], "success");
+    let c2 = up.push(&[("docs/guide.md", "words\n")], "docs");
+    let docs = deliver(&server, "app", &push_body(&up, "refs/heads/main", &c1, &c2, "docs"), "p2").await[0];
+    let b = wait_final(&server, docs).await;
+    assert_eq!(b["status"], "skipped", "{b}");
+    assert!(b["reason"].as_str().unwrap_or("").contains("paths"), "{b}");
+    let c3 = up.push(&[("src/lib.rs", "fn b() {}\n")], "more code");
+    let code = deliver(&server, "app", &push_body(&up, "refs/heads/main", &c2, &c3, "more code"), "p3").await[0];
+    assert_eq!(wait_final(&server, code).await["status"], "success");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_masked_when_split_across_writes_and_across_lines() {
+    let up = Upstream::new("mask");
+    let commit = up.push(&[("README", "x\n")], "mask");
+    let secret_file = up.tmp.path().join("multi.secret");
+    std::fs::write(&secret_file, "first-line-abc\nsecond-line-def\n").expect("secret");
+    let top = format!(
+        "[secrets]\nSPLIT = \"hunter2-split-secret\"\nMULTI = {{ file = \"{}\" }}",
+        secret_file.display()
+    );
+    let steps = "[[steps]]\nname = \"leak\"\nrun = '''\nprintf 'hunter2-sp'; sleep 0.3; printf 'lit-secret\\n'\nprintf '%s\\n' \"$MULTI\"\necho second-line-def\n'''\n";
+    let server = start(&[("app", &pipeline(&top, steps))], 1).await;
+    let ids = deliver(&server, "app", &push_body(&up, "refs/heads/main", ZERO, &commit, "mask"), "m").await;
+    let b = wait_final(&server, ids[0]).await;
+    let text = log(&server, ids[0]);
+    assert_eq!(b["status"], "success", "{b}\n{text}");
+    for leaked in ["hunter2-split-secret", "first-line-abc", "second-line-def"] {
+        assert!(!text.contains(leaked), "{leaked} leaked:\n{text}");
+    }
+    // The step's three lines of output, each wholly masked.
+    let output: Vec<&str> = text.lines().filter(|l| !l.starts_with("==>")).collect();
+    assert_eq!(output, ["***", "***", "***"], "{text}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_clones_over_smart_http_with_a_token_that_never_reaches_the_log() {
+    let up = Upstream::new("private");
+    let commit = up.push(&[("README", "x\n")], "private");
+    let token = "tok-8c1f2e9a7b";
+    let git = HttpGitServer::start(&up.project_root, &up.home, token).await;
+    let top = format!("[clone]\ntoken = \"{token}\"");
+    let steps = "[[steps]]\nname = \"show\"\nrun = \"git rev-parse HEAD 2>/dev/null || cat README\"\n";
+    let server = start(&[("app", &pipeline(&top, steps))], 1).await;
+    let mut body: Value = serde_json::from_slice(&push_body(&up, "refs/heads/main", ZERO, &commit, "p")).expect("json");
+    body["repository"]["clone_url"] = git.url("private").into();
+    let body = serde_json::to_vec(&body).expect("json");
+    let ids = deliver(&server, "app", &body, "h1").await;
+    let b = wait_final(&server, ids[0]).await;
+    let text = log(&server, ids[0]);
+    assert_eq!(b["status"], "success", "{b}\n{text}");
+    assert!(!text.contains(token), "{text}");
+
+    // A wrong token: the build errors with a reason a user can act on.
+    let wrong = pipeline("[clone]\ntoken = \"not-the-token\"", steps);
+    let server2 = start(&[("app", &wrong)], 1).await;
+    let ids = deliver(&server2, "app", &body, "h2").await;
+    let b = wait_final(&server2, ids[0]).await;
+    assert_eq!(b["status"], "error", "{b}");
+    let reason = b["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("clone failed") && reason.contains("authentication"), "{reason}");
+    assert!(!reason.contains("not-the-token"));
+    server.stop().await;
+    server2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_failure_ends_the_build_as_error_with_a_reason() {
+    let up = Upstream::new("gone");
+    let commit = up.push(&[("README", "x\n")], "x");
+    let server = start(&[("app", &pipeline("", "[[steps]]\nname = \"t\"\nrun = \"true\"\n"))], 1).await;
+    let mut body: Value = serde_json::from_slice(&push_body(&up, "refs/heads/main", ZERO, &commit, "x")).expect("json");
+    body["repository"]["clone_url"] = Path::new("/nonexistent/repo.git").to_str().into();
+    let ids = deliver(&server, "app", &serde_json::to_vec(&body).expect("json"), "g").await;
+    let b = wait_final(&server, ids[0]).await;
+    assert_eq!(b["status"], "error", "{b}");
+    assert!(b["reason"].as_str().unwrap_or("").starts_with("clone failed"), "{b}");
+    server.stop().await;
+}
