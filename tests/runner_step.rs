@@ -377,3 +377,19 @@ async fn a_step_runs_as_the_given_user_and_chown_tree_hands_it_the_workspace() {
     assert_eq!(text, "65534\n65534\n65534\n");
     assert_eq!(std::fs::metadata(ws.join("mine")).unwrap().uid(), 65534);
 }
+
+#[tokio::test]
+async fn dropping_a_running_step_kills_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(dir.path(), "drop", "sleep 31345 & sleep 31346");
+    let path = dir.path().join("drop.log");
+    let mut log = LogWriter::create(&path, &[], 1 << 20).unwrap();
+    let cancel = CancellationToken::new();
+    let step = run_step(&spec, &mut log, &cancel);
+    let _ = tokio::time::timeout(Duration::from_millis(300), step).await;
+    let gone = Instant::now() + Duration::from_secs(5);
+    while !(processes_with("31345").is_empty() && processes_with("31346").is_empty()) {
+        assert!(Instant::now() < gone, "{:?}", processes_with("3134"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -165,6 +165,7 @@ pub async fn run_step(
         return StepOutcome::SpawnFailed("the shell vanished as it started".into());
     };
     let pgid = Pid::from_raw(pgid);
+    let mut guard = GroupGuard { pgid, armed: true };
     let marker = spec
         .env
         .iter()
@@ -250,6 +251,7 @@ pub async fn run_step(
     };
     // Only now is the shell reaped: until here its pid, the group's id,
     // could not be given to another process.
+    guard.armed = false;
     let status = child.wait().await;
     if stopped > 0 && stopping.is_none() {
         let note = format!(
@@ -263,6 +265,23 @@ pub async fn run_step(
     match stopping {
         Some(outcome) => outcome,
         None => outcome_of(status),
+    }
+}
+
+/// Kills the step's group if [`run_step`] is dropped before its end (its
+/// task aborted): the sweep cannot run then, but the group at least does
+/// not outlive it.
+#[derive(Debug)]
+struct GroupGuard {
+    pgid: Pid,
+    armed: bool,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            sweep::signal_group(self.pgid, Signal::SIGKILL);
+        }
     }
 }
 
