@@ -92,6 +92,23 @@ impl Worker {
                         failed = ?r.failed,
                         "builds interrupted by the last stop were recovered"
                     );
+                    // Their steps' processes outlived the daemon: stop them
+                    // before the builds run again.
+                    let builds: Vec<(i64, String)> = r
+                        .requeued
+                        .iter()
+                        .chain(&r.failed)
+                        .map(|id| (*id, format!("{}/builds/{id}", self.runner.public_url)))
+                        .collect();
+                    let grace = self.runner.kill_grace;
+                    let killed = tokio::task::spawn_blocking(move || {
+                        crate::runner::leftovers::kill_leftovers(&builds, grace)
+                    })
+                    .await
+                    .unwrap_or(0);
+                    if killed > 0 {
+                        tracing::warn!(processes = killed, "stopped processes left by interrupted builds");
+                    }
                 }
             }
             Err(e) => tracing::error!(error = %e, "cannot recover interrupted builds"),

@@ -5,9 +5,7 @@ mod common;
 
 use common::{client, count, fixture, hub_sha256};
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,46 +17,8 @@ name = "test"
 run = "true"
 "#;
 
-/// Starts the real binary on 127.0.0.1:0 and returns it with its address.
-fn spawn(dir: &Path) -> (Child, String) {
-    let config = dir.join("hookci.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\nmax_parallel_builds = 0\ndata_dir = \"{}\"\npipelines_dir = \"{}\"\n",
-            dir.join("data").display(),
-            dir.join("pipelines").display()
-        ),
-    )
-    .expect("write config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookci"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .env("HOOKCI_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn hookci");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("hookci exited before listening")
-            .expect("read stderr");
-        if let Some(rest) = line.split("address=").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .expect("an address")
-                .to_owned();
-        }
-    };
-    // Keep draining stderr so the daemon never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, format!("http://{addr}"))
+fn spawn(dir: &Path) -> (std::process::Child, String) {
+    common::spawn_daemon(dir, "max_parallel_builds = 0")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,5 +3,6 @@
 
 pub mod build;
 pub mod checkout;
+pub mod leftovers;
 pub mod log;
 pub mod step;

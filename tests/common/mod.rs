@@ -131,3 +131,41 @@ pub fn client() -> reqwest::Client {
 pub fn count(db: &rusqlite::Connection, sql: &str) -> i64 {
     db.query_row(sql, [], |r| r.get(0)).expect("count")
 }
+
+/// Starts the real binary with `hookci.toml` written in `dir` (listen on
+/// 127.0.0.1:0, data and pipelines under `dir`, then `extra` lines), and
+/// returns it with its base URL once it listens.
+pub fn spawn_daemon(dir: &Path, extra: &str) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let config = dir.join("hookci.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npipelines_dir = \"{}\"\n{extra}\n",
+            dir.join("data").display(),
+            dir.join("pipelines").display()
+        ),
+    )
+    .expect("write config");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookci"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("HOOKCI_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn hookci");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("hookci exited before listening").expect("read stderr");
+        if let Some(rest) = line.split("address=").nth(1) {
+            break rest.split_whitespace().next().expect("an address").to_owned();
+        }
+    };
+    // Keep draining stderr so the daemon never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, format!("http://{addr}"))
+}
