@@ -251,7 +251,7 @@ async fn cgi(State(config): State<Arc<HttpConfig>>, request: Request) -> Respons
         .arg("http-backend")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(Stdio::null());
     if !content_encoding.is_empty() {
         cmd.env("HTTP_CONTENT_ENCODING", content_encoding);
     }

@@ -5,7 +5,10 @@
 use super::auth::Auth;
 use super::url::RemoteUrl;
 use super::{CheckoutError, CloneSpec, Fetched};
-use git2::{AutotagOption, ErrorClass, ErrorCode, FetchOptions, FetchPrune, Oid, Repository};
+use git2::{
+    AutotagOption, ErrorClass, ErrorCode, FetchOptions, FetchPrune, Oid, Repository,
+    RepositoryInitOptions,
+};
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -257,7 +260,14 @@ fn create(path: &Path) -> Result<Repository, CheckoutError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| failed(&e))?;
     }
-    let repo = Repository::init_bare(path).map_err(|e| failed(&e.message()))?;
+    // `init_bare` without the template's sample hooks.
+    let repo = Repository::init_opts(
+        path,
+        RepositoryInitOptions::new()
+            .bare(true)
+            .external_template(false),
+    )
+    .map_err(|e| failed(&e.message()))?;
     // Workspaces borrow the mirror's objects (alternates): a git command run
     // by hand in the mirror must never gc them away.
     repo.config()

@@ -9,7 +9,7 @@ use super::mirror;
 use super::url::{RemoteUrl, Transport};
 use crate::secret::Secret;
 use git2::build::CheckoutBuilder;
-use git2::{FetchOptions, Repository, SubmoduleUpdateOptions};
+use git2::{FetchOptions, Repository, RepositoryInitOptions, SubmoduleUpdateOptions};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -52,7 +52,11 @@ pub(super) fn checkout(
         })?
         .join("objects");
 
-    let repo = Repository::init(dest).map_err(|e| failed("create a repository", &e.message()))?;
+    // No template: sample hooks are a dozen files per build for nothing.
+    let mut init = RepositoryInitOptions::new();
+    init.external_template(false).no_reinit(true);
+    let repo = Repository::init_opts(dest, &init)
+        .map_err(|e| failed("create a repository", &e.message()))?;
     let alternates = repo.path().join("objects/info/alternates");
     write_line(&alternates, objects.as_os_str().as_bytes())
         .map_err(|e| failed("write objects/info/alternates", &e))?;
