@@ -615,6 +615,78 @@ async fn a_missing_repository_or_a_closed_port_over_http_is_explained() {
     assert!(!err.0.contains(TOKEN), "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submodules_over_http_get_the_token_on_the_clone_urls_origin_only() {
+    let up = Upstream::new("app");
+    let lib = up.sibling("lib", &[("lib.txt", "library\n")]);
+    let lib_url = lib.to_str().unwrap();
+    up.git(&[
+        "-c",
+        "protocol.file.allow=always",
+        "submodule",
+        "add",
+        "-q",
+        lib_url,
+        "lib",
+    ]);
+    // Relative to origin: the same server, so the token goes along.
+    up.git(&[
+        "config",
+        "-f",
+        ".gitmodules",
+        "submodule.lib.url",
+        "../lib.git",
+    ]);
+    let relative = up.push(&[], "lib, relative");
+    let server = HttpGitServer::start(&up.project_root, &up.home, TOKEN).await;
+    let other = HttpGitServer::start(&up.project_root, &up.home, TOKEN).await;
+    let url = server.url("app");
+    let spec = CloneSpec {
+        submodules: true,
+        ..with_token(&url, TOKEN)
+    };
+    let mirrors = mirrors(&up);
+
+    let (mirror, _) = mirrors
+        .fetch(&spec, "refs/heads/main", &relative)
+        .await
+        .expect("fetch");
+    let ws = up.tmp.path().join("ws-relative");
+    mirrors
+        .checkout(&mirror, &spec, &relative, &ws)
+        .await
+        .expect("checkout with a relative submodule");
+    assert_eq!(read(&ws.join("lib/lib.txt")), "library\n");
+
+    // Another port is another origin: no token for it.
+    let elsewhere = other.url("lib");
+    up.git(&[
+        "config",
+        "-f",
+        ".gitmodules",
+        "submodule.lib.url",
+        &elsewhere,
+    ]);
+    let moved = up.push(&[], "lib, elsewhere");
+    let (mirror, _) = mirrors
+        .fetch(&spec, "refs/heads/main", &moved)
+        .await
+        .expect("fetch");
+    let err = mirrors
+        .checkout(&mirror, &spec, &moved, &up.tmp.path().join("ws-elsewhere"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.0,
+        format!(
+            "{elsewhere} asks for credentials, but hookci sends [clone] token only to http://{}",
+            server.addr
+        )
+    );
+    assert_eq!(other.authorizations(), 0);
+    assert!(server.authorizations() > 0);
+}
+
 // Over ssh with a deploy key.
 
 /// Starts sshd for `up` with `key` authorized, or says why it cannot.

@@ -13,6 +13,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
@@ -122,6 +123,32 @@ impl Upstream {
         self.git(&["rev-parse", "HEAD"])
     }
 
+    /// Another bare repository `name.git` beside this one (same project
+    /// root), with one commit of `files` on `main`; returns its path.
+    pub fn sibling(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let bare = self.project_root.join(format!("{name}.git"));
+        let work = self.tmp.path().join(format!("work-{name}"));
+        std::fs::create_dir_all(&work).expect("mkdir");
+        let bare_str = bare.to_str().expect("utf-8");
+        git(
+            &self.home,
+            &self.project_root,
+            &["init", "-q", "--bare", "-b", "main", bare_str],
+        );
+        for (path, contents) in files {
+            std::fs::write(work.join(path), contents).expect("write");
+        }
+        git(&self.home, &work, &["init", "-q", "-b", "main"]);
+        git(&self.home, &work, &["add", "-A"]);
+        git(&self.home, &work, &["commit", "-q", "-m", name]);
+        git(
+            &self.home,
+            &work,
+            &["push", "-q", bare_str, "HEAD:refs/heads/main"],
+        );
+        bare
+    }
+
     /// Commits `files` and pushes `main`; returns the commit id.
     pub fn push(&self, files: &[(&str, &str)], message: &str) -> String {
         let id = self.commit(files, message);
@@ -137,6 +164,7 @@ impl Upstream {
 pub struct HttpGitServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    config: Arc<HttpConfig>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -145,6 +173,8 @@ struct HttpConfig {
     project_root: PathBuf,
     home: PathBuf,
     token: String,
+    /// Requests that carried an `Authorization` header.
+    authorizations: AtomicUsize,
 }
 
 impl HttpGitServer {
@@ -154,8 +184,9 @@ impl HttpGitServer {
             project_root: project_root.to_path_buf(),
             home: home.to_path_buf(),
             token: token.to_owned(),
+            authorizations: AtomicUsize::new(0),
         });
-        let app = axum::Router::new().fallback(cgi).with_state(config);
+        let app = axum::Router::new().fallback(cgi).with_state(config.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -163,7 +194,12 @@ impl HttpGitServer {
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
         });
-        HttpGitServer { addr, task }
+        HttpGitServer { addr, config, task }
+    }
+
+    /// How many requests carried an `Authorization` header so far.
+    pub fn authorizations(&self) -> usize {
+        self.config.authorizations.load(Ordering::SeqCst)
     }
 
     /// The URL of `NAME.git` under the project root.
@@ -201,6 +237,9 @@ fn authorized(request: &Request, token: &str) -> Option<String> {
 }
 
 async fn cgi(State(config): State<Arc<HttpConfig>>, request: Request) -> Response {
+    if request.headers().contains_key(header::AUTHORIZATION) {
+        config.authorizations.fetch_add(1, Ordering::SeqCst);
+    }
     let Some(user) = authorized(&request, &config.token) else {
         let mut response = plain(StatusCode::UNAUTHORIZED, "authentication required\n");
         response.headers_mut().insert(

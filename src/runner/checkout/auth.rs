@@ -1,8 +1,9 @@
 //! Credentials for libgit2 and the sentences its errors become.
 //!
 //! Credentials reach libgit2 only through the credential callback, and only
-//! for the host of the configured clone URL. Every message built from a
-//! libgit2 error is scrubbed of the token, the key and any URL password.
+//! for the scheme, host and port of the configured clone URL. Every message
+//! built from a libgit2 error is scrubbed of the token, the key and any URL
+//! password.
 
 use super::CheckoutError;
 use super::url::{RemoteUrl, Transport};
@@ -27,7 +28,7 @@ enum Asked {
 /// The credentials of one clone, and what the callback saw of one connection.
 #[derive(Debug)]
 pub(super) struct Auth<'s> {
-    /// The URL whose host the credentials belong to.
+    /// The URL whose origin (scheme, host, port) the credentials belong to.
     home: &'s RemoteUrl,
     /// The URL being fetched (the clone URL, or a submodule's).
     target: RemoteUrl,
@@ -86,7 +87,7 @@ impl<'s> Auth<'s> {
         if allowed.contains(CredentialType::USERNAME) {
             return Cred::username(user.unwrap_or("git"));
         }
-        if !self.home.same_host(url) {
+        if !self.home.same_origin(url) {
             let other = RemoteUrl::parse(url);
             self.asked
                 .replace(Asked::OtherHost(other.display().to_owned()));
@@ -151,7 +152,7 @@ impl<'s> Auth<'s> {
             Asked::OtherHost(other) => format!(
                 "{other} asks for credentials, but hookci sends {} only to {}",
                 self.key_name(),
-                self.home.host().unwrap_or("the clone URL's host")
+                self.home.origin().unwrap_or("the clone URL")
             ),
             Asked::Fine if err.code() == ErrorCode::Auth => {
                 format!("authentication failed for {url}: check {}", self.key_name())

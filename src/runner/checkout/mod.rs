@@ -3,8 +3,9 @@
 //! at exactly the build's commit (detached HEAD).
 //!
 //! Credentials (an ssh deploy key, an https token) go through git2's
-//! credential callback, and only to the clone URL's host: never in a URL, a
-//! log or an error. Blocking git2 work runs on the blocking pool.
+//! credential callback, and only to the clone URL's scheme, host and port:
+//! never in a URL, a log or an error. Blocking git2 work runs on the
+//! blocking pool.
 //!
 //! *Invariant:* operations on one mirror are serialised by a per-mirror
 //! lock that the blocking work itself holds, so a build cancelled mid-fetch

@@ -25,6 +25,8 @@ pub(super) struct RemoteUrl {
     raw: String,
     display: String,
     host: Option<String>,
+    /// `scheme://host:port` with the default port filled in, for remote URLs.
+    origin: Option<String>,
     transport: Transport,
 }
 
@@ -46,6 +48,7 @@ impl RemoteUrl {
                     display: raw.clone(),
                     raw,
                     host: None,
+                    origin: None,
                     transport,
                 };
             }
@@ -53,9 +56,25 @@ impl RemoteUrl {
             let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
             // A token in a query string is as secret as one in the userinfo.
             let path = &path[..path.find(['?', '#']).unwrap_or(path.len())];
+            let scheme = match transport {
+                Transport::Ssh => "ssh",
+                Transport::Http | Transport::Local | Transport::Other => &scheme_lower,
+            };
+            let (host, port) = split_host_port(host_port);
+            let port = port.or(match scheme {
+                "ssh" => Some(22),
+                "http" => Some(80),
+                "https" => Some(443),
+                "git" => Some(9418),
+                _ => None,
+            });
             RemoteUrl {
                 display: format!("{scheme_lower}://{host_port}{path}"),
-                host: Some(host_only(host_port)),
+                origin: Some(match port {
+                    Some(port) => format!("{scheme}://{host}:{port}"),
+                    None => format!("{scheme}://{host}"),
+                }),
+                host: Some(host),
                 raw,
                 transport,
             }
@@ -64,6 +83,7 @@ impl RemoteUrl {
             RemoteUrl {
                 display: format!("{host}:{path}"),
                 host: Some(host.to_ascii_lowercase()),
+                origin: Some(format!("ssh://{}:22", host.to_ascii_lowercase())),
                 raw: raw.clone(),
                 transport: Transport::Ssh,
             }
@@ -72,6 +92,7 @@ impl RemoteUrl {
                 display: raw.clone(),
                 raw,
                 host: None,
+                origin: None,
                 transport: Transport::Local,
             }
         }
@@ -108,11 +129,17 @@ impl RemoteUrl {
             .filter(|p| !p.is_empty())
     }
 
-    /// True when `other` (a URL libgit2 is connecting to) names this URL's
-    /// host: credentials go to the configured host only, never to wherever a
-    /// submodule or a redirect points.
-    pub(super) fn same_host(&self, other: &str) -> bool {
-        match (self.host(), RemoteUrl::parse(other).host()) {
+    /// `scheme://host:port` (default port filled in), for remote URLs.
+    pub(super) fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+
+    /// True when `other` (a URL libgit2 is connecting to) has this URL's
+    /// scheme, host and port: credentials go there only, never to wherever
+    /// a submodule or a redirect points, nor over plain http when the clone
+    /// URL is https.
+    pub(super) fn same_origin(&self, other: &str) -> bool {
+        match (self.origin(), RemoteUrl::parse(other).origin()) {
             (Some(mine), Some(theirs)) => mine == theirs,
             _ => false,
         }
@@ -162,14 +189,18 @@ fn scp_like(raw: &str) -> Option<(&str, &str)> {
     Some((&raw[..colon], &raw[colon + 1..]))
 }
 
-/// `host:port`, `[v6]:port` or `host` → the lowercase host.
-fn host_only(host_port: &str) -> String {
-    let host = if let Some(v6) = host_port.strip_prefix('[') {
-        v6.split(']').next().unwrap_or(v6)
+/// `host:port`, `[v6]:port` or `host` → the lowercase host and the port.
+fn split_host_port(host_port: &str) -> (String, Option<u16>) {
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        let (host, rest) = v6.split_once(']').unwrap_or((v6, ""));
+        (host, rest.strip_prefix(':'))
     } else {
-        host_port.split(':').next().unwrap_or(host_port)
+        match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        }
     };
-    host.to_ascii_lowercase()
+    (host.to_ascii_lowercase(), port.and_then(|p| p.parse().ok()))
 }
 
 #[cfg(test)]
@@ -215,14 +246,21 @@ mod tests {
     }
 
     #[test]
-    fn credentials_go_to_the_configured_host_only() {
+    fn credentials_go_to_the_same_scheme_host_and_port_only() {
         let url = RemoteUrl::parse("ssh://git@[::1]:2222/r.git");
         assert_eq!(url.host(), Some("::1"));
-        assert!(url.same_host("ssh://[::1]/other.git"));
+        assert_eq!(url.origin(), Some("ssh://::1:2222"));
+        assert!(url.same_origin("ssh://[::1]:2222/other.git"));
+        assert!(!url.same_origin("ssh://[::1]/other.git"));
         let url = RemoteUrl::parse("https://h.example/o/r.git");
-        assert!(url.same_host("https://H.example:443/o/sub.git"));
-        assert!(!url.same_host("https://evil.example/o/r.git"));
-        assert!(!url.same_host("/local/path"));
+        assert!(url.same_origin("https://H.example:443/o/sub.git"));
+        assert!(!url.same_origin("http://h.example/o/sub.git"));
+        assert!(!url.same_origin("https://h.example:8443/o/sub.git"));
+        assert!(!url.same_origin("https://evil.example/o/r.git"));
+        assert!(!url.same_origin("/local/path"));
+        let url = RemoteUrl::parse("git@github.com:o/r.git");
+        assert!(url.same_origin("ssh://git@github.com/o/sub.git"));
+        assert!(url.same_origin("git+ssh://github.com:22/o/sub.git"));
     }
 
     #[test]
