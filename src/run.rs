@@ -4,7 +4,7 @@
 
 use crate::cli::{Failure, load_config};
 use crate::pipeline;
-use crate::runner::build::{Ended, Runner, Source, StopReason, StopSlot, short};
+use crate::runner::build::{Ended, Job, Runner, Source, StopReason, StopSlot, short};
 use crate::runner::checkout::{Mirrors, display_url};
 use crate::runner::log::LogWriter;
 use crate::store::{Build, BuildStatus, StepStatus};
@@ -33,9 +33,12 @@ pub fn run(
         })?
         .0;
     let workdir = match workdir {
-        Some(dir) => Some(std::fs::canonicalize(&dir).ok().filter(|d| d.is_dir()).ok_or_else(
-            || Failure::usage(format!("{} is not a directory", dir.display())),
-        )?),
+        Some(dir) => Some(
+            std::fs::canonicalize(&dir)
+                .ok()
+                .filter(|d| d.is_dir())
+                .ok_or_else(|| Failure::usage(format!("{} is not a directory", dir.display())))?,
+        ),
         None => None,
     };
     if workdir.is_none() && pipeline.clone_url.is_none() {
@@ -62,11 +65,15 @@ pub fn run(
         );
         // Reuse the daemon's mirror cache: only what is new is fetched.
         runner.mirrors = Mirrors::new(config.data_dir.join("repos"));
-        runner.run_as = crate::server::resolve_run_as(&config)
-            .map_err(|e| Failure::usage(format!("{e:#}")))?;
+        runner.run_as =
+            crate::server::resolve_run_as(&config).map_err(|e| Failure::usage(format!("{e:#}")))?;
 
         let git_ref = git_ref.unwrap_or_else(|| {
-            if workdir.is_some() { "refs/heads/local".into() } else { "HEAD".into() }
+            if workdir.is_some() {
+                "refs/heads/local".into()
+            } else {
+                "HEAD".into()
+            }
         });
         let head = workdir.as_deref().and_then(head_of);
         let commit = match (commit, &head) {
@@ -110,8 +117,15 @@ pub fn run(
             Some(dir) => Source::Workdir(dir),
             None => Source::Checkout,
         };
-        let (ended, steps) =
-            runner.run(&build, &pipeline, None, &mut log, source, &cancel, &stop).await;
+        let job = Job {
+            build: &build,
+            pipeline: &pipeline,
+            store: None,
+            source,
+            cancel: &cancel,
+            stop: &stop,
+        };
+        let (ended, steps) = runner.run(job, &mut log).await;
         interrupt.abort();
         let _ = log.finish().await;
         eprintln!();
@@ -126,7 +140,12 @@ pub fn run(
             );
         }
         for step in pipeline.steps.iter().skip(steps.len()) {
-            eprintln!("{:<24} {:<10} {:>10}", step.name, StepStatus::Skipped.as_str(), "-");
+            eprintln!(
+                "{:<24} {:<10} {:>10}",
+                step.name,
+                StepStatus::Skipped.as_str(),
+                "-"
+            );
         }
         let (status, reason) = match ended {
             Ended::Finished(status, reason) => (status, reason),
@@ -136,7 +155,11 @@ pub fn run(
             Some(r) => eprintln!("build {status}: {r}"),
             None => eprintln!("build {status}"),
         }
-        Ok(if status == BuildStatus::Success { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        Ok(if status == BuildStatus::Success {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
     })
 }
 
@@ -145,7 +168,10 @@ pub fn run(
 fn head_of(dir: &std::path::Path) -> Option<(String, String)> {
     let repo = git2::Repository::discover(dir).ok()?;
     let head = repo.head().ok()?.peel_to_commit().ok()?;
-    Some((head.id().to_string(), head.message().unwrap_or("").trim_end().to_owned()))
+    Some((
+        head.id().to_string(),
+        head.message().unwrap_or("").trim_end().to_owned(),
+    ))
 }
 
 /// A build record for a run that has no delivery and no store.

@@ -8,7 +8,7 @@
 //! back in the queue.
 
 use crate::pipeline::{Concurrency, PipelineSet};
-use crate::runner::build::{Ended, Runner, Source, StopReason, StopSlot};
+use crate::runner::build::{Ended, Job, Runner, Source, StopReason, StopSlot};
 use crate::runner::log::{LogFollower, LogWriter, follow_file};
 use crate::store::{Build, BuildStatus, ClaimPolicy, Store, StoreEvent};
 use std::collections::HashMap;
@@ -57,7 +57,12 @@ impl LiveBuilds {
     }
 
     fn ids(&self) -> Vec<i64> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect()
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
     }
 }
 
@@ -107,7 +112,10 @@ impl Worker {
                     .await
                     .unwrap_or(0);
                     if killed > 0 {
-                        tracing::warn!(processes = killed, "stopped processes left by interrupted builds");
+                        tracing::warn!(
+                            processes = killed,
+                            "stopped processes left by interrupted builds"
+                        );
                     }
                 }
             }
@@ -159,7 +167,10 @@ impl Worker {
                 "waiting for running builds"
             );
             let drain = async { while tasks.join_next().await.is_some() {} };
-            if tokio::time::timeout(self.shutdown_grace, drain).await.is_err() {
+            if tokio::time::timeout(self.shutdown_grace, drain)
+                .await
+                .is_err()
+            {
                 self.live.stop_all(&StopReason::Shutdown);
                 while tasks.join_next().await.is_some() {}
             }
@@ -224,15 +235,28 @@ impl Worker {
                     Ok(mut log) => {
                         let cancel = CancellationToken::new();
                         let stop: StopSlot = Arc::default();
-                        self.live.0.lock().unwrap_or_else(|p| p.into_inner()).insert(
-                            id,
-                            Running { cancel: cancel.clone(), stop: stop.clone(), log: log.follow() },
-                        );
+                        self.live
+                            .0
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(
+                                id,
+                                Running {
+                                    cancel: cancel.clone(),
+                                    stop: stop.clone(),
+                                    log: log.follow(),
+                                },
+                            );
                         tracing::info!(build = id, pipeline = %pipeline.name, "build started");
-                        let (ended, _) = self
-                            .runner
-                            .run(&build, pipeline, Some(&self.store), &mut log, Source::Checkout, &cancel, &stop)
-                            .await;
+                        let job = Job {
+                            build: &build,
+                            pipeline,
+                            store: Some(&self.store),
+                            source: Source::Checkout,
+                            cancel: &cancel,
+                            stop: &stop,
+                        };
+                        let (ended, _) = self.runner.run(job, &mut log).await;
                         if let Err(e) = log.finish().await {
                             tracing::warn!(build = id, error = %e, "cannot finish the build log");
                         }
@@ -241,7 +265,11 @@ impl Worker {
                 }
             }
         };
-        self.live.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.live
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         self.record(id, &build.pipeline, ended).await;
     }
 
@@ -272,7 +300,11 @@ impl Worker {
     }
 
     async fn prune(&self, pipeline: &str) {
-        match self.store.prune(pipeline.to_owned(), self.keep_builds).await {
+        match self
+            .store
+            .prune(pipeline.to_owned(), self.keep_builds)
+            .await
+        {
             Ok(ids) => {
                 for id in ids {
                     let _ = std::fs::remove_file(self.runner.log_path(id));

@@ -104,18 +104,17 @@ impl Runner {
         self.data_dir.join("workspaces").join(id.to_string())
     }
 
-    /// Runs `build` of `pipeline` to its end. `log` is opened by the caller
-    /// (so that followers can attach before it starts).
-    pub async fn run(
-        &self,
-        build: &Build,
-        pipeline: &Pipeline,
-        store: Option<&Store>,
-        log: &mut LogWriter,
-        source: Source<'_>,
-        cancel: &CancellationToken,
-        stop: &StopSlot,
-    ) -> (Ended, Vec<StepSummary>) {
+    /// Runs a build to its end. `log` is opened by the caller (so that
+    /// followers can attach before it starts).
+    pub async fn run(&self, job: Job<'_>, log: &mut LogWriter) -> (Ended, Vec<StepSummary>) {
+        let Job {
+            build,
+            pipeline,
+            store,
+            source,
+            cancel,
+            stop,
+        } = job;
         let mut summary = Vec::new();
         let started = Instant::now();
         let deadline = pipeline.timeout.map(|t| started + t);
@@ -137,7 +136,14 @@ impl Runner {
                 let home = workspace.join("home");
                 match prepare_home(&home) {
                     Ok(()) => {
-                        let ctx = StepContext { build, pipeline, store, deadline, cancel, stop };
+                        let ctx = StepContext {
+                            build,
+                            pipeline,
+                            store,
+                            deadline,
+                            cancel,
+                            stop,
+                        };
                         self.steps(&ctx, log, dir, &home, &mut summary).await
                     }
                     Err(e) => Ended::Finished(
@@ -147,8 +153,16 @@ impl Runner {
                 }
             }
             Source::Checkout => {
-                let ctx = StepContext { build, pipeline, store, deadline, cancel, stop };
-                self.checkout_and_run(&ctx, log, &workspace, &mut summary).await
+                let ctx = StepContext {
+                    build,
+                    pipeline,
+                    store,
+                    deadline,
+                    cancel,
+                    stop,
+                };
+                self.checkout_and_run(&ctx, log, &workspace, &mut summary)
+                    .await
             }
         };
         if let Err(e) = remove_dir_all_if_exists(&workspace) {
@@ -160,7 +174,11 @@ impl Runner {
             Ended::Requeue(reason) => format!("re-queued: {reason}"),
         };
         let _ = log
-            .line(&format!("==> build {} {result} in {}", build.id, short(started.elapsed())))
+            .line(&format!(
+                "==> build {} {result} in {}",
+                build.id,
+                short(started.elapsed())
+            ))
             .await;
         (ended, summary)
     }
@@ -172,7 +190,14 @@ impl Runner {
         workspace: &Path,
         summary: &mut Vec<StepSummary>,
     ) -> Ended {
-        let StepContext { build, pipeline, deadline, cancel, stop, .. } = *ctx;
+        let StepContext {
+            build,
+            pipeline,
+            deadline,
+            cancel,
+            stop,
+            ..
+        } = *ctx;
         let spec = clone_spec(build, pipeline);
         if spec.url.is_empty() {
             return Ended::Finished(
@@ -180,7 +205,12 @@ impl Runner {
                 Some("the payload has no clone URL; set clone_url in the pipeline".into()),
             );
         }
-        let _ = log.line(&format!("==> fetching {}", super::checkout::display_url(&spec.url))).await;
+        let _ = log
+            .line(&format!(
+                "==> fetching {}",
+                super::checkout::display_url(&spec.url)
+            ))
+            .await;
         let fetched = tokio::select! {
             r = self.mirrors.fetch(&spec, &build.git_ref, &build.commit) => r,
             () = cancel.cancelled() => return self.stopped(stop, "cancelled while fetching"),
@@ -194,10 +224,18 @@ impl Runner {
             }
         };
         if !build.path_filters.is_empty() {
-            match self.mirrors.changed_files(&mirror, &build.before, &commit).await {
+            match self
+                .mirrors
+                .changed_files(&mirror, &build.before, &commit)
+                .await
+            {
                 Ok(Some(files)) => {
                     let refs: Vec<&str> = files.iter().map(String::as_str).collect();
-                    if !build.path_filters.iter().any(|f: &PathFilter| f.accepts(&refs)) {
+                    if !build
+                        .path_filters
+                        .iter()
+                        .any(|f: &PathFilter| f.accepts(&refs))
+                    {
                         let reason = format!(
                             "no changed file matches the trigger's paths ({} files changed)",
                             files.len()
@@ -209,7 +247,9 @@ impl Runner {
                 Ok(None) => {} // a new ref, or `before` unknown: build
                 Err(e) => {
                     let _ = log
-                        .line(&format!("==> cannot list the changed files ({e}); building anyway"))
+                        .line(&format!(
+                            "==> cannot list the changed files ({e}); building anyway"
+                        ))
                         .await;
                 }
             }
@@ -256,7 +296,14 @@ impl Runner {
         home: &Path,
         summary: &mut Vec<StepSummary>,
     ) -> Ended {
-        let StepContext { build, pipeline, store, deadline, cancel, stop } = *ctx;
+        let StepContext {
+            build,
+            pipeline,
+            store,
+            deadline,
+            cancel,
+            stop,
+        } = *ctx;
         let base = self.environment(build, pipeline, cwd, home);
         let mut failed: Option<String> = None;
         for (idx, step) in pipeline.steps.iter().enumerate() {
@@ -283,7 +330,9 @@ impl Runner {
                 kill_grace: self.kill_grace,
             };
             let first_line = step.run.lines().next().unwrap_or("");
-            let _ = log.line(&format!("==> step {}: {first_line}", step.name)).await;
+            let _ = log
+                .line(&format!("==> step {}: {first_line}", step.name))
+                .await;
             if let Some(store) = store {
                 let _ = store.step_started(build.id, idx).await;
             }
@@ -302,7 +351,11 @@ impl Runner {
                 _ => None,
             };
             let _ = log
-                .line(&format!("==> step {} {outcome} in {}", step.name, short(began.elapsed())))
+                .line(&format!(
+                    "==> step {} {outcome} in {}",
+                    step.name,
+                    short(began.elapsed())
+                ))
                 .await;
             if let Some(store) = store {
                 let _ = store.step_finished(build.id, idx, status, exit_code).await;
@@ -320,7 +373,10 @@ impl Runner {
                 other => {
                     if step.allow_failure {
                         let _ = log
-                            .line(&format!("==> step {} is allowed to fail; going on", step.name))
+                            .line(&format!(
+                                "==> step {} is allowed to fail; going on",
+                                step.name
+                            ))
                             .await;
                     } else {
                         failed = Some(format!("step {} {other}", step.name));
@@ -337,8 +393,12 @@ impl Runner {
     fn stopped(&self, stop: &StopSlot, fallback: &str) -> Ended {
         let reason = stop.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match reason {
-            Some(StopReason::Shutdown) => Ended::Requeue("the daemon shut down while it ran".into()),
-            Some(StopReason::Cancel(reason)) => Ended::Finished(BuildStatus::Cancelled, Some(reason)),
+            Some(StopReason::Shutdown) => {
+                Ended::Requeue("the daemon shut down while it ran".into())
+            }
+            Some(StopReason::Cancel(reason)) => {
+                Ended::Finished(BuildStatus::Cancelled, Some(reason))
+            }
             None => Ended::Finished(BuildStatus::Cancelled, Some(fallback.to_owned())),
         }
     }
@@ -358,7 +418,10 @@ impl Runner {
             ("CI".into(), "true".into()),
             ("HOOKCI".into(), "true".into()),
             ("HOOKCI_BUILD_ID".into(), build.id.to_string()),
-            ("HOOKCI_BUILD_URL".into(), format!("{}/builds/{}", self.public_url, build.id)),
+            (
+                "HOOKCI_BUILD_URL".into(),
+                format!("{}/builds/{}", self.public_url, build.id),
+            ),
             ("HOOKCI_PIPELINE".into(), pipeline.name.clone()),
             ("HOOKCI_REPO".into(), build.repo.clone()),
             ("HOOKCI_EVENT".into(), build.event.clone()),
@@ -375,13 +438,38 @@ impl Runner {
             ("HOOKCI_COMMIT_BEFORE".into(), build.before.clone()),
             ("HOOKCI_COMMIT_MESSAGE".into(), build.message.clone()),
             ("HOOKCI_PUSHER".into(), build.pusher.clone()),
-            ("HOOKCI_DELIVERY".into(), build.delivery.clone().unwrap_or_default()),
+            (
+                "HOOKCI_DELIVERY".into(),
+                build.delivery.clone().unwrap_or_default(),
+            ),
             ("HOOKCI_WORKSPACE".into(), cwd.display().to_string()),
         ]);
         env.extend(pipeline.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env.extend(pipeline.secrets.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())));
+        env.extend(
+            pipeline
+                .secrets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_owned())),
+        );
         env
     }
+}
+
+/// One build to run, and what it answers to.
+#[derive(Debug, Clone, Copy)]
+pub struct Job<'a> {
+    /// The build (its id, ref, commit, and the push's values).
+    pub build: &'a Build,
+    /// Its pipeline.
+    pub pipeline: &'a Pipeline,
+    /// Where step states are recorded (`None` for `hookci run`).
+    pub store: Option<&'a Store>,
+    /// A fresh checkout, or a directory as it is.
+    pub source: Source<'a>,
+    /// Fires on cancel or shutdown.
+    pub cancel: &'a CancellationToken,
+    /// Why it fired, set before it does.
+    pub stop: &'a StopSlot,
 }
 
 /// What every step of one build shares.
@@ -424,7 +512,9 @@ fn dedup_env(env: Vec<(String, String)>) -> Vec<(String, String)> {
 }
 
 fn timed_out(pipeline: &Pipeline) -> Ended {
-    let limit = pipeline.timeout.map_or_else(String::new, |t| format!(" after {}", short(t)));
+    let limit = pipeline
+        .timeout
+        .map_or_else(String::new, |t| format!(" after {}", short(t)));
     Ended::Finished(BuildStatus::Failure, Some(format!("timed out{limit}")))
 }
 

@@ -9,7 +9,6 @@
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 /// Stops every process whose environment holds `HOOKCI_BUILD_ID=ID` and
@@ -19,9 +18,14 @@ pub fn kill_leftovers(builds: &[(i64, String)], grace: Duration) -> usize {
     if builds.is_empty() {
         return 0;
     }
-    let markers: HashSet<(String, String)> = builds
+    let markers: Vec<Vec<Vec<u8>>> = builds
         .iter()
-        .map(|(id, url)| (format!("HOOKCI_BUILD_ID={id}"), format!("HOOKCI_BUILD_URL={url}")))
+        .map(|(id, url)| {
+            vec![
+                format!("HOOKCI_BUILD_ID={id}").into_bytes(),
+                format!("HOOKCI_BUILD_URL={url}").into_bytes(),
+            ]
+        })
         .collect();
     let found = matching(&markers);
     for pid in &found {
@@ -39,24 +43,28 @@ pub fn kill_leftovers(builds: &[(i64, String)], grace: Duration) -> usize {
     found.len()
 }
 
-fn matching(markers: &HashSet<(String, String)>) -> Vec<Pid> {
+fn matching(markers: &[Vec<Vec<u8>>]) -> Vec<Pid> {
     let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     let mut pids = Vec::new();
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == me {
             continue;
         }
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
-        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-        let has = |s: &str| vars.iter().any(|v| *v == s.as_bytes());
-        if markers.iter().any(|(id, url)| has(id) && has(url)) {
-            if let Ok(pid) = i32::try_from(pid) {
-                pids.push(Pid::from_raw(pid));
-            }
+        let Ok(pid) = i32::try_from(pid) else {
+            continue;
+        };
+        if markers.iter().any(|m| super::step::environ_has_all(pid, m)) {
+            pids.push(Pid::from_raw(pid));
         }
     }
     pids
@@ -65,6 +73,9 @@ fn matching(markers: &HashSet<(String, String)>) -> Vec<Pid> {
 fn is_zombie(pid: Pid) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }

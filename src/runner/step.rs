@@ -19,6 +19,8 @@
 
 mod sweep;
 
+pub(crate) use sweep::environ_has_all;
+
 use crate::pipeline::Shell;
 use crate::runner::log::LogWriter;
 use nix::errno::Errno;
@@ -46,7 +48,10 @@ const READ_BUF: usize = 64 * 1024;
 const DRAIN_AFTER_SWEEP: Duration = Duration::from_secs(2);
 
 /// The environment variable whose entry marks a build's processes.
-const MARKER_VAR: &str = "HOOKCI_BUILD_ID";
+/// The environment variables whose entries together mark a build's
+/// processes: the build's id, and its URL, which names this daemon (two
+/// daemons on one machine, or two test servers in one process, share ids).
+const MARKER_VARS: [&str; 2] = ["HOOKCI_BUILD_ID", "HOOKCI_BUILD_URL"];
 
 /// Everything needed to run one step.
 #[derive(Debug, Clone)]
@@ -166,14 +171,15 @@ pub async fn run_step(
     };
     let pgid = Pid::from_raw(pgid);
     let mut guard = GroupGuard { pgid, armed: true };
-    let marker = spec
+    let marker: Vec<Vec<u8>> = spec
         .env
         .iter()
-        .find(|(k, _)| k == MARKER_VAR)
-        .map(|(k, v)| format!("{k}={v}").into_bytes());
+        .filter(|(k, _)| MARKER_VARS.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}={v}").into_bytes())
+        .collect();
     let procs = StepProcs {
         pgid,
-        marker: marker.as_deref(),
+        marker: &marker,
     };
     let mut output = Output::new(&mut child, &spec.name);
 

@@ -86,6 +86,46 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE builds ADD COLUMN cancel_reason TEXT;
     CREATE INDEX builds_by_branch ON builds (pipeline, ref, status, id);
     "#,
+    // 3: the status report outbox. Triggers write a report in the same
+    // transaction as the build state change that causes it.
+    r#"
+    ALTER TABLE builds ADD COLUMN report_context TEXT;
+    CREATE TABLE reports (
+        id               INTEGER PRIMARY KEY,
+        build            INTEGER NOT NULL REFERENCES builds(id) ON DELETE CASCADE,
+        context          TEXT NOT NULL,
+        state            TEXT NOT NULL,
+        description      TEXT NOT NULL,
+        created_at       TEXT NOT NULL,
+        outcome          TEXT NOT NULL DEFAULT 'pending' CHECK (outcome IN
+                           ('pending','delivered','failed','superseded')),
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms  INTEGER NOT NULL DEFAULT 0,
+        last_error       TEXT,
+        delivered_at     TEXT
+    );
+    CREATE INDEX reports_due ON reports (outcome, next_attempt_ms);
+    CREATE INDEX reports_by_build ON reports (build);
+
+    -- Queued: pending. Not for builds with path rules: the runner may still
+    -- skip them, and a skipped build reports nothing.
+    CREATE TRIGGER report_on_insert AFTER INSERT ON builds
+        WHEN NEW.report_context IS NOT NULL AND NEW.status = 'queued'
+             AND NEW.path_filters = '[]'
+        BEGIN
+            INSERT INTO reports (build, context, state, description, created_at)
+            VALUES (NEW.id, NEW.report_context, 'queued', 'queued', NEW.created_at);
+        END;
+    CREATE TRIGGER report_on_update AFTER UPDATE OF status ON builds
+        WHEN NEW.report_context IS NOT NULL AND NEW.status <> OLD.status
+             AND NEW.status <> 'skipped'
+             AND (NEW.path_filters = '[]' OR NEW.status NOT IN ('queued', 'running'))
+        BEGIN
+            INSERT INTO reports (build, context, state, description, created_at)
+            VALUES (NEW.id, NEW.report_context, NEW.status, COALESCE(NEW.reason, ''),
+                    strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+        END;
+    "#,
 ];
 
 /// Brings the schema up to date. Refuses a database written by a newer

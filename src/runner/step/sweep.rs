@@ -36,8 +36,9 @@ struct Proc {
 pub(super) struct StepProcs<'a> {
     /// The step's process group (the shell's pid).
     pub pgid: Pid,
-    /// The `HOOKCI_BUILD_ID=...` environment entry, when the step has one.
-    pub marker: Option<&'a [u8]>,
+    /// The environment entries (`HOOKCI_BUILD_ID=...`, `HOOKCI_BUILD_URL=...`)
+    /// that together mark the build's processes; empty: sweep the group only.
+    pub marker: &'a [Vec<u8>],
 }
 
 /// Sends `signal` to the step's whole process group, then SIGCONT so that a
@@ -129,11 +130,12 @@ fn targets(procs: &[Proc], me: i32, step: StepProcs<'_>) -> Vec<i32> {
         .filter(|p| p.pgrp == step.pgid.as_raw())
         .map(|p| p.pid)
         .collect();
-    if let Some(marker) = step.marker {
+    if !step.marker.is_empty() {
+        let marker = step.marker;
         for pid in descendants(&children, me) {
             if !found.contains(&pid)
                 && by_pid.get(&pid).is_some_and(|p| !p.zombie)
-                && has_env_entry(pid, marker)
+                && environ_has_all(pid, marker)
             {
                 found.insert(pid);
             }
@@ -184,9 +186,13 @@ fn reap(procs: &[Proc], me: i32, step: StepProcs<'_>, signalled: &HashSet<i32>) 
 }
 
 /// True when `/proc/PID/environ` holds exactly this entry.
-fn has_env_entry(pid: i32, entry: &[u8]) -> bool {
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .is_ok_and(|env| env.split(|b| *b == 0).any(|e| e == entry))
+/// True when process `pid`'s environment holds every one of `entries`
+/// (`NAME=value`, exactly).
+pub(crate) fn environ_has_all(pid: i32, entries: &[Vec<u8>]) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+        let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
+        entries.iter().all(|entry| vars.contains(&entry.as_slice()))
+    })
 }
 
 /// Every process in `/proc` (those that vanish while being read are
