@@ -90,7 +90,14 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve => serve(cli.config),
         Command::Check => check(cli.config),
-        Command::Run { pipeline, git_ref, branch, tag, commit, workdir } => {
+        Command::Run {
+            pipeline,
+            git_ref,
+            branch,
+            tag,
+            commit,
+            workdir,
+        } => {
             let git_ref = match (git_ref, branch, tag) {
                 (Some(r), _, _) => Some(r),
                 (None, Some(b), _) => Some(format!("refs/heads/{b}")),

@@ -5,14 +5,14 @@
 use crate::config::Config;
 use crate::http::{self, AppState, Limits};
 use crate::pipeline::{self, PipelineSet};
-use crate::store::{Store, StoreOptions};
-use anyhow::Context as _;
 use crate::runner::build::Runner;
+use crate::store::{Store, StoreOptions};
 use crate::worker::{LiveBuilds, Worker};
+use anyhow::Context as _;
 use std::future::Future;
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// The database file inside `data_dir`.
 pub const DB_FILE: &str = "hookci.db";
@@ -48,7 +48,9 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
 /// The (uid, gid) steps run as: `run_as` when hookci runs as root, else
 /// none (a warning says `run_as` is ignored).
 pub fn resolve_run_as(config: &Config) -> anyhow::Result<Option<(u32, u32)>> {
-    let Some(name) = &config.run_as else { return Ok(None) };
+    let Some(name) = &config.run_as else {
+        return Ok(None);
+    };
     if !nix::unistd::geteuid().is_root() {
         tracing::warn!(run_as = %name, "run_as is ignored: hookci is not running as root");
         return Ok(None);
@@ -77,8 +79,11 @@ pub async fn run(
     if let Err(e) = crate::runner::step::init_reaper() {
         tracing::warn!(error = %e, "cannot become the subreaper of build processes");
     }
-    let mut runner =
-        Runner::new(config.data_dir.clone(), config.public_url.clone(), config.max_log_bytes);
+    let mut runner = Runner::new(
+        config.data_dir.clone(),
+        config.public_url.clone(),
+        config.max_log_bytes,
+    );
     runner.run_as = resolve_run_as(&config)?;
     let runner = Arc::new(runner);
     let limits = Limits {
@@ -111,9 +116,18 @@ pub async fn run(
             stop.cancel();
         })
     };
-    let reload = tokio::spawn(reload_on_sighup(state.config().pipelines_dir.clone(), pipelines));
+    let reload = tokio::spawn(reload_on_sighup(
+        state.config().pipelines_dir.clone(),
+        pipelines,
+    ));
     let worker = tokio::spawn(worker.run(stop.clone()));
-    http::serve(listener, http::router(state), limits, stop.clone().cancelled_owned()).await;
+    http::serve(
+        listener,
+        http::router(state),
+        limits,
+        stop.clone().cancelled_owned(),
+    )
+    .await;
     if let Err(e) = worker.await {
         tracing::error!(error = %e, "the worker failed");
     }
@@ -126,7 +140,9 @@ pub async fn run(
 /// version and is reported; queued builds are never touched.
 async fn reload_on_sighup(dir: std::path::PathBuf, pipelines: PipelineSet) {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
     while hup.recv().await.is_some() {
         let loaded = pipeline::load_dir(&dir);
         let mut next = loaded.pipelines;

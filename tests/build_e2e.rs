@@ -16,9 +16,7 @@ const SECRET: &str = "e2e-secret";
 const ADMIN: &str = "e2e-admin-token";
 
 fn pipeline(extra_top: &str, steps: &str) -> String {
-    format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\n{extra_top}\n{steps}"
-    )
+    format!("repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\n{extra_top}\n{steps}")
 }
 
 async fn start(pipelines: &[(&str, &str)], parallel: usize) -> TestServer {
@@ -98,7 +96,11 @@ async fn wait_final(server: &TestServer, id: i64) -> Value {
 }
 
 fn log(server: &TestServer, id: i64) -> String {
-    let path = server.config.data_dir.join("logs").join(format!("{id}.log"));
+    let path = server
+        .config
+        .data_dir
+        .join("logs")
+        .join(format!("{id}.log"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -106,7 +108,12 @@ fn log(server: &TestServer, id: i64) -> String {
 fn processes_with(needle: &str) -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        if !entry.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .chars()
+            .all(|c| c.is_ascii_digit())
+        {
             continue;
         }
         if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
@@ -127,7 +134,13 @@ async fn a_step_sees_exactly_the_environment_of_the_spec_and_nothing_of_the_daem
     let commit = up.push(&[("README", "hello\n")], "first commit");
     let steps = "[env]\nX_PIPE = \"p\"\n[[steps]]\nname = \"env\"\nrun = \"env | sort\"\nenv = { X_STEP = \"s\" }\n";
     let server = start(&[("app", &pipeline("", steps))], 1).await;
-    let ids = deliver(&server, "app", &push_body(&up, "refs/heads/main", ZERO, &commit, "first commit"), "env-1").await;
+    let ids = deliver(
+        &server,
+        "app",
+        &push_body(&up, "refs/heads/main", ZERO, &commit, "first commit"),
+        "env-1",
+    )
+    .await;
     let b = wait_final(&server, ids[0]).await;
     assert_eq!(b["status"], "success", "{b}\n{}", log(&server, ids[0]));
     assert_eq!(b["steps"][0]["status"], "success");
@@ -142,23 +155,53 @@ async fn a_step_sees_exactly_the_environment_of_the_spec_and_nothing_of_the_daem
         .collect();
     let names: BTreeSet<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
     let expected: BTreeSet<&str> = [
-        "PATH", "LANG", "HOME", "CI", "HOOKCI", "HOOKCI_BUILD_ID", "HOOKCI_BUILD_URL",
-        "HOOKCI_PIPELINE", "HOOKCI_REPO", "HOOKCI_EVENT", "HOOKCI_REF", "HOOKCI_BRANCH",
-        "HOOKCI_COMMIT", "HOOKCI_COMMIT_BEFORE", "HOOKCI_COMMIT_MESSAGE", "HOOKCI_PUSHER",
-        "HOOKCI_DELIVERY", "HOOKCI_WORKSPACE", "X_PIPE", "X_STEP",
+        "PATH",
+        "LANG",
+        "HOME",
+        "CI",
+        "HOOKCI",
+        "HOOKCI_BUILD_ID",
+        "HOOKCI_BUILD_URL",
+        "HOOKCI_PIPELINE",
+        "HOOKCI_REPO",
+        "HOOKCI_EVENT",
+        "HOOKCI_REF",
+        "HOOKCI_BRANCH",
+        "HOOKCI_COMMIT",
+        "HOOKCI_COMMIT_BEFORE",
+        "HOOKCI_COMMIT_MESSAGE",
+        "HOOKCI_PUSHER",
+        "HOOKCI_DELIVERY",
+        "HOOKCI_WORKSPACE",
+        "X_PIPE",
+        "X_STEP",
     ]
     .into_iter()
     .collect();
     // What the shell itself adds.
     let shell: BTreeSet<&str> = ["PWD", "SHLVL", "OLDPWD", "_"].into_iter().collect();
-    let extra: Vec<_> = names.difference(&expected).filter(|n| !shell.contains(*n)).collect();
+    let extra: Vec<_> = names
+        .difference(&expected)
+        .filter(|n| !shell.contains(*n))
+        .collect();
     let missing: Vec<_> = expected.difference(&names).collect();
-    assert!(extra.is_empty() && missing.is_empty(), "extra {extra:?} missing {missing:?}\n{text}");
-    let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or("");
+    assert!(
+        extra.is_empty() && missing.is_empty(),
+        "extra {extra:?} missing {missing:?}\n{text}"
+    );
+    let get = |k: &str| {
+        vars.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
     assert_eq!(get("CI"), "true");
     assert_eq!(get("HOOKCI"), "true");
     assert_eq!(get("HOOKCI_BUILD_ID"), ids[0].to_string());
-    assert_eq!(get("HOOKCI_BUILD_URL"), format!("{}/builds/{}", server.config.public_url, ids[0]));
+    assert_eq!(
+        get("HOOKCI_BUILD_URL"),
+        format!("{}/builds/{}", server.config.public_url, ids[0])
+    );
     assert_eq!(get("HOOKCI_PIPELINE"), "app");
     assert_eq!(get("HOOKCI_REPO"), "Codertocat/Hello-World");
     assert_eq!(get("HOOKCI_EVENT"), "push");
@@ -186,11 +229,20 @@ async fn payload_values_with_shell_syntax_run_nothing() {
                  [[steps]]\nname = \"check\"\nrun = \"test ! -e PWNED1 && test ! -e PWNED2 && test ! -e PWNED3\"\n";
     let server = start(&[("app", &pipeline("", steps))], 1).await;
     let branch = "refs/heads/feature/$(touch${IFS}PWNED3)";
-    let ids = deliver(&server, "app", &push_body(&up, branch, ZERO, &commit, message), "inj").await;
+    let ids = deliver(
+        &server,
+        "app",
+        &push_body(&up, branch, ZERO, &commit, message),
+        "inj",
+    )
+    .await;
     let b = wait_final(&server, ids[0]).await;
     let text = log(&server, ids[0]);
     assert_eq!(b["status"], "success", "{b}\n{text}");
-    assert!(text.contains("fix $(touch PWNED1) and `touch PWNED2`|feature/$(touch${IFS}PWNED3)"), "{text}");
+    assert!(
+        text.contains("fix $(touch PWNED1) and `touch PWNED2`|feature/$(touch${IFS}PWNED3)"),
+        "{text}"
+    );
     server.stop().await;
 }
 
@@ -198,14 +250,28 @@ async fn payload_values_with_shell_syntax_run_nothing() {
 async fn a_step_timeout_kills_a_backgrounded_grandchild() {
     let up = Upstream::new("timeout");
     let commit = up.push(&[("README", "x\n")], "slow");
-    let steps = "[[steps]]\nname = \"slow\"\nrun = \"sleep 41337 & sleep 41338\"\ntimeout = \"1s\"\n";
+    let steps =
+        "[[steps]]\nname = \"slow\"\nrun = \"sleep 41337 & sleep 41338\"\ntimeout = \"1s\"\n";
     let server = start(&[("app", &pipeline("", steps))], 1).await;
-    let ids = deliver(&server, "app", &push_body(&up, "refs/heads/main", ZERO, &commit, "slow"), "t").await;
+    let ids = deliver(
+        &server,
+        "app",
+        &push_body(&up, "refs/heads/main", ZERO, &commit, "slow"),
+        "t",
+    )
+    .await;
     let b = wait_final(&server, ids[0]).await;
     assert_eq!(b["status"], "failure", "{b}");
-    assert!(b["reason"].as_str().unwrap_or("").contains("timed out"), "{b}");
+    assert!(
+        b["reason"].as_str().unwrap_or("").contains("timed out"),
+        "{b}"
+    );
     assert_eq!(b["steps"][0]["status"], "failure");
-    assert!(processes_with("sleep 41337").is_empty(), "{:?}", processes_with("sleep 41337"));
+    assert!(
+        processes_with("sleep 41337").is_empty(),
+        "{:?}",
+        processes_with("sleep 41337")
+    );
     assert!(processes_with("sleep 41338").is_empty());
     server.stop().await;
 }
@@ -216,13 +282,24 @@ async fn a_running_build_is_cancelled_through_the_api_and_leaves_no_process() {
     let commit = up.push(&[("README", "x\n")], "long");
     let steps = "[[steps]]\nname = \"long\"\nrun = \"sleep 41339\"\n[[steps]]\nname = \"after\"\nrun = \"true\"\n";
     let server = start(&[("app", &pipeline("", steps))], 1).await;
-    let ids = deliver(&server, "app", &push_body(&up, "refs/heads/main", ZERO, &commit, "long"), "c").await;
+    let ids = deliver(
+        &server,
+        "app",
+        &push_body(&up, "refs/heads/main", ZERO, &commit, "long"),
+        "c",
+    )
+    .await;
     wait_for(&server, ids[0], |b| b["steps"][0]["status"] == "running").await;
     let http = client();
     let url = server.url(&format!("/api/builds/{}/cancel", ids[0]));
     let res = http.post(&url).send().await.expect("cancel");
     assert_eq!(res.status().as_u16(), 401, "a cancel needs the admin token");
-    let res = http.post(&url).bearer_auth(ADMIN).send().await.expect("cancel");
+    let res = http
+        .post(&url)
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("cancel");
     assert_eq!(res.status().as_u16(), 202);
     let b = wait_final(&server, ids[0]).await;
     assert_eq!(b["status"], "cancelled", "{b}");
@@ -230,7 +307,12 @@ async fn a_running_build_is_cancelled_through_the_api_and_leaves_no_process() {
     assert_eq!(b["steps"][0]["status"], "cancelled");
     assert_eq!(b["steps"][1]["status"], "skipped");
     assert!(processes_with("sleep 41339").is_empty());
-    let res = http.post(&url).bearer_auth(ADMIN).send().await.expect("cancel again");
+    let res = http
+        .post(&url)
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("cancel again");
     assert_eq!(res.status().as_u16(), 409);
     server.stop().await;
 }
@@ -242,11 +324,27 @@ async fn a_newer_push_supersedes_the_running_build_of_its_branch() {
     let steps = format!(
         "[[steps]]\nname = \"work\"\nrun = 'if [ \"$HOOKCI_COMMIT\" = {first} ]; then sleep 41340; fi'\n"
     );
-    let server = start(&[("app", &pipeline("concurrency = \"supersede\"", &steps))], 2).await;
-    let one = deliver(&server, "app", &push_body(&up, "refs/heads/main", ZERO, &first, "first"), "s1").await[0];
+    let server = start(
+        &[("app", &pipeline("concurrency = \"supersede\"", &steps))],
+        2,
+    )
+    .await;
+    let one = deliver(
+        &server,
+        "app",
+        &push_body(&up, "refs/heads/main", ZERO, &first, "first"),
+        "s1",
+    )
+    .await[0];
     wait_for(&server, one, |b| b["steps"][0]["status"] == "running").await;
     let second = up.push(&[("a", "2\n")], "second");
-    let two = deliver(&server, "app", &push_body(&up, "refs/heads/main", &first, &second, "second"), "s2").await[0];
+    let two = deliver(
+        &server,
+        "app",
+        &push_body(&up, "refs/heads/main", &first, &second, "second"),
+        "s2",
+    )
+    .await[0];
     let b1 = wait_final(&server, one).await;
     assert_eq!(b1["status"], "cancelled", "{b1}");
     assert_eq!(b1["reason"], format!("superseded by build {two}"));
@@ -278,8 +376,10 @@ async fn builds_of_one_branch_run_one_at_a_time_in_push_order() {
         assert_eq!(wait_final(&server, *id).await["status"], "success");
     }
     let lines = std::fs::read_to_string(&out).expect("order file");
-    let expected: String =
-        ids.iter().map(|id| format!("start {id}\nend {id}\n")).collect();
+    let expected: String = ids
+        .iter()
+        .map(|id| format!("start {id}\nend {id}\n"))
+        .collect();
     assert_eq!(lines, expected);
     server.stop().await;
 }
@@ -290,15 +390,33 @@ async fn a_push_that_changes_no_matching_path_is_skipped() {
     let c1 = up.push(&[("src/lib.rs", "fn a() {}\n")], "code");
     let steps = "[[trigger]]\nbranches = [\"main\"]\npaths = [\"src/**\"]\n[[steps]]\nname = \"t\"\nrun = \"true\"\n";
     let server = start(&[("app", &pipeline("", steps))], 1).await;
-    let first = deliver(&server, "app", &push_body(&up, "refs/heads/main", ZERO, &c1, "code"), "p1").await[0];
+    let first = deliver(
+        &server,
+        "app",
+        &push_body(&up, "refs/heads/main", ZERO, &c1, "code"),
+        "p1",
+    )
+    .await[0];
     assert_eq!(wait_final(&server, first).await["status"], "success");
     let c2 = up.push(&[("docs/guide.md", "words\n")], "docs");
-    let docs = deliver(&server, "app", &push_body(&up, "refs/heads/main", &c1, &c2, "docs"), "p2").await[0];
+    let docs = deliver(
+        &server,
+        "app",
+        &push_body(&up, "refs/heads/main", &c1, &c2, "docs"),
+        "p2",
+    )
+    .await[0];
     let b = wait_final(&server, docs).await;
     assert_eq!(b["status"], "skipped", "{b}");
     assert!(b["reason"].as_str().unwrap_or("").contains("paths"), "{b}");
     let c3 = up.push(&[("src/lib.rs", "fn b() {}\n")], "more code");
-    let code = deliver(&server, "app", &push_body(&up, "refs/heads/main", &c2, &c3, "more code"), "p3").await[0];
+    let code = deliver(
+        &server,
+        "app",
+        &push_body(&up, "refs/heads/main", &c2, &c3, "more code"),
+        "p3",
+    )
+    .await[0];
     assert_eq!(wait_final(&server, code).await["status"], "success");
     server.stop().await;
 }
@@ -315,7 +433,13 @@ async fn secrets_are_masked_when_split_across_writes_and_across_lines() {
     );
     let steps = "[[steps]]\nname = \"leak\"\nrun = '''\nprintf 'hunter2-sp'; sleep 0.3; printf 'lit-secret\\n'\nprintf '%s\\n' \"$MULTI\"\necho second-line-def\n'''\n";
     let server = start(&[("app", &pipeline(&top, steps))], 1).await;
-    let ids = deliver(&server, "app", &push_body(&up, "refs/heads/main", ZERO, &commit, "mask"), "m").await;
+    let ids = deliver(
+        &server,
+        "app",
+        &push_body(&up, "refs/heads/main", ZERO, &commit, "mask"),
+        "m",
+    )
+    .await;
     let b = wait_final(&server, ids[0]).await;
     let text = log(&server, ids[0]);
     assert_eq!(b["status"], "success", "{b}\n{text}");
@@ -335,9 +459,12 @@ async fn a_build_clones_over_smart_http_with_a_token_that_never_reaches_the_log(
     let token = "tok-8c1f2e9a7b";
     let git = HttpGitServer::start(&up.project_root, &up.home, token).await;
     let top = format!("[clone]\ntoken = \"{token}\"");
-    let steps = "[[steps]]\nname = \"show\"\nrun = \"git rev-parse HEAD 2>/dev/null || cat README\"\n";
+    let steps =
+        "[[steps]]\nname = \"show\"\nrun = \"git rev-parse HEAD 2>/dev/null || cat README\"\n";
     let server = start(&[("app", &pipeline(&top, steps))], 1).await;
-    let mut body: Value = serde_json::from_slice(&push_body(&up, "refs/heads/main", ZERO, &commit, "p")).expect("json");
+    let mut body: Value =
+        serde_json::from_slice(&push_body(&up, "refs/heads/main", ZERO, &commit, "p"))
+            .expect("json");
     body["repository"]["clone_url"] = git.url("private").into();
     let body = serde_json::to_vec(&body).expect("json");
     let ids = deliver(&server, "app", &body, "h1").await;
@@ -353,7 +480,10 @@ async fn a_build_clones_over_smart_http_with_a_token_that_never_reaches_the_log(
     let b = wait_final(&server2, ids[0]).await;
     assert_eq!(b["status"], "error", "{b}");
     let reason = b["reason"].as_str().unwrap_or("");
-    assert!(reason.contains("clone failed") && reason.contains("authentication"), "{reason}");
+    assert!(
+        reason.contains("clone failed") && reason.contains("authentication"),
+        "{reason}"
+    );
     assert!(!reason.contains("not-the-token"));
     server.stop().await;
     server2.stop().await;
@@ -363,12 +493,33 @@ async fn a_build_clones_over_smart_http_with_a_token_that_never_reaches_the_log(
 async fn a_clone_failure_ends_the_build_as_error_with_a_reason() {
     let up = Upstream::new("gone");
     let commit = up.push(&[("README", "x\n")], "x");
-    let server = start(&[("app", &pipeline("", "[[steps]]\nname = \"t\"\nrun = \"true\"\n"))], 1).await;
-    let mut body: Value = serde_json::from_slice(&push_body(&up, "refs/heads/main", ZERO, &commit, "x")).expect("json");
+    let server = start(
+        &[(
+            "app",
+            &pipeline("", "[[steps]]\nname = \"t\"\nrun = \"true\"\n"),
+        )],
+        1,
+    )
+    .await;
+    let mut body: Value =
+        serde_json::from_slice(&push_body(&up, "refs/heads/main", ZERO, &commit, "x"))
+            .expect("json");
     body["repository"]["clone_url"] = Path::new("/nonexistent/repo.git").to_str().into();
-    let ids = deliver(&server, "app", &serde_json::to_vec(&body).expect("json"), "g").await;
+    let ids = deliver(
+        &server,
+        "app",
+        &serde_json::to_vec(&body).expect("json"),
+        "g",
+    )
+    .await;
     let b = wait_final(&server, ids[0]).await;
     assert_eq!(b["status"], "error", "{b}");
-    assert!(b["reason"].as_str().unwrap_or("").starts_with("clone failed"), "{b}");
+    assert!(
+        b["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("clone failed"),
+        "{b}"
+    );
     server.stop().await;
 }

@@ -15,7 +15,11 @@ fn processes_with(needle: &str) -> usize {
         .expect("/proc")
         .flatten()
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .filter(|c| String::from_utf8_lossy(c).replace('\0', " ").contains(needle))
+        .filter(|c| {
+            String::from_utf8_lossy(c)
+                .replace('\0', " ")
+                .contains(needle)
+        })
         .count()
 }
 
@@ -53,7 +57,8 @@ async fn a_build_interrupted_by_sigkill_runs_again_as_attempt_2_and_succeeds() {
     .expect("pipeline");
     let (mut daemon, base) = spawn_daemon(dir.path(), "max_parallel_builds = 1");
 
-    let mut body: Value = serde_json::from_slice(&fixture("github/goscm__push.json")).expect("json");
+    let mut body: Value =
+        serde_json::from_slice(&fixture("github/goscm__push.json")).expect("json");
     body["ref"] = "refs/heads/main".into();
     body["after"] = commit.clone().into();
     body["head_commit"]["id"] = commit.clone().into();
@@ -69,7 +74,9 @@ async fn a_build_interrupted_by_sigkill_runs_again_as_attempt_2_and_succeeds() {
         .await
         .expect("deliver");
     assert_eq!(res.status().as_u16(), 202);
-    let id = res.json::<Value>().await.expect("json")["builds"][0]["id"].as_i64().expect("id");
+    let id = res.json::<Value>().await.expect("json")["builds"][0]["id"]
+        .as_i64()
+        .expect("id");
 
     // The first run is in its step; kill the daemon under it.
     let until = Instant::now() + Duration::from_secs(60);
@@ -81,13 +88,23 @@ async fn a_build_interrupted_by_sigkill_runs_again_as_attempt_2_and_succeeds() {
     daemon.kill().expect("SIGKILL");
     daemon.wait().expect("reap");
     // The step's shell and its sleep outlive a SIGKILLed daemon.
-    assert!(processes_with("sleep 41341") >= 1, "the scenario needs a surviving step");
+    assert!(
+        processes_with("sleep 41341") >= 1,
+        "the scenario needs a surviving step"
+    );
 
     let (mut daemon, base) = spawn_daemon(dir.path(), "max_parallel_builds = 1");
-    let b = wait_for(&base, id, |b| b["status"] == "success" || b["status"] == "failure" || b["status"] == "error").await;
+    let b = wait_for(&base, id, |b| {
+        b["status"] == "success" || b["status"] == "failure" || b["status"] == "error"
+    })
+    .await;
     assert_eq!(b["status"], "success", "{b}");
     assert_eq!(b["attempt"], 2, "{b}");
-    assert_eq!(processes_with("sleep 41341"), 0, "the restart stopped what the first run left");
+    assert_eq!(
+        processes_with("sleep 41341"),
+        0,
+        "the restart stopped what the first run left"
+    );
     let log = std::fs::read_to_string(dir.path().join(format!("data/logs/{id}.log"))).expect("log");
     assert!(log.contains("second run"), "{log}");
     daemon.kill().expect("SIGKILL");

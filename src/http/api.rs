@@ -32,7 +32,9 @@ pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErr
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::unauthorized("this call needs Authorization: Bearer ADMIN_TOKEN"))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized("this call needs Authorization: Bearer ADMIN_TOKEN")
+        })?;
     // Hash both sides so that the comparison's time says nothing of length.
     let a = Sha256::digest(given.trim().as_bytes());
     let b = Sha256::digest(expected.expose().as_bytes());
@@ -44,7 +46,11 @@ pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErr
 }
 
 fn require_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if state.config().private { require_admin(state, headers) } else { Ok(()) }
+    if state.config().private {
+        require_admin(state, headers)
+    } else {
+        Ok(())
+    }
 }
 
 fn build_id(raw: &str) -> Result<i64, ApiError> {
@@ -62,7 +68,11 @@ pub async fn get_build(
 ) -> Result<Json<BuildView>, ApiError> {
     require_read(&state, &headers)?;
     let id = build_id(&id)?;
-    let build = state.store().build(id).await?.ok_or_else(|| ApiError::not_found("no such build"))?;
+    let build = state
+        .store()
+        .build(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such build"))?;
     let steps = state.store().steps(id).await?;
     let url = state.build_url(id);
     Ok(Json(BuildView { build, url, steps }))
@@ -76,17 +86,23 @@ pub async fn cancel_build(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     require_admin(&state, &headers)?;
     let id = build_id(&id)?;
-    match state.store().cancel(id, "cancelled by a user".into()).await? {
-        CancelOutcome::Cancelled => {
-            Ok((StatusCode::OK, Json(serde_json::json!({ "id": id, "status": "cancelled" }))))
-        }
+    match state
+        .store()
+        .cancel(id, "cancelled by a user".into())
+        .await?
+    {
+        CancelOutcome::Cancelled => Ok((
+            StatusCode::OK,
+            Json(serde_json::json!({ "id": id, "status": "cancelled" })),
+        )),
         CancelOutcome::Requested => Ok((
             StatusCode::ACCEPTED,
             Json(serde_json::json!({ "id": id, "status": "cancelling" })),
         )),
-        CancelOutcome::AlreadyFinished => {
-            Err(ApiError::new(StatusCode::CONFLICT, "the build has already finished"))
-        }
+        CancelOutcome::AlreadyFinished => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the build has already finished",
+        )),
         CancelOutcome::NotFound => Err(ApiError::not_found("no such build")),
     }
 }

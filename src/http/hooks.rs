@@ -5,8 +5,8 @@
 //! The answer is sent only after the store has committed.
 
 use super::{ApiError, AppState};
-use crate::pipeline::{Concurrency, Pipeline};
 use crate::pipeline::matcher::{self, Decision};
+use crate::pipeline::{Concurrency, Pipeline};
 use crate::store::{NewBuild, NewDelivery, Recorded};
 use crate::webhook::{self, Host, Parsed, ParsedKind, VerifyError};
 use axum::Json;

@@ -42,7 +42,13 @@ struct Inner {
 impl AppState {
     /// State for a server with this config, pipelines and store.
     pub fn new(config: Config, pipelines: PipelineSet, store: Store) -> Self {
-        AppState { inner: Arc::new(Inner { config, pipelines, store }) }
+        AppState {
+            inner: Arc::new(Inner {
+                config,
+                pipelines,
+                store,
+            }),
+        }
     }
 
     /// The server config.

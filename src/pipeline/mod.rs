@@ -323,7 +323,9 @@ pub struct PipelineSet(
 impl PipelineSet {
     /// A set serving `pipelines`.
     pub fn new(pipelines: BTreeMap<String, Pipeline>) -> PipelineSet {
-        PipelineSet(std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(pipelines))))
+        PipelineSet(std::sync::Arc::new(std::sync::RwLock::new(
+            std::sync::Arc::new(pipelines),
+        )))
     }
 
     /// The pipelines as loaded now.

@@ -268,7 +268,9 @@ fn env_name(c: &mut Checker<'_>, table: &str, key: &Spanned<String>) -> bool {
     if RESERVED_ENV.contains(&name.as_str()) || name.starts_with("HOOKCI_") {
         c.error(
             Some(&key.span()),
-            format!("{name} in {table} is reserved: hookci sets CI, HOME and HOOKCI_* for every step"),
+            format!(
+                "{name} in {table} is reserved: hookci sets CI, HOME and HOOKCI_* for every step"
+            ),
         );
         return false;
     }

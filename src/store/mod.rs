@@ -394,7 +394,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn requeue(&self, build: i64, reason: String) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Cancels a queued build, or asks a running one to stop.
-    fn cancel(&self, build: i64, reason: String) -> BoxFuture<'_, Result<CancelOutcome, StoreError>>;
+    fn cancel(
+        &self,
+        build: i64,
+        reason: String,
+    ) -> BoxFuture<'_, Result<CancelOutcome, StoreError>>;
 
     /// Why a running build was asked to stop, if it was.
     fn cancel_reason(&self, build: i64) -> BoxFuture<'_, Result<Option<String>, StoreError>>;
@@ -441,7 +445,10 @@ impl Store {
         deliveries: Vec<NewDelivery>,
     ) -> Result<Vec<Recorded>, StoreError> {
         let recorded = self.backend.record_deliveries(deliveries).await?;
-        if recorded.iter().any(|r| !r.duplicate && !r.build_ids.is_empty()) {
+        if recorded
+            .iter()
+            .any(|r| !r.duplicate && !r.build_ids.is_empty())
+        {
             self.wake_workers();
         }
         for id in recorded.iter().flat_map(|r| &r.cancel_running) {
@@ -483,7 +490,9 @@ impl Store {
         status: StepStatus,
         exit_code: Option<i32>,
     ) -> Result<(), StoreError> {
-        self.backend.step_finished(build, idx, status, exit_code).await
+        self.backend
+            .step_finished(build, idx, status, exit_code)
+            .await
     }
 
     /// See [`Backend::steps`].

@@ -332,9 +332,8 @@ fn supersede(
 fn claim(conn: &Connection, policy: &ClaimPolicy) -> Result<Option<Build>, StoreError> {
     let mut busy = std::collections::HashSet::new();
     {
-        let mut stmt = conn.prepare_cached(
-            "SELECT pipeline, ref FROM builds WHERE status = 'running'",
-        )?;
+        let mut stmt =
+            conn.prepare_cached("SELECT pipeline, ref FROM builds WHERE status = 'running'")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         for row in rows {
             busy.insert(row?);
@@ -360,7 +359,9 @@ fn claim(conn: &Connection, policy: &ClaimPolicy) -> Result<Option<Build>, Store
             break;
         }
     }
-    let Some(mut build) = chosen else { return Ok(None) };
+    let Some(mut build) = chosen else {
+        return Ok(None);
+    };
     let now = now_rfc3339();
     conn.prepare_cached(
         "UPDATE builds SET status = 'running', started_at = ?2, finished_at = NULL,
@@ -464,7 +465,8 @@ impl Backend for SqliteBackend {
 
     fn set_steps(&self, build: i64, names: Vec<String>) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.write(move |conn| {
-            conn.prepare_cached("DELETE FROM steps WHERE build = ?1")?.execute([build])?;
+            conn.prepare_cached("DELETE FROM steps WHERE build = ?1")?
+                .execute([build])?;
             let mut insert = conn.prepare_cached(
                 "INSERT INTO steps (build, idx, name, status) VALUES (?1, ?2, ?3, 'pending')",
             )?;
@@ -498,7 +500,13 @@ impl Backend for SqliteBackend {
                 "UPDATE steps SET status = ?3, exit_code = ?4, finished_at = ?5
                  WHERE build = ?1 AND idx = ?2",
             )?
-            .execute(params![build, idx as i64, status.as_str(), exit_code, now_rfc3339()])?;
+            .execute(params![
+                build,
+                idx as i64,
+                status.as_str(),
+                exit_code,
+                now_rfc3339()
+            ])?;
             Ok(())
         }))
     }
@@ -556,7 +564,11 @@ impl Backend for SqliteBackend {
         }))
     }
 
-    fn cancel(&self, build: i64, reason: String) -> BoxFuture<'_, Result<CancelOutcome, StoreError>> {
+    fn cancel(
+        &self,
+        build: i64,
+        reason: String,
+    ) -> BoxFuture<'_, Result<CancelOutcome, StoreError>> {
         Box::pin(self.write(move |conn| {
             let status: Option<String> = conn
                 .prepare_cached("SELECT status FROM builds WHERE id = ?1")?

@@ -160,9 +160,16 @@ pub fn spawn_daemon(dir: &Path, extra: &str) -> (std::process::Child, String) {
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     let addr = loop {
-        let line = lines.next().expect("hookci exited before listening").expect("read stderr");
+        let line = lines
+            .next()
+            .expect("hookci exited before listening")
+            .expect("read stderr");
         if let Some(rest) = line.split("address=").nth(1) {
-            break rest.split_whitespace().next().expect("an address").to_owned();
+            break rest
+                .split_whitespace()
+                .next()
+                .expect("an address")
+                .to_owned();
         }
     };
     // Keep draining stderr so the daemon never blocks on a full pipe.
