@@ -330,8 +330,7 @@ async fn a_mirror_broken_by_a_killed_fetch_is_re_created() {
         .expect("fetch past a stale lock");
     assert_eq!(commit, second);
 
-    // A torn write leaves garbage where HEAD and the packs were.
-    std::fs::write(mirror.join("HEAD"), "garbage").unwrap();
+    // A torn write leaves garbage in the packs...
     for pack in std::fs::read_dir(mirror.join("objects/pack")).unwrap() {
         std::fs::write(pack.unwrap().path(), "torn").unwrap();
     }
@@ -339,7 +338,15 @@ async fn a_mirror_broken_by_a_killed_fetch_is_re_created() {
     let (_, commit) = mirrors
         .fetch(&spec(&up.url()), "refs/heads/main", &third)
         .await
-        .expect("fetch into a broken mirror");
+        .expect("fetch into a mirror with torn packs");
+    assert_eq!(commit, third);
+
+    // ...or in HEAD.
+    std::fs::write(mirror.join("HEAD"), "garbage").unwrap();
+    let (_, commit) = mirrors
+        .fetch(&spec(&up.url()), "refs/heads/main", &third)
+        .await
+        .expect("fetch into a mirror with a broken HEAD");
     assert_eq!(commit, third);
     git(&up.home, &mirror, &["fsck", "--no-progress"]);
     let ws = up.tmp.path().join("ws");
