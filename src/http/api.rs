@@ -3,7 +3,7 @@
 //! ADMIN_TOKEN`.
 
 use super::{ApiError, AppState};
-use crate::store::{Build, CancelOutcome, StepRecord};
+use crate::store::{Build, CancelOutcome, ReportRecord, StepRecord};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -18,6 +18,7 @@ pub struct BuildView {
     build: Build,
     url: String,
     steps: Vec<StepRecord>,
+    reports: Vec<ReportRecord>,
 }
 
 /// Checks `Authorization: Bearer TOKEN` against the admin token.
@@ -74,8 +75,9 @@ pub async fn get_build(
         .await?
         .ok_or_else(|| ApiError::not_found("no such build"))?;
     let steps = state.store().steps(id).await?;
+    let reports = state.store().reports(id).await?;
     let url = state.build_url(id);
-    Ok(Json(BuildView { build, url, steps }))
+    Ok(Json(BuildView { build, url, steps, reports }))
 }
 
 /// `POST /api/builds/ID/cancel`.

@@ -227,6 +227,7 @@ fn new_delivery(
                         push: push.clone(),
                         path_filters,
                         supersede: pipeline.concurrency == Concurrency::Supersede,
+                        report_context: pipeline.report_context(Some(host)),
                     }),
                     Decision::Skip(reason) => skipped.push(reason),
                 }

@@ -340,3 +340,43 @@ impl PipelineSet {
         *guard = std::sync::Arc::new(pipelines);
     }
 }
+
+impl Pipeline {
+    /// Where this pipeline's commit statuses go for a delivery from `host`:
+    /// the `[status] provider`, else the host's own API. Gogs has no commit
+    /// status API, and a generic sender has no host API: both report nothing
+    /// unless a provider is named.
+    pub fn provider_for(&self, host: Option<Host>) -> Provider {
+        if let Some(p) = self.status.provider {
+            return p;
+        }
+        match host {
+            Some(Host::Github) => Provider::Github,
+            Some(Host::Gitlab) => Provider::Gitlab,
+            Some(Host::Gitea) => Provider::Gitea,
+            Some(Host::Forgejo) => Provider::Forgejo,
+            Some(Host::Bitbucket) => Provider::Bitbucket,
+            Some(Host::BitbucketServer) => Provider::BitbucketServer,
+            Some(Host::Gogs) | Some(Host::Generic) | None => Provider::None,
+        }
+    }
+
+    /// The status context builds from `host` report under, or `None` when
+    /// they report nothing: no provider, or a host API provider without a
+    /// `[status] token` (every host's status API needs one; a call without
+    /// it could only fail).
+    pub fn report_context(&self, host: Option<Host>) -> Option<String> {
+        match self.provider_for(host) {
+            Provider::None => None,
+            Provider::Webhook => Some(self.status.context.clone()),
+            Provider::Github
+            | Provider::Gitea
+            | Provider::Forgejo
+            | Provider::Gitlab
+            | Provider::Bitbucket
+            | Provider::BitbucketServer => {
+                self.status.token.as_ref().map(|_| self.status.context.clone())
+            }
+        }
+    }
+}

@@ -100,6 +100,7 @@ const MIGRATIONS: &[&str] = &[
         outcome          TEXT NOT NULL DEFAULT 'pending' CHECK (outcome IN
                            ('pending','delivered','failed','superseded')),
         attempts         INTEGER NOT NULL DEFAULT 0,
+        created_ms       INTEGER NOT NULL DEFAULT 0,
         next_attempt_ms  INTEGER NOT NULL DEFAULT 0,
         last_error       TEXT,
         delivered_at     TEXT
@@ -113,17 +114,19 @@ const MIGRATIONS: &[&str] = &[
         WHEN NEW.report_context IS NOT NULL AND NEW.status = 'queued'
              AND NEW.path_filters = '[]'
         BEGIN
-            INSERT INTO reports (build, context, state, description, created_at)
-            VALUES (NEW.id, NEW.report_context, 'queued', 'queued', NEW.created_at);
+            INSERT INTO reports (build, context, state, description, created_at, created_ms)
+            VALUES (NEW.id, NEW.report_context, 'queued', 'queued', NEW.created_at,
+                    CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
         END;
     CREATE TRIGGER report_on_update AFTER UPDATE OF status ON builds
         WHEN NEW.report_context IS NOT NULL AND NEW.status <> OLD.status
              AND NEW.status <> 'skipped'
              AND (NEW.path_filters = '[]' OR NEW.status NOT IN ('queued', 'running'))
         BEGIN
-            INSERT INTO reports (build, context, state, description, created_at)
+            INSERT INTO reports (build, context, state, description, created_at, created_ms)
             VALUES (NEW.id, NEW.report_context, NEW.status, COALESCE(NEW.reason, ''),
-                    strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+                    strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+                    CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
         END;
     "#,
 ];

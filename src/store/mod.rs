@@ -107,6 +107,10 @@ pub struct NewBuild {
     /// The pipeline's concurrency is `supersede`: queuing this build cancels
     /// the same branch's older queued and running builds.
     pub supersede: bool,
+    /// The commit status context this build reports under; `None` when the
+    /// pipeline reports nothing. Every state change of the build then writes
+    /// a report to the outbox in its own transaction.
+    pub report_context: Option<String>,
 }
 
 /// A delivery to record for one pipeline, with the builds it queues.
@@ -300,6 +304,59 @@ pub struct Recovery {
     pub failed: Vec<i64>,
 }
 
+/// A commit status report waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportJob {
+    /// The report's id.
+    pub id: i64,
+    /// The build it reports.
+    pub build: Build,
+    /// The status context.
+    pub context: String,
+    /// The build state it reports: queued, running, success, failure,
+    /// error or cancelled.
+    pub state: BuildStatus,
+    /// The build's reason at that state (may be empty).
+    pub description: String,
+    /// Sends tried so far.
+    pub attempts: i64,
+    /// When it was written, Unix milliseconds.
+    pub created_ms: i64,
+}
+
+/// Where a report stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportOutcome {
+    /// Not sent yet, or being retried.
+    Pending,
+    /// The host accepted it.
+    Delivered,
+    /// Given up: a permanent refusal, or retries ran out.
+    Failed,
+    /// A newer state of the same commit and context replaced it unsent.
+    Superseded,
+}
+
+/// A report as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportRecord {
+    /// The status context.
+    pub context: String,
+    /// The build state reported.
+    pub state: String,
+    /// Where it stands.
+    pub outcome: ReportOutcome,
+    /// Sends tried.
+    pub attempts: i64,
+    /// The last failure, as the host answered (never a token).
+    pub last_error: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// RFC 3339 UTC.
+    pub delivered_at: Option<String>,
+}
+
 /// Events the store publishes after a commit, for the runners.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreEvent {
@@ -410,6 +467,32 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Deletes finished builds of `pipeline` beyond the newest `keep`;
     /// returns their ids (so their logs can be removed).
     fn prune(&self, pipeline: String, keep: u32) -> BoxFuture<'_, Result<Vec<i64>, StoreError>>;
+
+    /// Reports due at `now_ms`, oldest first, at most `limit`. First marks
+    /// superseded every pending report for which a newer one exists for the
+    /// same repository, commit and context: an older state is never sent
+    /// after a newer one was written.
+    fn due_reports(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<ReportJob>, StoreError>>;
+
+    /// When the next pending report is due (Unix ms), if any is pending.
+    fn next_report_due(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>>;
+
+    /// Records a send: delivered, to be retried at `retry_at_ms`, or failed
+    /// for good. `error` is the host's answer in words.
+    fn report_attempted(
+        &self,
+        id: i64,
+        outcome: ReportOutcome,
+        retry_at_ms: Option<i64>,
+        error: Option<String>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// A build's reports, oldest first.
+    fn reports(&self, build: i64) -> BoxFuture<'_, Result<Vec<ReportRecord>, StoreError>>;
 }
 
 /// Options for opening a store.
@@ -424,6 +507,7 @@ pub struct StoreOptions {
 pub struct Store {
     backend: Arc<dyn Backend>,
     queued: Arc<Notify>,
+    reports: Arc<Notify>,
     events: tokio::sync::broadcast::Sender<StoreEvent>,
 }
 
@@ -434,6 +518,7 @@ impl Store {
         Ok(Store {
             backend: Arc::new(backend),
             queued: Arc::new(Notify::new()),
+            reports: Arc::new(Notify::new()),
             events: tokio::sync::broadcast::channel(256).0,
         })
     }
@@ -457,9 +542,42 @@ impl Store {
         Ok(recorded)
     }
 
-    /// Wakes the workers: builds may be claimable.
+    /// Wakes the workers (builds may be claimable) and the reporter (a
+    /// state change may have written a report).
     pub fn wake_workers(&self) {
         self.queued.notify_one();
+        self.reports.notify_one();
+    }
+
+    /// Resolves when reports may have been written since the last call.
+    pub async fn reports_written(&self) {
+        self.reports.notified().await;
+    }
+
+    /// See [`Backend::due_reports`].
+    pub async fn due_reports(&self, now_ms: i64, limit: u32) -> Result<Vec<ReportJob>, StoreError> {
+        self.backend.due_reports(now_ms, limit).await
+    }
+
+    /// See [`Backend::next_report_due`].
+    pub async fn next_report_due(&self) -> Result<Option<i64>, StoreError> {
+        self.backend.next_report_due().await
+    }
+
+    /// See [`Backend::report_attempted`].
+    pub async fn report_attempted(
+        &self,
+        id: i64,
+        outcome: ReportOutcome,
+        retry_at_ms: Option<i64>,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.backend.report_attempted(id, outcome, retry_at_ms, error).await
+    }
+
+    /// See [`Backend::reports`].
+    pub async fn reports(&self, build: i64) -> Result<Vec<ReportRecord>, StoreError> {
+        self.backend.reports(build).await
     }
 
     /// Events published after commits (cancel requests).
@@ -469,7 +587,11 @@ impl Store {
 
     /// See [`Backend::claim_next`].
     pub async fn claim_next(&self, policy: ClaimPolicy) -> Result<Option<Build>, StoreError> {
-        self.backend.claim_next(policy).await
+        let claimed = self.backend.claim_next(policy).await?;
+        if claimed.is_some() {
+            self.reports.notify_one();
+        }
+        Ok(claimed)
     }
 
     /// See [`Backend::set_steps`].
@@ -540,7 +662,9 @@ impl Store {
 
     /// See [`Backend::recover`].
     pub async fn recover(&self) -> Result<Recovery, StoreError> {
-        self.backend.recover().await
+        let recovery = self.backend.recover().await?;
+        self.reports.notify_one();
+        Ok(recovery)
     }
 
     /// See [`Backend::prune`].

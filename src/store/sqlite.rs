@@ -10,7 +10,8 @@
 use super::migrations;
 use super::{
     Backend, BoxFuture, Build, BuildFilter, BuildStatus, CancelOutcome, ClaimPolicy, NewDelivery,
-    Recorded, Recovery, StepRecord, StepStatus, StoreError, StoreOptions, now_rfc3339,
+    Recorded, Recovery, ReportJob, ReportOutcome, ReportRecord, StepRecord, StepStatus, StoreError,
+    StoreOptions, now_rfc3339,
 };
 use crate::webhook::RefKind;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -248,9 +249,9 @@ fn record(
         let mut insert = conn.prepare_cached(
             "INSERT INTO builds (pipeline, delivery, delivery_id, repo, host, event, ref, branch,
                  tag, commit_sha, before_sha, after_sha, forced, clone_url, ssh_url, web_url,
-                 message, pusher, path_filters, status, created_at)
+                 message, pusher, path_filters, status, created_at, report_context)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17, ?18, ?19, 'queued', ?20)",
+                 ?17, ?18, ?19, 'queued', ?20, ?21)",
         )?;
         for b in &d.builds {
             let p = &b.push;
@@ -282,6 +283,7 @@ fn record(
                 p.pusher,
                 filters,
                 now,
+                b.report_context,
             ])?;
             let id = conn.last_insert_rowid();
             build_ids.push(id);
@@ -380,39 +382,44 @@ const BUILD_COLUMNS: &str = "id, pipeline, repo, host, event, ref, branch, tag, 
     finished_at, clone_url, ssh_url, web_url, message, pusher, forced, path_filters";
 
 fn build_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Build> {
-    let status: String = r.get(11)?;
-    let filters: String = r.get(24)?;
+    build_from_row_at(r, 0)
+}
+
+/// A build from the row's columns `at..`, in [`BUILD_COLUMNS`] order.
+fn build_from_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Build> {
+    let status: String = r.get(at + 11)?;
+    let filters: String = r.get(at + 24)?;
     Ok(Build {
-        id: r.get(0)?,
-        pipeline: r.get(1)?,
-        repo: r.get(2)?,
-        host: r.get(3)?,
-        event: r.get(4)?,
-        git_ref: r.get(5)?,
-        branch: r.get(6)?,
-        tag: r.get(7)?,
-        commit: r.get(8)?,
-        before: r.get(9)?,
-        after: r.get(10)?,
+        id: r.get(at + 0)?,
+        pipeline: r.get(at + 1)?,
+        repo: r.get(at + 2)?,
+        host: r.get(at + 3)?,
+        event: r.get(at + 4)?,
+        git_ref: r.get(at + 5)?,
+        branch: r.get(at + 6)?,
+        tag: r.get(at + 7)?,
+        commit: r.get(at + 8)?,
+        before: r.get(at + 9)?,
+        after: r.get(at + 10)?,
         status: status.parse().map_err(|()| {
             rusqlite::Error::FromSqlConversionFailure(
-                11,
+                at + 11,
                 rusqlite::types::Type::Text,
                 format!("unknown build status {status:?}").into(),
             )
         })?,
-        reason: r.get(12)?,
-        delivery: r.get(13)?,
-        attempt: r.get(14)?,
-        created_at: r.get(15)?,
-        started_at: r.get(16)?,
-        finished_at: r.get(17)?,
-        clone_url: r.get(18)?,
-        ssh_url: r.get(19)?,
-        web_url: r.get(20)?,
-        message: r.get(21)?,
-        pusher: r.get(22)?,
-        forced: r.get(23)?,
+        reason: r.get(at + 12)?,
+        delivery: r.get(at + 13)?,
+        attempt: r.get(at + 14)?,
+        created_at: r.get(at + 15)?,
+        started_at: r.get(at + 16)?,
+        finished_at: r.get(at + 17)?,
+        clone_url: r.get(at + 18)?,
+        ssh_url: r.get(at + 19)?,
+        web_url: r.get(at + 20)?,
+        message: r.get(at + 21)?,
+        pusher: r.get(at + 22)?,
+        forced: r.get(at + 23)?,
         path_filters: serde_json::from_str(&filters).unwrap_or_default(),
     })
 }
@@ -654,6 +661,117 @@ impl Backend for SqliteBackend {
                 .query_map(params![pipeline, keep], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<i64>>>()?;
             Ok(ids)
+        }))
+    }
+
+    fn due_reports(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<ReportJob>, StoreError>> {
+        Box::pin(self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE reports SET outcome = 'superseded'
+                 WHERE outcome = 'pending' AND EXISTS (
+                     SELECT 1 FROM reports newer
+                     JOIN builds nb ON nb.id = newer.build
+                     JOIN builds ob ON ob.id = reports.build
+                     WHERE newer.id > reports.id AND newer.context = reports.context
+                       AND nb.repo = ob.repo AND nb.commit_sha = ob.commit_sha)",
+            )?
+            .execute([])?;
+            let sql = format!(
+                "SELECT r.id, r.context, r.state, r.description, r.attempts, r.created_ms,
+                        {cols}
+                 FROM reports r JOIN builds ON builds.id = r.build
+                 WHERE r.outcome = 'pending' AND r.next_attempt_ms <= ?1
+                 ORDER BY r.id LIMIT ?2",
+                cols = BUILD_COLUMNS
+                    .split(',')
+                    .map(|c| format!("builds.{}", c.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![now_ms, limit], |r| {
+                let state: String = r.get(2)?;
+                Ok(ReportJob {
+                    id: r.get(0)?,
+                    context: r.get(1)?,
+                    state: state.parse().unwrap_or(BuildStatus::Error),
+                    description: r.get(3)?,
+                    attempts: r.get(4)?,
+                    created_ms: r.get(5)?,
+                    build: build_from_row_at(r, 6)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        }))
+    }
+
+    fn next_report_due(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(self.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT MIN(next_attempt_ms) FROM reports WHERE outcome = 'pending'",
+                )?
+                .query_row([], |r| r.get(0))?)
+        }))
+    }
+
+    fn report_attempted(
+        &self,
+        id: i64,
+        outcome: ReportOutcome,
+        retry_at_ms: Option<i64>,
+        error: Option<String>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |conn| {
+            let outcome_name = match outcome {
+                ReportOutcome::Pending => "pending",
+                ReportOutcome::Delivered => "delivered",
+                ReportOutcome::Failed => "failed",
+                ReportOutcome::Superseded => "superseded",
+            };
+            let delivered_at =
+                (outcome == ReportOutcome::Delivered).then(now_rfc3339);
+            conn.prepare_cached(
+                "UPDATE reports SET outcome = ?2, attempts = attempts + 1,
+                     next_attempt_ms = COALESCE(?3, next_attempt_ms),
+                     last_error = COALESCE(?4, last_error),
+                     delivered_at = COALESCE(?5, delivered_at)
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, outcome_name, retry_at_ms, error, delivered_at])?;
+            Ok(())
+        }))
+    }
+
+    fn reports(&self, build: i64) -> BoxFuture<'_, Result<Vec<ReportRecord>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT context, state, outcome, attempts, last_error, created_at, delivered_at
+                 FROM reports WHERE build = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([build], |r| {
+                let outcome: String = r.get(2)?;
+                let state: String = r.get(1)?;
+                Ok(ReportRecord {
+                    context: r.get(0)?,
+                    state: if state == "queued" { "pending".into() } else { state },
+                    outcome: match outcome.as_str() {
+                        "delivered" => ReportOutcome::Delivered,
+                        "failed" => ReportOutcome::Failed,
+                        "superseded" => ReportOutcome::Superseded,
+                        _ => ReportOutcome::Pending,
+                    },
+                    attempts: r.get(3)?,
+                    last_error: r.get(4)?,
+                    created_at: r.get(5)?,
+                    delivered_at: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         }))
     }
 
