@@ -1,0 +1,106 @@
+//! SIGTERM: the daemon stops accepting, lets running builds finish within
+//! `shutdown_grace`, then stops the rest and puts them back in the queue;
+//! the next start runs them.
+
+mod common;
+#[path = "support/gitserve.rs"]
+mod gitserve;
+
+use common::{client, fixture, hub_sha256, spawn_daemon};
+use gitserve::Upstream;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+async fn get(base: &str, id: i64) -> Option<Value> {
+    client().get(format!("{base}/api/builds/{id}")).send().await.ok()?.json().await.ok()
+}
+
+async fn wait_for(base: &str, id: i64, want: impl Fn(&Value) -> bool) -> Value {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(b) = get(base, id).await {
+            if want(&b) {
+                return b;
+            }
+        }
+        assert!(Instant::now() < until, "build {id} never got there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn deliver(base: &str, pipeline: &str, up: &Upstream, commit: &str, id: &str) -> i64 {
+    let mut body: Value = serde_json::from_slice(&fixture("github/goscm__push.json")).expect("json");
+    body["ref"] = "refs/heads/main".into();
+    body["after"] = commit.into();
+    body["head_commit"]["id"] = commit.into();
+    body["repository"]["clone_url"] = up.url().into();
+    let body = serde_json::to_vec(&body).expect("json");
+    let res = client()
+        .post(format!("{base}/hooks/{pipeline}"))
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", id)
+        .header("X-Hub-Signature-256", hub_sha256("s", &body))
+        .body(body)
+        .send()
+        .await
+        .expect("deliver");
+    assert_eq!(res.status().as_u16(), 202);
+    res.json::<Value>().await.expect("json")["builds"][0]["id"].as_i64().expect("id")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_what_fits_in_the_grace_and_requeues_the_rest() {
+    let up = Upstream::new("shutdown");
+    let commit = up.push(&[("README", "x\n")], "x");
+    let dir = tempfile::tempdir().expect("tmp");
+    let mark = dir.path().join("long.mark");
+    std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
+    let pipe = |run: &str| {
+        format!(
+            "repo = \"Codertocat/Hello-World\"\nsecret = \"s\"\n[env]\nMARK = \"{}\"\n\
+             [[steps]]\nname = \"work\"\nrun = '{run}'\n",
+            mark.display()
+        )
+    };
+    std::fs::write(dir.path().join("pipelines/quick.toml"), pipe("sleep 0.5; echo quick done"))
+        .expect("write");
+    std::fs::write(
+        dir.path().join("pipelines/long.toml"),
+        pipe("if [ ! -e \"$MARK\" ]; then touch \"$MARK\"; sleep 41342; fi; echo resumed"),
+    )
+    .expect("write");
+    let settings = "max_parallel_builds = 2\nshutdown_grace = \"2s\"";
+    let (mut daemon, base) = spawn_daemon(dir.path(), settings);
+    let long = deliver(&base, "long", &up, &commit, "l1").await;
+    wait_for(&base, long, |b| b["steps"][0]["status"] == "running").await;
+    let quick = deliver(&base, "quick", &up, &commit, "q1").await;
+    wait_for(&base, quick, |b| b["steps"][0]["status"] == "running").await;
+
+    let pid = Pid::from_raw(i32::try_from(daemon.id()).expect("pid"));
+    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    // It stops accepting at once.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = client().get(format!("{base}/healthz")).send().await;
+    assert!(refused.is_err(), "still accepting after SIGTERM");
+    let status = daemon.wait().expect("exit");
+    assert!(status.success(), "the daemon exited with {status}");
+
+    let (mut daemon, base) = spawn_daemon(dir.path(), "max_parallel_builds = 0");
+    let q = get(&base, quick).await.expect("quick");
+    assert_eq!(q["status"], "success", "the quick build finished within the grace: {q}");
+    let l = get(&base, long).await.expect("long");
+    assert_eq!(l["status"], "queued", "the long build went back to the queue: {l}");
+    assert_eq!(l["attempt"], 1, "a shutdown is not an interruption: {l}");
+    daemon.kill().expect("kill");
+    daemon.wait().expect("reap");
+
+    let (mut daemon, base) = spawn_daemon(dir.path(), "max_parallel_builds = 2");
+    let l = wait_for(&base, long, |b| b["status"] != "queued" && b["status"] != "running").await;
+    assert_eq!(l["status"], "success", "{l}");
+    let log = std::fs::read_to_string(dir.path().join(format!("data/logs/{long}.log"))).expect("log");
+    assert!(log.contains("resumed"), "{log}");
+    daemon.kill().expect("kill");
+    daemon.wait().expect("reap");
+}
