@@ -17,13 +17,19 @@ use std::path::Path;
 const BASE_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
 
 /// Fetches `spec.url` into the mirror at `path` so that `commit` is there.
+/// An empty `commit` means whatever `git_ref` points to once fetched
+/// (`hookci run --branch B`).
 pub(super) fn fetch(
     path: &Path,
     spec: &CloneSpec,
     git_ref: &str,
     commit: &str,
 ) -> Result<Fetched, CheckoutError> {
-    let commit = parse_commit_id(commit)?;
+    let commit = if commit.is_empty() {
+        String::new()
+    } else {
+        parse_commit_id(commit)?
+    };
     let url = RemoteUrl::parse(&spec.url);
     let auth = Auth::new(
         &url,
@@ -55,6 +61,19 @@ pub(super) fn fetch(
         Err(err) => return Err(auth.describe(&err, "fetching")),
     };
 
+    if commit.is_empty() {
+        let oid = repo
+            .revparse_single(git_ref)
+            .and_then(|o| o.peel_to_commit())
+            .map_err(|_| CheckoutError(format!("{} has no ref {git_ref}", url.display())))?
+            .id();
+        return Ok(Fetched {
+            mirror: path.to_path_buf(),
+            commit: oid.to_string(),
+            received_objects,
+            received_bytes,
+        });
+    }
     let peeled = match resolve(&repo, &commit)? {
         Some(oid) => oid,
         None => {
