@@ -41,6 +41,11 @@ pub fn run(
         ),
         None => None,
     };
+    if workdir.is_none() && git_ref.is_none() && commit.is_none() {
+        return Err(Failure::usage(
+            "say what to build: --branch B, --tag T, --ref R or --commit SHA (or run in a work tree with --workdir DIR)",
+        ));
+    }
     if workdir.is_none() && pipeline.clone_url.is_none() {
         return Err(Failure::usage(format!(
             "pipeline {name} has no clone_url to clone; set one, or pass --workdir DIR"

@@ -121,7 +121,15 @@ impl Runner {
         let _ = log
             .line(&format!(
                 "==> hookci build {} of {}: {} at {} (attempt {})",
-                build.id, pipeline.name, build.git_ref, build.commit, build.attempt
+                build.id,
+                pipeline.name,
+                build.git_ref,
+                if build.commit.is_empty() {
+                    "its tip"
+                } else {
+                    &build.commit
+                },
+                build.attempt
             ))
             .await;
         if let Some(store) = store {
@@ -144,7 +152,9 @@ impl Runner {
                             cancel,
                             stop,
                         };
-                        self.steps(&ctx, log, dir, &home, &mut summary).await
+                        let commit = build.commit.clone();
+                        self.steps(&ctx, log, dir, &home, &commit, &mut summary)
+                            .await
                     }
                     Err(e) => Ended::Finished(
                         BuildStatus::Error,
@@ -285,15 +295,18 @@ impl Runner {
                 );
             }
         }
-        self.steps(ctx, log, &src, &home, summary).await
+        self.steps(ctx, log, &src, &home, &commit, summary).await
     }
 
+    /// Runs the steps in `cwd`. `commit` is the full id of what was checked
+    /// out (the tagged commit for an annotated tag).
     async fn steps(
         &self,
         ctx: &StepContext<'_>,
         log: &mut LogWriter,
         cwd: &Path,
         home: &Path,
+        commit: &str,
         summary: &mut Vec<StepSummary>,
     ) -> Ended {
         let StepContext {
@@ -304,7 +317,7 @@ impl Runner {
             cancel,
             stop,
         } = *ctx;
-        let base = self.environment(build, pipeline, cwd, home);
+        let base = self.environment(build, pipeline, commit, cwd, home);
         let mut failed: Option<String> = None;
         for (idx, step) in pipeline.steps.iter().enumerate() {
             if failed.is_some() {
@@ -408,6 +421,7 @@ impl Runner {
         &self,
         build: &Build,
         pipeline: &Pipeline,
+        commit: &str,
         cwd: &Path,
         home: &Path,
     ) -> Vec<(String, String)> {
@@ -434,7 +448,7 @@ impl Runner {
             env.push(("HOOKCI_TAG".into(), t.clone()));
         }
         env.extend([
-            ("HOOKCI_COMMIT".into(), build.commit.clone()),
+            ("HOOKCI_COMMIT".into(), commit.to_owned()),
             ("HOOKCI_COMMIT_BEFORE".into(), build.before.clone()),
             ("HOOKCI_COMMIT_MESSAGE".into(), build.message.clone()),
             ("HOOKCI_PUSHER".into(), build.pusher.clone()),
