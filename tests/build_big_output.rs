@@ -31,7 +31,8 @@ async fn a_step_printing_a_gibibyte_keeps_the_daemons_memory_flat() {
     let server = TestServer::start(&[("app", pipeline)], |c| c.max_parallel_builds = 1).await;
     let hwm_before = status_kib("VmHWM:");
 
-    let mut body: Value = serde_json::from_slice(&fixture("github/goscm__push.json")).expect("json");
+    let mut body: Value =
+        serde_json::from_slice(&fixture("github/goscm__push.json")).expect("json");
     body["ref"] = "refs/heads/main".into();
     body["after"] = commit.clone().into();
     body["head_commit"]["id"] = commit.into();
@@ -45,7 +46,9 @@ async fn a_step_printing_a_gibibyte_keeps_the_daemons_memory_flat() {
         .send()
         .await
         .expect("deliver");
-    let id = res.json::<Value>().await.expect("json")["builds"][0]["id"].as_i64().expect("id");
+    let id = res.json::<Value>().await.expect("json")["builds"][0]["id"]
+        .as_i64()
+        .expect("id");
     let until = Instant::now() + Duration::from_secs(300);
     let b = loop {
         let b: Value = client()
@@ -65,12 +68,18 @@ async fn a_step_printing_a_gibibyte_keeps_the_daemons_memory_flat() {
     assert_eq!(b["status"], "success", "{b}");
     let hwm_after = status_kib("VmHWM:");
     let grew_mib = hwm_after.saturating_sub(hwm_before) / 1024;
-    assert!(grew_mib < 64, "peak RSS grew by {grew_mib} MiB while a step printed 1 GiB");
+    assert!(
+        grew_mib < 64,
+        "peak RSS grew by {grew_mib} MiB while a step printed 1 GiB"
+    );
 
     let log = server.config.data_dir.join(format!("logs/{id}.log"));
     let size = std::fs::metadata(&log).expect("log").len();
     let cap = server.config.max_log_bytes;
-    assert!(size >= cap && size < cap + 64 * 1024, "log is {size} bytes, cap {cap}");
+    assert!(
+        size >= cap && size < cap + 64 * 1024,
+        "log is {size} bytes, cap {cap}"
+    );
     let tail = std::fs::read(&log).expect("read");
     let tail = String::from_utf8_lossy(&tail[tail.len().saturating_sub(4096)..]).into_owned();
     assert!(tail.contains("truncated"), "{tail}");

@@ -14,7 +14,14 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 
 async fn get(base: &str, id: i64) -> Option<Value> {
-    client().get(format!("{base}/api/builds/{id}")).send().await.ok()?.json().await.ok()
+    client()
+        .get(format!("{base}/api/builds/{id}"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
 }
 
 async fn wait_for(base: &str, id: i64, want: impl Fn(&Value) -> bool) -> Value {
@@ -31,7 +38,8 @@ async fn wait_for(base: &str, id: i64, want: impl Fn(&Value) -> bool) -> Value {
 }
 
 async fn deliver(base: &str, pipeline: &str, up: &Upstream, commit: &str, id: &str) -> i64 {
-    let mut body: Value = serde_json::from_slice(&fixture("github/goscm__push.json")).expect("json");
+    let mut body: Value =
+        serde_json::from_slice(&fixture("github/goscm__push.json")).expect("json");
     body["ref"] = "refs/heads/main".into();
     body["after"] = commit.into();
     body["head_commit"]["id"] = commit.into();
@@ -47,7 +55,9 @@ async fn deliver(base: &str, pipeline: &str, up: &Upstream, commit: &str, id: &s
         .await
         .expect("deliver");
     assert_eq!(res.status().as_u16(), 202);
-    res.json::<Value>().await.expect("json")["builds"][0]["id"].as_i64().expect("id")
+    res.json::<Value>().await.expect("json")["builds"][0]["id"]
+        .as_i64()
+        .expect("id")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,8 +74,11 @@ async fn sigterm_finishes_what_fits_in_the_grace_and_requeues_the_rest() {
             mark.display()
         )
     };
-    std::fs::write(dir.path().join("pipelines/quick.toml"), pipe("sleep 0.5; echo quick done"))
-        .expect("write");
+    std::fs::write(
+        dir.path().join("pipelines/quick.toml"),
+        pipe("sleep 0.5; echo quick done"),
+    )
+    .expect("write");
     std::fs::write(
         dir.path().join("pipelines/long.toml"),
         pipe("if [ ! -e \"$MARK\" ]; then touch \"$MARK\"; sleep 41342; fi; echo resumed"),
@@ -89,17 +102,27 @@ async fn sigterm_finishes_what_fits_in_the_grace_and_requeues_the_rest() {
 
     let (mut daemon, base) = spawn_daemon(dir.path(), "max_parallel_builds = 0");
     let q = get(&base, quick).await.expect("quick");
-    assert_eq!(q["status"], "success", "the quick build finished within the grace: {q}");
+    assert_eq!(
+        q["status"], "success",
+        "the quick build finished within the grace: {q}"
+    );
     let l = get(&base, long).await.expect("long");
-    assert_eq!(l["status"], "queued", "the long build went back to the queue: {l}");
+    assert_eq!(
+        l["status"], "queued",
+        "the long build went back to the queue: {l}"
+    );
     assert_eq!(l["attempt"], 1, "a shutdown is not an interruption: {l}");
     daemon.kill().expect("kill");
     daemon.wait().expect("reap");
 
     let (mut daemon, base) = spawn_daemon(dir.path(), "max_parallel_builds = 2");
-    let l = wait_for(&base, long, |b| b["status"] != "queued" && b["status"] != "running").await;
+    let l = wait_for(&base, long, |b| {
+        b["status"] != "queued" && b["status"] != "running"
+    })
+    .await;
     assert_eq!(l["status"], "success", "{l}");
-    let log = std::fs::read_to_string(dir.path().join(format!("data/logs/{long}.log"))).expect("log");
+    let log =
+        std::fs::read_to_string(dir.path().join(format!("data/logs/{long}.log"))).expect("log");
     assert!(log.contains("resumed"), "{log}");
     daemon.kill().expect("kill");
     daemon.wait().expect("reap");

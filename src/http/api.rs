@@ -77,7 +77,12 @@ pub async fn get_build(
     let steps = state.store().steps(id).await?;
     let reports = state.store().reports(id).await?;
     let url = state.build_url(id);
-    Ok(Json(BuildView { build, url, steps, reports }))
+    Ok(Json(BuildView {
+        build,
+        url,
+        steps,
+        reports,
+    }))
 }
 
 /// `POST /api/builds/ID/cancel`.

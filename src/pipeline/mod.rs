@@ -374,9 +374,11 @@ impl Pipeline {
             | Provider::Forgejo
             | Provider::Gitlab
             | Provider::Bitbucket
-            | Provider::BitbucketServer => {
-                self.status.token.as_ref().map(|_| self.status.context.clone())
-            }
+            | Provider::BitbucketServer => self
+                .status
+                .token
+                .as_ref()
+                .map(|_| self.status.context.clone()),
         }
     }
 }

@@ -572,7 +572,9 @@ impl Store {
         retry_at_ms: Option<i64>,
         error: Option<String>,
     ) -> Result<(), StoreError> {
-        self.backend.report_attempted(id, outcome, retry_at_ms, error).await
+        self.backend
+            .report_attempted(id, outcome, retry_at_ms, error)
+            .await
     }
 
     /// See [`Backend::reports`].

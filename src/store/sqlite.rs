@@ -390,7 +390,7 @@ fn build_from_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Build
     let status: String = r.get(at + 11)?;
     let filters: String = r.get(at + 24)?;
     Ok(Build {
-        id: r.get(at + 0)?,
+        id: r.get(at)?,
         pipeline: r.get(at + 1)?,
         repo: r.get(at + 2)?,
         host: r.get(at + 3)?,
@@ -733,8 +733,7 @@ impl Backend for SqliteBackend {
                 ReportOutcome::Failed => "failed",
                 ReportOutcome::Superseded => "superseded",
             };
-            let delivered_at =
-                (outcome == ReportOutcome::Delivered).then(now_rfc3339);
+            let delivered_at = (outcome == ReportOutcome::Delivered).then(now_rfc3339);
             conn.prepare_cached(
                 "UPDATE reports SET outcome = ?2, attempts = attempts + 1,
                      next_attempt_ms = COALESCE(?3, next_attempt_ms),
@@ -758,7 +757,11 @@ impl Backend for SqliteBackend {
                 let state: String = r.get(1)?;
                 Ok(ReportRecord {
                     context: r.get(0)?,
-                    state: if state == "queued" { "pending".into() } else { state },
+                    state: if state == "queued" {
+                        "pending".into()
+                    } else {
+                        state
+                    },
                     outcome: match outcome.as_str() {
                         "delivered" => ReportOutcome::Delivered,
                         "failed" => ReportOutcome::Failed,
