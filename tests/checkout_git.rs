@@ -189,6 +189,30 @@ async fn an_abbreviated_commit_id_expands_to_the_full_id() {
 }
 
 #[tokio::test]
+async fn an_empty_commit_means_whatever_the_ref_points_to() {
+    let up = Upstream::new("byref");
+    let commit = up.push(&[("a", "a\n")], "one");
+    up.git(&["tag", "-a", "v2", "-m", "two"]);
+    up.git(&["push", "-q", "origin", "refs/tags/v2"]);
+    let mirrors = mirrors(&up);
+    let (_, head) = mirrors
+        .fetch(&spec(&up.url()), "refs/heads/main", "")
+        .await
+        .expect("fetch a branch");
+    assert_eq!(head, commit);
+    let (_, tagged) = mirrors
+        .fetch(&spec(&up.url()), "refs/tags/v2", "")
+        .await
+        .expect("fetch a tag");
+    assert_eq!(tagged, commit);
+    let err = mirrors
+        .fetch(&spec(&up.url()), "refs/heads/nope", "")
+        .await
+        .unwrap_err();
+    assert_eq!(err.0, format!("{} has no ref refs/heads/nope", up.url()));
+}
+
+#[tokio::test]
 async fn a_commit_the_remote_does_not_have_is_a_clear_error() {
     let up = Upstream::new("missing");
     up.push(&[("a", "a\n")], "one");

@@ -91,7 +91,8 @@ impl Mirrors {
     /// Fetches `spec.url` into its mirror (only what is new comes over the
     /// wire) so that `commit` is present, and returns the mirror's path and
     /// the full id of the commit (`commit` peeled: an annotated tag becomes
-    /// the tagged commit; an abbreviated id is expanded).
+    /// the tagged commit; an abbreviated id is expanded). An empty `commit`
+    /// means the commit `git_ref` points to once fetched (`hookci run`).
     pub async fn fetch(
         &self,
         spec: &CloneSpec,
