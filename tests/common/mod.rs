@@ -121,10 +121,17 @@ impl TestServer {
 
 /// A plain HTTP client for loopback.
 pub fn client() -> reqwest::Client {
+    install_crypto();
     reqwest::Client::builder()
         .no_proxy()
         .build()
         .expect("client")
+}
+
+/// reqwest is built with rustls and no default crypto provider (ring is
+/// chosen explicitly, as hookci does); a client needs one installed.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Counts rows of `sql` (a `SELECT COUNT(*) ...`).
