@@ -523,3 +523,39 @@ async fn a_clone_failure_ends_the_build_as_error_with_a_reason() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_beyond_keep_builds_are_pruned_with_their_logs() {
+    let up = Upstream::new("prune");
+    let steps = "[[steps]]\nname = \"t\"\nrun = \"echo hi\"\n";
+    let server = TestServer::start(&[("app", &pipeline("", steps))], |c| {
+        c.max_parallel_builds = 1;
+        c.keep_builds = 2;
+    })
+    .await;
+    let mut before = ZERO.to_owned();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let c = up.push(&[("n", &format!("{i}\n"))], &format!("push {i}"));
+        let body = push_body(&up, "refs/heads/main", &before, &c, "m");
+        let id = deliver(&server, "app", &body, &format!("k{i}")).await[0];
+        assert_eq!(wait_final(&server, id).await["status"], "success");
+        ids.push(id);
+        before = c;
+    }
+    let logs = server.config.data_dir.join("logs");
+    for old in &ids[..2] {
+        let res = client().get(server.url(&format!("/api/builds/{old}"))).send().await.expect("get");
+        assert_eq!(res.status().as_u16(), 404, "build {old} was kept");
+        assert!(!logs.join(format!("{old}.log")).exists(), "the log of build {old} was kept");
+    }
+    for kept in &ids[2..] {
+        assert_eq!(build(&server, *kept).await["status"], "success");
+        assert!(logs.join(format!("{kept}.log")).exists());
+    }
+    // Workspaces are removed when a build ends.
+    let workspaces = server.config.data_dir.join("workspaces");
+    let left: Vec<_> = std::fs::read_dir(&workspaces).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    server.stop().await;
+}
