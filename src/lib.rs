@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod pipeline;
+pub mod report;
 pub mod run;
 pub mod runner;
 pub mod secret;

@@ -1,0 +1,86 @@
+//! Bitbucket Server and Data Center: build statuses on commits.
+//!
+//! `POST {base}/rest/api/latest/projects/{key}/repos/{slug}/commits/{sha}/builds`
+//! with `{key, state, url, description, name}`; states `INPROGRESS`,
+//! `SUCCESSFUL`, `FAILED`, `CANCELLED`. This is the repository-scoped API
+//! (Bitbucket Server 7.4 and later), chosen over the legacy
+//! `/rest/build-status/1.0/commits/{sha}`: it ties the status to the
+//! repository, so the same commit in a fork does not show it, and it is the
+//! one Atlassian keeps developing. Servers older than 7.4 answer 404, which
+//! is logged on the report.
+
+use super::bitbucket::{Body, short_key};
+use super::request::{Outgoing, Phase, Report, endpoint, owner_and_name, repo_urls};
+use crate::secret::Secret;
+use crate::store::Build;
+use reqwest::Url;
+use reqwest::header::{ACCEPT, AUTHORIZATION};
+
+/// The longest build status key Bitbucket Server takes.
+pub const MAX_KEY_CHARS: usize = 255;
+
+/// The server's base for a build when `[status] api_url` is not set, from
+/// the repository's page (`{base}/projects/KEY/repos/slug/browse`, or
+/// `{base}/users/NAME/repos/...` for a personal repository) or its clone URL
+/// (`{base}/scm/key/slug.git`).
+pub fn default_api(build: &Build) -> Result<Url, String> {
+    repo_urls(build)
+        .into_iter()
+        .find_map(|mut url| {
+            let segments: Vec<String> = url.path_segments()?.map(str::to_owned).collect();
+            let at = segments.iter().enumerate().position(|(i, s)| {
+                let page = matches!(s.as_str(), "projects" | "users")
+                    && segments.get(i + 2).is_some_and(|r| r == "repos");
+                let clone = s == "scm" && segments.len() >= i + 3;
+                page || clone
+            })?;
+            // The segments are still percent-encoded: set them back as they were.
+            url.set_path(&format!("/{}", segments[..at].join("/")));
+            Some(url)
+        })
+        .ok_or_else(|| {
+            "cannot tell the Bitbucket Server address from the repository URL; set [status] api_url"
+                .to_owned()
+        })
+}
+
+/// The state Bitbucket Server takes.
+pub fn state(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Queued | Phase::Running => "INPROGRESS",
+        Phase::Succeeded => "SUCCESSFUL",
+        Phase::Failed | Phase::Errored => "FAILED",
+        Phase::Cancelled => "CANCELLED",
+    }
+}
+
+/// The request for `report`; the repository is `PROJECT/slug`.
+pub fn request(report: &Report<'_>, base: &Url, token: &Secret) -> Result<Outgoing, String> {
+    let (project, slug) = owner_and_name(&report.build.repo)?;
+    let url = endpoint(
+        base,
+        &[
+            "rest",
+            "api",
+            "latest",
+            "projects",
+            project,
+            "repos",
+            slug,
+            "commits",
+            &report.build.commit,
+            "builds",
+        ],
+    )?;
+    let key = short_key(report.context, MAX_KEY_CHARS);
+    let body = Body {
+        key: &key,
+        state: state(report.phase),
+        url: &report.target_url,
+        description: &report.description,
+        name: report.context,
+    };
+    Outgoing::json(url, &body)?
+        .header(ACCEPT, "application/json")
+        .credential(AUTHORIZATION, "Bearer ", token)
+}

@@ -1,0 +1,70 @@
+//! Gitea and Forgejo: the commit statuses API (Forgejo keeps Gitea's).
+//!
+//! `POST {base}/api/v1/repos/{owner}/{repo}/statuses/{sha}` with
+//! `{state, target_url, description, context}` and `Authorization: token T`;
+//! states `pending`, `success`, `failure`, `error` (Gitea's `warning` is not
+//! used: no hookci state means it). A cancelled build is an `error` whose
+//! description says "cancelled".
+
+use super::request::{
+    Outgoing, Phase, Report, base_before_repo, endpoint, owner_and_name, strip_path_suffix,
+};
+use crate::secret::Secret;
+use crate::store::Build;
+use reqwest::Url;
+use reqwest::header::{ACCEPT, AUTHORIZATION};
+use serde::Serialize;
+
+/// The server's base for a build when `[status] api_url` is not set: the
+/// repository URL's scheme, host, port and any path prefix before
+/// `/{owner}/{repo}` (Gitea may be served under a sub-path).
+pub fn default_api(build: &Build) -> Result<Url, String> {
+    base_before_repo(build, &build.repo).ok_or_else(|| {
+        "cannot tell the server's address from the repository URL; set [status] api_url".to_owned()
+    })
+}
+
+/// The state Gitea and Forgejo take.
+pub fn state(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Queued | Phase::Running => "pending",
+        Phase::Succeeded => "success",
+        Phase::Failed => "failure",
+        Phase::Errored | Phase::Cancelled => "error",
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    state: &'a str,
+    target_url: &'a str,
+    description: &'a str,
+    context: &'a str,
+}
+
+/// The request for `report`. `base` is the server's root; a configured
+/// `api_url` ending in `/api/v1` is taken as the same root.
+pub fn request(report: &Report<'_>, base: &Url, token: &Secret) -> Result<Outgoing, String> {
+    let (owner, name) = owner_and_name(&report.build.repo)?;
+    let url = endpoint(
+        &strip_path_suffix(base, "/api/v1"),
+        &[
+            "api",
+            "v1",
+            "repos",
+            owner,
+            name,
+            "statuses",
+            &report.build.commit,
+        ],
+    )?;
+    let body = Body {
+        state: state(report.phase),
+        target_url: &report.target_url,
+        description: &report.description,
+        context: report.context,
+    };
+    Outgoing::json(url, &body)?
+        .header(ACCEPT, "application/json")
+        .credential(AUTHORIZATION, "token ", token)
+}

@@ -1,0 +1,74 @@
+//! GitHub (github.com and GitHub Enterprise Server): the commit statuses API.
+//!
+//! `POST {api}/repos/{owner}/{repo}/statuses/{sha}` with
+//! `{state, target_url, description, context}`; states `pending`,
+//! `success`, `failure`, `error` (a cancelled build is an `error` whose
+//! description says "cancelled").
+
+use super::request::{Outgoing, Phase, Report, base_before_repo, endpoint, owner_and_name};
+use crate::secret::Secret;
+use crate::store::Build;
+use reqwest::Url;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName};
+use serde::Serialize;
+
+/// github.com's API.
+pub const DEFAULT_API: &str = "https://api.github.com";
+
+/// The API base for a build when `[status] api_url` is not set: github.com's
+/// API for repositories on github.com (or with no URL to go by), else GitHub
+/// Enterprise Server's `{scheme}://{host}/api/v3`.
+pub fn default_api(build: &Build) -> Url {
+    let github_com = Url::parse(DEFAULT_API).expect("a valid constant URL");
+    let Some(mut base) = base_before_repo(build, &build.repo) else {
+        return github_com;
+    };
+    match base.host_str() {
+        Some("github.com" | "www.github.com") => github_com,
+        Some(_) => {
+            base.set_path("/api/v3");
+            base
+        }
+        None => github_com,
+    }
+}
+
+/// The state GitHub takes.
+pub fn state(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Queued | Phase::Running => "pending",
+        Phase::Succeeded => "success",
+        Phase::Failed => "failure",
+        Phase::Errored | Phase::Cancelled => "error",
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    state: &'a str,
+    target_url: &'a str,
+    description: &'a str,
+    context: &'a str,
+}
+
+/// The request for `report`.
+pub fn request(report: &Report<'_>, api: &Url, token: &Secret) -> Result<Outgoing, String> {
+    let (owner, name) = owner_and_name(&report.build.repo)?;
+    let url = endpoint(
+        api,
+        &["repos", owner, name, "statuses", &report.build.commit],
+    )?;
+    let body = Body {
+        state: state(report.phase),
+        target_url: &report.target_url,
+        description: &report.description,
+        context: report.context,
+    };
+    Outgoing::json(url, &body)?
+        .header(ACCEPT, "application/vnd.github+json")
+        .header(
+            HeaderName::from_static("x-github-api-version"),
+            "2022-11-28",
+        )
+        .credential(AUTHORIZATION, "Bearer ", token)
+}

@@ -1,0 +1,92 @@
+//! GitLab (gitlab.com and self-managed): the commit statuses API.
+//!
+//! `POST {base}/api/v4/projects/{url-encoded path_with_namespace}/statuses/{sha}`
+//! with `{state, name, target_url, description}` and `PRIVATE-TOKEN`; states
+//! `pending`, `running`, `success`, `failed`, `canceled`.
+
+use super::request::{Outgoing, Phase, Report, base_before_repo, endpoint, strip_path_suffix};
+use crate::secret::Secret;
+use crate::store::Build;
+use reqwest::Url;
+use reqwest::header::{ACCEPT, HeaderName};
+use serde::Serialize;
+
+/// The server's base for a build when `[status] api_url` is not set: the
+/// repository URL's scheme, host, port and any path prefix before the
+/// project's path.
+pub fn default_api(build: &Build) -> Result<Url, String> {
+    base_before_repo(build, &build.repo).ok_or_else(|| {
+        "cannot tell the GitLab address from the repository URL; set [status] api_url".to_owned()
+    })
+}
+
+/// The state GitLab takes.
+pub fn state(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Queued => "pending",
+        Phase::Running => "running",
+        Phase::Succeeded => "success",
+        Phase::Failed | Phase::Errored => "failed",
+        Phase::Cancelled => "canceled",
+    }
+}
+
+/// True when GitLab refused a status because the commit already has it:
+/// GitLab answers 400 "Cannot transition status via :enqueue from :pending"
+/// to a repeat of the same state, which is what a retry after a lost answer
+/// sends. The host has the state, so the report counts as delivered.
+pub fn already_in_state(phase: Phase, status: u16, body: &str) -> bool {
+    status == 400
+        && body.contains("Cannot transition status")
+        && body.contains(&format!("from :{} ", state(phase)))
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    state: &'a str,
+    name: &'a str,
+    target_url: &'a str,
+    description: &'a str,
+}
+
+/// The request for `report`. `base` is the server's root; a configured
+/// `api_url` ending in `/api/v4` is taken as the same root.
+pub fn request(report: &Report<'_>, base: &Url, token: &Secret) -> Result<Outgoing, String> {
+    let project = report.build.repo.trim_matches('/');
+    if project.is_empty() {
+        return Err("the project path is empty".to_owned());
+    }
+    let url = endpoint(
+        &strip_path_suffix(base, "/api/v4"),
+        &[
+            "api",
+            "v4",
+            "projects",
+            project,
+            "statuses",
+            &report.build.commit,
+        ],
+    )?;
+    let body = Body {
+        state: state(report.phase),
+        name: report.context,
+        target_url: &report.target_url,
+        description: &report.description,
+    };
+    Outgoing::json(url, &body)?
+        .header(ACCEPT, "application/json")
+        .credential(HeaderName::from_static("private-token"), "", token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_state_is_recognised_in_gitlabs_refusal() {
+        let body = r#"{"message":"Cannot transition status via :run from :running (Reason(s): Status cannot transition via \"run\".)"}"#;
+        assert!(already_in_state(Phase::Running, 400, body));
+        assert!(!already_in_state(Phase::Queued, 400, body));
+        assert!(!already_in_state(Phase::Running, 401, body));
+    }
+}
