@@ -1,0 +1,324 @@
+//! Runner benchmarks, each against a baseline measured in the same run:
+//!
+//! 1. Push to first step: a repository of 10,000 commits and 3,000 files,
+//!    already mirrored; one new commit is pushed and delivered; measured
+//!    from the 202 to the first step's process start. Baseline: a fresh
+//!    `git clone` of the same repository over the same transport.
+//! 2. Log capture: a step writing 1 GiB to stdout, captured by hookci,
+//!    against the same command writing to /dev/null, both run as steps of
+//!    the same daemon (so step start-up cancels out).
+//!
+//! Run: `cargo bench --bench runner` (`-- --runs N`).
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const SECRET: &str = "bench";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .env("GIT_AUTHOR_NAME", "Bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
+        .env("GIT_COMMITTER_NAME", "Bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.com")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A bare repository of `commits` commits over `files` files, made with
+/// `git fast-import` (seconds, not the minutes of 10,000 `git commit`s).
+fn big_repo(root: &Path, files: usize, commits: usize) -> PathBuf {
+    let bare = root.join("big.git");
+    git(
+        root,
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            bare.to_str().expect("utf-8"),
+        ],
+    );
+    let mut child = Command::new("git")
+        .args(["fast-import", "--quiet"])
+        .current_dir(&bare)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("fast-import");
+    let mut w = std::io::BufWriter::new(child.stdin.take().expect("stdin"));
+    let mut ts = 1_600_000_000u64;
+    for c in 0..commits {
+        ts += 60;
+        let msg = format!("commit {c}");
+        writeln!(w, "commit refs/heads/main").expect("w");
+        writeln!(w, "committer Bench <bench@example.com> {ts} +0000").expect("w");
+        writeln!(w, "data {}\n{msg}", msg.len()).expect("w");
+        if c == 0 {
+            for f in 0..files {
+                let body = format!("// file {f}\nfn f{f}() -> u32 {{ {f} }}\n");
+                writeln!(w, "M 644 inline src/m{}/f{f}.rs", f % 50).expect("w");
+                writeln!(w, "data {}\n{body}", body.len()).expect("w");
+            }
+        } else {
+            let f = c % files;
+            let body = format!("// file {f}, version {c}\nfn f{f}() -> u32 {{ {c} }}\n");
+            writeln!(w, "M 644 inline src/m{}/f{f}.rs", f % 50).expect("w");
+            writeln!(w, "data {}\n{body}", body.len()).expect("w");
+        }
+    }
+    drop(w);
+    assert!(child.wait().expect("fast-import").success());
+    git(&bare, &["repack", "-a", "-d", "-q"]);
+    bare
+}
+
+fn spawn(dir: &Path) -> (Child, String) {
+    let config = dir.join("hookci.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nmax_parallel_builds = 1\ndata_dir = \"{}\"\npipelines_dir = \"{}\"\n",
+            dir.join("data").display(),
+            dir.join("pipelines").display()
+        ),
+    )
+    .expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookci"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env(
+            "HOOKCI_LOG",
+            std::env::var("BENCH_HOOKCI_LOG").unwrap_or_else(|_| "warn,hookci::server=info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr = loop {
+        let line = lines.next().expect("exited").expect("stderr");
+        if let Some(rest) = line.split("address=").nth(1) {
+            break rest.split_whitespace().next().expect("addr").to_owned();
+        }
+    };
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            eprintln!("hookci: {line}");
+        }
+    });
+    (child, addr)
+}
+
+/// Sends a signed GitHub push; returns the build id and when the 202 came.
+fn deliver(addr: &str, pipeline: &str, url: &str, before: &str, after: &str) -> (i64, SystemTime) {
+    let body = serde_json::json!({
+        "ref": "refs/heads/main", "before": before, "after": after,
+        "created": false, "deleted": false, "forced": false,
+        "head_commit": {"id": after, "message": "bench"},
+        "repository": {"full_name": "bench/big", "clone_url": url, "html_url": "http://127.0.0.1/bench/big"},
+        "pusher": {"name": "bench"}
+    });
+    let body = serde_json::to_vec(&body).expect("json");
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(&body);
+    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let delivery = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let head = format!(
+        "POST /hooks/{pipeline} HTTP/1.1\r\nHost: b\r\nX-GitHub-Event: push\r\n\
+         X-GitHub-Delivery: bench-{delivery}\r\n\
+         X-Hub-Signature-256: {sig}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("write");
+    stream.write_all(&body).expect("write");
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).expect("read");
+    let at = SystemTime::now();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let json = &answer[answer.find("\r\n\r\n").expect("body") + 4..];
+    let v: serde_json::Value = serde_json::from_str(json).expect("json");
+    (v["builds"][0]["id"].as_i64().expect("id"), at)
+}
+
+fn get_build(addr: &str, id: i64) -> serde_json::Value {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET /api/builds/{id} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"
+    )
+    .expect("w");
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).expect("read");
+    serde_json::from_str(&answer[answer.find("\r\n\r\n").expect("body") + 4..]).expect("json")
+}
+
+fn wait_done(addr: &str, id: i64) -> serde_json::Value {
+    let until = Instant::now() + Duration::from_secs(600);
+    loop {
+        let b = get_build(addr, id);
+        if b["status"] != "queued" && b["status"] != "running" {
+            assert_eq!(b["status"], "success", "{b}");
+            return b;
+        }
+        assert!(Instant::now() < until, "build {id} did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn rfc3339_ms(s: &str) -> f64 {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .expect("timestamp");
+    (t.unix_timestamp_nanos() / 1_000_000) as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let mut runs = 5usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--runs" {
+            runs = args.next().and_then(|v| v.parse().ok()).unwrap_or(5);
+        }
+    }
+    // In the target dir, not /tmp: on some machines /tmp is far slower to
+    // create files in, which would measure the disk, not hookci.
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tmp");
+    let root = tmp.path();
+    eprintln!("building a repository of 10,000 commits and 3,000 files ...");
+    let bare = big_repo(root, 3000, 10_000);
+    let url = format!("file://{}", bare.display());
+    let out = root.join("out");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    std::fs::create_dir_all(root.join("pipelines")).expect("mkdir");
+    let pipeline = |run: &str| {
+        format!(
+            "repo = \"bench/big\"\nsecret = \"{SECRET}\"\n[env]\nOUT = \"{}\"\n[[steps]]\nname = \"s\"\nrun = '{run}'\n",
+            out.display()
+        )
+    };
+    std::fs::write(
+        root.join("pipelines/first.toml"),
+        pipeline("date +%s%N > \"$OUT/start-$HOOKCI_BUILD_ID\""),
+    )
+    .expect("w");
+    std::fs::write(
+        root.join("pipelines/flood.toml"),
+        pipeline("head -c 1073741824 /dev/zero"),
+    )
+    .expect("w");
+    std::fs::write(
+        root.join("pipelines/null.toml"),
+        pipeline("head -c 1073741824 /dev/zero > /dev/null"),
+    )
+    .expect("w");
+    std::fs::write(
+        root.join("pipelines/cat.toml"),
+        pipeline("head -c 1073741824 /dev/zero | cat > /dev/null"),
+    )
+    .expect("w");
+
+    // Baseline 1: fresh clones of the same repository, same transport.
+    let mut clones = Vec::new();
+    for i in 0..3 {
+        let dest = root.join(format!("clone-{i}"));
+        let t = Instant::now();
+        git(root, &["clone", "-q", &url, dest.to_str().expect("utf-8")]);
+        clones.push(t.elapsed().as_secs_f64() * 1000.0);
+        std::fs::remove_dir_all(&dest).expect("rm");
+    }
+    let clone_ms = median(clones);
+
+    let (mut daemon, addr) = spawn(root);
+    // Mirror it once (the first push of a repository fetches everything).
+    let mut head = git(&bare, &["rev-parse", "main"]);
+    let (id, _) = deliver(
+        &addr,
+        "first",
+        &url,
+        "0000000000000000000000000000000000000000",
+        &head,
+    );
+    wait_done(&addr, id);
+
+    // 1. Push one new commit, deliver, time the 202 → first step start.
+    let work = root.join("work");
+    git(root, &["clone", "-q", &url, work.to_str().expect("utf-8")]);
+    let mut first_step = Vec::new();
+    for r in 0..runs {
+        let file = format!("src/m{}/f{r}.rs", r % 50);
+        std::fs::write(work.join(file), format!("// bench run {r}\n")).expect("w");
+        git(&work, &["commit", "-qam", &format!("bench {r}")]);
+        git(&work, &["push", "-q", "origin", "HEAD:main"]);
+        let after = git(&work, &["rev-parse", "HEAD"]);
+        let (id, acked) = deliver(&addr, "first", &url, &head, &after);
+        wait_done(&addr, id);
+        let started: u128 = std::fs::read_to_string(out.join(format!("start-{id}")))
+            .expect("start file")
+            .trim()
+            .parse()
+            .expect("ns");
+        let acked_ns = acked.duration_since(UNIX_EPOCH).expect("clock").as_nanos();
+        first_step.push((started.saturating_sub(acked_ns)) as f64 / 1e6);
+        head = after;
+    }
+    let first_ms = median(first_step.clone());
+
+    // 2. 1 GiB to stdout (captured) vs to /dev/null, as steps.
+    let mut step_ms = |pipeline: &str| {
+        let mut v = Vec::new();
+        for _ in 0..runs {
+            let zero = "0000000000000000000000000000000000000000";
+            let (id, _) = deliver(&addr, pipeline, &url, zero, &head);
+            let b = wait_done(&addr, id);
+            let s = &b["steps"][0];
+            v.push(
+                rfc3339_ms(s["finished_at"].as_str().expect("finished"))
+                    - rfc3339_ms(s["started_at"].as_str().expect("started")),
+            );
+        }
+        median(v)
+    };
+    let null_ms = step_ms("null");
+    let cat_ms = step_ms("cat");
+    let flood_ms = step_ms("flood");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+
+    println!("| benchmark | hookci | baseline | ratio | target |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| push to first step (10,000 commits, 3,000 files; median of {runs}) | {first_ms:.0} ms | fresh git clone {clone_ms:.0} ms | {:.3} | <= 0.1 and < 250 ms |",
+        first_ms / clone_ms
+    );
+    println!(
+        "| step writing 1 GiB to stdout (median of {runs}) | {flood_ms:.0} ms | same to /dev/null {null_ms:.0} ms | {:.2} | <= 1.15 |",
+        flood_ms / null_ms
+    );
+    println!(
+        "| step writing 1 GiB to stdout, vs the floor of any pipe reader (median of {runs}) | {flood_ms:.0} ms | same piped to cat {cat_ms:.0} ms | {:.2} | |",
+        flood_ms / cat_ms
+    );
+    eprintln!("push to first step, each run (ms): {first_step:?}");
+}
