@@ -545,9 +545,16 @@ async fn builds_beyond_keep_builds_are_pruned_with_their_logs() {
     }
     let logs = server.config.data_dir.join("logs");
     for old in &ids[..2] {
-        let res = client().get(server.url(&format!("/api/builds/{old}"))).send().await.expect("get");
+        let res = client()
+            .get(server.url(&format!("/api/builds/{old}")))
+            .send()
+            .await
+            .expect("get");
         assert_eq!(res.status().as_u16(), 404, "build {old} was kept");
-        assert!(!logs.join(format!("{old}.log")).exists(), "the log of build {old} was kept");
+        assert!(
+            !logs.join(format!("{old}.log")).exists(),
+            "the log of build {old} was kept"
+        );
     }
     for kept in &ids[2..] {
         assert_eq!(build(&server, *kept).await["status"], "success");
@@ -555,7 +562,9 @@ async fn builds_beyond_keep_builds_are_pruned_with_their_logs() {
     }
     // Workspaces are removed when a build ends.
     let workspaces = server.config.data_dir.join("workspaces");
-    let left: Vec<_> = std::fs::read_dir(&workspaces).map(|d| d.flatten().collect()).unwrap_or_default();
+    let left: Vec<_> = std::fs::read_dir(&workspaces)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
     server.stop().await;
 }

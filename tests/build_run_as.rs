@@ -34,7 +34,8 @@ async fn steps_run_as_the_run_as_user_in_a_workspace_it_owns() {
     for dir in [server.dir.path(), &server.config.data_dir] {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
-    let mut body: Value = serde_json::from_slice(&fixture("github/goscm__push.json")).expect("json");
+    let mut body: Value =
+        serde_json::from_slice(&fixture("github/goscm__push.json")).expect("json");
     body["ref"] = "refs/heads/main".into();
     body["after"] = commit.clone().into();
     body["head_commit"]["id"] = commit.into();
@@ -48,7 +49,9 @@ async fn steps_run_as_the_run_as_user_in_a_workspace_it_owns() {
         .send()
         .await
         .expect("deliver");
-    let id = res.json::<Value>().await.expect("json")["builds"][0]["id"].as_i64().expect("id");
+    let id = res.json::<Value>().await.expect("json")["builds"][0]["id"]
+        .as_i64()
+        .expect("id");
     let until = Instant::now() + Duration::from_secs(60);
     let b = loop {
         let b: Value = client()
@@ -69,6 +72,9 @@ async fn steps_run_as_the_run_as_user_in_a_workspace_it_owns() {
         .expect("log");
     assert_eq!(b["status"], "success", "{b}\n{log}");
     let uid = nobody.uid.as_raw();
-    assert!(log.contains(&format!("uid={uid} owner={uid} home={uid}")), "{log}");
+    assert!(
+        log.contains(&format!("uid={uid} owner={uid} home={uid}")),
+        "{log}"
+    );
     server.stop().await;
 }
