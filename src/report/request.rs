@@ -83,14 +83,19 @@ impl<'a> Report<'a> {
     pub fn new(job: &'a ReportJob, public_url: &str) -> Result<Report<'a>, String> {
         let phase = Phase::of(job.state)
             .ok_or_else(|| format!("a {} build reports no commit status", job.state))?;
+        // The outbox writes "queued" for a new build, which is no reason.
+        let reason = match job.description.trim() {
+            d if d == job.state.as_str() => "",
+            d => d,
+        };
         Ok(Report {
             id: job.id,
             build: &job.build,
             phase,
             state: job.state,
             context: &job.context,
-            reason: &job.description,
-            description: description(phase, &job.description),
+            reason,
+            description: description(phase, reason),
             target_url: format!(
                 "{}/builds/{}",
                 public_url.trim_end_matches('/'),
