@@ -102,7 +102,7 @@ pub async fn run(
         keep_builds: config.keep_builds,
         live: live.clone(),
     };
-    let state = AppState::new(config, pipelines.clone(), store);
+    let state = AppState::new(config, pipelines.clone(), store, Arc::clone(&runner), live);
     tracing::info!(
         address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         pipelines = state.pipelines().len(),

@@ -568,3 +568,63 @@ async fn builds_beyond_keep_builds_are_pruned_with_their_logs() {
     assert!(left.is_empty(), "{left:?}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_builds_log_can_be_followed_live_and_read_when_done() {
+    let up = Upstream::new("follow");
+    let commit = up.push(&[("README", "x\n")], "follow");
+    let steps = "[secrets]\nTOKEN = \"follow-secret-value\"\n[[steps]]\nname = \"ticks\"\n\
+                 run = 'for i in 1 2 3 4 5; do echo \"tick $i $TOKEN\"; sleep 0.2; done'\n";
+    let server = start(&[("app", &pipeline("", steps))], 1).await;
+    let id = deliver(
+        &server,
+        "app",
+        &push_body(&up, "refs/heads/main", ZERO, &commit, "f"),
+        "f1",
+    )
+    .await[0];
+    wait_for(&server, id, |b| b["steps"][0]["status"] == "running").await;
+    let mut res = client()
+        .get(server.url(&format!("/api/builds/{id}/log/stream")))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/event-stream")
+    );
+    let mut text = String::new();
+    let until = Instant::now() + Duration::from_secs(30);
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), res.chunk())
+        .await
+        .expect("the stream stalled")
+        .expect("chunk")
+    {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        assert!(Instant::now() < until, "the stream never ended");
+    }
+    for i in 1..=5 {
+        assert!(text.contains(&format!("tick {i} ***")), "{text}");
+    }
+    assert!(text.contains("event: end"), "{text}");
+    assert!(!text.contains("follow-secret-value"), "{text}");
+    assert_eq!(wait_final(&server, id).await["status"], "success");
+    let plain = client()
+        .get(server.url(&format!("/api/builds/{id}/log")))
+        .send()
+        .await
+        .expect("log");
+    assert!(
+        plain.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/plain")
+    );
+    let plain = plain.text().await.expect("text");
+    assert_eq!(plain, log(&server, id));
+    assert!(plain.contains("tick 5 ***"), "{plain}");
+    server.stop().await;
+}

@@ -113,3 +113,86 @@ pub async fn cancel_build(
         CancelOutcome::NotFound => Err(ApiError::not_found("no such build")),
     }
 }
+
+/// `GET /api/builds/ID/log`: the log as it is now (text/plain, masked).
+pub async fn get_log(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    require_read(&state, &headers)?;
+    let id = build_id(&id)?;
+    if state.store().build(id).await?.is_none() {
+        return Err(ApiError::not_found("no such build"));
+    }
+    let content_type = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    match tokio::fs::File::open(state.log_path(id)).await {
+        Ok(file) => {
+            let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+            Ok((content_type, body).into_response())
+        }
+        // Queued builds have no log yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok((content_type, "").into_response())
+        }
+        Err(e) => {
+            tracing::error!(build = id, error = %e, "cannot read a build log");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the log cannot be read",
+            ))
+        }
+    }
+}
+
+/// `GET /api/builds/ID/log/stream`: the log as Server-Sent Events, live
+/// while the build runs: one `data` event per chunk, then `event: end`.
+pub async fn stream_log(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    ApiError,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    require_read(&state, &headers)?;
+    let id = build_id(&id)?;
+    if state.store().build(id).await?.is_none() {
+        return Err(ApiError::not_found("no such build"));
+    }
+    let follower = state.follow_log(id);
+    // (follower, bytes of a UTF-8 sequence cut by a chunk boundary, ended)
+    let stream = futures_util::stream::unfold(
+        (follower, Vec::<u8>::new(), false),
+        |(mut follower, mut carry, ended)| async move {
+            if ended {
+                return None;
+            }
+            match follower.next_chunk().await {
+                Ok(Some(chunk)) => {
+                    carry.extend_from_slice(&chunk);
+                    let valid = match std::str::from_utf8(&carry) {
+                        Ok(_) => carry.len(),
+                        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                        Err(_) => carry.len(),
+                    };
+                    let text = String::from_utf8_lossy(&carry[..valid]).into_owned();
+                    let rest = carry.split_off(valid);
+                    Some((Ok(Event::default().data(text)), (follower, rest, false)))
+                }
+                Ok(None) | Err(_) => {
+                    let last = String::from_utf8_lossy(&carry).into_owned();
+                    Some((
+                        Ok(Event::default().event("end").data(last)),
+                        (follower, Vec::new(), true),
+                    ))
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

@@ -12,7 +12,9 @@ pub use error::ApiError;
 
 use crate::config::Config;
 use crate::pipeline::{Pipeline, PipelineSet};
+use crate::runner::build::Runner;
 use crate::store::Store;
+use crate::worker::LiveBuilds;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -37,18 +39,38 @@ struct Inner {
     config: Config,
     pipelines: PipelineSet,
     store: Store,
+    runner: Arc<Runner>,
+    live: LiveBuilds,
 }
 
 impl AppState {
     /// State for a server with this config, pipelines and store.
-    pub fn new(config: Config, pipelines: PipelineSet, store: Store) -> Self {
+    pub fn new(
+        config: Config,
+        pipelines: PipelineSet,
+        store: Store,
+        runner: Arc<Runner>,
+        live: LiveBuilds,
+    ) -> Self {
         AppState {
             inner: Arc::new(Inner {
                 config,
                 pipelines,
                 store,
+                runner,
+                live,
             }),
         }
+    }
+
+    /// A reader of build `id`'s log: live while it runs, else its file.
+    pub fn follow_log(&self, id: i64) -> crate::runner::log::LogFollower {
+        self.inner.live.follow(id, &self.inner.runner)
+    }
+
+    /// The log file of build `id`.
+    pub fn log_path(&self, id: i64) -> std::path::PathBuf {
+        self.inner.runner.log_path(id)
     }
 
     /// The server config.
@@ -80,6 +102,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/builds/{id}", get(api::get_build))
         .route("/api/builds/{id}/cancel", post(api::cancel_build))
+        .route("/api/builds/{id}/log", get(api::get_log))
+        .route("/api/builds/{id}/log/stream", get(api::stream_log))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
