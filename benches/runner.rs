@@ -286,7 +286,7 @@ fn main() {
     let first_ms = median(first_step.clone());
 
     // 2. 1 GiB to stdout (captured) vs to /dev/null, as steps.
-    let mut step_ms = |pipeline: &str| {
+    let step_ms = |pipeline: &str| {
         let mut v = Vec::new();
         for _ in 0..runs {
             let zero = "0000000000000000000000000000000000000000";
