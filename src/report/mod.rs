@@ -172,17 +172,14 @@ impl Reporter {
                 busy.remove(&task_id(&done));
             }
             let now = inner.clock.now_ms();
-            let mut blocked = false;
             match inner.store.due_reports(now, BATCH).await {
                 Ok(jobs) => {
                     for job in jobs {
                         let key = Key::of(&job);
                         if busy.values().any(|k| *k == key) {
-                            blocked = true;
                             continue;
                         }
                         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                            blocked = true;
                             break;
                         };
                         let task = tasks.spawn(Arc::clone(&inner).deliver(job, permit));
@@ -200,12 +197,9 @@ impl Reporter {
             }
             let wake_at = match inner.store.next_report_due().await {
                 Ok(Some(due)) if due > inner.clock.now_ms() => Some(inner.clock.instant_at(due)),
-                // Due now: in flight, waiting behind one that is, or more
-                // than one batch. Look again when a request ends, or soon.
-                Ok(Some(_)) if !tasks.is_empty() || blocked => {
-                    Some(tokio::time::Instant::now() + BUSY_RECHECK)
-                }
-                Ok(Some(_)) => continue,
+                // Due now: in flight, or waiting behind one that is. Look
+                // again when a request ends (the usual wake-up), or soon.
+                Ok(Some(_)) => Some(tokio::time::Instant::now() + BUSY_RECHECK),
                 Ok(None) => None,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the report outbox; trying again soon");
@@ -521,11 +515,17 @@ pub fn request_for(
                 .ok_or("the webhook provider has no [status] secret")?;
             webhook::request(&report, &url, secret, steps, now_s)
         }
-        Provider::None => Err(format!(
-            "the pipeline {} no longer reports commit statuses (no [status] provider for {} builds)",
-            pipeline.name,
-            job.build.host.as_deref().unwrap_or("manual")
-        )),
+        Provider::None => Err(match status.provider {
+            Some(_) => format!(
+                "the pipeline {} no longer reports commit statuses ([status] provider is none)",
+                pipeline.name
+            ),
+            None => format!(
+                "the pipeline {} no longer reports commit statuses (builds from {} have no status API; set [status] provider)",
+                pipeline.name,
+                job.build.host.as_deref().unwrap_or("a manual trigger")
+            ),
+        }),
     }
 }
 
