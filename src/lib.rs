@@ -13,7 +13,13 @@
 //! - [`http`]: axum routes, connection limits, JSON errors. Never runs git or a build.
 //! - [`webhook`]: one file per Git host; detection, verification, parsing.
 //! - [`pipeline`]: pipeline files, validation, the trigger matcher (no I/O).
-//! - [`store`]: the only module that speaks SQL; deliveries and builds.
+//! - [`store`]: the only module that speaks SQL; deliveries, builds, steps and
+//!   the status report outbox.
+//! - [`worker`]: claims queued builds and runs them with [`runner`].
+//! - [`runner`]: one build: mirror fetch, workspace, steps, masked log.
+//! - [`report`]: commit statuses to the Git hosts, from the outbox; the only
+//!   module that calls out.
+//! - [`run`]: `hookci run`, the runner in the foreground.
 //! - [`server`]: wires the pieces together: `run(config, listener, shutdown)`.
 
 pub mod cli;

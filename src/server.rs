@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::http::{self, AppState, Limits};
 use crate::pipeline::{self, PipelineSet};
+use crate::report::Reporter;
 use crate::runner::build::Runner;
 use crate::store::{Store, StoreOptions};
 use crate::worker::{LiveBuilds, Worker};
@@ -102,6 +103,8 @@ pub async fn run(
         keep_builds: config.keep_builds,
         live: live.clone(),
     };
+    let reporter = Reporter::new(store.clone(), pipelines.clone(), config.public_url.clone())
+        .context("cannot start the status reporter")?;
     let state = AppState::new(config, pipelines.clone(), store, Arc::clone(&runner), live);
     tracing::info!(
         address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -121,6 +124,11 @@ pub async fn run(
         pipelines,
     ));
     let worker = tokio::spawn(worker.run(stop.clone()));
+    // The reporter stops after the worker, so that the reports of builds
+    // re-queued at shutdown get their chance; what is left stays in the
+    // outbox for the next start.
+    let reporter_stop = CancellationToken::new();
+    let reporter = tokio::spawn(reporter.run(reporter_stop.clone()));
     http::serve(
         listener,
         http::router(state),
@@ -130,6 +138,13 @@ pub async fn run(
     .await;
     if let Err(e) = worker.await {
         tracing::error!(error = %e, "the worker failed");
+    }
+    reporter_stop.cancel();
+    if tokio::time::timeout(std::time::Duration::from_secs(5), reporter)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the reporter did not stop in time; its pending reports stay in the outbox");
     }
     reload.abort();
     signal.abort();
