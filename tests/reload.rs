@@ -1,0 +1,67 @@
+//! SIGHUP reloads the pipelines: a new file is served, a broken one keeps
+//! its previous version, and nothing queued is lost.
+
+mod common;
+
+use common::{client, fixture, hub_sha256, spawn_daemon};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::time::{Duration, Instant};
+
+fn pipeline(secret: &str) -> String {
+    format!(
+        "repo = \"Codertocat/Hello-World\"\nsecret = \"{secret}\"\n[[steps]]\nname = \"t\"\nrun = \"true\"\n"
+    )
+}
+
+async fn post(base: &str, name: &str, secret: &str, delivery: &str) -> u16 {
+    let body = fixture("github/goscm__push.json");
+    client()
+        .post(format!("{base}/hooks/{name}"))
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", delivery)
+        .header("X-Hub-Signature-256", hub_sha256(secret, &body))
+        .body(body)
+        .send()
+        .await
+        .expect("post")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_serves_new_pipelines_and_keeps_the_old_version_of_a_broken_one() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pipelines = dir.path().join("pipelines");
+    std::fs::create_dir_all(&pipelines).expect("mkdir");
+    std::fs::write(pipelines.join("one.toml"), pipeline("first")).expect("write");
+    let (mut daemon, base) = spawn_daemon(dir.path(), "max_parallel_builds = 0");
+    assert_eq!(post(&base, "one", "first", "a").await, 202);
+    assert_eq!(post(&base, "two", "second", "b").await, 404);
+
+    std::fs::write(pipelines.join("two.toml"), pipeline("second")).expect("write");
+    std::fs::write(pipelines.join("one.toml"), "repo = [broken").expect("write");
+    let pid = Pid::from_raw(i32::try_from(daemon.id()).expect("pid"));
+    kill(pid, Signal::SIGHUP).expect("SIGHUP");
+    // Bounded wait for the reload to take effect.
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    while post(&base, "two", "second", &format!("c{n}")).await != 202 {
+        assert!(Instant::now() < until, "the new pipeline was never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        n += 1;
+    }
+    // The broken file kept its previous version: same secret, still served.
+    assert_eq!(post(&base, "one", "first", "d").await, 202);
+    let db = rusqlite::Connection::open(dir.path().join("data/hookci.db")).expect("db");
+    let queued: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM builds WHERE status = 'queued'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(queued, 3, "every acknowledged delivery is still queued");
+    daemon.kill().expect("kill");
+    daemon.wait().expect("reap");
+}
