@@ -6,10 +6,8 @@ mod common;
 #[path = "support/gitserve.rs"]
 mod gitserve;
 
-use common::{TestServer, client, fixture, hub_sha256};
+use common::{TestServer, ZERO};
 use gitserve::Upstream;
-use serde_json::Value;
-use std::time::{Duration, Instant};
 
 fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -31,40 +29,9 @@ async fn a_step_printing_a_gibibyte_keeps_the_daemons_memory_flat() {
     let server = TestServer::start(&[("app", pipeline)], |c| c.max_parallel_builds = 1).await;
     let hwm_before = status_kib("VmHWM:");
 
-    let mut body: Value =
-        serde_json::from_slice(&fixture("github/goscm__push.json")).expect("json");
-    body["ref"] = "refs/heads/main".into();
-    body["after"] = commit.clone().into();
-    body["head_commit"]["id"] = commit.into();
-    body["repository"]["clone_url"] = up.url().into();
-    let body = serde_json::to_vec(&body).expect("json");
-    let res = client()
-        .post(server.url("/hooks/app"))
-        .header("X-GitHub-Event", "push")
-        .header("X-Hub-Signature-256", hub_sha256("s", &body))
-        .body(body)
-        .send()
-        .await
-        .expect("deliver");
-    let id = res.json::<Value>().await.expect("json")["builds"][0]["id"]
-        .as_i64()
-        .expect("id");
-    let until = Instant::now() + Duration::from_secs(300);
-    let b = loop {
-        let b: Value = client()
-            .get(server.url(&format!("/api/builds/{id}")))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
-        if b["status"] != "queued" && b["status"] != "running" {
-            break b;
-        }
-        assert!(Instant::now() < until, "the build did not finish: {b}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "big");
+    let id = common::queue_github(&server.base(), "app", "s", "big", &body).await[0];
+    let b = common::wait_final(&server.base(), id).await;
     assert_eq!(b["status"], "success", "{b}");
     let hwm_after = status_kib("VmHWM:");
     let grew_mib = hwm_after.saturating_sub(hwm_before) / 1024;

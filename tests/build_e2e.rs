@@ -5,7 +5,7 @@ mod common;
 #[path = "support/gitserve.rs"]
 mod gitserve;
 
-use common::{TestServer, client, fixture, hub_sha256};
+use common::{TestServer, ZERO, client};
 use gitserve::{HttpGitServer, Upstream};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -27,72 +27,26 @@ async fn start(pipelines: &[(&str, &str)], parallel: usize) -> TestServer {
     .await
 }
 
-/// A GitHub push of `after` on `git_ref` from the upstream, as GitHub sends it.
 fn push_body(up: &Upstream, git_ref: &str, before: &str, after: &str, message: &str) -> Vec<u8> {
-    let mut v: Value =
-        serde_json::from_slice(&fixture("github/goscm__push.json")).expect("fixture");
-    v["ref"] = git_ref.into();
-    v["before"] = before.into();
-    v["after"] = after.into();
-    v["created"] = (before == "0000000000000000000000000000000000000000").into();
-    v["head_commit"]["id"] = after.into();
-    v["head_commit"]["message"] = message.into();
-    v["repository"]["clone_url"] = up.url().into();
-    v["pusher"]["name"] = "ada".into();
-    serde_json::to_vec(&v).expect("json")
+    common::github_push(&up.url(), git_ref, before, after, message)
 }
 
-/// Delivers a push to `/hooks/NAME`; returns the queued build ids.
 async fn deliver(server: &TestServer, name: &str, body: &[u8], delivery: &str) -> Vec<i64> {
-    let res = client()
-        .post(server.url(&format!("/hooks/{name}")))
-        .header("X-GitHub-Event", "push")
-        .header("X-GitHub-Delivery", delivery)
-        .header("X-Hub-Signature-256", hub_sha256(SECRET, body))
-        .body(body.to_vec())
-        .send()
-        .await
-        .expect("deliver");
-    let status = res.status().as_u16();
-    let json: Value = res.json().await.expect("json");
-    assert_eq!(status, 202, "{json}");
-    json["builds"]
-        .as_array()
-        .expect("builds")
-        .iter()
-        .map(|b| b["id"].as_i64().expect("id"))
-        .collect()
+    common::queue_github(&server.base(), name, SECRET, delivery, body).await
 }
 
 async fn build(server: &TestServer, id: i64) -> Value {
-    client()
-        .get(server.url(&format!("/api/builds/{id}")))
-        .send()
+    common::get_build(&server.base(), id)
         .await
-        .expect("get build")
-        .json()
-        .await
-        .expect("json")
+        .expect("the build")
 }
 
-/// Polls until the build reaches `want` (bounded: 120 s).
 async fn wait_for(server: &TestServer, id: i64, want: impl Fn(&Value) -> bool) -> Value {
-    let until = Instant::now() + Duration::from_secs(120);
-    loop {
-        let b = build(server, id).await;
-        if want(&b) {
-            return b;
-        }
-        assert!(Instant::now() < until, "build {id} never got there: {b}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_build(&server.base(), id, want).await
 }
 
 async fn wait_final(server: &TestServer, id: i64) -> Value {
-    wait_for(server, id, |b| {
-        !matches!(b["status"].as_str(), Some("queued") | Some("running"))
-    })
-    .await
+    common::wait_final(&server.base(), id).await
 }
 
 fn log(server: &TestServer, id: i64) -> String {
@@ -125,8 +79,6 @@ fn processes_with(needle: &str) -> Vec<String> {
     }
     found
 }
-
-const ZERO: &str = "0000000000000000000000000000000000000000";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_sees_exactly_the_environment_of_the_spec_and_nothing_of_the_daemons() {

@@ -5,9 +5,8 @@ mod common;
 #[path = "support/gitserve.rs"]
 mod gitserve;
 
-use common::{client, fixture, hub_sha256, spawn_daemon};
+use common::{ZERO, spawn_daemon};
 use gitserve::Upstream;
-use serde_json::Value;
 use std::time::{Duration, Instant};
 
 fn processes_with(needle: &str) -> usize {
@@ -21,21 +20,6 @@ fn processes_with(needle: &str) -> usize {
                 .contains(needle)
         })
         .count()
-}
-
-async fn wait_for(base: &str, id: i64, want: impl Fn(&Value) -> bool) -> Value {
-    let until = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(res) = client().get(format!("{base}/api/builds/{id}")).send().await {
-            if let Ok(b) = res.json::<Value>().await {
-                if want(&b) {
-                    return b;
-                }
-            }
-        }
-        assert!(Instant::now() < until, "build {id} never got there");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,26 +41,8 @@ async fn a_build_interrupted_by_sigkill_runs_again_as_attempt_2_and_succeeds() {
     .expect("pipeline");
     let (mut daemon, base) = spawn_daemon(dir.path(), "max_parallel_builds = 1");
 
-    let mut body: Value =
-        serde_json::from_slice(&fixture("github/goscm__push.json")).expect("json");
-    body["ref"] = "refs/heads/main".into();
-    body["after"] = commit.clone().into();
-    body["head_commit"]["id"] = commit.clone().into();
-    body["repository"]["clone_url"] = up.url().into();
-    let body = serde_json::to_vec(&body).expect("json");
-    let res = client()
-        .post(format!("{base}/hooks/app"))
-        .header("X-GitHub-Event", "push")
-        .header("X-GitHub-Delivery", "r1")
-        .header("X-Hub-Signature-256", hub_sha256("s", &body))
-        .body(body)
-        .send()
-        .await
-        .expect("deliver");
-    assert_eq!(res.status().as_u16(), 202);
-    let id = res.json::<Value>().await.expect("json")["builds"][0]["id"]
-        .as_i64()
-        .expect("id");
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "first");
+    let id = common::queue_github(&base, "app", "s", "r1", &body).await[0];
 
     // The first run is in its step; kill the daemon under it.
     let until = Instant::now() + Duration::from_secs(60);
@@ -94,10 +60,7 @@ async fn a_build_interrupted_by_sigkill_runs_again_as_attempt_2_and_succeeds() {
     );
 
     let (mut daemon, base) = spawn_daemon(dir.path(), "max_parallel_builds = 1");
-    let b = wait_for(&base, id, |b| {
-        b["status"] == "success" || b["status"] == "failure" || b["status"] == "error"
-    })
-    .await;
+    let b = common::wait_final(&base, id).await;
     assert_eq!(b["status"], "success", "{b}");
     assert_eq!(b["attempt"], 2, "{b}");
     assert_eq!(

@@ -5,11 +5,9 @@ mod common;
 #[path = "support/gitserve.rs"]
 mod gitserve;
 
-use common::{TestServer, client, fixture, hub_sha256};
+use common::{TestServer, ZERO};
 use gitserve::Upstream;
-use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_run_as_the_run_as_user_in_a_workspace_it_owns() {
@@ -34,40 +32,9 @@ async fn steps_run_as_the_run_as_user_in_a_workspace_it_owns() {
     for dir in [server.dir.path(), &server.config.data_dir] {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
-    let mut body: Value =
-        serde_json::from_slice(&fixture("github/goscm__push.json")).expect("json");
-    body["ref"] = "refs/heads/main".into();
-    body["after"] = commit.clone().into();
-    body["head_commit"]["id"] = commit.into();
-    body["repository"]["clone_url"] = up.url().into();
-    let body = serde_json::to_vec(&body).expect("json");
-    let res = client()
-        .post(server.url("/hooks/app"))
-        .header("X-GitHub-Event", "push")
-        .header("X-Hub-Signature-256", hub_sha256("s", &body))
-        .body(body)
-        .send()
-        .await
-        .expect("deliver");
-    let id = res.json::<Value>().await.expect("json")["builds"][0]["id"]
-        .as_i64()
-        .expect("id");
-    let until = Instant::now() + Duration::from_secs(60);
-    let b = loop {
-        let b: Value = client()
-            .get(server.url(&format!("/api/builds/{id}")))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
-        if b["status"] != "queued" && b["status"] != "running" {
-            break b;
-        }
-        assert!(Instant::now() < until, "{b}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "x");
+    let id = common::queue_github(&server.base(), "app", "s", "runas", &body).await[0];
+    let b = common::wait_final(&server.base(), id).await;
     let log = std::fs::read_to_string(server.config.data_dir.join(format!("logs/{id}.log")))
         .expect("log");
     assert_eq!(b["status"], "success", "{b}\n{log}");

@@ -6,58 +6,15 @@ mod common;
 #[path = "support/gitserve.rs"]
 mod gitserve;
 
-use common::{client, fixture, hub_sha256, spawn_daemon};
+use common::{ZERO, client, get_build, spawn_daemon, wait_build};
 use gitserve::Upstream;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde_json::Value;
-use std::time::{Duration, Instant};
-
-async fn get(base: &str, id: i64) -> Option<Value> {
-    client()
-        .get(format!("{base}/api/builds/{id}"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
-}
-
-async fn wait_for(base: &str, id: i64, want: impl Fn(&Value) -> bool) -> Value {
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(b) = get(base, id).await {
-            if want(&b) {
-                return b;
-            }
-        }
-        assert!(Instant::now() < until, "build {id} never got there");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use std::time::Duration;
 
 async fn deliver(base: &str, pipeline: &str, up: &Upstream, commit: &str, id: &str) -> i64 {
-    let mut body: Value =
-        serde_json::from_slice(&fixture("github/goscm__push.json")).expect("json");
-    body["ref"] = "refs/heads/main".into();
-    body["after"] = commit.into();
-    body["head_commit"]["id"] = commit.into();
-    body["repository"]["clone_url"] = up.url().into();
-    let body = serde_json::to_vec(&body).expect("json");
-    let res = client()
-        .post(format!("{base}/hooks/{pipeline}"))
-        .header("X-GitHub-Event", "push")
-        .header("X-GitHub-Delivery", id)
-        .header("X-Hub-Signature-256", hub_sha256("s", &body))
-        .body(body)
-        .send()
-        .await
-        .expect("deliver");
-    assert_eq!(res.status().as_u16(), 202);
-    res.json::<Value>().await.expect("json")["builds"][0]["id"]
-        .as_i64()
-        .expect("id")
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, commit, "shutdown");
+    common::queue_github(base, pipeline, "s", id, &body).await[0]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,9 +44,9 @@ async fn sigterm_finishes_what_fits_in_the_grace_and_requeues_the_rest() {
     let settings = "max_parallel_builds = 2\nshutdown_grace = \"2s\"";
     let (mut daemon, base) = spawn_daemon(dir.path(), settings);
     let long = deliver(&base, "long", &up, &commit, "l1").await;
-    wait_for(&base, long, |b| b["steps"][0]["status"] == "running").await;
+    wait_build(&base, long, |b| b["steps"][0]["status"] == "running").await;
     let quick = deliver(&base, "quick", &up, &commit, "q1").await;
-    wait_for(&base, quick, |b| b["steps"][0]["status"] == "running").await;
+    wait_build(&base, quick, |b| b["steps"][0]["status"] == "running").await;
 
     let pid = Pid::from_raw(i32::try_from(daemon.id()).expect("pid"));
     kill(pid, Signal::SIGTERM).expect("SIGTERM");
@@ -101,12 +58,12 @@ async fn sigterm_finishes_what_fits_in_the_grace_and_requeues_the_rest() {
     assert!(status.success(), "the daemon exited with {status}");
 
     let (mut daemon, base) = spawn_daemon(dir.path(), "max_parallel_builds = 0");
-    let q = get(&base, quick).await.expect("quick");
+    let q = get_build(&base, quick).await.expect("quick");
     assert_eq!(
         q["status"], "success",
         "the quick build finished within the grace: {q}"
     );
-    let l = get(&base, long).await.expect("long");
+    let l = get_build(&base, long).await.expect("long");
     assert_eq!(
         l["status"], "queued",
         "the long build went back to the queue: {l}"
@@ -116,7 +73,7 @@ async fn sigterm_finishes_what_fits_in_the_grace_and_requeues_the_rest() {
     daemon.wait().expect("reap");
 
     let (mut daemon, base) = spawn_daemon(dir.path(), "max_parallel_builds = 2");
-    let l = wait_for(&base, long, |b| {
+    let l = wait_build(&base, long, |b| {
         b["status"] != "queued" && b["status"] != "running"
     })
     .await;

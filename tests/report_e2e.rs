@@ -7,58 +7,20 @@ mod gitserve;
 #[allow(dead_code, reason = "shared with the other report tests")]
 mod report_fake;
 
-use common::{TestServer, client, fixture, hub_sha256};
+use common::{TestServer, ZERO};
 use gitserve::Upstream;
 use report_fake::{FakeHost, Reply};
 use serde_json::Value;
-use std::time::{Duration, Instant};
 
 const TOKEN: &str = "ghp_e2e_token_9f8e7d";
 
 async fn deliver(server: &TestServer, up: &Upstream, commit: &str) -> i64 {
-    let mut body: Value =
-        serde_json::from_slice(&fixture("github/goscm__push.json")).expect("json");
-    body["ref"] = "refs/heads/main".into();
-    body["before"] = "0000000000000000000000000000000000000000".into();
-    body["after"] = commit.into();
-    body["head_commit"]["id"] = commit.into();
-    body["repository"]["clone_url"] = up.url().into();
-    let body = serde_json::to_vec(&body).expect("json");
-    let res = client()
-        .post(server.url("/hooks/app"))
-        .header("X-GitHub-Event", "push")
-        .header("X-Hub-Signature-256", hub_sha256("s", &body))
-        .body(body)
-        .send()
-        .await
-        .expect("deliver");
-    assert_eq!(res.status().as_u16(), 202);
-    res.json::<Value>().await.expect("json")["builds"][0]["id"]
-        .as_i64()
-        .expect("id")
-}
-
-async fn build(server: &TestServer, id: i64) -> Value {
-    client()
-        .get(server.url(&format!("/api/builds/{id}")))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json")
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, commit, "status");
+    common::queue_github(&server.base(), "app", "s", commit, &body).await[0]
 }
 
 async fn wait_for(server: &TestServer, id: i64, want: impl Fn(&Value) -> bool) -> Value {
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        let b = build(server, id).await;
-        if want(&b) {
-            return b;
-        }
-        assert!(Instant::now() < until, "build {id} never got there: {b}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_build(&server.base(), id, want).await
 }
 
 fn pipeline(api: &str) -> String {

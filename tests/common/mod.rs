@@ -94,6 +94,11 @@ impl TestServer {
         panic!("the server did not become ready");
     }
 
+    /// `http://ADDR`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// `http://ADDR/PATH`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
@@ -182,4 +187,109 @@ pub fn spawn_daemon(dir: &Path, extra: &str) -> (std::process::Child, String) {
     // Keep draining stderr so the daemon never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     (child, format!("http://{addr}"))
+}
+
+/// An all-zero commit id: `before` of a new ref.
+pub const ZERO: &str = "0000000000000000000000000000000000000000";
+
+/// A GitHub push payload: the recorded fixture with the ref, commits,
+/// message and clone URL of a test repository.
+pub fn github_push(
+    clone_url: &str,
+    git_ref: &str,
+    before: &str,
+    after: &str,
+    message: &str,
+) -> Vec<u8> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fixture("github/goscm__push.json")).expect("fixture");
+    v["ref"] = git_ref.into();
+    v["before"] = before.into();
+    v["after"] = after.into();
+    v["created"] = (before == ZERO).into();
+    v["head_commit"]["id"] = after.into();
+    v["head_commit"]["message"] = message.into();
+    v["repository"]["clone_url"] = clone_url.into();
+    v["pusher"]["name"] = "ada".into();
+    serde_json::to_vec(&v).expect("json")
+}
+
+/// Sends `body` to `{base}/hooks/{name}` as GitHub would, signed with
+/// `secret`; returns the status and the JSON answer.
+pub async fn send_github(
+    base: &str,
+    name: &str,
+    secret: &str,
+    delivery: &str,
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    let res = client()
+        .post(format!("{base}/hooks/{name}"))
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", delivery)
+        .header("X-Hub-Signature-256", hub_sha256(secret, body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("deliver");
+    let status = res.status().as_u16();
+    (status, res.json().await.expect("a JSON answer"))
+}
+
+/// Like [`send_github`], expecting 202; returns the queued build ids.
+pub async fn queue_github(
+    base: &str,
+    name: &str,
+    secret: &str,
+    delivery: &str,
+    body: &[u8],
+) -> Vec<i64> {
+    let (status, json) = send_github(base, name, secret, delivery, body).await;
+    assert_eq!(status, 202, "{json}");
+    json["builds"]
+        .as_array()
+        .expect("builds")
+        .iter()
+        .map(|b| b["id"].as_i64().expect("id"))
+        .collect()
+}
+
+/// `GET {base}/api/builds/{id}`, or `None` while the server cannot answer.
+pub async fn get_build(base: &str, id: i64) -> Option<serde_json::Value> {
+    client()
+        .get(format!("{base}/api/builds/{id}"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// Polls build `id` until `want` holds (bounded: 120 s).
+pub async fn wait_build(
+    base: &str,
+    id: i64,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let b = get_build(base, id).await;
+        if let Some(b) = b.as_ref().filter(|b| want(b)) {
+            return b.clone();
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "build {id} never got there: {b:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls build `id` until it is neither queued nor running.
+pub async fn wait_final(base: &str, id: i64) -> serde_json::Value {
+    wait_build(base, id, |b| {
+        !matches!(b["status"].as_str(), Some("queued" | "running"))
+    })
+    .await
 }
