@@ -956,3 +956,366 @@ async fn an_incremental_fetch_and_checkout_of_a_large_repository_fit_in_250_ms()
         assert!(total < std::time::Duration::from_millis(250), "{total:?}");
     }
 }
+
+// The workspace pool: a parked workspace is updated, not rewritten.
+
+/// Waits until no parked workspace of `mirror` is being cleaned; returns
+/// how many are clean.
+async fn settled(mirrors: &Mirrors, mirror: &Path) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (ready, cleaning) = mirrors.parked(mirror);
+        if cleaning == 0 {
+            return ready;
+        }
+        assert!(std::time::Instant::now() < deadline, "still cleaning");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Every path under `root` but `.git` (directories end in `/`), with the
+/// contents of files and the targets of links.
+fn tree_of(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if rel == ".git" {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                out.insert(format!("{rel}/"), Vec::new());
+                stack.push(path);
+            } else if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                out.insert(rel, target.to_string_lossy().as_bytes().to_vec());
+            } else {
+                let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+                let mut bytes = std::fs::read(&path).unwrap();
+                bytes.extend(format!("\0mode {:o}", mode & 0o111).bytes());
+                out.insert(rel, bytes);
+            }
+        }
+    }
+    out
+}
+
+/// `.git` of a workspace as [`tree_of`] sees it, without the index and the
+/// reflogs (timestamps).
+fn git_dir_of(ws: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut tree = tree_of(&ws.join(".git"));
+    tree.retain(|path, _| path != "index" && !path.starts_with("logs/"));
+    tree
+}
+
+fn inode_and_mtime(path: &Path) -> (u64, std::time::SystemTime) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (meta.ino(), meta.modified().unwrap())
+}
+
+/// 100 files in a few directories, plus `.gitignore` (target/).
+fn hundred_files(up: &Upstream) -> String {
+    let files: Vec<(String, String)> = (0..100)
+        .map(|i| {
+            (
+                format!("d{}/f{i}.txt", i % 5),
+                format!("file {i}\n").repeat(10),
+            )
+        })
+        .chain([(".gitignore".to_owned(), "target/\n".to_owned())])
+        .collect();
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (&**p, &**c)).collect();
+    up.push(&files, "a")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_workspace_becomes_the_next_commit_rewriting_only_what_changed() {
+    let up = Upstream::new("pooled");
+    let a = hundred_files(&up);
+    std::fs::remove_file(up.work.join("d0/f20.txt")).unwrap();
+    let b = up.push(&[("d0/f10.txt", "changed\n"), ("d4/new.txt", "new\n")], "b");
+    let mirrors = mirrors(&up);
+    let url = up.url();
+    let (mirror, _) = mirrors
+        .fetch(&spec(&url), "refs/heads/main", &b)
+        .await
+        .unwrap();
+
+    let first = up.tmp.path().join("builds/1/src");
+    mirrors
+        .checkout(&mirror, &spec(&url), &a, &first)
+        .await
+        .unwrap();
+    assert_workspace_at(&up, &first, &a);
+    let unchanged = inode_and_mtime(&first.join("d3/f33.txt"));
+    assert!(mirrors.park(&first), "parked");
+    assert!(!first.exists(), "the workspace moved into the pool");
+    assert_eq!(settled(&mirrors, &mirror).await, 1);
+
+    let second = up.tmp.path().join("builds/2/src");
+    mirrors
+        .checkout(&mirror, &spec(&url), &b, &second)
+        .await
+        .unwrap();
+    assert_eq!(mirrors.parked(&mirror), (0, 0), "taken from the pool");
+    assert_workspace_at(&up, &second, &b);
+    assert_eq!(
+        inode_and_mtime(&second.join("d3/f33.txt")),
+        unchanged,
+        "an unchanged file was rewritten"
+    );
+    assert_eq!(read(&second.join("d0/f10.txt")), "changed\n");
+    assert!(!second.join("d0/f20.txt").exists());
+
+    // Exactly what a fresh checkout of B is, .git included.
+    let fresh = up.tmp.path().join("fresh");
+    mirrors
+        .checkout(&mirror, &spec(&url), &b, &fresh)
+        .await
+        .unwrap();
+    assert_eq!(tree_of(&second), tree_of(&fresh));
+    for file in ["config", "HEAD", "objects/info/alternates"] {
+        assert_eq!(
+            read(&second.join(".git").join(file)),
+            read(&fresh.join(".git").join(file)),
+            ".git/{file}"
+        );
+    }
+    assert_eq!(git(&up.home, &second, &["for-each-ref"]), "");
+    assert_eq!(
+        git(&up.home, &second, &["remote", "get-url", "origin"]),
+        url
+    );
+    git(&up.home, &second, &["fsck", "--no-progress"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_a_previous_build_did_to_a_parked_workspace_survives() {
+    let up = Upstream::new("dirty");
+    let a = hundred_files(&up);
+    let b = up.push(&[("d1/f1.txt", "b\n")], "b");
+    let mirrors = mirrors(&up);
+    let url = up.url();
+    let (mirror, _) = mirrors
+        .fetch(&spec(&url), "refs/heads/main", &b)
+        .await
+        .unwrap();
+
+    for (round, target) in [&a, &b].into_iter().enumerate() {
+        let ws = up.tmp.path().join(format!("builds/{round}/src"));
+        mirrors
+            .checkout(&mirror, &spec(&url), &a, &ws)
+            .await
+            .unwrap();
+        let pristine = tree_of(&ws);
+        // What a build's steps may leave behind.
+        std::fs::write(ws.join("untracked.txt"), "u\n").unwrap();
+        std::fs::create_dir_all(ws.join("target")).unwrap();
+        std::fs::write(ws.join("target/x"), "ignored\n").unwrap();
+        std::fs::create_dir_all(ws.join("new-dir/deeper")).unwrap();
+        std::fs::write(ws.join("new-dir/deeper/y"), "y\n").unwrap();
+        std::fs::write(ws.join("d2/f2.txt"), "modified\n").unwrap();
+        std::fs::remove_file(ws.join("d3/f3.txt")).unwrap();
+        // Same size, mtime put back: only the ctime tells.
+        let sneaky = ws.join("d4/f4.txt");
+        let mtime = std::fs::metadata(&sneaky).unwrap().modified().unwrap();
+        let same_size = read(&sneaky).replace("file 4", "FILE 4");
+        std::fs::write(&sneaky, same_size).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&sneaky)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        // Hidden from git's own eyes through the index.
+        std::fs::write(ws.join("d0/f5.txt"), "assumed\n").unwrap();
+        git(
+            &up.home,
+            &ws,
+            &["update-index", "--assume-unchanged", "d0/f5.txt"],
+        );
+        let hooks = ws.join(".git/hooks");
+        std::fs::create_dir_all(&hooks).unwrap();
+        let marker = up.tmp.path().join(format!("hook-ran-{round}"));
+        std::fs::write(
+            hooks.join("post-checkout"),
+            format!("#!/bin/sh\ntouch {}\n", marker.display()),
+        )
+        .unwrap();
+        std::os::unix::fs::PermissionsExt::set_mode(
+            &mut std::fs::metadata(hooks.join("post-checkout"))
+                .unwrap()
+                .permissions(),
+            0o755,
+        );
+        git(
+            &up.home,
+            &ws,
+            &["config", "core.fsmonitor", "touch /tmp/pwned"],
+        );
+        git(&up.home, &ws, &["config", "core.worktree", "/tmp"]);
+        git(&up.home, &ws, &["update-ref", "refs/heads/evil", &a]);
+        std::fs::create_dir_all(ws.join(".git/info")).unwrap();
+        std::fs::write(ws.join(".git/info/exclude"), "untracked.txt\n").unwrap();
+        std::fs::write(ws.join(".git/info/attributes"), "* eol=crlf\n").unwrap();
+        assert!(mirrors.park(&ws));
+        assert_eq!(settled(&mirrors, &mirror).await, 1);
+
+        let next = up.tmp.path().join(format!("builds/{round}-next/src"));
+        mirrors
+            .checkout(&mirror, &spec(&url), target, &next)
+            .await
+            .unwrap();
+        assert_eq!(mirrors.parked(&mirror), (0, 0), "taken from the pool");
+        let fresh = up.tmp.path().join(format!("fresh-{round}"));
+        mirrors
+            .checkout(&mirror, &spec(&url), target, &fresh)
+            .await
+            .unwrap();
+        if target == &a {
+            assert_eq!(tree_of(&next), pristine);
+        }
+        assert_eq!(tree_of(&next), tree_of(&fresh), "round {round}");
+        assert_eq!(
+            read(&next.join(".git/config")),
+            read(&fresh.join(".git/config"))
+        );
+        assert_eq!(git_dir_of(&next), git_dir_of(&fresh), "round {round}");
+        assert!(!next.join(".git/hooks/post-checkout").exists());
+        assert!(!read(&next.join(".git/config")).contains("fsmonitor"));
+        assert!(!next.join(".git/info/attributes").exists());
+        assert_eq!(git(&up.home, &next, &["for-each-ref"]), "");
+        assert_eq!(
+            git(&up.home, &next, &["ls-files", "-v", "d0/f5.txt"]),
+            "H d0/f5.txt"
+        );
+        assert_eq!(
+            git(
+                &up.home,
+                &next,
+                &[
+                    "status",
+                    "--porcelain",
+                    "--ignored",
+                    "--untracked-files=all"
+                ]
+            ),
+            ""
+        );
+        assert_workspace_at(&up, &next, target);
+        assert!(!marker.exists(), "a hook ran");
+        mirrors.forget(&next);
+        mirrors.forget(&fresh);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checkouts_never_share_a_parked_workspace() {
+    use std::os::unix::fs::MetadataExt;
+    let up = Upstream::new("shared");
+    let a = hundred_files(&up);
+    let mirrors = mirrors(&up);
+    let url = up.url();
+    let (mirror, _) = mirrors
+        .fetch(&spec(&url), "refs/heads/main", &a)
+        .await
+        .unwrap();
+
+    let mut n = 0;
+    let mut next = |_: ()| {
+        n += 1;
+        up.tmp.path().join(format!("builds/{n}/src"))
+    };
+    for parked in [0, 1, 2, 1] {
+        for _ in 0..parked {
+            let ws = next(());
+            mirrors
+                .checkout(&mirror, &spec(&url), &a, &ws)
+                .await
+                .unwrap();
+            assert!(mirrors.park(&ws));
+        }
+        assert_eq!(settled(&mirrors, &mirror).await, parked.min(2));
+        let (x, y, z) = (next(()), next(()), next(()));
+        let s = spec(&url);
+        let (rx, ry, rz) = tokio::join!(
+            mirrors.checkout(&mirror, &s, &a, &x),
+            mirrors.checkout(&mirror, &s, &a, &y),
+            mirrors.checkout(&mirror, &s, &a, &z),
+        );
+        rx.unwrap();
+        ry.unwrap();
+        rz.unwrap();
+        assert_eq!(mirrors.parked(&mirror), (0, 0));
+        let inodes: std::collections::BTreeSet<u64> = [&x, &y, &z]
+            .iter()
+            .map(|ws| std::fs::metadata(ws.join("d1/f1.txt")).unwrap().ino())
+            .collect();
+        assert_eq!(inodes.len(), 3, "two checkouts got the same workspace");
+        for ws in [&x, &y, &z] {
+            assert_workspace_at(&up, ws, &a);
+            std::fs::write(ws.join("mine"), ws.to_string_lossy().as_bytes()).unwrap();
+        }
+        for ws in [&x, &y, &z] {
+            assert_eq!(read(&ws.join("mine")), ws.to_string_lossy());
+            // Back to the pool, at most two kept; the third is the caller's.
+            if !mirrors.park(ws) {
+                std::fs::remove_dir_all(ws).unwrap();
+            }
+        }
+        assert_eq!(settled(&mirrors, &mirror).await, 2);
+        // Empty the pool for the next round.
+        for _ in 0..2 {
+            let ws = next(());
+            mirrors
+                .checkout(&mirror, &spec(&url), &a, &ws)
+                .await
+                .unwrap();
+            assert!(!ws.join("mine").exists());
+            mirrors.forget(&ws);
+        }
+        assert_eq!(mirrors.parked(&mirror), (0, 0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_belongs_to_one_process_and_starts_empty() {
+    let up = Upstream::new("restart");
+    let a = hundred_files(&up);
+    let url = up.url();
+    // What a killed daemon left.
+    let stale = up.tmp.path().join("data/workspace-pool/x/0");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("half-cleaned"), "").unwrap();
+
+    let daemon = mirrors(&up);
+    let (mirror, _) = daemon
+        .fetch(&spec(&url), "refs/heads/main", &a)
+        .await
+        .unwrap();
+    let ws = up.tmp.path().join("builds/1/src");
+    daemon
+        .checkout(&mirror, &spec(&url), &a, &ws)
+        .await
+        .unwrap();
+    assert!(daemon.park(&ws));
+    assert!(!stale.exists(), "a stale parked workspace was kept");
+    assert_eq!(settled(&daemon, &mirror).await, 1);
+
+    // A second process over the same data dir does not pool.
+    let other = mirrors(&up);
+    let ws = up.tmp.path().join("builds/2/src");
+    other.checkout(&mirror, &spec(&url), &a, &ws).await.unwrap();
+    assert!(!other.park(&ws));
+    assert_eq!(daemon.parked(&mirror), (1, 0));
+    // A workspace Mirrors did not make is not parked.
+    assert!(!daemon.park(&up.work));
+}

@@ -1,6 +1,9 @@
 //! Checkout with libgit2: one bare mirror per clone URL under
-//! `data_dir/repos`, fetched incrementally, and a fresh workspace per build
-//! at exactly the build's commit (detached HEAD).
+//! `data_dir/repos`, fetched incrementally, and a workspace per build at
+//! exactly the build's commit (detached HEAD) that contains nothing else:
+//! a finished build's workspace is parked (`pool`) and the next build of the
+//! same mirror updates it, rewriting only the files that differ; without a
+//! parked one, a fresh checkout.
 //!
 //! Credentials (an ssh deploy key, an https token) go through git2's
 //! credential callback, and only to the clone URL's scheme, host and port:
@@ -13,10 +16,12 @@
 //! exclusively, a diff or a workspace checkout shares it.
 //!
 //! Files: `url` (parsing, redaction, mirror names), `auth` (callbacks and
-//! error sentences), `mirror` (the bare cache), `worktree` (workspaces).
+//! error sentences), `mirror` (the bare cache), `worktree` (workspaces),
+//! `pool` (parked workspaces, and why reusing one is safe).
 
 mod auth;
 mod mirror;
+mod pool;
 mod url;
 mod worktree;
 
@@ -71,14 +76,22 @@ pub fn display_url(url: &str) -> String {
 pub struct Mirrors {
     root: PathBuf,
     locks: Mutex<HashMap<PathBuf, Arc<RwLock<()>>>>,
+    pool: Arc<pool::Pool>,
 }
 
 impl Mirrors {
-    /// A cache rooted at `root` (`data_dir/repos`).
+    /// A cache rooted at `root` (`data_dir/repos`). Parked workspaces go to
+    /// `workspace-pool` beside it (`data_dir/workspace-pool`), which nothing
+    /// touches before the first [`Mirrors::park`].
     pub fn new(root: PathBuf) -> Mirrors {
+        let pool_dir = root
+            .parent()
+            .unwrap_or(Path::new(""))
+            .join("workspace-pool");
         Mirrors {
             root,
             locks: Mutex::new(HashMap::new()),
+            pool: Arc::new(pool::Pool::new(pool_dir)),
         }
     }
 
@@ -147,10 +160,14 @@ impl Mirrors {
         .await
     }
 
-    /// Creates a fresh workspace at `dest` (which must not exist, or be
-    /// empty) with a detached HEAD at `commit`, and its submodules when
-    /// `spec` asks. The workspace borrows the mirror's objects through
+    /// Makes `dest` (which must not exist, or be empty) a workspace with a
+    /// detached HEAD at `commit` and nothing but the commit's files, and
+    /// its submodules when `spec` asks. A clean parked workspace of this
+    /// mirror is moved there and updated (only the files that differ are
+    /// written); otherwise, or if that fails, a fresh checkout. The
+    /// workspace borrows the mirror's objects through
     /// `objects/info/alternates`, so it is only valid while the mirror is.
+    /// Hand it back with [`Mirrors::park`] (or [`Mirrors::forget`] it).
     pub async fn checkout(
         &self,
         mirror: &Path,
@@ -165,23 +182,131 @@ impl Mirrors {
             commit.to_owned(),
             dest.to_path_buf(),
         );
+        let pool = self.pool.clone();
         blocking(move || {
             let _guard = guard;
             let url = RemoteUrl::parse(&spec.url);
+            // Submodule workspaces are not pooled: their nested
+            // repositories would need the same rebuilding, recursively.
+            let pooled = !spec.submodules;
+            // (A non-empty `dest` is refused by the fresh checkout.)
+            let free = std::fs::read_dir(&dest).map_or(true, |mut d| d.next().is_none());
+            if pooled
+                && free
+                && let Some(parked) = pool.take(&mirror)
+                && reuse(&pool, parked, &dest, &commit)?
+            {
+                return Ok(());
+            }
             let creds = worktree::Creds {
                 url: &url,
                 ssh_key: spec.ssh_key.as_ref(),
                 token: spec.token.as_ref(),
             };
-            worktree::checkout(&mirror, &creds, &commit, &dest, spec.submodules)
+            let oid = worktree::checkout(&mirror, &creds, &commit, &dest, spec.submodules)?;
+            if pooled {
+                match pool::Trusted::capture(&dest, &mirror, url.display(), oid) {
+                    Ok(trusted) => pool.hand(dest, trusted),
+                    Err(e) => tracing::debug!(error = %e, "cannot read the index; not pooling"),
+                }
+            }
+            Ok(())
         })
         .await
+    }
+
+    /// Hands back the workspace `checkout` made by [`Mirrors::checkout`],
+    /// once no build uses it any more: it is moved (renamed) into the pool
+    /// and cleaned there in the background (not awaited), ready for the
+    /// next build of its mirror. Returns false when it was not parked (not
+    /// one of ours, the pool is full or another process's, it could not be
+    /// moved): then the caller deletes it. Must be called on a Tokio
+    /// runtime.
+    pub fn park(&self, checkout: &Path) -> bool {
+        let Some(parked) = self.pool.park(checkout) else {
+            return false;
+        };
+        let lock = self.lock(&parked.trusted.mirror);
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let _guard = lock.blocking_read();
+            let started = std::time::Instant::now();
+            let mirror = parked.trusted.mirror.clone();
+            match worktree::refresh(&parked.dir, &parked.trusted, None) {
+                Ok(trusted) => {
+                    tracing::debug!(
+                        workspace = %parked.dir.display(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "cleaned a parked workspace"
+                    );
+                    pool.cleaned(&mirror, &parked.dir, Some(trusted));
+                }
+                Err(e) => {
+                    tracing::warn!("{e}; deleting it");
+                    pool.cleaned(&mirror, &parked.dir, None);
+                    if let Err(e) = pool::remove_path(&parked.dir) {
+                        tracing::warn!(workspace = %parked.dir.display(), error = %e, "cannot delete the workspace");
+                    }
+                }
+            }
+        });
+        true
+    }
+
+    /// Forgets the workspace `checkout` made by [`Mirrors::checkout`],
+    /// which the caller deletes instead of parking it.
+    pub fn forget(&self, checkout: &Path) {
+        self.pool.forget(checkout);
+    }
+
+    /// How many parked workspaces `mirror` has: (clean, being cleaned).
+    pub fn parked(&self, mirror: &Path) -> (usize, usize) {
+        self.pool.counts(mirror)
     }
 
     fn lock(&self, mirror: &Path) -> Arc<RwLock<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
         locks.entry(mirror.to_path_buf()).or_default().clone()
     }
+}
+
+/// Moves a parked workspace to `dest` and updates it to `commit` (true).
+/// When it cannot be used it is deleted and `dest` left as it was (false:
+/// the caller checks out afresh); an error only when it cannot be deleted.
+fn reuse(
+    pool: &pool::Pool,
+    parked: pool::Parked,
+    dest: &Path,
+    commit: &str,
+) -> Result<bool, CheckoutError> {
+    let started = std::time::Instant::now();
+    if let Some(parent) = dest.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let (failed, doomed) = match std::fs::rename(&parked.dir, dest) {
+        Err(e) => (pool::unusable(&parked.dir, "move it", &e), parked.dir),
+        Ok(()) => match worktree::refresh(dest, &parked.trusted, Some(commit)) {
+            Ok(trusted) => {
+                tracing::debug!(
+                    workspace = %dest.display(),
+                    commit = %trusted.commit,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "updated a parked workspace"
+                );
+                pool.hand(dest.to_path_buf(), trusted);
+                return Ok(true);
+            }
+            Err(e) => (e, dest.to_path_buf()),
+        },
+    };
+    tracing::warn!("{failed}; checking out afresh");
+    pool::remove_path(&doomed).map_err(|e| {
+        CheckoutError(format!(
+            "cannot remove the unusable workspace {}: {e}",
+            doomed.display()
+        ))
+    })?;
+    Ok(false)
 }
 
 /// Runs git2 work on the blocking pool; a panic there becomes an error.

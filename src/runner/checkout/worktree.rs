@@ -6,12 +6,13 @@
 use super::CheckoutError;
 use super::auth::Auth;
 use super::mirror;
+use super::pool::{self, Trusted};
 use super::url::{RemoteUrl, Transport};
 use crate::secret::Secret;
 use git2::build::CheckoutBuilder;
 use git2::{
-    FetchOptions, Repository, RepositoryInitOptions, SubmoduleUpdateOptions, Tree, TreeWalkMode,
-    TreeWalkResult,
+    FetchOptions, Oid, Repository, RepositoryInitOptions, Status, StatusOptions, StatusShow,
+    SubmoduleUpdateOptions, Tree, TreeWalkMode, TreeWalkResult,
 };
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -28,14 +29,15 @@ pub(super) struct Creds<'s> {
     pub(super) token: Option<&'s Secret>,
 }
 
-/// Makes `dest` a workspace at `commit`, borrowing objects from `mirror`.
+/// Makes `dest` a workspace at `commit`, borrowing objects from `mirror`;
+/// returns the commit's full id.
 pub(super) fn checkout(
     mirror_path: &Path,
     creds: &Creds<'_>,
     commit: &str,
     dest: &Path,
     submodules: bool,
-) -> Result<(), CheckoutError> {
+) -> Result<Oid, CheckoutError> {
     let commit = mirror::parse_commit_id(commit)?;
     let failed = |what: &str, e: &dyn std::fmt::Display| {
         CheckoutError(format!("cannot {what} in {}: {e}", dest.display()))
@@ -46,28 +48,7 @@ pub(super) fn checkout(
             dest.display()
         )));
     }
-    let objects = std::fs::canonicalize(mirror_path)
-        .map_err(|e| {
-            CheckoutError(format!(
-                "cannot open the mirror {}: {e}",
-                mirror_path.display()
-            ))
-        })?
-        .join("objects");
-
-    // No template: sample hooks are a dozen files per build for nothing.
-    let mut init = RepositoryInitOptions::new();
-    init.external_template(false).no_reinit(true);
-    let repo = Repository::init_opts(dest, &init)
-        .map_err(|e| failed("create a repository", &e.message()))?;
-    let alternates = repo.path().join("objects/info/alternates");
-    write_line(&alternates, objects.as_os_str().as_bytes())
-        .map_err(|e| failed("write objects/info/alternates", &e))?;
-    // The object database was set up before the alternates file existed.
-    drop(repo);
-    let repo = Repository::open(dest).map_err(|e| failed("open the repository", &e.message()))?;
-    repo.remote("origin", creds.url.display())
-        .map_err(|e| failed("add the origin remote", &e.message()))?;
+    let repo = init_repo(mirror_path, creds.url.display(), dest, None)?;
 
     let oid = mirror::resolve(&repo, &commit)?.ok_or_else(|| {
         CheckoutError(format!(
@@ -93,7 +74,162 @@ pub(super) fn checkout(
     if submodules {
         update_submodules(&repo, creds, 0)?;
     }
-    Ok(())
+    Ok(oid)
+}
+
+/// Creates the repository of a workspace at `dest` (its files may already
+/// be there): no template, the mirror's objects as alternates, `origin` at
+/// `origin` (shown form, no credentials), and `index` as its index.
+fn init_repo(
+    mirror_path: &Path,
+    origin: &str,
+    dest: &Path,
+    index: Option<&Trusted>,
+) -> Result<Repository, CheckoutError> {
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        CheckoutError(format!("cannot {what} in {}: {e}", dest.display()))
+    };
+    let objects = std::fs::canonicalize(mirror_path)
+        .map_err(|e| {
+            CheckoutError(format!(
+                "cannot open the mirror {}: {e}",
+                mirror_path.display()
+            ))
+        })?
+        .join("objects");
+
+    // No template: sample hooks are a dozen files per build for nothing.
+    let mut init = RepositoryInitOptions::new();
+    init.external_template(false).no_reinit(true);
+    let repo = Repository::init_opts(dest, &init)
+        .map_err(|e| failed("create a repository", &e.message()))?;
+    let alternates = repo.path().join("objects/info/alternates");
+    write_line(&alternates, objects.as_os_str().as_bytes())
+        .map_err(|e| failed("write objects/info/alternates", &e))?;
+    if let Some(trusted) = index {
+        trusted
+            .restore(repo.path())
+            .map_err(|e| failed("restore the index", &e))?;
+    }
+    // The object database was set up before the alternates file existed.
+    drop(repo);
+    let repo = Repository::open(dest).map_err(|e| failed("open the repository", &e.message()))?;
+    repo.remote("origin", origin)
+        .map_err(|e| failed("add the origin remote", &e.message()))?;
+    Ok(repo)
+}
+
+/// Makes the parked workspace `dir` exactly `commit` (`None`: the commit it
+/// was left at), rewriting only what differs, and returns what the daemon
+/// now trusts of it. On an error the workspace must be deleted.
+///
+/// `.git` is deleted and rebuilt from scratch, so no config (a
+/// `core.worktree`, an fsmonitor, a filter), hook, ref, info file or module
+/// an earlier build left survives; the index put back is the one the
+/// daemon captured itself (see `pool`), never the workspace's. With HEAD at
+/// the commit that index describes, libgit2's forced checkout compares each
+/// file's stat data with it and rewrites only files that changed (in the
+/// new commit or on disk), and removes every untracked and ignored file.
+pub(super) fn refresh(
+    dir: &Path,
+    trusted: &Trusted,
+    commit: Option<&str>,
+) -> Result<Trusted, CheckoutError> {
+    let unusable = |what: &str, e: &dyn std::fmt::Display| pool::unusable(dir, what, e);
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| unusable("read it", &e))?;
+    if !meta.is_dir() {
+        return Err(unusable("use it", &"not a directory"));
+    }
+    pool::remove_path(&dir.join(".git")).map_err(|e| unusable("remove .git", &e))?;
+    let repo = init_repo(&trusted.mirror, &trusted.origin, dir, Some(trusted))?;
+    // The baseline: what the trusted index describes.
+    repo.set_head_detached(trusted.commit)
+        .map_err(|e| unusable("set HEAD to the parked commit", &e.message()))?;
+    if commit.is_none() {
+        forget_modified(&repo).map_err(|e| unusable("find the modified files", &e.message()))?;
+    }
+    let oid = match commit {
+        None => trusted.commit,
+        Some(commit) => {
+            let commit = mirror::parse_commit_id(commit)?;
+            mirror::resolve(&repo, &commit)?.ok_or_else(|| {
+                CheckoutError(format!(
+                    "commit {commit} is not in the mirror {}",
+                    trusted.mirror.display()
+                ))
+            })?
+        }
+    };
+    let tree = repo
+        .find_commit(oid)
+        .and_then(|c| c.tree())
+        .map_err(|e| unusable("read the commit's tree", &e.message()))?;
+    let mut files = CheckoutBuilder::new();
+    files
+        .force()
+        .recreate_missing(true)
+        .remove_untracked(true)
+        .remove_ignored(true)
+        .disable_filters(!filters_may_apply(&repo, &tree));
+    repo.checkout_tree(tree.as_object(), Some(&mut files))
+        .map_err(|e| unusable("check out the files", &e.message()))?;
+    repo.set_head_detached(oid)
+        .map_err(|e| unusable("detach HEAD", &e.message()))?;
+
+    // Exactly the commit, nothing else: cheap (stat calls), and the proof.
+    let mut options = StatusOptions::new();
+    options
+        .include_untracked(true)
+        .include_ignored(true)
+        .recurse_untracked_dirs(false)
+        .exclude_submodules(false);
+    let statuses = repo
+        .statuses(Some(&mut options))
+        .map_err(|e| unusable("read its status", &e.message()))?;
+    if let Some(entry) = statuses.iter().next() {
+        return Err(unusable(
+            "make it exact",
+            &format!(
+                "{} paths differ from {oid} after the checkout (first: {:?} {})",
+                statuses.len(),
+                entry.status(),
+                entry.path().unwrap_or("?")
+            ),
+        ));
+    }
+    drop(statuses);
+    Trusted::capture(dir, &trusted.mirror, &trusted.origin, oid)
+        .map_err(|e| unusable("read back the index", &e))
+}
+
+/// Drops from the index every file whose stat data says it changed.
+/// libgit2's checkout trusts an index entry whose mtime and size match the
+/// file, but a step can put an mtime back (`touch -d`) after changing a
+/// file to the same size; the status diff also compares the ctime and the
+/// inode, which no step can put back. A file without an index entry is
+/// hashed by the checkout, found different, and rewritten.
+fn forget_modified(repo: &Repository) -> Result<(), git2::Error> {
+    let mut options = StatusOptions::new();
+    options
+        .show(StatusShow::Workdir)
+        .include_untracked(false)
+        .include_ignored(false);
+    let statuses = repo.statuses(Some(&mut options))?;
+    let changed = Status::WT_MODIFIED | Status::WT_TYPECHANGE;
+    let paths: Vec<PathBuf> = statuses
+        .iter()
+        .filter(|entry| entry.status().intersects(changed))
+        .map(|entry| PathBuf::from(std::ffi::OsStr::from_bytes(entry.path_bytes())))
+        .collect();
+    drop(statuses);
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let mut index = repo.index()?;
+    for path in &paths {
+        index.remove_path(path)?;
+    }
+    index.write()
 }
 
 /// False when no checkout filter (eol conversion, `ident`, a filter driver)
