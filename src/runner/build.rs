@@ -175,6 +175,18 @@ impl Runner {
                     .await
             }
         };
+        // The checkout goes back to the mirror cache's pool for the next
+        // build of the same repository (see `checkout::pool`), except when
+        // the steps ran as another user (it is theirs now) or the daemon is
+        // shutting down; the rest of the workspace (home/) is deleted.
+        let src = workspace.join("src");
+        let parked = matches!(source, Source::Checkout)
+            && self.run_as.is_none()
+            && !matches!(ended, Ended::Requeue(_))
+            && self.mirrors.park(&src);
+        if !parked {
+            self.mirrors.forget(&src);
+        }
         if let Err(e) = remove_dir_all_if_exists(&workspace) {
             tracing::warn!(build = build.id, error = %e, "cannot remove the workspace");
         }
