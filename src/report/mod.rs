@@ -197,8 +197,9 @@ impl Reporter {
             }
             let wake_at = match inner.store.next_report_due().await {
                 Ok(Some(due)) if due > inner.clock.now_ms() => Some(inner.clock.instant_at(due)),
-                // Due now: in flight, or waiting behind one that is. Look
-                // again when a request ends (the usual wake-up), or soon.
+                // Due now: in flight, or waiting behind one that is: the end
+                // of a request wakes the loop, so no timer is needed then.
+                Ok(Some(_)) if !tasks.is_empty() => None,
                 Ok(Some(_)) => Some(tokio::time::Instant::now() + BUSY_RECHECK),
                 Ok(None) => None,
                 Err(e) => {
