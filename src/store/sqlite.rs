@@ -735,7 +735,12 @@ impl Backend for SqliteBackend {
             };
             let delivered_at = (outcome == ReportOutcome::Delivered).then(now_rfc3339);
             conn.prepare_cached(
-                "UPDATE reports SET outcome = ?2, attempts = attempts + 1,
+                // A report superseded while it was in flight stays superseded
+                // unless it landed: a newer state is what will be sent.
+                "UPDATE reports SET
+                     outcome = CASE WHEN outcome = 'superseded' AND ?2 <> 'delivered'
+                                    THEN 'superseded' ELSE ?2 END,
+                     attempts = attempts + 1,
                      next_attempt_ms = COALESCE(?3, next_attempt_ms),
                      last_error = COALESCE(?4, last_error),
                      delivered_at = COALESCE(?5, delivered_at)
