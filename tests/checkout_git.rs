@@ -1039,9 +1039,20 @@ fn hundred_files(up: &Upstream) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_workspace_becomes_the_next_commit_rewriting_only_what_changed() {
     let up = Upstream::new("pooled");
-    let a = hundred_files(&up);
+    hundred_files(&up);
+    let a = up.push(&[("solo/only.txt", "1\n"), ("swap", "a file\n")], "a");
     std::fs::remove_file(up.work.join("d0/f20.txt")).unwrap();
-    let b = up.push(&[("d0/f10.txt", "changed\n"), ("d4/new.txt", "new\n")], "b");
+    // A directory goes away; a file becomes a directory.
+    std::fs::remove_dir_all(up.work.join("solo")).unwrap();
+    std::fs::remove_file(up.work.join("swap")).unwrap();
+    let b = up.push(
+        &[
+            ("d0/f10.txt", "changed\n"),
+            ("d4/new.txt", "new\n"),
+            ("swap/inner.txt", "a dir\n"),
+        ],
+        "b",
+    );
     let mirrors = mirrors(&up);
     let url = up.url();
     let (mirror, _) = mirrors
@@ -1074,6 +1085,8 @@ async fn a_parked_workspace_becomes_the_next_commit_rewriting_only_what_changed(
     );
     assert_eq!(read(&second.join("d0/f10.txt")), "changed\n");
     assert!(!second.join("d0/f20.txt").exists());
+    assert!(!second.join("solo").exists());
+    assert_eq!(read(&second.join("swap/inner.txt")), "a dir\n");
 
     // Exactly what a fresh checkout of B is, .git included.
     let fresh = up.tmp.path().join("fresh");
@@ -1235,13 +1248,19 @@ async fn concurrent_checkouts_never_share_a_parked_workspace() {
         up.tmp.path().join(format!("builds/{n}/src"))
     };
     for parked in [0, 1, 2, 1] {
+        // Checked out first, then parked: a checkout would take (wait for)
+        // one just parked.
+        let mut to_park = Vec::new();
         for _ in 0..parked {
             let ws = next(());
             mirrors
                 .checkout(&mirror, &spec(&url), &a, &ws)
                 .await
                 .unwrap();
-            assert!(mirrors.park(&ws));
+            to_park.push(ws);
+        }
+        for ws in &to_park {
+            assert!(mirrors.park(ws));
         }
         assert_eq!(settled(&mirrors, &mirror).await, parked.min(2));
         let (x, y, z) = (next(()), next(()), next(()));
@@ -1318,4 +1337,93 @@ async fn the_pool_belongs_to_one_process_and_starts_empty() {
     assert_eq!(daemon.parked(&mirror), (1, 0));
     // A workspace Mirrors did not make is not parked.
     assert!(!daemon.park(&up.work));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_waits_for_a_workspace_being_cleaned_rather_than_taking_it() {
+    let up = Upstream::new("waits");
+    let a = hundred_files(&up);
+    let mirrors = mirrors(&up);
+    let url = up.url();
+    let (mirror, _) = mirrors
+        .fetch(&spec(&url), "refs/heads/main", &a)
+        .await
+        .unwrap();
+    for round in 0..5 {
+        let ws = up.tmp.path().join(format!("builds/{round}/src"));
+        mirrors
+            .checkout(&mirror, &spec(&url), &a, &ws)
+            .await
+            .unwrap();
+        let kept = inode_and_mtime(&ws.join("d1/f1.txt"));
+        std::fs::write(ws.join("d1/f1.txt"), "dirty\n").unwrap();
+        std::fs::write(ws.join("untracked"), "u\n").unwrap();
+        let unchanged = inode_and_mtime(&ws.join("d2/f2.txt"));
+        assert!(mirrors.park(&ws));
+        // At once: the workspace is still being cleaned.
+        let next = up.tmp.path().join(format!("builds/{round}-next/src"));
+        mirrors
+            .checkout(&mirror, &spec(&url), &a, &next)
+            .await
+            .unwrap();
+        assert_eq!(mirrors.parked(&mirror), (0, 0), "round {round}");
+        assert_eq!(inode_and_mtime(&next.join("d2/f2.txt")), unchanged);
+        assert_ne!(inode_and_mtime(&next.join("d1/f1.txt")), kept);
+        assert_workspace_at(&up, &next, &a);
+        assert!(!next.join("untracked").exists());
+        mirrors.forget(&next);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing: run with --ignored in a release-like build"]
+async fn an_incremental_checkout_of_a_large_repository_from_the_pool_fits_in_50_ms() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("hookci::runner::checkout=debug")
+        .with_test_writer()
+        .try_init();
+    let up = Upstream::new("large-pool");
+    fast_import(&up, &big_history(3_000, 10_000));
+    up.git_bare(&["repack", "-adq"]);
+    let first = up.git_bare(&["rev-parse", "main"]);
+    let mirrors = mirrors(&up);
+    let spec = spec(&up.url());
+    let (mirror, _) = mirrors
+        .fetch(&spec, "refs/heads/main", &first)
+        .await
+        .unwrap();
+    let mut times = Vec::new();
+    for round in 0..5 {
+        let ws = up.tmp.path().join(format!("builds/{round}/src"));
+        let head = up.git_bare(&["rev-parse", "main"]);
+        mirrors.checkout(&mirror, &spec, &head, &ws).await.unwrap();
+        assert!(mirrors.park(&ws));
+        assert_eq!(settled(&mirrors, &mirror).await, 1);
+        let who = "Ada Tester <ada@example.com> 1700000001 +0000";
+        fast_import(
+            &up,
+            &format!(
+                "commit refs/heads/main\ncommitter {who}\ndata 5\npush\nfrom refs/heads/main^0\nM 644 inline d{round}/new-{round}.txt\ndata 4\nnew\n\n"
+            ),
+        );
+        let pushed = up.git_bare(&["rev-parse", "main"]);
+        let _ = std::process::Command::new("sync").status();
+        let started = std::time::Instant::now();
+        let (_, commit) = mirrors
+            .fetch(&spec, "refs/heads/main", &pushed)
+            .await
+            .unwrap();
+        let next = up.tmp.path().join(format!("builds/{round}-next/src"));
+        mirrors
+            .checkout(&mirror, &spec, &commit, &next)
+            .await
+            .unwrap();
+        times.push(started.elapsed());
+        assert_eq!(mirrors.parked(&mirror), (0, 0), "from the pool");
+        assert!(next.join(format!("d{round}/new-{round}.txt")).exists());
+        mirrors.forget(&next);
+    }
+    println!("fetch + checkout from the pool: {times:?}");
+    times.sort();
+    assert!(times[2] < std::time::Duration::from_millis(50), "{times:?}");
 }

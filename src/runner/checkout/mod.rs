@@ -193,7 +193,7 @@ impl Mirrors {
             let free = std::fs::read_dir(&dest).map_or(true, |mut d| d.next().is_none());
             if pooled
                 && free
-                && let Some(parked) = pool.take(&mirror)
+                && let Some(parked) = pool.take(&mirror, pool::WAIT_FOR_CLEANING)
                 && reuse(&pool, parked, &dest, &commit)?
             {
                 return Ok(());

@@ -34,11 +34,16 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
-use std::time::SystemTime;
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Parked workspaces kept per mirror; more are deleted.
 pub(super) const MAX_PARKED: usize = 2;
+
+/// How long a checkout waits for a parked workspace still being cleaned
+/// (usually tens of milliseconds) before it checks out afresh (0.1 to 2 s
+/// for a few thousand files).
+pub(super) const WAIT_FOR_CLEANING: Duration = Duration::from_secs(2);
 
 /// What the daemon itself last made of a workspace: the commit, and the
 /// index (with its mtime, which racy-clean detection compares against) that
@@ -131,6 +136,8 @@ pub(super) struct Pool {
     dir: PathBuf,
     next: AtomicU64,
     state: Mutex<State>,
+    /// Notified when a parked workspace is cleaned (or dropped).
+    cleaned: Condvar,
 }
 
 /// A workspace moved into the pool, to be cleaned.
@@ -146,6 +153,7 @@ impl Pool {
             dir,
             next: AtomicU64::new(0),
             state: Mutex::new(State::default()),
+            cleaned: Condvar::new(),
         }
     }
 
@@ -164,20 +172,35 @@ impl Pool {
     }
 
     /// Takes a clean parked workspace of `mirror`, if there is one; it is
-    /// no longer in the pool, so no one else can take it.
-    pub(super) fn take(&self, mirror: &Path) -> Option<Parked> {
+    /// no longer in the pool, so no one else can take it. One still being
+    /// cleaned is never taken, but waited for (up to `wait`).
+    pub(super) fn take(&self, mirror: &Path, wait: Duration) -> Option<Parked> {
+        let deadline = Instant::now() + wait;
         let mut state = self.state();
-        let slots = state.parked.get_mut(mirror)?;
-        let at = slots
-            .iter()
-            .position(|s| matches!(s.state, SlotState::Ready(_)))?;
-        let slot = slots.remove(at);
-        match slot.state {
-            SlotState::Ready(trusted) => Some(Parked {
-                dir: slot.dir,
-                trusted,
-            }),
-            SlotState::Cleaning => None,
+        loop {
+            let slots = state.parked.get_mut(mirror)?;
+            if let Some(at) = slots
+                .iter()
+                .position(|s| matches!(s.state, SlotState::Ready(_)))
+            {
+                let slot = slots.remove(at);
+                return match slot.state {
+                    SlotState::Ready(trusted) => Some(Parked {
+                        dir: slot.dir,
+                        trusted,
+                    }),
+                    SlotState::Cleaning => None,
+                };
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            if slots.is_empty() || left.is_zero() {
+                return None;
+            }
+            state = self
+                .cleaned
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
@@ -227,6 +250,7 @@ impl Pool {
                 slots.remove(at);
             }
         }
+        self.cleaned.notify_all();
     }
 
     /// (clean, being cleaned) parked workspaces of `mirror`.
