@@ -1135,6 +1135,9 @@ async fn nothing_a_previous_build_did_to_a_parked_workspace_survives() {
         std::fs::write(ws.join("target/x"), "ignored\n").unwrap();
         std::fs::create_dir_all(ws.join("new-dir/deeper")).unwrap();
         std::fs::write(ws.join("new-dir/deeper/y"), "y\n").unwrap();
+        std::fs::create_dir_all(ws.join("empty/nested")).unwrap();
+        std::fs::create_dir_all(ws.join("d1/empty-in-tracked")).unwrap();
+        std::os::unix::fs::symlink("/etc", ws.join("link")).unwrap();
         std::fs::write(ws.join("d2/f2.txt"), "modified\n").unwrap();
         std::fs::remove_file(ws.join("d3/f3.txt")).unwrap();
         // Same size, mtime put back: only the ctime tells.
@@ -1426,4 +1429,61 @@ async fn an_incremental_checkout_of_a_large_repository_from_the_pool_fits_in_50_
     println!("fetch + checkout from the pool: {times:?}");
     times.sort();
     assert!(times[2] < std::time::Duration::from_millis(50), "{times:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_permissions_are_put_back_or_the_workspace_is_not_reused() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = Upstream::new("modes");
+    let a = hundred_files(&up);
+    let mirrors = mirrors(&up);
+    let url = up.url();
+    let (mirror, _) = mirrors
+        .fetch(&spec(&url), "refs/heads/main", &a)
+        .await
+        .unwrap();
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let fresh = up.tmp.path().join("fresh");
+    mirrors
+        .checkout(&mirror, &spec(&url), &a, &fresh)
+        .await
+        .unwrap();
+    let normal = mode(&fresh.join("d1/f1.txt"));
+
+    // The exec bit is git's: the file is rewritten with the commit's mode.
+    let ws = up.tmp.path().join("builds/1/src");
+    mirrors
+        .checkout(&mirror, &spec(&url), &a, &ws)
+        .await
+        .unwrap();
+    std::fs::set_permissions(ws.join("d1/f1.txt"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(mirrors.park(&ws));
+    assert_eq!(settled(&mirrors, &mirror).await, 1);
+    let next = up.tmp.path().join("builds/2/src");
+    mirrors
+        .checkout(&mirror, &spec(&url), &a, &next)
+        .await
+        .unwrap();
+    assert_eq!(mirrors.parked(&mirror), (0, 0), "taken from the pool");
+    assert_eq!(mode(&next.join("d1/f1.txt")), normal);
+    assert_eq!(tree_of(&next), tree_of(&fresh));
+
+    // Other permission bits git does not see: the workspace is deleted.
+    std::fs::set_permissions(
+        next.join("d2/f2.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    assert!(mirrors.park(&next));
+    assert_eq!(settled(&mirrors, &mirror).await, 0);
+    let pool = up.tmp.path().join("data/workspace-pool");
+    let pool = pool.join(mirror.file_name().unwrap());
+    // Deleted just after it leaves the pool.
+    for _ in 0..1000 {
+        if std::fs::read_dir(&pool).unwrap().next().is_none() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the unusable workspace was not deleted");
 }

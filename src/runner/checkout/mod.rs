@@ -13,7 +13,8 @@
 //! *Invariant:* operations on one mirror are serialised by a per-mirror
 //! lock that the blocking work itself holds, so a build cancelled mid-fetch
 //! cannot let a second fetch into the same mirror: a fetch takes it
-//! exclusively, a diff or a workspace checkout shares it.
+//! exclusively, a diff, a workspace checkout or the cleaning of a parked
+//! workspace shares it.
 //!
 //! Files: `url` (parsing, redaction, mirror names), `auth` (callbacks and
 //! error sentences), `mirror` (the bare cache), `worktree` (workspaces),

@@ -1,7 +1,9 @@
-//! A build's workspace: a fresh repository that borrows the mirror's objects
+//! A build's workspace: a repository that borrows the mirror's objects
 //! (`objects/info/alternates`, nothing copied), with `origin` set to the
-//! clone URL and a detached HEAD at the build's commit. Everything here
-//! blocks; the caller holds the mirror's lock (shared).
+//! clone URL and a detached HEAD at the build's commit: checked out fresh
+//! (`checkout`), or updated from a parked workspace (`refresh`, see
+//! `pool`). Everything here blocks; the caller holds the mirror's lock
+//! (shared).
 
 use super::CheckoutError;
 use super::auth::Auth;
@@ -217,6 +219,18 @@ pub(super) fn refresh(
         ));
     }
     drop(statuses);
+    // Git sees only contents and the exec bit; a `chmod 000` or a new
+    // owner would pass. Every file must still have the stat data the
+    // daemon recorded when it last wrote it (a metadata change moves the
+    // ctime, which cannot be put back).
+    if let Some(path) =
+        touched_file(&repo, dir).map_err(|e| unusable("read its index", &e.message()))?
+    {
+        return Err(unusable(
+            "make it exact",
+            &format!("{path} was changed after the daemon wrote it"),
+        ));
+    }
     tracing::debug!(
         workspace = %dir.display(),
         rebuild_us = rebuilt.as_micros() as u64,
@@ -245,6 +259,37 @@ fn changed_paths(repo: &Repository, from: Oid, to: &Tree<'_>) -> Result<Vec<Vec<
         }
     }
     Ok(paths)
+}
+
+/// The first tracked file whose ctime, mtime, inode, size, owner or type
+/// differs from its index entry, if any.
+fn touched_file(repo: &Repository, dir: &Path) -> Result<Option<String>, git2::Error> {
+    use std::os::unix::fs::MetadataExt;
+    let index = repo.index()?;
+    for entry in index.iter() {
+        if entry.mode & 0o170000 == 0o160000 {
+            continue; // a submodule: an empty directory here
+        }
+        let path = dir.join(std::ffi::OsStr::from_bytes(&entry.path));
+        let same = std::fs::symlink_metadata(&path).is_ok_and(|meta| {
+            let time = |secs: i64, nanos: i64, at: &git2::IndexTime| {
+                i64::from(at.seconds()) == secs
+                    && (at.nanoseconds() == 0 || i64::from(at.nanoseconds()) == nanos)
+            };
+            let kind = entry.mode & 0o170000;
+            time(meta.ctime(), meta.ctime_nsec(), &entry.ctime)
+                && time(meta.mtime(), meta.mtime_nsec(), &entry.mtime)
+                && u64::from(entry.ino) == meta.ino() & 0xffff_ffff
+                && entry.file_size == meta.len() as u32
+                && entry.uid == meta.uid()
+                && entry.gid == meta.gid()
+                && kind == meta.mode() & 0o170000
+        });
+        if !same {
+            return Ok(Some(String::from_utf8_lossy(&entry.path).into_owned()));
+        }
+    }
+    Ok(None)
 }
 
 /// Drops from the index every file whose stat data says it changed.
