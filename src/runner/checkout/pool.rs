@@ -289,12 +289,32 @@ impl Pool {
                 return None;
             }
         };
+        // Moved aside at once (renames), deleted on a thread of its own: a
+        // large stale pool must not hold up the build that parks first.
+        let trash = self.dir.join(format!(".stale-{}", std::process::id()));
+        let mut stale = trash.exists();
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
-                if entry.file_name() != ".lock" {
-                    let _ = remove_path(&entry.path());
+                let name = entry.file_name();
+                if name == ".lock" || entry.path() == trash {
+                    continue;
+                }
+                let moved = std::fs::create_dir_all(&trash)
+                    .and_then(|()| std::fs::rename(entry.path(), trash.join(&name)));
+                match moved {
+                    Ok(()) => stale = true,
+                    Err(_) => {
+                        let _ = remove_path(&entry.path());
+                    }
                 }
             }
+        }
+        if stale {
+            std::thread::spawn(move || {
+                if let Err(e) = remove_path(&trash) {
+                    tracing::warn!(dir = %trash.display(), error = %e, "cannot delete the stale workspace pool");
+                }
+            });
         }
         Some(lock)
     }
