@@ -177,11 +177,14 @@ impl Runner {
         };
         // The checkout goes back to the mirror cache's pool for the next
         // build of the same repository (see `checkout::pool`), except when
-        // the steps ran as another user (it is theirs now) or the daemon is
-        // shutting down; the rest of the workspace (home/) is deleted.
+        // the steps ran as another user (it is theirs now), the daemon is
+        // shutting down, or the pool is not this data dir's (`hookci run`
+        // works in a scratch dir beside the daemon's mirrors); the rest of
+        // the workspace (home/) is deleted.
         let src = workspace.join("src");
         let parked = matches!(source, Source::Checkout)
             && self.run_as.is_none()
+            && self.mirrors.pool_dir().parent() == Some(self.data_dir.as_path())
             && !matches!(ended, Ended::Requeue(_))
             && self.mirrors.park(&src);
         if !parked {

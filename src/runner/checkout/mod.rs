@@ -260,6 +260,11 @@ impl Mirrors {
         self.pool.forget(checkout);
     }
 
+    /// Where parked workspaces go (`workspace-pool` beside the mirrors).
+    pub fn pool_dir(&self) -> &Path {
+        self.pool.dir()
+    }
+
     /// How many parked workspaces `mirror` has: (clean, being cleaned).
     pub fn parked(&self, mirror: &Path) -> (usize, usize) {
         self.pool.counts(mirror)
