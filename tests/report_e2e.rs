@@ -4,7 +4,6 @@
 mod common;
 #[path = "support/gitserve.rs"]
 mod gitserve;
-#[allow(dead_code, reason = "shared with the other report tests")]
 mod report_fake;
 
 use common::{TestServer, ZERO};
