@@ -2,6 +2,7 @@
 //! payload, `X-{Host}-Signature: HEX`, and the `create` and `delete`
 //! companion events.
 
+use super::github::{Commit, Repository};
 use super::json::{self, list, nested, string};
 use super::signature::{first_header, verify_hex_sha256, verify_prefixed_sha256};
 use super::{
@@ -51,26 +52,6 @@ struct Payload {
     commits: Vec<Commit>,
     #[serde(default, deserialize_with = "nested")]
     pusher: Option<User>,
-}
-
-#[derive(Deserialize)]
-struct Repository {
-    #[serde(default, deserialize_with = "string")]
-    full_name: Option<String>,
-    #[serde(default, deserialize_with = "string")]
-    clone_url: Option<String>,
-    #[serde(default, deserialize_with = "string")]
-    ssh_url: Option<String>,
-    #[serde(default, deserialize_with = "string")]
-    html_url: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Commit {
-    #[serde(default, deserialize_with = "string")]
-    id: Option<String>,
-    #[serde(default, deserialize_with = "string")]
-    message: Option<String>,
 }
 
 #[derive(Deserialize)]

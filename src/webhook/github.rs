@@ -46,24 +46,27 @@ struct Payload {
     pusher: Option<Pusher>,
 }
 
+/// The repository object, as GitHub sends it (and Gitea, Forgejo and Gogs,
+/// whose push payloads copy GitHub's shape).
 #[derive(Deserialize)]
-struct Repository {
+pub(super) struct Repository {
     #[serde(default, deserialize_with = "string")]
-    full_name: Option<String>,
+    pub(super) full_name: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    clone_url: Option<String>,
+    pub(super) clone_url: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    ssh_url: Option<String>,
+    pub(super) ssh_url: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    html_url: Option<String>,
+    pub(super) html_url: Option<String>,
 }
 
+/// A commit of a push payload (GitHub's shape, shared as above).
 #[derive(Deserialize)]
-struct Commit {
+pub(super) struct Commit {
     #[serde(default, deserialize_with = "string")]
-    id: Option<String>,
+    pub(super) id: Option<String>,
     #[serde(default, deserialize_with = "string")]
-    message: Option<String>,
+    pub(super) message: Option<String>,
 }
 
 #[derive(Deserialize)]
