@@ -10,9 +10,11 @@
 //! The load generator is a minimal HTTP/1.1 client on one thread, so that it
 //! takes as little of the machine's two cores as it can.
 
+#[path = "support.rs"]
+mod support;
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -58,43 +60,10 @@ fn signature(body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-fn spawn_hookci(dir: &Path) -> (Child, String) {
+fn spawn_daemon(dir: &Path) -> (Child, String) {
     std::fs::create_dir_all(dir.join("pipelines")).expect("mkdir");
     std::fs::write(dir.join("pipelines/bench.toml"), PIPELINE).expect("pipeline");
-    let config = dir.join("hookci.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\nmax_parallel_builds = 0\ndata_dir = \"{}\"\npipelines_dir = \"{}\"\n\
-             max_queued_builds = 10000000\n",
-            dir.join("data").display(),
-            dir.join("pipelines").display()
-        ),
-    )
-    .expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookci"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("HOOKCI_LOG", "warn,hookci::server=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn hookci");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = loop {
-        let line = lines.next().expect("hookci exited").expect("stderr");
-        if let Some(rest) = line.split("address=").nth(1) {
-            break rest.split_whitespace().next().expect("address").to_owned();
-        }
-    };
-    // Pass the daemon's warnings and errors on; they would explain a failed run.
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            eprintln!("hookci: {line}");
-        }
-    });
-    (child, addr)
+    support::spawn_hookci(dir, "max_parallel_builds = 0\nmax_queued_builds = 10000000")
 }
 
 fn spawn_webhook(dir: &Path) -> Option<(Child, String)> {
@@ -309,7 +278,7 @@ fn main() {
     println!("| server | acknowledged | per second | p50 ms | p99 ms | peak RSS MiB | in store |");
     println!("|---|---|---|---|---|---|---|");
 
-    let (mut child, addr) = spawn_hookci(dir.path());
+    let (mut child, addr) = spawn_daemon(dir.path());
     // Warm up, then measure.
     let _ = load(&addr, "/hooks/bench", &args, 1, "warm", 202);
     let mut out = load(&addr, "/hooks/bench", &args, args.seconds, "run", 202);

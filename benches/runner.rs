@@ -10,11 +10,14 @@
 //!
 //! Run: `cargo bench --bench runner` (`-- --runs N`).
 
+#[path = "support.rs"]
+mod support;
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const SECRET: &str = "bench";
@@ -85,44 +88,6 @@ fn big_repo(root: &Path, files: usize, commits: usize) -> PathBuf {
     assert!(child.wait().expect("fast-import").success());
     git(&bare, &["repack", "-a", "-d", "-q"]);
     bare
-}
-
-fn spawn(dir: &Path) -> (Child, String) {
-    let config = dir.join("hookci.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\nmax_parallel_builds = 1\ndata_dir = \"{}\"\npipelines_dir = \"{}\"\n",
-            dir.join("data").display(),
-            dir.join("pipelines").display()
-        ),
-    )
-    .expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookci"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env(
-            "HOOKCI_LOG",
-            std::env::var("BENCH_HOOKCI_LOG").unwrap_or_else(|_| "warn,hookci::server=info".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = loop {
-        let line = lines.next().expect("exited").expect("stderr");
-        if let Some(rest) = line.split("address=").nth(1) {
-            break rest.split_whitespace().next().expect("addr").to_owned();
-        }
-    };
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            eprintln!("hookci: {line}");
-        }
-    });
-    (child, addr)
 }
 
 /// Sends a signed GitHub push; returns the build id and when the 202 came.
@@ -250,7 +215,7 @@ fn main() {
     }
     let clone_ms = median(clones);
 
-    let (mut daemon, addr) = spawn(root);
+    let (mut daemon, addr) = support::spawn_hookci(root, "max_parallel_builds = 1");
     // Mirror it once (the first push of a repository fetches everything).
     let mut head = git(&bare, &["rev-parse", "main"]);
     let (id, _) = deliver(
