@@ -222,6 +222,7 @@ impl Worker {
                     .cloned()
                     .collect();
                 let path = self.runner.log_path(id);
+                keep_earlier_attempt(&path);
                 let created = match path.parent() {
                     Some(dir) => std::fs::create_dir_all(dir),
                     None => Ok(()),
@@ -307,10 +308,41 @@ impl Worker {
         {
             Ok(ids) => {
                 for id in ids {
-                    let _ = std::fs::remove_file(self.runner.log_path(id));
+                    let path = self.runner.log_path(id);
+                    let _ = std::fs::remove_file(&path);
+                    for earlier in earlier_attempts(&path) {
+                        let _ = std::fs::remove_file(earlier);
+                    }
                 }
             }
             Err(e) => tracing::warn!(pipeline, error = %e, "cannot prune old builds"),
         }
     }
+}
+
+/// A build that runs again (after a crash or a shutdown) keeps the log of
+/// its earlier run as `ID.log.1`, `ID.log.2`, ...; the new run writes `ID.log`.
+fn keep_earlier_attempt(path: &std::path::Path) {
+    if !path.exists() {
+        return;
+    }
+    let next = earlier_attempts(path).len() + 1;
+    let mut target = path.as_os_str().to_owned();
+    target.push(format!(".{next}"));
+    if let Err(e) = std::fs::rename(path, &target) {
+        tracing::warn!(log = %path.display(), error = %e, "cannot keep the earlier attempt's log");
+    }
+}
+
+/// The kept logs of earlier attempts of the build whose log is `path`
+/// (`ID.log.1`, `ID.log.2`, ... up to the first missing number).
+fn earlier_attempts(path: &std::path::Path) -> Vec<std::path::PathBuf> {
+    (1..)
+        .map(|k| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(format!(".{k}"));
+            std::path::PathBuf::from(name)
+        })
+        .take_while(|p| p.exists())
+        .collect()
 }

@@ -70,6 +70,12 @@ async fn a_build_interrupted_by_sigkill_runs_again_as_attempt_2_and_succeeds() {
     );
     let log = std::fs::read_to_string(dir.path().join(format!("data/logs/{id}.log"))).expect("log");
     assert!(log.contains("second run"), "{log}");
+    // The interrupted first run's log is kept beside it.
+    let first = std::fs::read_to_string(dir.path().join(format!("data/logs/{id}.log.1")))
+        .expect("the first attempt's log");
+    assert!(first.contains("(attempt 1)"), "{first}");
+    assert!(!first.lines().any(|l| l == "second run"), "{first}");
+    assert!(log.contains("(attempt 2)"), "{log}");
     daemon.kill().expect("SIGKILL");
     daemon.wait().expect("reap");
 }
