@@ -18,7 +18,7 @@
 //! - [`worker`]: claims queued builds and runs them with [`runner`].
 //! - [`runner`]: one build: mirror fetch, workspace, steps, masked log.
 //! - [`report`]: commit statuses to the Git hosts, from the outbox; the only
-//!   module that calls out.
+//!   module that calls their APIs (fetching is `runner::checkout`'s).
 //! - [`run`]: `hookci run`, the runner in the foreground.
 //! - [`server`]: wires the pieces together: `run(config, listener, shutdown)`.
 

@@ -1,4 +1,4 @@
-//! Commit status reports: the one module that calls out to Git hosts.
+//! Commit status reports: the one module that calls the Git hosts' APIs.
 //!
 //! Every build state change writes a report row to the store's outbox in
 //! the same transaction (see `store`). The [`Reporter`] task takes the due
