@@ -29,10 +29,12 @@ use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::{Gid, Pid, Uid, getegid, geteuid};
 use std::fmt;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use sweep::StepProcs;
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{Signal as UnixSignal, SignalKind, signal};
@@ -41,6 +43,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The size of each read from a step's stdout or stderr.
 const READ_BUF: usize = 256 * 1024;
+
+/// The most one splice(2) moves from a full log's pipe to /dev/null.
+const DISCARD_CHUNK: usize = 1 << 20;
 
 /// The size asked for a step's output pipes (Linux's default limit for an
 /// unprivileged process): a step that prints fast blocks less often, and
@@ -201,6 +206,12 @@ pub async fn run_step(
             read = read_some(&mut output.stderr, &mut output.buf_err) => {
                 output.take(read, Stream::Err, log).await;
             }
+            moved = discard_some(&output.discard_out, &output.null) => {
+                output.discarded(moved, Stream::Out);
+            }
+            moved = discard_some(&output.discard_err, &output.null) => {
+                output.discarded(moved, Stream::Err);
+            }
             () = sleep_until(deadline), if stopping.is_none() => {
                 let after = spec.timeout.unwrap_or_default();
                 let note = format!(
@@ -249,6 +260,12 @@ pub async fn run_step(
             }
             read = read_some(&mut output.stderr, &mut output.buf_err) => {
                 output.take(read, Stream::Err, log).await;
+            }
+            moved = discard_some(&output.discard_out, &output.null) => {
+                output.discarded(moved, Stream::Out);
+            }
+            moved = discard_some(&output.discard_err, &output.null) => {
+                output.discarded(moved, Stream::Err);
             }
             () = sleep_until(give_up) => {
                 tracing::warn!(step = %spec.name, "a step's output stayed open after its processes were stopped");
@@ -395,6 +412,11 @@ struct Output<'a> {
     stderr: Option<tokio::process::ChildStderr>,
     buf_out: Vec<u8>,
     buf_err: Vec<u8>,
+    /// Past the log's cap, output is no longer read but moved straight from
+    /// the pipe to /dev/null with splice(2): no copy through hookci.
+    discard_out: Option<AsyncFd<OwnedFd>>,
+    discard_err: Option<AsyncFd<OwnedFd>>,
+    null: Option<std::fs::File>,
     /// A log write failed once; said once, not per chunk.
     log_failed: bool,
 }
@@ -415,12 +437,56 @@ impl<'a> Output<'a> {
             stderr: child.stderr.take(),
             buf_out: vec![0; READ_BUF],
             buf_err: vec![0; READ_BUF],
+            discard_out: None,
+            discard_err: None,
+            null: None,
             log_failed: false,
         }
     }
 
     fn open(&self) -> bool {
-        self.stdout.is_some() || self.stderr.is_some()
+        self.stdout.is_some()
+            || self.stderr.is_some()
+            || self.discard_out.is_some()
+            || self.discard_err.is_some()
+    }
+
+    /// Once the log is full, hands the pipes over to splice(2) into
+    /// /dev/null. Best effort: a pipe that cannot be converted keeps being
+    /// read (and its bytes dropped by the log).
+    fn discard_if_full(&mut self, log: &LogWriter) {
+        if !log.is_truncated() {
+            return;
+        }
+        if self.null.is_none() {
+            match std::fs::OpenOptions::new().write(true).open("/dev/null") {
+                Ok(f) => self.null = Some(f),
+                Err(_) => return,
+            }
+        }
+        if let Some(out) = self.stdout.take() {
+            match out.into_owned_fd().and_then(register) {
+                Ok(fd) => self.discard_out = Some(fd),
+                Err(e) => tracing::debug!(error = %e, "cannot splice a step's stdout"),
+            }
+        }
+        if let Some(err) = self.stderr.take() {
+            match err.into_owned_fd().and_then(register) {
+                Ok(fd) => self.discard_err = Some(fd),
+                Err(e) => tracing::debug!(error = %e, "cannot splice a step's stderr"),
+            }
+        }
+    }
+
+    /// What a discard returned: at the pipe's end (0 or an error), close it.
+    fn discarded(&mut self, moved: io::Result<usize>, stream: Stream) {
+        if matches!(moved, Ok(n) if n > 0) {
+            return;
+        }
+        match stream {
+            Stream::Out => self.discard_out = None,
+            Stream::Err => self.discard_err = None,
+        }
     }
 
     /// Writes what a read returned to the log; closes the pipe at its end.
@@ -452,6 +518,7 @@ impl<'a> Output<'a> {
                 tracing::error!(step = %self.step, error = %e, "writing the build log failed");
             }
         }
+        self.discard_if_full(log);
     }
 }
 
@@ -473,6 +540,44 @@ async fn read_some<R: AsyncRead + Unpin>(
     match pipe {
         Some(pipe) => pipe.read(buf).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Registers a pipe hookci now owns with the reactor.
+#[expect(
+    deprecated,
+    reason = "AsyncFd::new is sound for an OwnedFd, which owns its descriptor; its replacement is unsafe"
+)]
+fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    AsyncFd::new(fd)
+}
+
+/// Moves what is in a pipe to /dev/null without copying it through hookci
+/// (never completes for a pipe not being discarded). 0 at the pipe's end.
+async fn discard_some(
+    pipe: &Option<AsyncFd<OwnedFd>>,
+    null: &Option<std::fs::File>,
+) -> io::Result<usize> {
+    use nix::fcntl::{SpliceFFlags, splice};
+    let (Some(fd), Some(null)) = (pipe, null) else {
+        return std::future::pending().await;
+    };
+    loop {
+        let mut ready = fd.readable().await?;
+        let moved = ready.try_io(|fd| {
+            splice(
+                fd.get_ref(),
+                None,
+                null,
+                None,
+                DISCARD_CHUNK,
+                SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE,
+            )
+            .map_err(io::Error::from)
+        });
+        if let Ok(result) = moved {
+            return result;
+        }
     }
 }
 
