@@ -132,15 +132,20 @@ impl Runner {
                 build.attempt
             ))
             .await;
-        if let Some(store) = store {
-            let names = pipeline.steps.iter().map(|s| s.name.clone()).collect();
-            if let Err(e) = store.set_steps(build.id, names).await {
-                tracing::error!(build = build.id, error = %e, "cannot record the steps");
+        // Recording the steps overlaps the fetch; it completes before any
+        // step starts.
+        let record_steps = async {
+            if let Some(store) = store {
+                let names = pipeline.steps.iter().map(|s| s.name.clone()).collect();
+                if let Err(e) = store.set_steps(build.id, names).await {
+                    tracing::error!(build = build.id, error = %e, "cannot record the steps");
+                }
             }
-        }
+        };
         let workspace = self.workspace(build.id);
         let ended = match source {
             Source::Workdir(dir) => {
+                record_steps.await;
                 let home = workspace.join("home");
                 match prepare_home(&home) {
                     Ok(()) => {
@@ -171,7 +176,7 @@ impl Runner {
                     cancel,
                     stop,
                 };
-                self.checkout_and_run(&ctx, log, &workspace, &mut summary)
+                self.checkout_and_run(&ctx, log, &workspace, &mut summary, record_steps)
                     .await
             }
         };
@@ -214,6 +219,7 @@ impl Runner {
         log: &mut LogWriter,
         workspace: &Path,
         summary: &mut Vec<StepSummary>,
+        record_steps: impl Future<Output = ()>,
     ) -> Ended {
         let StepContext {
             build,
@@ -236,10 +242,17 @@ impl Runner {
                 super::checkout::display_url(&spec.url)
             ))
             .await;
-        let fetched = tokio::select! {
-            r = self.mirrors.fetch(&spec, &build.git_ref, &build.commit) => r,
-            () = cancel.cancelled() => return self.stopped(stop, "cancelled while fetching"),
-            () = sleep_until(deadline) => return timed_out(pipeline),
+        let fetch = async {
+            tokio::select! {
+                r = self.mirrors.fetch(&spec, &build.git_ref, &build.commit) => Ok(r),
+                () = cancel.cancelled() => Err(self.stopped(stop, "cancelled while fetching")),
+                () = sleep_until(deadline) => Err(timed_out(pipeline)),
+            }
+        };
+        let (fetched, ()) = tokio::join!(fetch, record_steps);
+        let fetched = match fetched {
+            Ok(r) => r,
+            Err(ended) => return ended,
         };
         let (mirror, commit) = match fetched {
             Ok(v) => v,
@@ -361,11 +374,15 @@ impl Runner {
             let _ = log
                 .line(&format!("==> step {}: {first_line}", step.name))
                 .await;
-            if let Some(store) = store {
-                let _ = store.step_started(build.id, idx).await;
-            }
             let began = Instant::now();
-            let outcome = run_step(&spec, log, cancel).await;
+            // The step starts while its state is recorded; it is finished
+            // only after both, so the store sees running before its end.
+            let mark_started = async {
+                if let Some(store) = store {
+                    let _ = store.step_started(build.id, idx).await;
+                }
+            };
+            let ((), outcome) = tokio::join!(mark_started, run_step(&spec, log, cancel));
             let status = match &outcome {
                 o if o.succeeded() => StepStatus::Success,
                 StepOutcome::Cancelled => StepStatus::Cancelled,
