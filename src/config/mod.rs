@@ -227,30 +227,29 @@ fn positive<T: TryFrom<i64>>(
     key: &str,
     v: Option<&Spanned<i64>>,
 ) -> Option<T> {
-    let v = v?;
-    let n = *v.get_ref();
-    if n <= 0 {
-        c.error(Some(&v.span()), format!("{key} must be greater than zero"));
-        return None;
-    }
-    match T::try_from(n) {
-        Ok(t) => Some(t),
-        Err(_) => {
-            c.error(Some(&v.span()), format!("{key} is too large"));
-            None
-        }
-    }
+    count(c, key, v, 1, "must be greater than zero")
 }
 
+/// A count that may be zero and must fit its type.
 fn non_negative<T: TryFrom<i64>>(
     c: &mut Checker<'_>,
     key: &str,
     v: Option<&Spanned<i64>>,
 ) -> Option<T> {
+    count(c, key, v, 0, "must not be negative")
+}
+
+fn count<T: TryFrom<i64>>(
+    c: &mut Checker<'_>,
+    key: &str,
+    v: Option<&Spanned<i64>>,
+    min: i64,
+    below_min: &str,
+) -> Option<T> {
     let v = v?;
     let n = *v.get_ref();
-    if n < 0 {
-        c.error(Some(&v.span()), format!("{key} must not be negative"));
+    if n < min {
+        c.error(Some(&v.span()), format!("{key} {below_min}"));
         return None;
     }
     match T::try_from(n) {

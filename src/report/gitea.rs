@@ -7,13 +7,12 @@
 //! description says "cancelled".
 
 use super::request::{
-    Outgoing, Phase, Report, base_before_repo, endpoint, owner_and_name, strip_path_suffix,
+    Outgoing, Report, base_before_repo, endpoint, owner_and_name, strip_path_suffix,
 };
 use crate::secret::Secret;
 use crate::store::Build;
 use reqwest::Url;
 use reqwest::header::{ACCEPT, AUTHORIZATION};
-use serde::Serialize;
 
 /// The server's base for a build when `[status] api_url` is not set: the
 /// repository URL's scheme, host, port and any path prefix before
@@ -22,24 +21,6 @@ pub fn default_api(build: &Build) -> Result<Url, String> {
     base_before_repo(build, &build.repo).ok_or_else(|| {
         "cannot tell the server's address from the repository URL; set [status] api_url".to_owned()
     })
-}
-
-/// The state Gitea and Forgejo take.
-pub fn state(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Queued | Phase::Running => "pending",
-        Phase::Succeeded => "success",
-        Phase::Failed => "failure",
-        Phase::Errored | Phase::Cancelled => "error",
-    }
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    state: &'a str,
-    target_url: &'a str,
-    description: &'a str,
-    context: &'a str,
 }
 
 /// The request for `report`. `base` is the server's root; a configured
@@ -58,13 +39,8 @@ pub fn request(report: &Report<'_>, base: &Url, token: &Secret) -> Result<Outgoi
             &report.build.commit,
         ],
     )?;
-    let body = Body {
-        state: state(report.phase),
-        target_url: &report.target_url,
-        description: &report.description,
-        context: report.context,
-    };
-    Outgoing::json(url, &body)?
+    // Gitea's status API takes GitHub's body and states.
+    Outgoing::json(url, &super::github::Body::of(report))?
         .header(ACCEPT, "application/json")
         .credential(AUTHORIZATION, "token ", token)
 }

@@ -33,7 +33,8 @@ pub fn default_api(build: &Build) -> Url {
     }
 }
 
-/// The state GitHub takes.
+/// The state GitHub takes (and Gitea and Forgejo, whose status API copies
+/// GitHub's).
 pub fn state(phase: Phase) -> &'static str {
     match phase {
         Phase::Queued | Phase::Running => "pending",
@@ -43,12 +44,25 @@ pub fn state(phase: Phase) -> &'static str {
     }
 }
 
+/// A commit status as GitHub takes it (Gitea and Forgejo too).
 #[derive(Serialize)]
-struct Body<'a> {
-    state: &'a str,
-    target_url: &'a str,
-    description: &'a str,
-    context: &'a str,
+pub(super) struct Body<'a> {
+    pub(super) state: &'a str,
+    pub(super) target_url: &'a str,
+    pub(super) description: &'a str,
+    pub(super) context: &'a str,
+}
+
+impl<'a> Body<'a> {
+    /// The status body for `report`.
+    pub(super) fn of(report: &'a Report<'_>) -> Body<'a> {
+        Body {
+            state: state(report.phase),
+            target_url: &report.target_url,
+            description: &report.description,
+            context: report.context,
+        }
+    }
 }
 
 /// The request for `report`.
@@ -58,13 +72,7 @@ pub fn request(report: &Report<'_>, api: &Url, token: &Secret) -> Result<Outgoin
         api,
         &["repos", owner, name, "statuses", &report.build.commit],
     )?;
-    let body = Body {
-        state: state(report.phase),
-        target_url: &report.target_url,
-        description: &report.description,
-        context: report.context,
-    };
-    Outgoing::json(url, &body)?
+    Outgoing::json(url, &Body::of(report))?
         .header(ACCEPT, "application/vnd.github+json")
         .header(
             HeaderName::from_static("x-github-api-version"),
