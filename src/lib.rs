@@ -25,6 +25,7 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod pipeline;
 pub mod report;
 pub mod run;

@@ -105,7 +105,15 @@ pub async fn run(
     };
     let reporter = Reporter::new(store.clone(), pipelines.clone(), config.public_url.clone())
         .context("cannot start the status reporter")?;
-    let state = AppState::new(config, pipelines.clone(), store, Arc::clone(&runner), live);
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let state = AppState::new(
+        config,
+        pipelines.clone(),
+        store,
+        Arc::clone(&runner),
+        live,
+        metrics,
+    );
     tracing::info!(
         address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         pipelines = state.pipelines().len(),

@@ -3,13 +3,147 @@
 //! ADMIN_TOKEN`.
 
 use super::{ApiError, AppState};
-use crate::store::{Build, CancelOutcome, ReportRecord, StepRecord};
+use crate::store::{Build, BuildFilter, BuildStatus, CancelOutcome, ReportRecord, StepRecord};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
+use serde_json::json;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use subtle::ConstantTimeEq;
+
+/// A build in a list: its fields and its link.
+#[derive(Debug, Serialize)]
+pub struct BuildSummary {
+    #[serde(flatten)]
+    build: Build,
+    url: String,
+}
+
+/// The most builds one `GET /api/builds` answers with.
+const MAX_LIST: u32 = 500;
+
+/// `GET /api/builds?pipeline=&branch=&status=&limit=&before=`: newest
+/// first; page with `before` = the last id of the previous page.
+pub async fn list_builds(
+    State(state): State<AppState>,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_read(&state, &headers)?;
+    let Query(query) = query.map_err(|_| ApiError::bad_request("the query string is malformed"))?;
+    let filter = build_filter(&query)?;
+    let limit = filter.limit;
+    let builds = state.store().builds(filter).await?;
+    let next_before = (builds.len() as u32 == limit)
+        .then(|| builds.last().map(|b| b.id))
+        .flatten();
+    let builds: Vec<BuildSummary> = builds
+        .into_iter()
+        .map(|build| BuildSummary {
+            url: state.build_url(build.id),
+            build,
+        })
+        .collect();
+    Ok(Json(
+        json!({ "builds": builds, "next_before": next_before }),
+    ))
+}
+
+/// The filter a list query asks for; 400 for a value that cannot be one.
+fn build_filter(query: &BTreeMap<String, String>) -> Result<BuildFilter, ApiError> {
+    let non_empty = |key: &str| query.get(key).filter(|v| !v.is_empty()).cloned();
+    let status = match non_empty("status") {
+        None => None,
+        Some(s) => Some(s.parse::<BuildStatus>().map_err(|()| {
+            ApiError::bad_request(
+                "status must be one of queued, running, success, failure, error, cancelled, skipped",
+            )
+        })?),
+    };
+    let limit = match non_empty("limit") {
+        None => 50,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=MAX_LIST).contains(l))
+            .ok_or_else(|| ApiError::bad_request("limit must be a number from 1 to 500"))?,
+    };
+    let before = match non_empty("before") {
+        None => None,
+        Some(b) => Some(
+            b.parse::<i64>()
+                .ok()
+                .filter(|b| *b > 0)
+                .ok_or_else(|| ApiError::bad_request("before must be a build id"))?,
+        ),
+    };
+    Ok(BuildFilter {
+        pipeline: non_empty("pipeline"),
+        branch: non_empty("branch"),
+        status,
+        before,
+        limit,
+    })
+}
+
+/// `GET /api/pipelines`: every pipeline served now, with its latest build.
+pub async fn list_pipelines(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_read(&state, &headers)?;
+    let pipelines = state.pipelines();
+    let mut out = Vec::with_capacity(pipelines.len());
+    for p in pipelines.values() {
+        let last = state
+            .store()
+            .builds(BuildFilter {
+                pipeline: Some(p.name.clone()),
+                limit: 1,
+                ..BuildFilter::default()
+            })
+            .await?
+            .into_iter()
+            .next()
+            .map(|build| BuildSummary {
+                url: state.build_url(build.id),
+                build,
+            });
+        out.push(json!({
+            "name": p.name,
+            "repo": p.repo,
+            "host": p.host.map(|h| h.as_str()),
+            "concurrency": p.concurrency.as_str(),
+            "steps": p.steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            "last_build": last,
+        }));
+    }
+    Ok(Json(json!({ "pipelines": out })))
+}
+
+/// `POST /api/builds/ID/rebuild`.
+pub async fn rebuild(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    require_admin(&state, &headers)?;
+    let _ = build_id(&id)?;
+    Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "not built yet"))
+}
+
+/// `POST /api/pipelines/NAME/trigger` `{"branch": B}`.
+pub async fn trigger(
+    State(state): State<AppState>,
+    Path(_name): Path<String>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    require_admin(&state, &headers)?;
+    Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "not built yet"))
+}
 
 /// A build as the API shows it.
 #[derive(Debug, Serialize)]
@@ -21,7 +155,9 @@ pub struct BuildView {
     reports: Vec<ReportRecord>,
 }
 
-/// Checks `Authorization: Bearer TOKEN` against the admin token.
+/// Checks `Authorization: Bearer TOKEN` against the admin token. A
+/// browser's `Basic` credentials (any user name, the token as password) are
+/// accepted too, so that the pages of a private server can be opened.
 pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &state.config().admin_token else {
         return Err(ApiError::new(
@@ -29,13 +165,9 @@ pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErr
             "this call needs an admin token, and none is configured (admin_token)",
         ));
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError::unauthorized("this call needs Authorization: Bearer ADMIN_TOKEN")
-        })?;
+    let given = presented_token(headers).ok_or_else(|| {
+        ApiError::unauthorized("this call needs Authorization: Bearer ADMIN_TOKEN")
+    })?;
     // Hash both sides so that the comparison's time says nothing of length.
     let a = Sha256::digest(given.trim().as_bytes());
     let b = Sha256::digest(expected.expose().as_bytes());
@@ -46,7 +178,24 @@ pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErr
     }
 }
 
-fn require_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// The token of `Authorization: Bearer T` or `Basic base64(user:T)`.
+fn presented_token(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return Some(token.to_owned());
+    }
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let pair = String::from_utf8(decoded).ok()?;
+    let (_user, token) = pair.split_once(':')?;
+    Some(token.to_owned())
+}
+
+/// Reads are public unless the config says `private = true`.
+pub fn require_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if state.config().private {
         require_admin(state, headers)
     } else {
@@ -54,7 +203,7 @@ fn require_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn build_id(raw: &str) -> Result<i64, ApiError> {
+pub fn build_id(raw: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>()
         .ok()
         .filter(|id| *id > 0)

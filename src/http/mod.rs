@@ -7,10 +7,13 @@
 mod api;
 mod error;
 mod hooks;
+mod metrics;
+mod pages;
 
 pub use error::ApiError;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineSet};
 use crate::runner::build::Runner;
 use crate::store::Store;
@@ -41,6 +44,7 @@ struct Inner {
     store: Store,
     runner: Arc<Runner>,
     live: LiveBuilds,
+    metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -51,6 +55,7 @@ impl AppState {
         store: Store,
         runner: Arc<Runner>,
         live: LiveBuilds,
+        metrics: Arc<Metrics>,
     ) -> Self {
         AppState {
             inner: Arc::new(Inner {
@@ -59,6 +64,7 @@ impl AppState {
                 store,
                 runner,
                 live,
+                metrics,
             }),
         }
     }
@@ -71,6 +77,16 @@ impl AppState {
     /// The log file of build `id`.
     pub fn log_path(&self, id: i64) -> std::path::PathBuf {
         self.inner.runner.log_path(id)
+    }
+
+    /// The daemon's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The runner (for what the API asks of git, such as a branch's head).
+    pub fn runner(&self) -> &Arc<Runner> {
+        &self.inner.runner
     }
 
     /// The server config.
@@ -100,8 +116,16 @@ pub fn router(state: AppState) -> Router {
         .route("/hooks", post(hooks::org_wide))
         .route("/hooks/{name}", post(hooks::for_pipeline))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/", get(pages::index))
+        .route("/builds/{id}", get(pages::build_page))
+        .route("/badge/{file}", get(pages::badge))
+        .route("/api/pipelines", get(api::list_pipelines))
+        .route("/api/pipelines/{name}/trigger", post(api::trigger))
+        .route("/api/builds", get(api::list_builds))
         .route("/api/builds/{id}", get(api::get_build))
         .route("/api/builds/{id}/cancel", post(api::cancel_build))
+        .route("/api/builds/{id}/rebuild", post(api::rebuild))
         .route("/api/builds/{id}/log", get(api::get_log))
         .route("/api/builds/{id}/log/stream", get(api::stream_log))
         .fallback(not_found)

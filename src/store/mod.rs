@@ -148,6 +148,15 @@ pub struct Recorded {
     pub cancel_running: Vec<i64>,
 }
 
+/// What queuing a build by hand (a rebuild, a trigger) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manual {
+    /// The new build's id.
+    pub id: i64,
+    /// Running builds it superseded; their runners must stop them.
+    pub cancel_running: Vec<i64>,
+}
+
 /// A build as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Build {
@@ -409,6 +418,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'_, Result<Vec<Recorded>, StoreError>>;
 
     /// One build by id.
+    /// Queues one build no delivery carried (a rebuild or a trigger), with
+    /// the same admission control and supersede rule as a delivery's.
+    fn queue_manual(
+        &self,
+        build: NewBuild,
+        host: Option<Host>,
+    ) -> BoxFuture<'_, Result<Manual, StoreError>>;
+
     fn build(&self, id: i64) -> BoxFuture<'_, Result<Option<Build>, StoreError>>;
 
     /// Builds, newest first.
@@ -540,6 +557,21 @@ impl Store {
             let _ = self.events.send(StoreEvent::CancelRequested(*id));
         }
         Ok(recorded)
+    }
+
+    /// Queues one build by hand; see [`Backend::queue_manual`]. Wakes the
+    /// workers and stops the running builds it supersedes.
+    pub async fn queue_manual(
+        &self,
+        build: NewBuild,
+        host: Option<Host>,
+    ) -> Result<Manual, StoreError> {
+        let queued = self.backend.queue_manual(build, host).await?;
+        self.wake_workers();
+        for id in &queued.cancel_running {
+            let _ = self.events.send(StoreEvent::CancelRequested(*id));
+        }
+        Ok(queued)
     }
 
     /// Wakes the workers (builds may be claimable) and the reporter (a

@@ -9,11 +9,11 @@
 
 use super::migrations;
 use super::{
-    Backend, BoxFuture, Build, BuildFilter, BuildStatus, CancelOutcome, ClaimPolicy, NewDelivery,
-    Recorded, Recovery, ReportJob, ReportOutcome, ReportRecord, StepRecord, StepStatus, StoreError,
-    StoreOptions, now_rfc3339,
+    Backend, BoxFuture, Build, BuildFilter, BuildStatus, CancelOutcome, ClaimPolicy, Manual,
+    NewBuild, NewDelivery, Recorded, Recovery, ReportJob, ReportOutcome, ReportRecord, StepRecord,
+    StepStatus, StoreError, StoreOptions, now_rfc3339,
 };
-use crate::webhook::RefKind;
+use crate::webhook::{Host, RefKind};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -246,49 +246,11 @@ fn record(
         let row = conn.last_insert_rowid();
         let mut build_ids = Vec::with_capacity(d.builds.len());
         let mut cancel_running = Vec::new();
-        let mut insert = conn.prepare_cached(
-            "INSERT INTO builds (pipeline, delivery, delivery_id, repo, host, event, ref, branch,
-                 tag, commit_sha, before_sha, after_sha, forced, clone_url, ssh_url, web_url,
-                 message, pusher, path_filters, status, created_at, report_context)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17, ?18, ?19, 'queued', ?20, ?21)",
-        )?;
         for b in &d.builds {
-            let p = &b.push;
-            let (branch, tag) = match &p.kind {
-                RefKind::Branch(n) => (Some(n.as_str()), None),
-                RefKind::Tag(n) => (None, Some(n.as_str())),
-                RefKind::Other => (None, None),
-            };
-            let filters = serde_json::to_string(&b.path_filters)
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            insert.execute(params![
-                b.pipeline,
-                row,
-                d.delivery_id,
-                p.repo,
-                d.host.as_str(),
-                p.event_name(),
-                p.git_ref,
-                branch,
-                tag,
-                p.commit,
-                p.before,
-                p.after,
-                p.forced,
-                p.clone_url,
-                p.ssh_url,
-                p.web_url,
-                p.message,
-                p.pusher,
-                filters,
-                now,
-                b.report_context,
-            ])?;
-            let id = conn.last_insert_rowid();
+            let id = insert_build(conn, b, Some(row), Some(&d.delivery_id), Some(d.host), &now)?;
             build_ids.push(id);
             if b.supersede {
-                cancel_running.extend(supersede(conn, &b.pipeline, &p.git_ref, id, &now)?);
+                cancel_running.extend(supersede(conn, &b.pipeline, &b.push.git_ref, id, &now)?);
             }
         }
         out.push(Recorded {
@@ -301,6 +263,79 @@ fn record(
         });
     }
     Ok(out)
+}
+
+/// Inserts one queued build; returns its id.
+fn insert_build(
+    conn: &Connection,
+    b: &NewBuild,
+    delivery_row: Option<i64>,
+    delivery_id: Option<&str>,
+    host: Option<Host>,
+    now: &str,
+) -> Result<i64, StoreError> {
+    let p = &b.push;
+    let (branch, tag) = match &p.kind {
+        RefKind::Branch(n) => (Some(n.as_str()), None),
+        RefKind::Tag(n) => (None, Some(n.as_str())),
+        RefKind::Other => (None, None),
+    };
+    let filters = serde_json::to_string(&b.path_filters)
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO builds (pipeline, delivery, delivery_id, repo, host, event, ref, branch,
+             tag, commit_sha, before_sha, after_sha, forced, clone_url, ssh_url, web_url,
+             message, pusher, path_filters, status, created_at, report_context)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+             ?17, ?18, ?19, 'queued', ?20, ?21)",
+    )?
+    .execute(params![
+        b.pipeline,
+        delivery_row,
+        delivery_id,
+        p.repo,
+        host.map(Host::as_str),
+        p.event_name(),
+        p.git_ref,
+        branch,
+        tag,
+        p.commit,
+        p.before,
+        p.after,
+        p.forced,
+        p.clone_url,
+        p.ssh_url,
+        p.web_url,
+        p.message,
+        p.pusher,
+        filters,
+        now,
+        b.report_context,
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Queues one build that no delivery carried (a rebuild, a trigger).
+fn queue_manual(
+    conn: &Connection,
+    build: &NewBuild,
+    host: Option<Host>,
+    max_queued: u64,
+) -> Result<Manual, StoreError> {
+    let queued: i64 = conn
+        .prepare_cached("SELECT queued FROM queue_stats WHERE id = 1")?
+        .query_row([], |r| r.get(0))?;
+    if queued.max(0) as u64 >= max_queued {
+        return Err(StoreError::QueueFull);
+    }
+    let now = now_rfc3339();
+    let id = insert_build(conn, build, None, None, host, &now)?;
+    let cancel_running = if build.supersede {
+        supersede(conn, &build.pipeline, &build.push.git_ref, id, &now)?
+    } else {
+        Vec::new()
+    };
+    Ok(Manual { id, cancel_running })
 }
 
 /// Cancels the same ref's older queued builds and asks its running ones to
@@ -431,6 +466,15 @@ impl Backend for SqliteBackend {
     ) -> BoxFuture<'_, Result<Vec<Recorded>, StoreError>> {
         let max = self.options.max_queued_builds;
         Box::pin(self.write(move |conn| record(conn, deliveries, max)))
+    }
+
+    fn queue_manual(
+        &self,
+        build: NewBuild,
+        host: Option<Host>,
+    ) -> BoxFuture<'_, Result<Manual, StoreError>> {
+        let max = self.options.max_queued_builds;
+        Box::pin(self.write(move |conn| queue_manual(conn, &build, host, max)))
     }
 
     fn build(&self, id: i64) -> BoxFuture<'_, Result<Option<Build>, StoreError>> {
