@@ -3,12 +3,17 @@
 //! ADMIN_TOKEN`.
 
 use super::{ApiError, AppState};
-use crate::store::{Build, BuildFilter, BuildStatus, CancelOutcome, ReportRecord, StepRecord};
+use crate::pipeline::{Concurrency, Pipeline};
+use crate::runner::build::clone_spec_from;
+use crate::store::{
+    Build, BuildFilter, BuildStatus, CancelOutcome, NewBuild, ReportRecord, StepRecord,
+};
+use crate::webhook::{Host, PushEvent, RefKind, ZERO_SHA};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -124,25 +129,170 @@ pub async fn list_pipelines(
     Ok(Json(json!({ "pipelines": out })))
 }
 
-/// `POST /api/builds/ID/rebuild`.
+/// `POST /api/builds/ID/rebuild`: queues the same commit of the same ref
+/// again, as a new build (attempt 1). Path rules are not applied: the user
+/// asked for this build.
 pub async fn rebuild(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     require_admin(&state, &headers)?;
-    let _ = build_id(&id)?;
-    Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "not built yet"))
+    let id = build_id(&id)?;
+    let old = state
+        .store()
+        .build(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such build"))?;
+    if !old.status.is_final() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "build {id} is still {}: wait for it to finish or cancel it",
+                old.status
+            ),
+        ));
+    }
+    let pipelines = state.pipelines();
+    let pipeline = pipelines.get(&old.pipeline).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            format!("pipeline {} is no longer served", old.pipeline),
+        )
+    })?;
+    let host = old.host.as_deref().and_then(|h| h.parse::<Host>().ok());
+    let push = PushEvent {
+        kind: RefKind::of(&old.git_ref),
+        repo: old.repo,
+        git_ref: old.git_ref,
+        before: old.before,
+        after: old.after,
+        commit: old.commit,
+        created: false,
+        deleted: false,
+        forced: old.forced,
+        clone_url: old.clone_url,
+        ssh_url: old.ssh_url,
+        web_url: old.web_url,
+        message: old.message,
+        pusher: old.pusher,
+    };
+    let queued = queue(&state, pipeline, push, host).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": queued, "url": state.build_url(queued), "rebuild_of": id })),
+    ))
 }
 
-/// `POST /api/pipelines/NAME/trigger` `{"branch": B}`.
+/// The body of a trigger.
+#[derive(Debug, Deserialize)]
+struct TriggerBody {
+    branch: String,
+}
+
+/// `POST /api/pipelines/NAME/trigger` `{"branch": B}`: builds the commit
+/// branch B points to now. The mirror is fetched first (so the build finds
+/// it there); the repository comes from the pipeline's `clone_url`, else
+/// from the pipeline's latest build.
 pub async fn trigger(
     State(state): State<AppState>,
-    Path(_name): Path<String>,
+    Path(name): Path<String>,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     require_admin(&state, &headers)?;
-    Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "not built yet"))
+    let pipelines = state.pipelines();
+    let pipeline = pipelines
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found("no such pipeline"))?;
+    let branch = serde_json::from_slice::<TriggerBody>(&body)
+        .map_err(|_| ApiError::bad_request(r#"the body must be JSON like {"branch": "main"}"#))?
+        .branch;
+    let git_ref = format!("refs/heads/{branch}");
+    if branch.is_empty() || !git2::Reference::is_valid_name(&git_ref) {
+        return Err(ApiError::bad_request(format!(
+            "{branch:?} is not a valid branch name"
+        )));
+    }
+    let last = state
+        .store()
+        .builds(BuildFilter {
+            pipeline: Some(pipeline.name.clone()),
+            limit: 1,
+            ..BuildFilter::default()
+        })
+        .await?
+        .into_iter()
+        .next();
+    let (clone_url, ssh_url, web_url, last_host) = match (&pipeline.clone_url, last) {
+        (_, Some(b)) => (b.clone_url, b.ssh_url, b.web_url, b.host),
+        (Some(url), None) => (url.clone(), None, None, None),
+        (None, None) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "pipeline {name} has no clone_url and has received no push yet: set clone_url, or push once"
+                ),
+            ));
+        }
+    };
+    let spec = clone_spec_from(pipeline, &clone_url, ssh_url.as_deref());
+    let mirrors = &state.runner().mirrors;
+    let (mirror, commit) = mirrors.fetch(&spec, &git_ref, "").await.map_err(|e| {
+        if e.0.ends_with(&format!("has no ref {git_ref}")) {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the repository has no branch {branch}"),
+            )
+        } else {
+            ApiError::new(StatusCode::BAD_GATEWAY, e.0)
+        }
+    })?;
+    let message = mirrors
+        .commit_message(&mirror, &commit)
+        .await
+        .unwrap_or_default();
+    let host = pipeline
+        .host
+        .or_else(|| last_host.as_deref().and_then(|h| h.parse::<Host>().ok()));
+    let push = PushEvent {
+        repo: pipeline.repo.clone(),
+        kind: RefKind::Branch(branch),
+        git_ref,
+        before: ZERO_SHA.to_owned(),
+        after: commit.clone(),
+        commit,
+        created: false,
+        deleted: false,
+        forced: false,
+        clone_url,
+        ssh_url,
+        web_url,
+        message,
+        pusher: "api".to_owned(),
+    };
+    let queued = queue(&state, pipeline, push, host).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": queued, "url": state.build_url(queued) })),
+    ))
+}
+
+/// Queues a build no delivery carried; returns its id.
+async fn queue(
+    state: &AppState,
+    pipeline: &Pipeline,
+    push: PushEvent,
+    host: Option<Host>,
+) -> Result<i64, ApiError> {
+    let build = NewBuild {
+        pipeline: pipeline.name.clone(),
+        push,
+        path_filters: Vec::new(),
+        supersede: pipeline.concurrency == Concurrency::Supersede,
+        report_context: pipeline.report_context(host),
+    };
+    Ok(state.store().queue_manual(build, host).await?.id)
 }
 
 /// A build as the API shows it.

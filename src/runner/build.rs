@@ -532,10 +532,15 @@ struct StepContext<'a> {
 /// The clone URL and credentials: the pipeline's `clone_url`, else the
 /// payload's ssh URL when a deploy key is set, else its https URL.
 pub fn clone_spec(build: &Build, pipeline: &Pipeline) -> CloneSpec {
-    let url = match (&pipeline.clone_url, &pipeline.clone.ssh_key, &build.ssh_url) {
+    clone_spec_from(pipeline, &build.clone_url, build.ssh_url.as_deref())
+}
+
+/// [`clone_spec`] from a payload's clone URLs.
+pub fn clone_spec_from(pipeline: &Pipeline, clone_url: &str, ssh_url: Option<&str>) -> CloneSpec {
+    let url = match (&pipeline.clone_url, &pipeline.clone.ssh_key, ssh_url) {
         (Some(url), _, _) => url.clone(),
-        (None, Some(_), Some(ssh)) if !ssh.is_empty() => ssh.clone(),
-        _ => build.clone_url.clone(),
+        (None, Some(_), Some(ssh)) if !ssh.is_empty() => ssh.to_owned(),
+        _ => clone_url.to_owned(),
     };
     CloneSpec {
         url,

@@ -141,6 +141,17 @@ pub(super) fn changed_files(
 
 /// Resolves a full or abbreviated id in `repo` to the commit it peels to;
 /// `None` when no such object is there.
+/// The full message of `commit` in the mirror at `path`.
+pub(super) fn commit_message(path: &Path, commit: &str) -> Result<String, CheckoutError> {
+    let repo = open(path)?;
+    let oid = resolve(&repo, commit)?
+        .ok_or_else(|| CheckoutError(format!("commit {commit} is not in the mirror")))?;
+    let commit = repo
+        .find_commit(oid)
+        .map_err(|e| CheckoutError(format!("cannot read commit {oid}: {}", e.message())))?;
+    Ok(String::from_utf8_lossy(commit.message_bytes()).into_owned())
+}
+
 pub(super) fn resolve(repo: &Repository, id: &str) -> Result<Option<Oid>, CheckoutError> {
     let found = if id.len() == 40 {
         Oid::from_str(id).and_then(|oid| repo.find_object(oid, None))

@@ -144,6 +144,22 @@ impl Mirrors {
         Ok(fetched)
     }
 
+    /// The message of `commit`, from the mirror (a trigger has no payload
+    /// to carry it).
+    pub async fn commit_message(
+        &self,
+        mirror: &Path,
+        commit: &str,
+    ) -> Result<String, CheckoutError> {
+        let guard = self.lock(mirror).read_owned().await;
+        let (mirror, commit) = (mirror.to_path_buf(), commit.to_owned());
+        blocking(move || {
+            let _guard = guard;
+            mirror::commit_message(&mirror, &commit)
+        })
+        .await
+    }
+
     /// The files changed between `before` and `commit`, from the mirror.
     /// `None` when there is no `before` (a new ref) or it is not in the mirror.
     pub async fn changed_files(

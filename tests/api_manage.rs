@@ -1,0 +1,359 @@
+//! The management API of SPEC §5 against the real server: listing builds
+//! and pipelines, rebuilding a build and triggering a branch, with real git
+//! repositories and real step processes.
+
+mod common;
+#[path = "support/gitserve.rs"]
+mod gitserve;
+
+use common::{TestServer, ZERO, client};
+use gitserve::Upstream;
+use serde_json::{Value, json};
+
+const SECRET: &str = "api-secret";
+const ADMIN: &str = "api-admin-token";
+
+/// A pipeline whose one step prints what it was asked to build.
+fn pipeline(clone_url: Option<&str>) -> String {
+    let clone = clone_url
+        .map(|u| format!("clone_url = {u:?}\n"))
+        .unwrap_or_default();
+    format!(
+        r#"repo = "Codertocat/Hello-World"
+secret = "{SECRET}"
+{clone}
+[[steps]]
+name = "show"
+run = 'echo "commit=$HOOKCI_COMMIT branch=$HOOKCI_BRANCH message=$HOOKCI_COMMIT_MESSAGE"; cat marker.txt'
+"#
+    )
+}
+
+async fn start(pipelines: &[(&str, &str)], parallel: usize) -> TestServer {
+    TestServer::start(pipelines, |c| {
+        c.max_parallel_builds = parallel;
+        c.admin_token = Some(hookci::secret::Secret::new(ADMIN));
+    })
+    .await
+}
+
+async fn get(server: &TestServer, path: &str) -> (u16, Value) {
+    let res = client()
+        .get(server.url(path))
+        .send()
+        .await
+        .expect("request");
+    let status = res.status().as_u16();
+    (status, res.json().await.expect("a JSON answer"))
+}
+
+async fn post(server: &TestServer, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    let mut req = client().post(server.url(path)).body(body.to_owned());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.expect("request");
+    let status = res.status().as_u16();
+    (status, res.json().await.expect("a JSON answer"))
+}
+
+fn log(server: &TestServer, id: i64) -> String {
+    let path = server.config.data_dir.join(format!("logs/{id}.log"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn ids(list: &Value) -> Vec<i64> {
+    list["builds"]
+        .as_array()
+        .expect("builds")
+        .iter()
+        .map(|b| b["id"].as_i64().expect("id"))
+        .collect()
+}
+
+/// Queues one build of `branch` at a made-up commit (nothing runs).
+async fn queue(server: &TestServer, branch: &str, n: u32) -> i64 {
+    let commit = format!("{n:040x}");
+    let body = common::github_push(
+        "/nonexistent",
+        &format!("refs/heads/{branch}"),
+        ZERO,
+        &commit,
+        "queued",
+    );
+    common::queue_github(&server.base(), "hello", SECRET, &format!("d-{n}"), &body).await[0]
+}
+
+#[tokio::test]
+async fn builds_are_listed_newest_first_filtered_and_paged() {
+    let server = start(&[("hello", &pipeline(None))], 0).await;
+    let a = queue(&server, "main", 1).await;
+    let b = queue(&server, "dev", 2).await;
+    let c = queue(&server, "main", 3).await;
+
+    let (status, all) = get(&server, "/api/builds").await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(ids(&all), vec![c, b, a]);
+    let first = &all["builds"][0];
+    assert_eq!(first["pipeline"], "hello");
+    assert_eq!(first["branch"], "main");
+    assert_eq!(first["status"], "queued");
+    assert_eq!(first["commit"], format!("{:040x}", 3));
+    assert_eq!(first["url"], server.url(&format!("/builds/{c}")));
+    assert_eq!(all["next_before"], Value::Null, "one page holds them all");
+
+    let (_, main) = get(&server, "/api/builds?branch=main").await;
+    assert_eq!(ids(&main), vec![c, a]);
+    let (_, dev) = get(
+        &server,
+        "/api/builds?pipeline=hello&branch=dev&status=queued",
+    )
+    .await;
+    assert_eq!(ids(&dev), vec![b]);
+    let (_, none) = get(&server, "/api/builds?status=success").await;
+    assert_eq!(ids(&none), Vec::<i64>::new());
+    let (_, other) = get(&server, "/api/builds?pipeline=other").await;
+    assert_eq!(ids(&other), Vec::<i64>::new());
+
+    // Paging: two at a time, then from where the first page ended.
+    let (_, page1) = get(&server, "/api/builds?limit=2").await;
+    assert_eq!(ids(&page1), vec![c, b]);
+    assert_eq!(page1["next_before"], json!(b));
+    let (_, page2) = get(&server, &format!("/api/builds?limit=2&before={b}")).await;
+    assert_eq!(ids(&page2), vec![a]);
+    assert_eq!(page2["next_before"], Value::Null);
+
+    for (query, word) in [
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=ten", "limit"),
+        ("status=green", "status"),
+        ("before=-3", "before"),
+    ] {
+        let (status, err) = get(&server, &format!("/api/builds?{query}")).await;
+        assert_eq!(status, 400, "{query}: {err}");
+        assert!(
+            err["error"].as_str().expect("error").contains(word),
+            "{query}: {err}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pipelines_are_listed_with_their_latest_build() {
+    let server = start(
+        &[
+            ("hello", &pipeline(None)),
+            ("quiet", &pipeline(Some("/srv/quiet.git"))),
+        ],
+        0,
+    )
+    .await;
+    let id = queue(&server, "main", 7).await;
+    let (status, list) = get(&server, "/api/pipelines").await;
+    assert_eq!(status, 200, "{list}");
+    let pipelines = list["pipelines"].as_array().expect("pipelines");
+    let names: Vec<&str> = pipelines
+        .iter()
+        .map(|p| p["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["hello", "quiet"]);
+    assert_eq!(pipelines[0]["repo"], "Codertocat/Hello-World");
+    assert_eq!(pipelines[0]["concurrency"], "queue");
+    assert_eq!(pipelines[0]["steps"], json!(["show"]));
+    assert_eq!(pipelines[0]["last_build"]["id"], json!(id));
+    assert_eq!(pipelines[0]["last_build"]["status"], "queued");
+    assert_eq!(pipelines[1]["last_build"], Value::Null);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn private_servers_list_nothing_without_the_token() {
+    let server = TestServer::start(&[("hello", &pipeline(None))], |c| {
+        c.max_parallel_builds = 0;
+        c.private = true;
+        c.admin_token = Some(hookci::secret::Secret::new(ADMIN));
+    })
+    .await;
+    for path in ["/api/builds", "/api/pipelines"] {
+        let (status, _) = get(&server, path).await;
+        assert_eq!(status, 401, "{path}");
+        let res = client()
+            .get(server.url(path))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 200, "{path}");
+        // Browsers send Basic credentials: any user, the token as password.
+        let res = client()
+            .get(server.url(path))
+            .basic_auth("me", Some(ADMIN))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 200, "{path}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_finished_build_is_rebuilt_at_the_same_commit() {
+    let up = Upstream::new("hello");
+    let first = up.push(&[("marker.txt", "first\n")], "first commit");
+    let server = start(&[("hello", &pipeline(None))], 1).await;
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &first, "first commit");
+    let id = common::queue_github(&server.base(), "hello", SECRET, "r-1", &body).await[0];
+    let done = common::wait_final(&server.base(), id).await;
+    assert_eq!(done["status"], "success", "{done}");
+    // The branch moves on; a rebuild still builds the first commit.
+    up.push(&[("marker.txt", "second\n")], "second commit");
+
+    let path = format!("/api/builds/{id}/rebuild");
+    let (status, err) = post(&server, &path, None, "").await;
+    assert_eq!(status, 401, "{err}");
+    let (status, err) = post(&server, &path, Some("wrong"), "").await;
+    assert_eq!(status, 401, "{err}");
+    let (status, err) = post(&server, "/api/builds/9999/rebuild", Some(ADMIN), "").await;
+    assert_eq!(status, 404, "{err}");
+
+    let (status, answer) = post(&server, &path, Some(ADMIN), "").await;
+    assert_eq!(status, 202, "{answer}");
+    let again = answer["id"].as_i64().expect("id");
+    assert!(again > id);
+    assert_eq!(answer["url"], server.url(&format!("/builds/{again}")));
+    assert_eq!(answer["rebuild_of"], json!(id));
+    let rebuilt = common::wait_final(&server.base(), again).await;
+    assert_eq!(rebuilt["status"], "success", "{rebuilt}");
+    assert_eq!(rebuilt["commit"], first.as_str());
+    assert_eq!(rebuilt["branch"], "main");
+    assert_eq!(rebuilt["attempt"], 1);
+    let text = log(&server, again);
+    assert!(
+        text.contains(&format!("commit={first} branch=main")),
+        "{text}"
+    );
+    assert!(text.contains("\nfirst\n"), "{text}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_build_still_queued_is_not_rebuilt() {
+    let server = start(&[("hello", &pipeline(None))], 0).await;
+    let id = queue(&server, "main", 1).await;
+    let (status, err) = post(
+        &server,
+        &format!("/api/builds/{id}/rebuild"),
+        Some(ADMIN),
+        "",
+    )
+    .await;
+    assert_eq!(status, 409, "{err}");
+    assert!(
+        err["error"].as_str().expect("error").contains("queued"),
+        "{err}"
+    );
+    let (_, list) = get(&server, "/api/builds").await;
+    assert_eq!(ids(&list), vec![id], "nothing new was queued");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_trigger_builds_the_branch_head_with_its_message() {
+    let up = Upstream::new("hello");
+    up.push(&[("marker.txt", "old\n")], "older commit");
+    let head = up.push(&[("marker.txt", "head\n")], "the head of main");
+    let server = start(&[("hello", &pipeline(Some(&up.url())))], 1).await;
+    let path = "/api/pipelines/hello/trigger";
+
+    let (status, err) = post(&server, path, None, r#"{"branch":"main"}"#).await;
+    assert_eq!(status, 401, "{err}");
+    let (status, err) = post(
+        &server,
+        "/api/pipelines/nope/trigger",
+        Some(ADMIN),
+        r#"{"branch":"main"}"#,
+    )
+    .await;
+    assert_eq!(status, 404, "{err}");
+    for body in ["", "{}", r#"{"branch": 3}"#, "not json"] {
+        let (status, err) = post(&server, path, Some(ADMIN), body).await;
+        assert_eq!(status, 400, "{body}: {err}");
+    }
+    for bad in ["", "a..b", "-x/../y", "with space", "ends.lock"] {
+        let body = json!({ "branch": bad }).to_string();
+        let (status, err) = post(&server, path, Some(ADMIN), &body).await;
+        assert_eq!(status, 400, "{bad:?}: {err}");
+    }
+    let (status, err) = post(&server, path, Some(ADMIN), r#"{"branch":"gone"}"#).await;
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["error"], "the repository has no branch gone");
+    let (_, list) = get(&server, "/api/builds").await;
+    assert_eq!(ids(&list), Vec::<i64>::new(), "refusals queue nothing");
+
+    let (status, answer) = post(&server, path, Some(ADMIN), r#"{"branch":"main"}"#).await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["id"].as_i64().expect("id");
+    let done = common::wait_final(&server.base(), id).await;
+    assert_eq!(done["status"], "success", "{done}");
+    assert_eq!(done["commit"], head.as_str());
+    assert_eq!(done["ref"], "refs/heads/main");
+    assert_eq!(done["event"], "push");
+    let text = log(&server, id);
+    assert!(
+        text.contains(&format!(
+            "commit={head} branch=main message=the head of main"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("\nhead\n"), "{text}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_trigger_needs_somewhere_to_clone_from() {
+    let server = start(&[("hello", &pipeline(None))], 0).await;
+    let (status, err) = post(
+        &server,
+        "/api/pipelines/hello/trigger",
+        Some(ADMIN),
+        r#"{"branch":"main"}"#,
+    )
+    .await;
+    assert_eq!(status, 409, "{err}");
+    assert!(
+        err["error"].as_str().expect("error").contains("clone_url"),
+        "{err}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_trigger_clones_from_the_latest_push_when_the_pipeline_names_no_url() {
+    let up = Upstream::new("hello");
+    let first = up.push(&[("marker.txt", "one\n")], "one");
+    let server = start(&[("hello", &pipeline(None))], 1).await;
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &first, "one");
+    let id = common::queue_github(&server.base(), "hello", SECRET, "t-1", &body).await[0];
+    assert_eq!(
+        common::wait_final(&server.base(), id).await["status"],
+        "success"
+    );
+    // A commit the webhook never told hookci about.
+    let second = up.push(&[("marker.txt", "two\n")], "two");
+    let (status, answer) = post(
+        &server,
+        "/api/pipelines/hello/trigger",
+        Some(ADMIN),
+        r#"{"branch":"main"}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["id"].as_i64().expect("id");
+    let done = common::wait_final(&server.base(), id).await;
+    assert_eq!(done["status"], "success", "{done}");
+    assert_eq!(done["commit"], second.as_str());
+    assert!(log(&server, id).contains("\ntwo\n"));
+    server.stop().await;
+}
