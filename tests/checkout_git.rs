@@ -848,6 +848,83 @@ async fn a_wrong_deploy_key_over_ssh_fails_clearly() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_host_keys_are_checked_against_known_hosts() {
+    let up = Upstream::new("pinned");
+    let commit = up.push(&[("a", "a\n")], "one");
+    let keys = up.tmp.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let deploy = keygen(&keys, "deploy", "ed25519");
+    let imposter = keygen(&keys, "imposter", "ed25519");
+    let Some(sshd) = sshd_for(&up, &deploy) else {
+        return;
+    };
+    let url = sshd.url(&up.bare);
+    let shown = url.replacen(&format!("{}@", sshd.user), "", 1);
+    let host_key = read(&up.tmp.path().join("sshd/ssh_host_ed25519_key.pub"));
+    // `[host]:port key-type base64`, as ssh-keyscan writes it.
+    let line = |public: &str| {
+        let key: Vec<&str> = public.split_whitespace().take(2).collect();
+        format!("[127.0.0.1]:{} {}\n", sshd.port, key.join(" "))
+    };
+    let with_known = |name: &str, text: &str| {
+        let file = up.tmp.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let mut mirrors = Mirrors::new(up.tmp.path().join(format!("data-{name}")));
+        mirrors.set_known_hosts(vec![file.clone()]);
+        (mirrors, file)
+    };
+
+    // The server's own key listed: the fetch goes through.
+    let (mirrors, _) = with_known("known-right", &line(&host_key));
+    let (_, full) = mirrors
+        .fetch(&with_key(&url, &deploy), "refs/heads/main", &commit)
+        .await
+        .unwrap_or_else(|e| panic!("fetch with the right host key: {e}\n{}", sshd.log()));
+    assert_eq!(full, commit);
+
+    // Another key listed for this host and port: a man in the middle, or a
+    // re-keyed server; refused before any credential is sent.
+    let (mirrors, file) = with_known(
+        "known-wrong",
+        &format!("# pinned\n{}", line(&imposter.public)),
+    );
+    let err = mirrors
+        .fetch(&with_key(&url, &deploy), "refs/heads/main", &commit)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.0,
+        format!(
+            "the ssh host key of 127.0.0.1 is not the one listed in {}:2: refusing to fetch {shown} \
+             (if the server's key really changed, update known_hosts)",
+            file.display()
+        )
+    );
+    let accepted = sshd
+        .log()
+        .lines()
+        .filter(|l| l.contains("Accepted publickey"))
+        .count();
+    assert_eq!(
+        accepted,
+        1,
+        "only the first fetch logged in: {}",
+        sshd.log()
+    );
+
+    // Listed for another port only: not this server's entry; accepted.
+    let other_port = format!(
+        "[127.0.0.1]:1 {}",
+        line(&imposter.public).split_once(' ').unwrap().1
+    );
+    let (mirrors, _) = with_known("known-other-port", &other_port);
+    mirrors
+        .fetch(&with_key(&url, &deploy), "refs/heads/main", &commit)
+        .await
+        .expect("a host not listed is accepted");
+}
+
 // Speed: the push-to-first-step budget is 250 ms for a repository of 10,000
 // commits and a few thousand files, an incremental fetch and a checkout
 // included. Measured on the 2-core dev VM: fetch ~20 ms, checkout ~90 ms

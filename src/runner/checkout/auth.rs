@@ -6,6 +6,7 @@
 //! password.
 
 use super::CheckoutError;
+use super::known_hosts::{KnownHosts, Verdict};
 use super::url::{RemoteUrl, Transport};
 use crate::secret::Secret;
 use git2::{CertificateCheckStatus, Cred, CredentialType, ErrorClass, ErrorCode, RemoteCallbacks};
@@ -23,6 +24,8 @@ enum Asked {
     Rejected,
     /// Asked by another host (a submodule, a redirect): nothing given.
     OtherHost(String),
+    /// The ssh host key is not the one `known_hosts` lists: the sentence.
+    HostKey(String),
 }
 
 /// The credentials of one clone, and what the callback saw of one connection.
@@ -34,6 +37,7 @@ pub(super) struct Auth<'s> {
     target: RemoteUrl,
     ssh_key: Option<&'s Secret>,
     token: Option<&'s Secret>,
+    known_hosts: &'s KnownHosts,
     attempts: Cell<u32>,
     asked: RefCell<Asked>,
 }
@@ -44,12 +48,14 @@ impl<'s> Auth<'s> {
         target: RemoteUrl,
         ssh_key: Option<&'s Secret>,
         token: Option<&'s Secret>,
+        known_hosts: &'s KnownHosts,
     ) -> Auth<'s> {
         Auth {
             home,
             target,
             ssh_key,
             token,
+            known_hosts,
             attempts: Cell::new(0),
             asked: RefCell::new(Asked::Fine),
         }
@@ -61,19 +67,40 @@ impl<'s> Auth<'s> {
         self.asked.replace(Asked::Fine);
         let mut callbacks = RemoteCallbacks::new();
         callbacks.credentials(|url, user, allowed| self.credential(url, user, allowed));
-        // libssh2 checks ssh host keys only against ~/.ssh/known_hosts, and
-        // git2 does not tell us its verdict, so an unknown host would always
-        // be refused. We accept every ssh host key: a deploy key only proves
-        // who we are, and a man in the middle could serve us forged code.
-        // Pinning host keys (a `known_hosts` option) is future work. TLS
-        // certificates are not ours to judge: libgit2 verifies them against
-        // the system's roots (passthrough).
-        callbacks.certificate_check(|cert, _host| {
-            Ok(if cert.as_hostkey().is_some() {
-                CertificateCheckStatus::CertificateOk
-            } else {
-                CertificateCheckStatus::CertificatePassthrough
-            })
+        // ssh host keys are checked here against known_hosts (libssh2 does
+        // not do it for libgit2); see `known_hosts`. TLS certificates are not
+        // ours to judge: libgit2 verifies them against the system's roots
+        // (passthrough).
+        callbacks.certificate_check(|cert, host| {
+            let Some(key) = cert.as_hostkey().and_then(|k| k.hostkey()) else {
+                return Ok(CertificateCheckStatus::CertificatePassthrough);
+            };
+            let port = self.target.port().unwrap_or(22);
+            let (file, line, what) = match self.known_hosts.check(host, port, key) {
+                Verdict::Known => return Ok(CertificateCheckStatus::CertificateOk),
+                Verdict::Unknown => {
+                    tracing::warn!(
+                        host,
+                        port,
+                        "the ssh host key is in no known_hosts file; accepted unverified \
+                         (add it with ssh-keyscan to have it checked)"
+                    );
+                    return Ok(CertificateCheckStatus::CertificateOk);
+                }
+                Verdict::Changed { file, line } => (file, line, "is not the one listed"),
+                Verdict::Revoked { file, line } => (file, line, "is revoked"),
+            };
+            self.asked.replace(Asked::HostKey(format!(
+                "the ssh host key of {host} {what} in {}:{line}: refusing to fetch {} \
+                 (if the server's key really changed, update known_hosts)",
+                file.display(),
+                self.target.display()
+            )));
+            Err(git2::Error::new(
+                ErrorCode::Certificate,
+                ErrorClass::Ssh,
+                "host key verification failed",
+            ))
         });
         callbacks
     }
@@ -149,6 +176,7 @@ impl<'s> Auth<'s> {
             Asked::Rejected => {
                 format!("authentication failed for {url}: check {}", self.key_name())
             }
+            Asked::HostKey(sentence) => sentence.clone(),
             Asked::OtherHost(other) => format!(
                 "{other} asks for credentials, but hookci sends {} only to {}",
                 self.key_name(),
@@ -245,7 +273,8 @@ mod tests {
         let home = RemoteUrl::parse("https://u:urlpassword1@h.example/r.git");
         let token = Secret::new("tok_1234567890");
         let key = Secret::new("-----BEGIN KEY-----\nAAAABBBBCCCCDDDD\n-----END KEY-----");
-        let auth = Auth::new(&home, home.clone(), Some(&key), Some(&token));
+        let known = KnownHosts::from_files(Vec::new());
+        let auth = Auth::new(&home, home.clone(), Some(&key), Some(&token), &known);
         let text = "at https://u:urlpassword1@h.example/r.git: tok_1234567890 AAAABBBBCCCCDDDD urlpassword1";
         let out = auth.scrub(text);
         assert_eq!(out, "at https://h.example/r.git: *** *** ***");

@@ -3,6 +3,7 @@
 //! Everything here blocks; the caller holds the mirror's lock.
 
 use super::auth::Auth;
+use super::known_hosts::KnownHosts;
 use super::url::RemoteUrl;
 use super::{CheckoutError, CloneSpec, Fetched};
 use git2::{
@@ -24,6 +25,7 @@ pub(super) fn fetch(
     spec: &CloneSpec,
     git_ref: &str,
     commit: &str,
+    known_hosts: &KnownHosts,
 ) -> Result<Fetched, CheckoutError> {
     let commit = if commit.is_empty() {
         String::new()
@@ -36,6 +38,7 @@ pub(super) fn fetch(
         url.clone(),
         spec.ssh_key.as_ref(),
         spec.token.as_ref(),
+        known_hosts,
     );
     let mut refspecs: Vec<String> = BASE_REFSPECS.iter().map(|s| (*s).to_owned()).collect();
     if let Some(extra) = extra_refspec(git_ref) {

@@ -21,10 +21,13 @@
 //! `pool` (parked workspaces, and why reusing one is safe).
 
 mod auth;
+mod known_hosts;
 mod mirror;
 mod pool;
 mod url;
 mod worktree;
+
+pub use known_hosts::KnownHosts;
 
 use self::url::RemoteUrl;
 use crate::secret::Secret;
@@ -78,6 +81,7 @@ pub struct Mirrors {
     root: PathBuf,
     locks: Mutex<HashMap<PathBuf, Arc<RwLock<()>>>>,
     pool: Arc<pool::Pool>,
+    known_hosts: Arc<KnownHosts>,
 }
 
 impl Mirrors {
@@ -93,7 +97,14 @@ impl Mirrors {
             root,
             locks: Mutex::new(HashMap::new()),
             pool: Arc::new(pool::Pool::new(pool_dir)),
+            known_hosts: Arc::new(KnownHosts::default()),
         }
+    }
+
+    /// Checks ssh host keys against these `known_hosts` files instead of
+    /// `~/.ssh/known_hosts` and `/etc/ssh/ssh_known_hosts`.
+    pub fn set_known_hosts(&mut self, files: Vec<PathBuf>) {
+        self.known_hosts = Arc::new(KnownHosts::from_files(files));
     }
 
     /// The mirror directory for a clone URL (named from a hash of the URL
@@ -126,11 +137,12 @@ impl Mirrors {
     ) -> Result<Fetched, CheckoutError> {
         let path = self.mirror_path(&spec.url);
         let guard = self.lock(&path).write_owned().await;
+        let known_hosts = Arc::clone(&self.known_hosts);
         let (spec, git_ref, commit) = (spec.clone(), git_ref.to_owned(), commit.to_owned());
         let started = std::time::Instant::now();
         let fetched = blocking(move || {
             let _guard = guard;
-            mirror::fetch(&path, &spec, &git_ref, &commit)
+            mirror::fetch(&path, &spec, &git_ref, &commit, &known_hosts)
         })
         .await?;
         tracing::debug!(
@@ -200,6 +212,7 @@ impl Mirrors {
             dest.to_path_buf(),
         );
         let pool = self.pool.clone();
+        let known_hosts = Arc::clone(&self.known_hosts);
         blocking(move || {
             let _guard = guard;
             let url = RemoteUrl::parse(&spec.url);
@@ -219,6 +232,7 @@ impl Mirrors {
                 url: &url,
                 ssh_key: spec.ssh_key.as_ref(),
                 token: spec.token.as_ref(),
+                known_hosts: &known_hosts,
             };
             let oid = worktree::checkout(&mirror, &creds, &commit, &dest, spec.submodules)?;
             if pooled {

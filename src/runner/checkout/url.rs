@@ -129,6 +129,11 @@ impl RemoteUrl {
             .filter(|p| !p.is_empty())
     }
 
+    /// The port (the scheme's default filled in), for remote URLs.
+    pub(super) fn port(&self) -> Option<u16> {
+        self.origin()?.rsplit_once(':')?.1.parse().ok()
+    }
+
     /// `scheme://host:port` (default port filled in), for remote URLs.
     pub(super) fn origin(&self) -> Option<&str> {
         self.origin.as_deref()

@@ -7,6 +7,7 @@
 
 use super::CheckoutError;
 use super::auth::Auth;
+use super::known_hosts::KnownHosts;
 use super::mirror;
 use super::pool::{self, Trusted};
 use super::url::{RemoteUrl, Transport};
@@ -29,6 +30,7 @@ pub(super) struct Creds<'s> {
     pub(super) url: &'s RemoteUrl,
     pub(super) ssh_key: Option<&'s Secret>,
     pub(super) token: Option<&'s Secret>,
+    pub(super) known_hosts: &'s KnownHosts,
 }
 
 /// Makes `dest` a workspace at `commit`, borrowing objects from `mirror`;
@@ -407,7 +409,13 @@ fn update_submodules(
                 url.display()
             )));
         }
-        let auth = Auth::new(creds.url, url, creds.ssh_key, creds.token);
+        let auth = Auth::new(
+            creds.url,
+            url,
+            creds.ssh_key,
+            creds.token,
+            creds.known_hosts,
+        );
         let mut fetch = FetchOptions::new();
         fetch.remote_callbacks(auth.callbacks());
         let mut checkout = CheckoutBuilder::new();
