@@ -522,6 +522,62 @@ async fn builds_beyond_keep_builds_are_pruned_with_their_logs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_forgotten_after_thirty_days_unless_a_build_refers_to_them() {
+    let up = Upstream::new("forget");
+    let steps = "[[steps]]\nname = \"t\"\nrun = \"echo hi\"\n";
+    let server = TestServer::start(&[("app", &pipeline("", steps))], |c| {
+        c.max_parallel_builds = 1;
+        c.keep_builds = 1;
+    })
+    .await;
+    // Two tag pushes (no trigger names tags: recorded, nothing built).
+    let c0 = up.push(&[("n", "0\n")], "zero");
+    let tag = push_body(&up, "refs/tags/v1", ZERO, &c0, "tag");
+    for id in ["old-tag", "new-tag"] {
+        let (status, _) = common::send_github(&server.base(), "app", SECRET, id, &tag).await;
+        assert_eq!(status, 200);
+    }
+    // A built delivery, then backdate everything by 31 days.
+    let body = push_body(&up, "refs/heads/main", ZERO, &c0, "m");
+    let first = deliver(&server, "app", &body, "built").await[0];
+    assert_eq!(wait_final(&server, first).await["status"], "success");
+    let db = server.db();
+    db.execute(
+        "UPDATE deliveries SET received_at = '2020-01-01T00:00:00Z'
+         WHERE delivery_id IN ('old-tag', 'built')",
+        [],
+    )
+    .expect("backdate");
+    // The next finished build prunes: build `first` goes (keep_builds = 1),
+    // and with it the last reference to its delivery.
+    let c1 = up.push(&[("n", "1\n")], "one");
+    let body = push_body(&up, "refs/heads/main", &c0, &c1, "m");
+    let second = deliver(&server, "app", &body, "second").await[0];
+    assert_eq!(wait_final(&server, second).await["status"], "success");
+    let remembered = |id: &str| {
+        common::count(
+            &db,
+            &format!("SELECT COUNT(*) FROM deliveries WHERE delivery_id = '{id}'"),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while remembered("old-tag") == 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(remembered("old-tag"), 0, "an old delivery is forgotten");
+    assert_eq!(remembered("new-tag"), 1, "a recent one is kept");
+    assert_eq!(remembered("second"), 1, "one a build refers to is kept");
+    // `built` lost its build to keep_builds in the same prune, which
+    // forgets builds first.
+    assert_eq!(remembered("built"), 0, "its build was pruned");
+    // A redelivery of a recent id is still recognised.
+    let (status, again) = common::send_github(&server.base(), "app", SECRET, "second", &body).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["builds"][0]["id"], second);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_builds_log_can_be_followed_live_and_read_when_done() {
     let up = Upstream::new("follow");
     let commit = up.push(&[("README", "x\n")], "follow");

@@ -129,6 +129,10 @@ const MIGRATIONS: &[&str] = &[
                     CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
         END;
     "#,
+    // 4: deliveries are forgotten after a while (see `Backend::prune`).
+    r#"
+    CREATE INDEX deliveries_by_received ON deliveries (received_at);
+    "#,
 ];
 
 /// Brings the schema up to date. Refuses a database written by a newer

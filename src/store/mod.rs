@@ -373,6 +373,11 @@ pub enum StoreEvent {
     CancelRequested(i64),
 }
 
+/// How long a delivery id is remembered (to answer a redelivery with the
+/// first answer) once no build refers to it. Hosts redeliver within hours;
+/// GitHub lets a user redeliver by hand for a few days.
+pub const DELIVERY_MEMORY_DAYS: i64 = 30;
+
 /// Which builds to list.
 #[derive(Debug, Clone, Default)]
 pub struct BuildFilter {
@@ -482,7 +487,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn recover(&self) -> BoxFuture<'_, Result<Recovery, StoreError>>;
 
     /// Deletes finished builds of `pipeline` beyond the newest `keep`;
-    /// returns their ids (so their logs can be removed).
+    /// returns their ids (so their logs can be removed). Also forgets
+    /// deliveries older than [`DELIVERY_MEMORY_DAYS`] that no build refers
+    /// to any more (a bounded batch per call), so the table that recognises
+    /// redeliveries does not grow forever.
     fn prune(&self, pipeline: String, keep: u32) -> BoxFuture<'_, Result<Vec<i64>, StoreError>>;
 
     /// Reports due at `now_ms`, oldest first, at most `limit`. First marks

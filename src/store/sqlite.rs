@@ -704,6 +704,19 @@ impl Backend for SqliteBackend {
                 )?
                 .query_map(params![pipeline, keep], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<i64>>>()?;
+            let cutoff =
+                time::OffsetDateTime::now_utc() - time::Duration::days(super::DELIVERY_MEMORY_DAYS);
+            let cutoff = cutoff
+                .format(&time::format_description::well_known::Rfc3339)
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            conn.prepare_cached(
+                "DELETE FROM deliveries WHERE id IN (
+                     SELECT d.id FROM deliveries d
+                     WHERE d.received_at < ?1
+                       AND NOT EXISTS (SELECT 1 FROM builds b WHERE b.delivery = d.id)
+                     ORDER BY d.received_at LIMIT 1000)",
+            )?
+            .execute([cutoff])?;
             Ok(ids)
         }))
     }
