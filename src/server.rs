@@ -94,6 +94,7 @@ pub async fn run(
     };
     let pipelines = PipelineSet::new(loaded.pipelines);
     let live = LiveBuilds::default();
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let worker = Worker {
         store: store.clone(),
         pipelines: pipelines.clone(),
@@ -102,10 +103,15 @@ pub async fn run(
         shutdown_grace: config.shutdown_grace,
         keep_builds: config.keep_builds,
         live: live.clone(),
+        metrics: Arc::clone(&metrics),
     };
-    let reporter = Reporter::new(store.clone(), pipelines.clone(), config.public_url.clone())
-        .context("cannot start the status reporter")?;
-    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let reporter = Reporter::new(
+        store.clone(),
+        pipelines.clone(),
+        config.public_url.clone(),
+        Arc::clone(&metrics),
+    )
+    .context("cannot start the status reporter")?;
     let state = AppState::new(
         config,
         pipelines.clone(),

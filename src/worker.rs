@@ -7,6 +7,7 @@
 //! running builds `shutdown_grace` to finish, then stops them and puts them
 //! back in the queue.
 
+use crate::metrics::Metrics;
 use crate::pipeline::{Concurrency, PipelineSet};
 use crate::runner::build::{Ended, Job, Runner, Source, StopReason, StopSlot};
 use crate::runner::log::{LogFollower, LogWriter, follow_file};
@@ -83,6 +84,8 @@ pub struct Worker {
     pub keep_builds: u32,
     /// Builds running now.
     pub live: LiveBuilds,
+    /// The daemon's counters (builds finished, durations, queue waits).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Worker {
@@ -207,6 +210,7 @@ impl Worker {
     /// Runs one claimed build and records how it ended.
     async fn execute(&self, build: Build) {
         let id = build.id;
+        let run = self.metrics.build_started(&build);
         let pipelines = self.pipelines.current();
         let ended = match pipelines.get(&build.pipeline) {
             None => Ended::Finished(
@@ -271,6 +275,10 @@ impl Worker {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
+        if let Ended::Finished(status, _) = &ended {
+            run.finished(*status);
+        }
+        drop(run);
         self.record(id, &build.pipeline, ended).await;
     }
 

@@ -17,21 +17,40 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::time::SystemTime;
 
-/// `POST /hooks/NAME`: a delivery for one pipeline.
+/// `POST /hooks/NAME`: a delivery for one pipeline. Every answer is counted.
 pub async fn for_pipeline(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    let answer = deliver_to(&state, &name, headers, body)
+        .await
+        .into_response();
+    let known = state
+        .pipelines()
+        .contains_key(&name)
+        .then_some(name.as_str());
+    state
+        .metrics()
+        .webhook_delivery(known, answer.status().as_u16());
+    answer
+}
+
+async fn deliver_to(
+    state: &AppState,
+    name: &str,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let pipelines = state.pipelines();
-    let Some(pipeline) = pipelines.get(&name) else {
+    let Some(pipeline) = pipelines.get(name) else {
         return Err(ApiError::not_found(format!(
             "no pipeline named {:?}",
-            truncate(&name, 64)
+            truncate(name, 64)
         )));
     };
-    let body = read_body(&state, &headers, body).await?;
+    let body = read_body(state, &headers, body).await?;
     let host = match pipeline.host {
         Some(h) => h,
         None => webhook::detect(&headers).ok_or_else(unknown_host)?,
@@ -53,17 +72,29 @@ pub async fn for_pipeline(
     let delivery_id = webhook::delivery_id(host, &headers, &body);
     let delivery = new_delivery(pipeline, host, &delivery_id, &parsed);
     let recorded = state.store().record_deliveries(vec![delivery]).await?;
-    Ok(answer(&state, &delivery_id, &recorded))
+    Ok(answer(state, &delivery_id, &recorded))
 }
 
 /// `POST /hooks`: one org-wide webhook, routed to every pipeline whose
-/// `repo` matches the payload and whose secret verifies it.
-pub async fn org_wide(
-    State(state): State<AppState>,
+/// `repo` matches the payload and whose secret verifies it. Every answer is
+/// counted, under one label for the route.
+pub async fn org_wide(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let answer = deliver_org_wide(&state, headers, body)
+        .await
+        .into_response();
+    let code = answer.status().as_u16();
+    state
+        .metrics()
+        .webhook_delivery(Some(crate::metrics::ORG_WIDE), code);
+    answer
+}
+
+async fn deliver_org_wide(
+    state: &AppState,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = read_body(&state, &headers, body).await?;
+    let body = read_body(state, &headers, body).await?;
     let host = webhook::detect(&headers).ok_or_else(unknown_host)?;
     // The repository is needed to route, so this route parses before it
     // verifies; nothing is recorded until a pipeline's secret verifies.
@@ -103,7 +134,7 @@ pub async fn org_wide(
         .map(|p| new_delivery(p, host, &delivery_id, &parsed))
         .collect();
     let recorded = state.store().record_deliveries(deliveries).await?;
-    Ok(answer(&state, &delivery_id, &recorded))
+    Ok(answer(state, &delivery_id, &recorded))
 }
 
 /// Reads the body, refusing more than `max_body_bytes` without reading it

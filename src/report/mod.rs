@@ -31,6 +31,7 @@ pub use clock::Clock;
 pub use request::{MAX_DESCRIPTION_CHARS, Outgoing, Phase, Report, description};
 pub use schedule::{Schedule, parse_retry_after};
 
+use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineSet, Provider};
 use crate::secret::Secret;
 use crate::store::{ReportJob, ReportOutcome, StepRecord, Store};
@@ -97,17 +98,25 @@ pub struct Reporter {
     public_url: String,
     client: reqwest::Client,
     options: ReporterOptions,
+    metrics: Arc<Metrics>,
 }
 
 impl Reporter {
     /// A reporter with the default options; `public_url` is the base of the
-    /// build links sent to hosts.
+    /// build links sent to hosts; each send's outcome is counted in `metrics`.
     pub fn new(
         store: Store,
         pipelines: PipelineSet,
         public_url: impl Into<String>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Reporter> {
-        Reporter::with_options(store, pipelines, public_url, ReporterOptions::default())
+        Reporter::with_options(
+            store,
+            pipelines,
+            public_url,
+            ReporterOptions::default(),
+            metrics,
+        )
     }
 
     /// A reporter with `options` (tests shorten the timeouts and schedule).
@@ -116,6 +125,7 @@ impl Reporter {
         pipelines: PipelineSet,
         public_url: impl Into<String>,
         options: ReporterOptions,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Reporter> {
         // reqwest is built without a bundled crypto provider; use ring unless
         // the process chose one already.
@@ -144,6 +154,7 @@ impl Reporter {
             public_url: public_url.into(),
             client,
             options,
+            metrics,
         })
     }
 
@@ -158,6 +169,7 @@ impl Reporter {
             pipelines: self.pipelines,
             public_url: self.public_url,
             client: self.client,
+            metrics: self.metrics,
             clock: Clock::new(),
             schedule: self.options.schedule,
             connect_timeout: self.options.connect_timeout,
@@ -266,6 +278,7 @@ struct Inner {
     pipelines: PipelineSet,
     public_url: String,
     client: reqwest::Client,
+    metrics: Arc<Metrics>,
     clock: Clock,
     schedule: Schedule,
     connect_timeout: Duration,
@@ -329,6 +342,12 @@ impl Inner {
                 }
             }
         });
+        let provider = self
+            .pipelines
+            .current()
+            .get(&job.build.pipeline)
+            .map_or(Provider::None, |p| p.provider_for(build_host(&job)));
+        self.metrics.status_report(provider, outcome);
         if let Err(e) = self
             .store
             .report_attempted(job.id, outcome, retry_at, error)

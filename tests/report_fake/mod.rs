@@ -234,6 +234,7 @@ impl Env {
             self.pipelines.clone(),
             PUBLIC_URL,
             options,
+            Default::default(),
         )
         .expect("a reporter")
     }
