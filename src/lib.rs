@@ -19,6 +19,7 @@
 //! - [`runner`]: one build: mirror fetch, workspace, steps, masked log.
 //! - [`report`]: commit statuses to the Git hosts, from the outbox; the only
 //!   module that calls their APIs (fetching is `runner::checkout`'s).
+//! - [`metrics`]: the Prometheus counters and `GET /metrics`'s registry.
 //! - [`run`]: `hookci run`, the runner in the foreground.
 //! - [`server`]: wires the pieces together: `run(config, listener, shutdown)`.
 
