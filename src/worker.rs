@@ -11,11 +11,11 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Concurrency, PipelineSet};
 use crate::runner::build::{Ended, Job, Runner, Source, StopReason, StopSlot};
 use crate::runner::log::{LogFollower, LogWriter, follow_file};
-use crate::store::{Build, BuildStatus, ClaimPolicy, Store, StoreEvent};
+use crate::store::{Build, BuildStatus, ClaimPolicy, Store, StoreError, StoreEvent};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::{Notify, Semaphore, broadcast};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -29,20 +29,80 @@ struct Running {
 
 /// Builds running now, shared with readers of live logs.
 #[derive(Debug, Clone, Default)]
-pub struct LiveBuilds(Arc<Mutex<HashMap<i64, Running>>>);
+pub struct LiveBuilds {
+    running: Arc<Mutex<HashMap<i64, Running>>>,
+    /// Notified whenever a build starts or ends here.
+    changed: Arc<Notify>,
+}
 
 impl LiveBuilds {
-    /// A follower of build `id`'s log: live while it runs, else the file.
-    pub fn follow(&self, id: i64, runner: &Runner) -> LogFollower {
-        let live = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match live.get(&id) {
-            Some(r) => r.log.clone(),
-            None => follow_file(runner.log_path(id)),
+    /// A follower of build `id`'s log from its first byte: live while it
+    /// runs, else the file. For a build still queued, waits until it starts
+    /// (woken when a build starts; the store is asked again every few
+    /// seconds in case it was cancelled meanwhile).
+    pub async fn follow(
+        &self,
+        id: i64,
+        runner: &Runner,
+        store: &Store,
+    ) -> Result<LogFollower, StoreError> {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(r) = self.lock().get(&id) {
+                return Ok(r.log.clone());
+            }
+            let wait = match store.build(id).await?.map(|b| b.status) {
+                Some(BuildStatus::Queued) => Duration::from_secs(5),
+                // Claimed but not started yet, or ended here and not yet
+                // recorded: a moment.
+                Some(BuildStatus::Running) => Duration::from_millis(200),
+                _ => return Ok(follow_file(runner.log_path(id))),
+            };
+            let _ = tokio::time::timeout(wait, changed).await;
         }
     }
 
+    /// The state build `id` settles in once its log has ended: its final
+    /// status, or `queued` when it was re-queued (a shutdown). Waits (at
+    /// most ~10 s) while the store still says `running`: the end is
+    /// recorded just after the log is finished.
+    pub async fn settled_status(
+        &self,
+        id: i64,
+        store: &Store,
+    ) -> Result<Option<BuildStatus>, StoreError> {
+        let mut status = None;
+        for _ in 0..50 {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            status = store.build(id).await?.map(|b| b.status);
+            if status != Some(BuildStatus::Running) {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), changed).await;
+        }
+        Ok(status)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, id: i64, running: Running) {
+        self.lock().insert(id, running);
+        self.changed.notify_waiters();
+    }
+
+    fn remove(&self, id: i64) {
+        self.lock().remove(&id);
+        self.changed.notify_waiters();
+    }
+
     fn stop(&self, id: i64, reason: StopReason) {
-        let live = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let live = self.lock();
         if let Some(r) = live.get(&id) {
             *r.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
             r.cancel.cancel();
@@ -50,7 +110,7 @@ impl LiveBuilds {
     }
 
     fn stop_all(&self, reason: &StopReason) {
-        let live = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let live = self.lock();
         for r in live.values() {
             *r.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
             r.cancel.cancel();
@@ -58,12 +118,7 @@ impl LiveBuilds {
     }
 
     fn ids(&self) -> Vec<i64> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .copied()
-            .collect()
+        self.lock().keys().copied().collect()
     }
 }
 
@@ -240,18 +295,14 @@ impl Worker {
                     Ok(mut log) => {
                         let cancel = CancellationToken::new();
                         let stop: StopSlot = Arc::default();
-                        self.live
-                            .0
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(
-                                id,
-                                Running {
-                                    cancel: cancel.clone(),
-                                    stop: stop.clone(),
-                                    log: log.follow(),
-                                },
-                            );
+                        self.live.insert(
+                            id,
+                            Running {
+                                cancel: cancel.clone(),
+                                stop: stop.clone(),
+                                log: log.follow(),
+                            },
+                        );
                         tracing::info!(build = id, pipeline = %pipeline.name, "build started");
                         let job = Job {
                             build: &build,
@@ -270,16 +321,13 @@ impl Worker {
                 }
             }
         };
-        self.live
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        self.live.remove(id);
         if let Ended::Finished(status, _) = &ended {
             run.finished(*status);
         }
         drop(run);
         self.record(id, &build.pipeline, ended).await;
+        self.live.changed.notify_waiters();
     }
 
     /// Records the end of a build; retried, since a lost result would leave

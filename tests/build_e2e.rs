@@ -577,6 +577,70 @@ async fn deliveries_are_forgotten_after_thirty_days_unless_a_build_refers_to_the
     server.stop().await;
 }
 
+/// Reads a whole SSE stream (bounded: 60 s).
+async fn read_stream(mut res: reqwest::Response) -> String {
+    let mut text = String::new();
+    let until = Instant::now() + Duration::from_secs(60);
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(60), res.chunk())
+        .await
+        .expect("the stream stalled")
+        .expect("chunk")
+    {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        assert!(Instant::now() < until, "the stream never ended");
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_builds_log_stream_waits_for_it_to_start() {
+    let up = Upstream::new("waiting");
+    let first = up.push(&[("n", "1\n")], "first");
+    let steps = "[[steps]]\nname = \"s\"\nrun = 'echo \"start $HOOKCI_COMMIT\"; sleep 1; echo \"done $HOOKCI_COMMIT\"'\n";
+    let server = start(&[("app", &pipeline("", steps))], 1).await;
+    let a = deliver(
+        &server,
+        "app",
+        &push_body(&up, "refs/heads/main", ZERO, &first, "a"),
+        "w1",
+    )
+    .await[0];
+    wait_for(&server, a, |b| b["status"] == "running").await;
+    // Queued behind the first (one build per branch at a time).
+    let second = up.push(&[("n", "2\n")], "second");
+    let b = deliver(
+        &server,
+        "app",
+        &push_body(&up, "refs/heads/main", &first, &second, "b"),
+        "w2",
+    )
+    .await[0];
+    assert_eq!(build(&server, b).await["status"], "queued");
+    let res = client()
+        .get(server.url(&format!("/api/builds/{b}/log/stream")))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(res.status().as_u16(), 200, "answered at once, while queued");
+    let text = read_stream(res).await;
+    assert!(text.contains(&format!("start {second}")), "{text}");
+    assert!(text.contains(&format!("done {second}")), "{text}");
+    assert!(!text.contains(&first), "only build {b}'s log: {text}");
+    assert!(text.ends_with("event: end\ndata: success\n\n"), "{text}");
+    // A finished build's stream replays its log and ends at once.
+    let text = read_stream(
+        client()
+            .get(server.url(&format!("/api/builds/{a}/log/stream")))
+            .send()
+            .await
+            .expect("stream"),
+    )
+    .await;
+    assert!(text.contains(&format!("done {first}")), "{text}");
+    assert!(text.ends_with("event: end\ndata: success\n\n"), "{text}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_builds_log_can_be_followed_live_and_read_when_done() {
     let up = Upstream::new("follow");
@@ -617,7 +681,10 @@ async fn a_running_builds_log_can_be_followed_live_and_read_when_done() {
     for i in 1..=5 {
         assert!(text.contains(&format!("tick {i} ***")), "{text}");
     }
-    assert!(text.contains("event: end"), "{text}");
+    assert!(
+        text.ends_with("event: end\ndata: success\n\n"),
+        "the end event carries the final status: {text}"
+    );
     assert!(!text.contains("follow-secret-value"), "{text}");
     assert_eq!(wait_final(&server, id).await["status"], "success");
     let plain = client()

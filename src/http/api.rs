@@ -445,8 +445,11 @@ pub async fn get_log(
     }
 }
 
-/// `GET /api/builds/ID/log/stream`: the log as Server-Sent Events, live
-/// while the build runs: one `data` event per chunk, then `event: end`.
+/// `GET /api/builds/ID/log/stream`: the log as Server-Sent Events, from its
+/// first byte and live while the build runs: one `data` event per chunk,
+/// then `event: end` whose data is the build's final status. A queued
+/// build's stream waits (with keep-alive comments) until it starts. SSE
+/// carries text lines: a chunk's `\r` arrives as a line break.
 pub async fn stream_log(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -463,17 +466,34 @@ pub async fn stream_log(
     if state.store().build(id).await?.is_none() {
         return Err(ApiError::not_found("no such build"));
     }
-    let follower = state.follow_log(id);
-    // (follower, bytes of a UTF-8 sequence cut by a chunk boundary, ended)
-    let stream = futures_util::stream::unfold(
-        (follower, Vec::<u8>::new(), false),
-        |(mut follower, mut carry, ended)| async move {
-            if ended {
-                return None;
-            }
+    enum Phase {
+        Waiting,
+        Following(crate::runner::log::LogFollower, Vec<u8>),
+        Ending,
+        Done,
+    }
+    let stream = futures_util::stream::unfold(Phase::Waiting, move |phase| {
+        let state = state.clone();
+        async move {
+            let (mut follower, mut carry) = match phase {
+                Phase::Done => return None,
+                Phase::Ending => return Some((end_event(&state, id).await, Phase::Done)),
+                Phase::Waiting => match state.follow_log(id).await {
+                    Ok(follower) => (follower, Vec::new()),
+                    Err(e) => {
+                        tracing::warn!(build = id, error = %e, "cannot follow a build log");
+                        return Some((
+                            Ok(Event::default().event("end").data("unknown")),
+                            Phase::Done,
+                        ));
+                    }
+                },
+                Phase::Following(follower, carry) => (follower, carry),
+            };
             match follower.next_chunk().await {
                 Ok(Some(chunk)) => {
                     carry.extend_from_slice(&chunk);
+                    // Hold back a UTF-8 sequence cut by the chunk boundary.
                     let valid = match std::str::from_utf8(&carry) {
                         Ok(_) => carry.len(),
                         Err(e) if e.error_len().is_none() => e.valid_up_to(),
@@ -481,17 +501,38 @@ pub async fn stream_log(
                     };
                     let text = String::from_utf8_lossy(&carry[..valid]).into_owned();
                     let rest = carry.split_off(valid);
-                    Some((Ok(Event::default().data(text)), (follower, rest, false)))
-                }
-                Ok(None) | Err(_) => {
-                    let last = String::from_utf8_lossy(&carry).into_owned();
                     Some((
-                        Ok(Event::default().event("end").data(last)),
-                        (follower, Vec::new(), true),
+                        Ok(Event::default().data(text)),
+                        Phase::Following(follower, rest),
                     ))
                 }
+                Ok(None) | Err(_) if !carry.is_empty() => {
+                    let last = String::from_utf8_lossy(&carry).into_owned();
+                    Some((Ok(Event::default().data(last)), Phase::Ending))
+                }
+                // No event for an empty chunk: straight to the end.
+                Ok(None) | Err(_) => Some((end_event(&state, id).await, Phase::Done)),
             }
-        },
-    );
+        }
+    });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// `event: end` with the status the build settled in (never empty data: an
+/// SSE event without data is not delivered).
+async fn end_event(
+    state: &AppState,
+    id: i64,
+) -> Result<axum::response::sse::Event, std::convert::Infallible> {
+    let status = match state.settled_status(id).await {
+        Ok(Some(status)) => status.as_str(),
+        Ok(None) => "unknown",
+        Err(e) => {
+            tracing::warn!(build = id, error = %e, "cannot read a build's status");
+            "unknown"
+        }
+    };
+    Ok(axum::response::sse::Event::default()
+        .event("end")
+        .data(status))
 }

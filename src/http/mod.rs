@@ -69,9 +69,25 @@ impl AppState {
         }
     }
 
-    /// A reader of build `id`'s log: live while it runs, else its file.
-    pub fn follow_log(&self, id: i64) -> crate::runner::log::LogFollower {
-        self.inner.live.follow(id, &self.inner.runner)
+    /// A reader of build `id`'s log from its first byte: live while it
+    /// runs, else its file; for a queued build, once it starts.
+    pub async fn follow_log(
+        &self,
+        id: i64,
+    ) -> Result<crate::runner::log::LogFollower, crate::store::StoreError> {
+        self.inner
+            .live
+            .follow(id, &self.inner.runner, &self.inner.store)
+            .await
+    }
+
+    /// Build `id`'s status once its log has ended (see
+    /// [`LiveBuilds::settled_status`]).
+    pub async fn settled_status(
+        &self,
+        id: i64,
+    ) -> Result<Option<crate::store::BuildStatus>, crate::store::StoreError> {
+        self.inner.live.settled_status(id, &self.inner.store).await
     }
 
     /// The log file of build `id`.
