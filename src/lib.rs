@@ -20,9 +20,12 @@
 //! - [`report`]: commit statuses to the Git hosts, from the outbox; the only
 //!   module that calls their APIs (fetching is `runner::checkout`'s).
 //! - [`run`]: `hookci run`, the runner in the foreground.
+//! - [`client`]: `hookci builds`, `logs`, `cancel`, `rebuild`, `trigger`:
+//!   clients of the HTTP API.
 //! - [`server`]: wires the pieces together: `run(config, listener, shutdown)`.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod metrics;
