@@ -1,13 +1,15 @@
 //! The command line: raw arguments parsed by clap, then each command run.
 //!
-//! Exit codes: 0 success; 1 a build failed or `check` found errors; 2 usage,
-//! configuration or I/O error. Errors are one sentence on stderr.
+//! Exit codes: 0 success; 1 a build failed, `check` found errors, or the
+//! server refused a client command; 2 usage, configuration or I/O error.
+//! Errors are one sentence on stderr.
 
+use crate::client::{self, BuildsQuery, Target};
 use crate::config::{self, Config};
 use crate::pipeline;
 use crate::secret::Secret;
 use crate::webhook::{self, Host};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +66,92 @@ pub enum Command {
         #[arg(long, value_name = "F")]
         file: Option<PathBuf>,
     },
+    /// List recent builds, newest first.
+    Builds {
+        /// Only this pipeline's builds.
+        #[arg(long, value_name = "P")]
+        pipeline: Option<String>,
+        /// Only builds of this branch.
+        #[arg(long, value_name = "B")]
+        branch: Option<String>,
+        /// Only builds in this state.
+        #[arg(long, value_name = "S", value_parser = [
+            "queued", "running", "success", "failure", "error", "cancelled", "skipped",
+        ])]
+        status: Option<String>,
+        /// At most this many builds (default 50).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=500))]
+        limit: Option<u32>,
+        /// Print the server's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Print a build's log; with --follow, stream it until the build ends.
+    Logs {
+        /// The build's id.
+        id: u64,
+        /// Stream the log until the build ends; exit 0 if it succeeded, else 1.
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Cancel a queued or running build.
+    Cancel {
+        /// The build's id.
+        id: u64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Queue a build's commit again, as a new build.
+    Rebuild {
+        /// The build's id.
+        id: u64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Queue a build of a branch's head.
+    Trigger {
+        /// The pipeline's name.
+        pipeline: String,
+        /// The branch to build.
+        #[arg(long, value_name = "B")]
+        branch: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// The daemon a client command talks to, and the token it sends.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The daemon's base URL (default: the config's public_url).
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// The admin token (default: the config's admin_token). Prefer
+    /// $HOOKCI_TOKEN: a command line is visible to every user of the box.
+    #[arg(
+        long,
+        value_name = "T",
+        env = "HOOKCI_TOKEN",
+        hide_env_values = true,
+        value_parser = token
+    )]
+    pub token: Option<Secret>,
+}
+
+/// Wraps the token at once, so that no `Debug` of the arguments shows it.
+/// Never fails: clap would print the value in its error.
+fn token(raw: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(raw))
+}
+
+impl ServerArgs {
+    fn target(self, config: Option<PathBuf>) -> Result<Target, Failure> {
+        Target::resolve(config, self.server, self.token)
+    }
 }
 
 /// An error for the user: one sentence, and the exit code it means.
@@ -107,6 +195,38 @@ pub fn run(cli: Cli) -> ExitCode {
             crate::run::run(cli.config, &pipeline, git_ref, commit, workdir)
         }
         Command::Sign { secret, host, file } => sign(&secret, &host, file),
+        Command::Builds {
+            pipeline,
+            branch,
+            status,
+            limit,
+            json,
+            server,
+        } => server.target(cli.config).and_then(|target| {
+            let query = BuildsQuery {
+                pipeline,
+                branch,
+                status,
+                limit,
+            };
+            client::builds(&target, &query, json)
+        }),
+        Command::Logs { id, follow, server } => server
+            .target(cli.config)
+            .and_then(|target| client::logs(&target, id, follow)),
+        Command::Cancel { id, server } => server
+            .target(cli.config)
+            .and_then(|target| client::cancel(&target, id)),
+        Command::Rebuild { id, server } => server
+            .target(cli.config)
+            .and_then(|target| client::rebuild(&target, id)),
+        Command::Trigger {
+            pipeline,
+            branch,
+            server,
+        } => server
+            .target(cli.config)
+            .and_then(|target| client::trigger(&target, &pipeline, &branch)),
     };
     match result {
         Ok(code) => code,

@@ -21,9 +21,12 @@
 //!   module that calls their APIs (fetching is `runner::checkout`'s).
 //! - [`metrics`]: the Prometheus counters and `GET /metrics`'s registry.
 //! - [`run`]: `hookci run`, the runner in the foreground.
+//! - [`client`]: `hookci builds`, `logs`, `cancel`, `rebuild`, `trigger`:
+//!   clients of the HTTP API.
 //! - [`server`]: wires the pieces together: `run(config, listener, shutdown)`.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod metrics;
