@@ -177,8 +177,19 @@ async fn private_servers_list_nothing_without_the_token() {
     })
     .await;
     for path in ["/api/builds", "/api/pipelines"] {
-        let (status, _) = get(&server, path).await;
-        assert_eq!(status, 401, "{path}");
+        let res = client()
+            .get(server.url(path))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 401, "{path}");
+        // RFC 9110: a 401 names its scheme; Basic lets a browser that
+        // opened a page of this server send the token here too.
+        assert_eq!(
+            res.headers()["www-authenticate"],
+            "Basic realm=\"hookci\", charset=\"UTF-8\"",
+            "{path}"
+        );
         let res = client()
             .get(server.url(path))
             .bearer_auth(ADMIN)

@@ -683,7 +683,6 @@ async fn a_private_server_needs_the_token_for_reads_too() {
 }
 
 #[tokio::test]
-#[ignore = "needs POST rebuild/trigger from main"]
 async fn rebuild_queues_a_finished_builds_commit_again_and_prints_the_new_build() {
     let server = queue_only(&[("app", &pipeline("/nowhere", ECHO))]).await;
     let commit = "4444444444444444444444444444444444444444";
@@ -720,7 +719,6 @@ async fn rebuild_queues_a_finished_builds_commit_again_and_prints_the_new_build(
 }
 
 #[tokio::test]
-#[ignore = "needs POST rebuild/trigger from main"]
 async fn trigger_queues_the_branch_head_and_prints_the_new_build() {
     let up = Upstream::new("trigger");
     let head = up.push(&[("README", "one\n")], "one");

@@ -288,7 +288,7 @@ async fn a_running_builds_page_follows_its_log_with_a_script_its_policy_allows()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queued_build_has_a_page_that_reloads_itself_and_shows_on_the_badge() {
+async fn a_queued_build_has_a_page_that_follows_its_log_and_shows_on_the_badge() {
     let server = start(&[("app", &pipeline(NOOP))], 0).await;
     let badge = get(&server, "/badge/app.svg").await;
     assert!(badge.body.contains(">unknown</text>"), "{}", badge.body);
@@ -307,10 +307,14 @@ async fn a_queued_build_has_a_page_that_reloads_itself_and_shows_on_the_badge() 
     let html = &page.body;
     assert!(html.contains("class=\"st st-queued\""), "{html}");
     assert!(
-        html.contains("<meta http-equiv=\"refresh\" content=\"5\">"),
+        html.contains("<noscript><meta http-equiv=\"refresh\" content=\"10\"></noscript>"),
         "{html}"
     );
-    assert!(!html.contains("<script"), "no log to follow yet: {html}");
+    assert!(
+        html.contains(&format!("data-stream=\"/api/builds/{id}/log/stream\"")),
+        "the stream waits for the build to start: {html}"
+    );
+    assert!(html.contains("new EventSource"), "{html}");
 
     let badge = get(&server, "/badge/app.svg").await;
     assert!(badge.body.contains(">queued</text>"), "{}", badge.body);

@@ -315,16 +315,15 @@ pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErr
             "this call needs an admin token, and none is configured (admin_token)",
         ));
     };
-    let given = presented_token(headers).ok_or_else(|| {
-        ApiError::unauthorized("this call needs Authorization: Bearer ADMIN_TOKEN")
-    })?;
+    let given = presented_token(headers)
+        .ok_or_else(|| ApiError::sign_in("this call needs Authorization: Bearer ADMIN_TOKEN"))?;
     // Hash both sides so that the comparison's time says nothing of length.
     let a = Sha256::digest(given.trim().as_bytes());
     let b = Sha256::digest(expected.expose().as_bytes());
     if bool::from(a.ct_eq(&b)) {
         Ok(())
     } else {
-        Err(ApiError::unauthorized("the admin token is wrong"))
+        Err(ApiError::sign_in("the admin token is wrong"))
     }
 }
 

@@ -13,6 +13,8 @@ pub struct ApiError {
     status: StatusCode,
     message: String,
     retry_after: Option<u32>,
+    /// Send `WWW-Authenticate` (a 401 of the admin token).
+    challenge: bool,
 }
 
 impl ApiError {
@@ -22,6 +24,16 @@ impl ApiError {
             status,
             message: message.into(),
             retry_after: None,
+            challenge: false,
+        }
+    }
+
+    /// 401 for a missing or wrong admin token, with the challenge that
+    /// makes a browser ask for it (Basic: any user, the token as password).
+    pub fn sign_in(message: impl Into<String>) -> Self {
+        ApiError {
+            challenge: true,
+            ..Self::new(StatusCode::UNAUTHORIZED, message)
         }
     }
 
@@ -46,6 +58,7 @@ impl ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: message.into(),
             retry_after: Some(retry_after_secs),
+            challenge: false,
         }
     }
 
@@ -65,6 +78,12 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.challenge {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"hookci\", charset=\"UTF-8\""),
+            );
         }
         res
     }

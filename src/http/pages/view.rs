@@ -33,9 +33,10 @@ pre#log{background:#0d1117;color:#e6edf3;padding:.8rem;border-radius:6px;overflo
 .nav{margin:.8rem 0}.nav a{margin-right:1rem}
 "#;
 
-/// Follows a running build's log: the Server-Sent Events stream sends the
-/// whole log from the start, then `end` and closes, when the page reloads
-/// to show the final state. Reads its URL from the page.
+/// Follows a queued or running build's log: the Server-Sent Events stream
+/// waits for a queued build to start, sends the whole log from the start,
+/// then `end` (with the final status) and closes; the page then reloads to
+/// show the final state. Reads its URL from the page.
 pub const LIVE_SCRIPT: &str = r#"
 (function () {
   var log = document.getElementById('log');
@@ -58,10 +59,10 @@ pub const LIVE_SCRIPT: &str = r#"
     if (text.length > 2 * max) text = text.slice(-max);
     if (!timer) timer = setTimeout(show, 200);
   };
+  // `end` (its data is the final status): show the final page.
   es.addEventListener('end', function () { es.close(); show(); reload(1000); });
-  // A browser drops an `end` that carries no data, and would reconnect
-  // when the stream closes: reload instead, soon if the log came (it has
-  // ended), later if the stream could not be opened.
+  // The stream could not be opened, or the server went away: a browser
+  // would reconnect and replay the log; reload instead.
   es.onerror = function () { es.close(); reload(text ? 1000 : 5000); };
 })();
 "#;
@@ -370,12 +371,13 @@ pub struct BuildPage<'a> {
 pub fn build(page: &BuildPage<'_>) -> Markup {
     let b = page.build;
     let live = matches!(b.status, BuildStatus::Queued | BuildStatus::Running);
-    // A queued build has no log to follow yet: the page reloads until it
-    // runs. A running one follows its log by script, or reloads without it.
+    // A queued or running build follows its log by script (the stream of a
+    // queued build waits for it to start), or reloads without script.
     let head = html! {
         @match b.status {
-            BuildStatus::Queued => meta http-equiv="refresh" content="5";,
-            BuildStatus::Running => noscript { meta http-equiv="refresh" content="10"; },
+            BuildStatus::Queued | BuildStatus::Running => {
+                noscript { meta http-equiv="refresh" content="10"; }
+            },
             BuildStatus::Success
             | BuildStatus::Failure
             | BuildStatus::Error
@@ -528,9 +530,7 @@ pub fn build(page: &BuildPage<'_>) -> Markup {
                 }
                 @if live {
                     pre #log data-stream={ "/api/builds/" (b.id) "/log/stream" } { (log.text) }
-                    @if b.status == BuildStatus::Running {
-                        script { (PreEscaped(LIVE_SCRIPT)) }
-                    }
+                    script { (PreEscaped(LIVE_SCRIPT)) }
                 } @else if !log.missing {
                     pre #log { (log.text) }
                 }
