@@ -311,15 +311,16 @@ async fn stream_log(api: &Api, id: u64, skip: usize) -> Result<usize, ClientErro
             eventsource_stream::EventStreamError::Transport(e) => api.broken(&e),
             other => api.unexpected(&format!("the log stream is malformed: {other}")),
         })?;
+        // `end` carries the build's status, not log text.
+        if event.event == "end" {
+            break;
+        }
         let text = event.data.as_bytes();
         let new = skip.saturating_sub(seen).min(text.len());
         seen += text.len();
         if new < text.len() {
             out.write_all(&text[new..]).map_err(output)?;
             out.flush().map_err(output)?;
-        }
-        if event.event == "end" {
-            break;
         }
     }
     Ok(seen.max(skip))

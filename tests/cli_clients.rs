@@ -330,6 +330,10 @@ async fn logs_follow_streams_a_running_build_live_and_exits_0_when_it_succeeds()
     let first = stdout.find("first-line\n").expect("first line");
     let second = stdout.find("second-line\n").expect("second line");
     assert!(first < second, "{stdout}");
+    // What --follow printed is the log itself, byte for byte (the stream's
+    // end event is not log text).
+    let followed: String = seen.iter().chain(&rest).map(|l| format!("{l}\n")).collect();
+    assert_eq!(followed.trim_end(), stdout.trim_end());
     server.stop().await;
 }
 
