@@ -60,13 +60,13 @@ pub async fn list_builds(
 /// The filter a list query asks for; 400 for a value that cannot be one.
 fn build_filter(query: &BTreeMap<String, String>) -> Result<BuildFilter, ApiError> {
     let non_empty = |key: &str| query.get(key).filter(|v| !v.is_empty()).cloned();
-    let status = match non_empty("status") {
-        None => None,
-        Some(s) => Some(s.parse::<BuildStatus>().map_err(|()| {
+    let statuses = match non_empty("status") {
+        None => Vec::new(),
+        Some(s) => vec![s.parse::<BuildStatus>().map_err(|()| {
             ApiError::bad_request(
                 "status must be one of queued, running, success, failure, error, cancelled, skipped",
             )
-        })?),
+        })?],
     };
     let limit = match non_empty("limit") {
         None => 50,
@@ -88,7 +88,7 @@ fn build_filter(query: &BTreeMap<String, String>) -> Result<BuildFilter, ApiErro
     Ok(BuildFilter {
         pipeline: non_empty("pipeline"),
         branch: non_empty("branch"),
-        status,
+        statuses,
         before,
         limit,
     })
@@ -105,14 +105,8 @@ pub async fn list_pipelines(
     for p in pipelines.values() {
         let last = state
             .store()
-            .builds(BuildFilter {
-                pipeline: Some(p.name.clone()),
-                limit: 1,
-                ..BuildFilter::default()
-            })
+            .latest_build(&p.name)
             .await?
-            .into_iter()
-            .next()
             .map(|build| BuildSummary {
                 url: state.build_url(build.id),
                 build,
@@ -214,16 +208,7 @@ pub async fn trigger(
             "{branch:?} is not a valid branch name"
         )));
     }
-    let last = state
-        .store()
-        .builds(BuildFilter {
-            pipeline: Some(pipeline.name.clone()),
-            limit: 1,
-            ..BuildFilter::default()
-        })
-        .await?
-        .into_iter()
-        .next();
+    let last = state.store().latest_build(&pipeline.name).await?;
     let (clone_url, ssh_url, web_url, last_host) = match (&pipeline.clone_url, last) {
         (_, Some(b)) => (b.clone_url, b.ssh_url, b.web_url, b.host),
         (Some(url), None) => (url.clone(), None, None, None),

@@ -197,16 +197,7 @@ async fn index_page(
 
     let mut pipelines = Vec::new();
     for p in state.pipelines().values() {
-        let latest = state
-            .store()
-            .builds(BuildFilter {
-                pipeline: Some(p.name.clone()),
-                limit: 1,
-                ..BuildFilter::default()
-            })
-            .await?
-            .into_iter()
-            .next();
+        let latest = state.store().latest_build(&p.name).await?;
         pipelines.push(view::PipelineRow {
             name: p.name.clone(),
             repo: p.repo.clone(),
@@ -218,7 +209,7 @@ async fn index_page(
         .builds(BuildFilter {
             pipeline: filter.pipeline.clone(),
             branch: filter.branch.clone(),
-            status: None,
+            statuses: Vec::new(),
             before: filter.before,
             limit: INDEX_BUILDS,
         })
@@ -347,33 +338,18 @@ async fn badge_build(
     branch: Option<&str>,
 ) -> Result<Option<Build>, PageError> {
     use BuildStatus::{Cancelled, Error, Failure, Queued, Running, Success};
-    let latest_of = |statuses: &'static [BuildStatus]| async move {
-        let mut latest: Option<Build> = None;
-        // One indexed lookup per state: exact however many builds of
-        // other states came since.
-        for status in statuses {
-            let found = state
-                .store()
-                .builds(BuildFilter {
-                    pipeline: Some(pipeline.to_owned()),
-                    branch: branch.map(str::to_owned),
-                    status: Some(*status),
-                    before: None,
-                    limit: 1,
-                })
-                .await?
-                .into_iter()
-                .next();
-            if let Some(b) = found {
-                if latest.as_ref().is_none_or(|l| b.id > l.id) {
-                    latest = Some(b);
-                }
-            }
-        }
-        Ok::<_, PageError>(latest)
+    let latest_of = |statuses: Vec<BuildStatus>| async move {
+        let filter = BuildFilter {
+            pipeline: Some(pipeline.to_owned()),
+            branch: branch.map(str::to_owned),
+            statuses,
+            before: None,
+            limit: 1,
+        };
+        Ok::<_, PageError>(state.store().builds(filter).await?.into_iter().next())
     };
-    match latest_of(&[Success, Failure, Error, Cancelled]).await? {
+    match latest_of(vec![Success, Failure, Error, Cancelled]).await? {
         Some(b) => Ok(Some(b)),
-        None => latest_of(&[Running, Queued]).await,
+        None => latest_of(vec![Running, Queued]).await,
     }
 }

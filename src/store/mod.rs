@@ -385,8 +385,8 @@ pub struct BuildFilter {
     pub pipeline: Option<String>,
     /// Only this branch's.
     pub branch: Option<String>,
-    /// Only builds in this state.
-    pub status: Option<BuildStatus>,
+    /// Only builds in one of these states; empty = any state.
+    pub statuses: Vec<BuildStatus>,
     /// Only builds with a smaller id (paging).
     pub before: Option<i64>,
     /// At most this many (newest first).
@@ -720,6 +720,17 @@ impl Store {
     }
 
     /// Builds, newest first.
+    /// The newest build of `pipeline`, whatever its state.
+    pub async fn latest_build(&self, pipeline: &str) -> Result<Option<Build>, StoreError> {
+        let filter = BuildFilter {
+            pipeline: Some(pipeline.to_owned()),
+            limit: 1,
+            ..BuildFilter::default()
+        };
+        Ok(self.builds(filter).await?.into_iter().next())
+    }
+
+    /// See [`Backend::builds`].
     pub async fn builds(&self, filter: BuildFilter) -> Result<Vec<Build>, StoreError> {
         self.backend.builds(filter).await
     }

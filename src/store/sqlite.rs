@@ -489,10 +489,19 @@ impl Backend for SqliteBackend {
 
     fn builds(&self, filter: BuildFilter) -> BoxFuture<'_, Result<Vec<Build>, StoreError>> {
         Box::pin(self.read(move |conn| {
+            let statuses = serde_json::to_string(
+                &filter
+                    .statuses
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
             let sql = format!(
                 "SELECT {BUILD_COLUMNS} FROM builds
                  WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR branch = ?2)
-                   AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR id < ?4)
+                   AND (?3 = '[]' OR status IN (SELECT value FROM json_each(?3)))
+                   AND (?4 IS NULL OR id < ?4)
                  ORDER BY id DESC LIMIT ?5"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
@@ -500,7 +509,7 @@ impl Backend for SqliteBackend {
                 params![
                     filter.pipeline,
                     filter.branch,
-                    filter.status.map(BuildStatus::as_str),
+                    statuses,
                     filter.before,
                     filter.limit
                 ],
