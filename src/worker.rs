@@ -147,6 +147,17 @@ impl Worker {
     /// Re-queues what a dead daemon left running, then claims and runs
     /// builds until `shutdown` fires.
     pub async fn run(self, shutdown: CancellationToken) {
+        // The step cgroups of a dead daemon: whatever is still in them is
+        // left over from it (those found by marker are stopped below).
+        let stale = tokio::task::spawn_blocking(crate::runner::cgroup::kill_stale)
+            .await
+            .unwrap_or(0);
+        if stale > 0 {
+            tracing::warn!(
+                processes = stale,
+                "killed processes left in the step cgroups of a daemon that died"
+            );
+        }
         match self.store.recover().await {
             Ok(r) => {
                 if !r.requeued.is_empty() || !r.failed.is_empty() {

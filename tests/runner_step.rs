@@ -246,6 +246,29 @@ async fn a_process_that_escaped_with_setsid_is_killed_after_a_clean_exit() {
 }
 
 #[tokio::test]
+async fn a_process_that_escaped_with_setsid_and_a_cleared_environment_is_killed() {
+    if !hookci::runner::cgroup::available() {
+        println!("skipped: no cgroup for steps here (needs root or Delegate=yes, and cgroup2)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // No process group, no session and no marker left to find it by: only
+    // its cgroup says it belongs to the step.
+    let script = "
+        setsid env -i /bin/sleep 31343 &
+        setsid env -i sh -c '/bin/sleep 31343 & echo started'
+    ";
+    let spec = spec(dir.path(), "setsid-env", script);
+    let (outcome, text) = run(&spec, dir.path()).await;
+    assert_eq!(outcome, StepOutcome::Exited(0), "{text}");
+    assert!(
+        text.contains("stopped 2 processes it left running"),
+        "{text}"
+    );
+    assert_eq!(processes_with("31343"), Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn a_process_ignoring_sigterm_is_killed_after_the_grace() {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = spec(dir.path(), "trap", "trap '' TERM; sleep 31340");

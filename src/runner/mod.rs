@@ -2,6 +2,7 @@
 //! ([`checkout`]), steps ([`step`]) and logs ([`log`]).
 
 pub mod build;
+pub mod cgroup;
 pub mod checkout;
 pub mod leftovers;
 pub mod log;

@@ -22,6 +22,7 @@ mod sweep;
 pub(crate) use sweep::environ_has_all;
 
 use crate::pipeline::Shell;
+use crate::runner::cgroup::StepCgroup;
 use crate::runner::log::LogWriter;
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
@@ -171,7 +172,10 @@ pub async fn run_step(
     }
     // Before the spawn, so that no exit goes unnoticed.
     let mut sigchld = signal(SignalKind::child()).ok();
-    let mut child = match spawn(spec) {
+    // Dropped last: by then the sweep emptied it (or, if this task is
+    // aborted, the kernel kills what is in it).
+    let cgroup = StepCgroup::create();
+    let mut child = match spawn(spec, cgroup.as_ref()) {
         Ok(child) => child,
         Err(why) => return StepOutcome::SpawnFailed(why),
     };
@@ -190,6 +194,7 @@ pub async fn run_step(
     let procs = StepProcs {
         pgid,
         marker: &marker,
+        cgroup: cgroup.as_ref(),
     };
     let mut output = Output::new(&mut child, &spec.name);
 
@@ -355,8 +360,14 @@ fn outcome_of(status: io::Result<ExitStatus>) -> StepOutcome {
     }
 }
 
-/// Starts the shell, or says in words why it could not be.
-fn spawn(spec: &StepSpec) -> Result<Child, String> {
+/// Starts the shell, or says in words why it could not be. With a cgroup,
+/// the shell moves itself into it before it runs anything (so nothing it
+/// starts is ever outside it), and only then drops to the step's user.
+#[allow(
+    unsafe_code,
+    reason = "pre_exec: the only way to act between fork and exec; the closure makes only async-signal-safe system calls"
+)]
+fn spawn(spec: &StepSpec, cgroup: Option<&StepCgroup>) -> Result<Child, String> {
     if !spec.cwd.is_dir() {
         return Err(format!(
             "the working directory {} is not a directory",
@@ -374,15 +385,37 @@ fn spawn(spec: &StepSpec) -> Result<Child, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    let mut switch = None;
     if let Some((uid, gid)) = spec.user {
         if geteuid().is_root() {
-            // std also drops the supplementary groups when it sets the uid
-            // as root.
-            cmd.uid(uid).gid(gid);
+            switch = Some((Uid::from_raw(uid), Gid::from_raw(gid)));
         } else if Uid::from_raw(uid) != geteuid() || Gid::from_raw(gid) != getegid() {
             return Err(format!(
                 "cannot run as uid {uid} gid {gid}: hookci is not running as root"
             ));
+        }
+    }
+    let join = cgroup.map(StepCgroup::procs_fd);
+    if join.is_some() || switch.is_some() {
+        // SAFETY: between fork and exec the closure only calls write(2),
+        // setgroups(2), setgid(2) and setuid(2): no allocation, no lock. The
+        // descriptor is the cgroup's `cgroup.procs`, kept open by `cgroup`
+        // for the whole spawn.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(fd) = join {
+                    // "0" moves the writer itself. Best effort: without it
+                    // the step is still held by its group and marker.
+                    let _ = nix::unistd::write(std::os::fd::BorrowedFd::borrow_raw(fd), b"0");
+                }
+                if let Some((uid, gid)) = switch {
+                    // As std does for `uid()`: no supplementary groups.
+                    nix::unistd::setgroups(&[]).map_err(io::Error::from)?;
+                    nix::unistd::setgid(gid).map_err(io::Error::from)?;
+                    nix::unistd::setuid(uid).map_err(io::Error::from)?;
+                }
+                Ok(())
+            });
         }
     }
     cmd.spawn().map_err(|e| format!("{}: {e}", shell.display()))

@@ -10,6 +10,7 @@
 //! everything a step left behind is its descendant, and the zombies are
 //! ours to reap.
 
+use crate::runner::cgroup::StepCgroup;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::{Pid, getpid};
@@ -39,6 +40,8 @@ pub(super) struct StepProcs<'a> {
     /// The environment entries (`HOOKCI_BUILD_ID=...`, `HOOKCI_BUILD_URL=...`)
     /// that together mark the build's processes; empty: sweep the group only.
     pub marker: &'a [Vec<u8>],
+    /// The step's cgroup, where there is one: all its members are the step's.
+    pub cgroup: Option<&'a StepCgroup>,
 }
 
 /// Sends `signal` to the step's whole process group, then SIGCONT so that a
@@ -130,6 +133,9 @@ fn targets(procs: &[Proc], me: i32, step: StepProcs<'_>) -> Vec<i32> {
         .filter(|p| p.pgrp == step.pgid.as_raw())
         .map(|p| p.pid)
         .collect();
+    if let Some(cgroup) = step.cgroup {
+        found.extend(cgroup.pids());
+    }
     if !step.marker.is_empty() {
         let marker = step.marker;
         for pid in descendants(&children, me) {
