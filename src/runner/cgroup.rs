@@ -13,7 +13,7 @@
 //! subreaper and marker alone, as before.
 
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -143,10 +143,15 @@ impl StepCgroup {
         }
     }
 
-    /// The descriptor a child writes `0` to (between fork and exec) to move
-    /// itself into this cgroup.
-    pub fn procs_fd(&self) -> RawFd {
-        self.procs.as_raw_fd()
+    /// Its `cgroup.procs`: a process that writes `0` there moves itself in.
+    pub fn procs_path(&self) -> PathBuf {
+        self.dir.join("cgroup.procs")
+    }
+
+    /// A descriptor of `cgroup.procs` (close-on-exec) that a child writes
+    /// `0` to, between fork and exec, to move itself into this cgroup.
+    pub fn procs_fd(&self) -> io::Result<OwnedFd> {
+        self.procs.try_clone()
     }
 
     /// The processes in the cgroup now.

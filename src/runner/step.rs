@@ -30,7 +30,7 @@ use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::{Gid, Pid, Uid, getegid, geteuid};
 use std::fmt;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -175,7 +175,28 @@ pub async fn run_step(
     // Dropped last: by then the sweep emptied it (or, if this task is
     // aborted, the kernel kills what is in it).
     let cgroup = StepCgroup::create();
-    let mut child = match spawn(spec, cgroup.as_ref()) {
+    let spawned = match (&cgroup, spec.user) {
+        // Dropping to another user needs fork (no posix_spawn), and the
+        // cgroup must be joined before the uid changes: a pre_exec hook.
+        // fork copies the daemon's page tables (milliseconds), and the
+        // parent waits for the child's exec: not on an async thread. The
+        // task owns its descriptor, whatever becomes of this one.
+        (Some(cgroup), Some(_)) if geteuid().is_root() => match cgroup.procs_fd() {
+            Ok(procs) => {
+                let spec = spec.clone();
+                tokio::task::spawn_blocking(move || spawn(&spec, Join::Hook(&procs)))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the spawn task failed: {e}")))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot use the step's cgroup");
+                spawn(spec, Join::No)
+            }
+        },
+        (Some(cgroup), _) => spawn(spec, Join::Wrapper(&cgroup.procs_path())),
+        (None, _) => spawn(spec, Join::No),
+    };
+    let mut child = match spawned {
         Ok(child) => child,
         Err(why) => return StepOutcome::SpawnFailed(why),
     };
@@ -360,14 +381,46 @@ fn outcome_of(status: io::Result<ExitStatus>) -> StepOutcome {
     }
 }
 
-/// Starts the shell, or says in words why it could not be. With a cgroup,
-/// the shell moves itself into it before it runs anything (so nothing it
-/// starts is ever outside it), and only then drops to the step's user.
+/// How a step's shell joins its cgroup, before it runs anything of the
+/// step's (so nothing the step starts is ever outside it).
+#[derive(Debug, Clone, Copy)]
+enum Join<'a> {
+    /// No cgroup.
+    No,
+    /// A small `/bin/sh -c` writes itself into `cgroup.procs` (this path),
+    /// then execs the step's shell: the spawn stays a posix_spawn (vfork),
+    /// which costs the daemon a fraction of what fork does.
+    Wrapper(&'a Path),
+    /// Between fork and exec, before dropping to the step's user (who may
+    /// not write to the cgroup), through this `cgroup.procs` descriptor.
+    Hook(&'a OwnedFd),
+}
+
+/// The wrapper of [`Join::Wrapper`]: `$1` the cgroup's `cgroup.procs`, `$2`
+/// the step's shell, `$3` the script. A join that fails leaves the step to
+/// its group and marker, as without cgroups. A shell exports variables of
+/// its own on `exec` (dash `PWD`; bash also `SHLVL`, `OLDPWD`): those the
+/// step's environment does not name are unset first, so the step's shell
+/// starts with exactly its environment.
+fn join_then_exec(env: &[(String, String)]) -> String {
+    let own: Vec<&str> = ["PWD", "OLDPWD", "SHLVL"]
+        .into_iter()
+        .filter(|name| !env.iter().any(|(k, _)| k == name))
+        .collect();
+    let unset = if own.is_empty() {
+        String::new()
+    } else {
+        format!("unset {}; ", own.join(" "))
+    };
+    format!(r#"{{ echo 0 >"$1"; }} 2>/dev/null; {unset}exec "$2" -ec "$3""#)
+}
+
+/// Starts the shell, or says in words why it could not be.
 #[allow(
     unsafe_code,
     reason = "pre_exec: the only way to act between fork and exec; the closure makes only async-signal-safe system calls"
 )]
-fn spawn(spec: &StepSpec, cgroup: Option<&StepCgroup>) -> Result<Child, String> {
+fn spawn(spec: &StepSpec, join: Join<'_>) -> Result<Child, String> {
     if !spec.cwd.is_dir() {
         return Err(format!(
             "the working directory {} is not a directory",
@@ -375,10 +428,24 @@ fn spawn(spec: &StepSpec, cgroup: Option<&StepCgroup>) -> Result<Child, String> 
         ));
     }
     let shell = shell_path(spec.shell)?;
-    let mut cmd = Command::new(shell);
-    cmd.arg("-ec")
-        .arg(&spec.script)
-        .env_clear()
+    let mut cmd = match join {
+        Join::Wrapper(procs) => {
+            let mut cmd = Command::new("/bin/sh");
+            cmd.arg("-c")
+                .arg(join_then_exec(&spec.env))
+                .arg("hookci-step")
+                .arg(procs)
+                .arg(shell)
+                .arg(&spec.script);
+            cmd
+        }
+        Join::No | Join::Hook(_) => {
+            let mut cmd = Command::new(shell);
+            cmd.arg("-ec").arg(&spec.script);
+            cmd
+        }
+    };
+    cmd.env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&spec.cwd)
         .stdin(Stdio::null())
@@ -395,12 +462,15 @@ fn spawn(spec: &StepSpec, cgroup: Option<&StepCgroup>) -> Result<Child, String> 
             ));
         }
     }
-    let join = cgroup.map(StepCgroup::procs_fd);
+    let join = match join {
+        Join::Hook(procs) => Some(procs.as_raw_fd()),
+        Join::No | Join::Wrapper(_) => None,
+    };
     if join.is_some() || switch.is_some() {
         // SAFETY: between fork and exec the closure only calls write(2),
         // setgroups(2), setgid(2) and setuid(2): no allocation, no lock. The
-        // descriptor is the cgroup's `cgroup.procs`, kept open by `cgroup`
-        // for the whole spawn.
+        // descriptor is the cgroup's `cgroup.procs`, kept open by
+        // `cgroup_procs` for the whole spawn.
         unsafe {
             cmd.pre_exec(move || {
                 if let Some(fd) = join {
