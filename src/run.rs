@@ -132,6 +132,7 @@ pub fn run(
         };
         let (ended, steps) = runner.run(job, &mut log).await;
         interrupt.abort();
+        crate::runner::cgroup::release();
         let _ = log.finish().await;
         eprintln!();
         eprintln!("{:<24} {:<10} {:>10}  result", "step", "status", "time");

@@ -161,6 +161,7 @@ pub async fn run(
         tracing::warn!("the reporter did not stop in time; its pending reports stay in the outbox");
     }
     reload.abort();
+    crate::runner::cgroup::release();
     signal.abort();
     Ok(())
 }

@@ -124,7 +124,18 @@ impl StepCgroup {
     pub fn create() -> Option<StepCgroup> {
         let base = base()?;
         let dir = base.join(format!("step-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
-        let made = std::fs::create_dir(&dir).and_then(|()| {
+        let made = match std::fs::create_dir(&dir) {
+            // The base went with `release` (another server of this process
+            // stopped): make it again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir(base)
+                .or_else(|e| match e.kind() {
+                    io::ErrorKind::AlreadyExists => Ok(()),
+                    _ => Err(e),
+                })
+                .and_then(|()| std::fs::create_dir(&dir)),
+            other => other,
+        };
+        let made = made.and_then(|()| {
             std::fs::OpenOptions::new()
                 .write(true)
                 .custom_flags(libc_cloexec())
@@ -209,6 +220,14 @@ fn remove_when_empty(dir: &Path, wait: Duration) -> bool {
             Err(_) if Instant::now() < until => std::thread::sleep(Duration::from_millis(10)),
             Err(_) => return false,
         }
+    }
+}
+
+/// Removes this process's (empty) directory of step cgroups, at shutdown;
+/// a later step makes it again.
+pub fn release() {
+    if let Some(base) = BASE.get().and_then(Option::as_deref) {
+        let _ = std::fs::remove_dir(base);
     }
 }
 
