@@ -345,19 +345,23 @@ pub fn cancel(target: &Target, id: u64) -> Result<ExitCode, Failure> {
     })
 }
 
+/// Prints the build a rebuild or trigger queued.
+fn say_queued(queued: &Queued) -> Result<ExitCode, ClientError> {
+    say(&format!(
+        "build {} queued: {}",
+        queued.id,
+        clean(&queued.url)
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `hookci rebuild ID`: the same commit again, as a new build.
 pub fn rebuild(target: &Target, id: u64) -> Result<ExitCode, Failure> {
     run(target, async |api| {
         let res = api
             .send(api.post(&format!("/api/builds/{id}/rebuild")))
             .await?;
-        let queued: Queued = api.json(res).await?;
-        say(&format!(
-            "build {} queued: {}",
-            queued.id,
-            clean(&queued.url)
-        ))?;
-        Ok(ExitCode::SUCCESS)
+        say_queued(&api.json(res).await?)
     })
 }
 
@@ -384,13 +388,7 @@ pub fn trigger(target: &Target, pipeline: &str, branch: &str) -> Result<ExitCode
                     .json(&serde_json::json!({ "branch": branch })),
             )
             .await?;
-        let queued: Queued = api.json(res).await?;
-        say(&format!(
-            "build {} queued: {}",
-            queued.id,
-            clean(&queued.url)
-        ))?;
-        Ok(ExitCode::SUCCESS)
+        say_queued(&api.json(res).await?)
     })
 }
 
