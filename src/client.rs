@@ -719,12 +719,29 @@ fn ago(d: time::Duration) -> String {
     }
 }
 
-/// `42s`, `3m05s`, `1h02m`.
+/// `22ms`, `42s`, `3m05s`, `1h02m`.
 fn span(d: time::Duration) -> String {
     let s = d.whole_seconds().max(0);
     match s {
-        0..60 => format!("{s}s"),
+        0 => format!("{}ms", d.whole_milliseconds().max(0)),
+        1..60 => format!("{s}s"),
         60..3600 => format!("{}m{:02}s", s / 60, s % 60),
         _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_a_person_writes_them() {
+        let ms = time::Duration::milliseconds;
+        assert_eq!(span(ms(22)), "22ms");
+        assert_eq!(span(ms(-5)), "0ms");
+        assert_eq!(span(ms(42_000)), "42s");
+        assert_eq!(span(ms(185_000)), "3m05s");
+        assert_eq!(span(ms(3_720_000)), "1h02m");
+        assert_eq!(ago(ms(61_000)), "1m ago");
     }
 }
