@@ -226,8 +226,23 @@ async fn a_finished_build_is_rebuilt_at_the_same_commit() {
     assert_eq!(status, 401, "{err}");
     let (status, err) = post(&server, &path, Some("wrong"), "").await;
     assert_eq!(status, 401, "{err}");
-    let (status, err) = post(&server, "/api/builds/9999/rebuild", Some(ADMIN), "").await;
-    assert_eq!(status, 404, "{err}");
+    for bad in ["9999", "0", "-1", "abc", "%FF"] {
+        let (status, err) = post(
+            &server,
+            &format!("/api/builds/{bad}/rebuild"),
+            Some(ADMIN),
+            "",
+        )
+        .await;
+        assert_eq!(status, 404, "{bad}: {err}");
+        assert_eq!(err["error"], "no such build", "{bad}");
+        let (status, err) = get(&server, &format!("/api/builds/{bad}")).await;
+        assert_eq!(
+            (status, err["error"].as_str()),
+            (404, Some("no such build")),
+            "{bad}"
+        );
+    }
 
     let (status, answer) = post(&server, &path, Some(ADMIN), "").await;
     assert_eq!(status, 202, "{answer}");
@@ -297,6 +312,17 @@ async fn a_trigger_builds_the_branch_head_with_its_message() {
         let (status, err) = post(&server, path, Some(ADMIN), &body).await;
         assert_eq!(status, 400, "{bad:?}: {err}");
     }
+    let huge = format!(r#"{{"branch":"{}"}}"#, "a".repeat(3 << 20));
+    let (status, err) = post(&server, path, Some(ADMIN), &huge).await;
+    assert_eq!(status, 413, "{err}");
+    let (status, err) = post(
+        &server,
+        "/api/pipelines/%FF/trigger",
+        Some(ADMIN),
+        r#"{"branch":"main"}"#,
+    )
+    .await;
+    assert_eq!(status, 404, "{err}");
     let (status, err) = post(&server, path, Some(ADMIN), r#"{"branch":"gone"}"#).await;
     assert_eq!(status, 422, "{err}");
     assert_eq!(err["error"], "the repository has no branch gone");

@@ -10,8 +10,10 @@ use crate::store::{
 };
 use crate::webhook::{Host, PushEvent, RefKind, ZERO_SHA};
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::FromRequestParts;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -128,11 +130,10 @@ pub async fn list_pipelines(
 /// asked for this build.
 pub async fn rebuild(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    BuildId(id): BuildId,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     require_admin(&state, &headers)?;
-    let id = build_id(&id)?;
     let old = state
         .store()
         .build(id)
@@ -190,15 +191,25 @@ struct TriggerBody {
 /// from the pipeline's latest build.
 pub async fn trigger(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     require_admin(&state, &headers)?;
+    let Ok(Path(name)) = name else {
+        return Err(ApiError::not_found("no such pipeline"));
+    };
     let pipelines = state.pipelines();
     let pipeline = pipelines
         .get(&name)
         .ok_or_else(|| ApiError::not_found("no such pipeline"))?;
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the body is too large for a trigger",
+        ),
+        status => ApiError::new(status, "the request body could not be read"),
+    })?;
     let branch = serde_json::from_slice::<TriggerBody>(&body)
         .map_err(|_| ApiError::bad_request(r#"the body must be JSON like {"branch": "main"}"#))?
         .branch;
@@ -337,6 +348,22 @@ pub fn require_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErro
     }
 }
 
+/// The `{id}` of a build route. Anything that is not a build id (not a
+/// number, not UTF-8) is a 404 in words, like an id that does not exist.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildId(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for BuildId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::not_found("no such build"))?;
+        build_id(&raw).map(BuildId)
+    }
+}
+
 pub fn build_id(raw: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>()
         .ok()
@@ -347,11 +374,10 @@ pub fn build_id(raw: &str) -> Result<i64, ApiError> {
 /// `GET /api/builds/ID`.
 pub async fn get_build(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    BuildId(id): BuildId,
     headers: HeaderMap,
 ) -> Result<Json<BuildView>, ApiError> {
     require_read(&state, &headers)?;
-    let id = build_id(&id)?;
     let build = state
         .store()
         .build(id)
@@ -371,11 +397,10 @@ pub async fn get_build(
 /// `POST /api/builds/ID/cancel`.
 pub async fn cancel_build(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    BuildId(id): BuildId,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     require_admin(&state, &headers)?;
-    let id = build_id(&id)?;
     match state
         .store()
         .cancel(id, "cancelled by a user".into())
@@ -400,12 +425,11 @@ pub async fn cancel_build(
 /// `GET /api/builds/ID/log`: the log as it is now (text/plain, masked).
 pub async fn get_log(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    BuildId(id): BuildId,
     headers: HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     require_read(&state, &headers)?;
-    let id = build_id(&id)?;
     if state.store().build(id).await?.is_none() {
         return Err(ApiError::not_found("no such build"));
     }
@@ -436,7 +460,7 @@ pub async fn get_log(
 /// carries text lines: a chunk's `\r` arrives as a line break.
 pub async fn stream_log(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    BuildId(id): BuildId,
     headers: HeaderMap,
 ) -> Result<
     axum::response::sse::Sse<
@@ -446,7 +470,6 @@ pub async fn stream_log(
 > {
     use axum::response::sse::{Event, KeepAlive, Sse};
     require_read(&state, &headers)?;
-    let id = build_id(&id)?;
     if state.store().build(id).await?.is_none() {
         return Err(ApiError::not_found("no such build"));
     }
