@@ -158,6 +158,13 @@ impl Worker {
                 "killed processes left in the step cgroups of a daemon that died"
             );
         }
+        match crate::runner::cgroup::unavailable_reason() {
+            None => tracing::info!("steps run in cgroups of their own"),
+            Some(why) => tracing::info!(
+                "steps run without cgroups of their own ({why}); they are contained by \
+                 process group and marker"
+            ),
+        }
         match self.store.recover().await {
             Ok(r) => {
                 if !r.requeued.is_empty() || !r.failed.is_empty() {

@@ -20,8 +20,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// This process's directory of step cgroups, if it could make one.
-static BASE: OnceLock<Option<PathBuf>> = OnceLock::new();
+/// This process's directory of step cgroups, or why it has none.
+static BASE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 /// Numbers this process's step cgroups.
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -33,38 +33,33 @@ pub fn available() -> bool {
     base().is_some()
 }
 
+/// Why steps get no cgroup here, in words (`None` when they do).
+pub fn unavailable_reason() -> Option<&'static str> {
+    BASE.get_or_init(detect).as_ref().err().map(String::as_str)
+}
+
 fn base() -> Option<&'static Path> {
-    BASE.get_or_init(|| {
-        let own = own_cgroup()?;
-        let dir = own.join(format!("{PREFIX}{}", std::process::id()));
-        let made = match std::fs::create_dir(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(e),
-        };
-        match made {
-            Ok(()) if dir.join("cgroup.kill").exists() => {
-                tracing::debug!(dir = %dir.display(), "steps run in cgroups of their own");
-                Some(dir)
-            }
-            Ok(()) => {
-                let _ = std::fs::remove_dir(&dir);
-                tracing::info!(
-                    "this kernel has no cgroup.kill; steps are contained without cgroups"
-                );
-                None
-            }
-            Err(e) => {
-                tracing::info!(
-                    cgroup = %own.display(),
-                    "cannot create step cgroups ({e}); steps are contained without cgroups \
-                     (run as root, or with systemd's Delegate=yes)"
-                );
-                None
-            }
+    BASE.get_or_init(detect).as_deref().ok()
+}
+
+fn detect() -> Result<PathBuf, String> {
+    let own = own_cgroup().ok_or("no cgroup2 hierarchy is mounted for this process")?;
+    let dir = own.join(format!("{PREFIX}{}", std::process::id()));
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(format!(
+                "cannot create cgroups under {} ({e}): run as root, or with systemd's Delegate=yes",
+                own.display()
+            ));
         }
-    })
-    .as_deref()
+    }
+    if !dir.join("cgroup.kill").exists() {
+        let _ = std::fs::remove_dir(&dir);
+        return Err("this kernel has no cgroup.kill (Linux 5.14)".into());
+    }
+    Ok(dir)
 }
 
 /// The directory of this process's own cgroup in the cgroup2 mount.
@@ -226,7 +221,7 @@ fn remove_when_empty(dir: &Path, wait: Duration) -> bool {
 /// Removes this process's (empty) directory of step cgroups, at shutdown;
 /// a later step makes it again.
 pub fn release() {
-    if let Some(base) = BASE.get().and_then(Option::as_deref) {
+    if let Some(Ok(base)) = BASE.get() {
         let _ = std::fs::remove_dir(base);
     }
 }
