@@ -86,6 +86,7 @@ pub struct Metrics {
     status_reports: Family<ReportLabels, Counter>,
     running: Gauge,
     queued: Gauge,
+    pending_reports: Gauge,
 }
 
 impl Default for Metrics {
@@ -146,6 +147,13 @@ impl Metrics {
             "Builds waiting in the queue",
             queued.clone(),
         );
+        let pending_reports = Gauge::default();
+        registry.register(
+            "hookci_status_reports_pending",
+            "Commit status reports waiting in the outbox, to be sent or retried \
+             (growing: a Git host's API is refusing or unreachable)",
+            pending_reports.clone(),
+        );
         registry.register(
             "hookci_build",
             "The running hookci's version",
@@ -174,6 +182,7 @@ impl Metrics {
             status_reports,
             running,
             queued,
+            pending_reports,
         }
     }
 
@@ -226,10 +235,12 @@ impl Metrics {
             .inc();
     }
 
-    /// Everything in OpenMetrics text, with `queued` (read from the store
-    /// by the caller) as the queue gauge.
-    pub fn render(&self, queued: u64) -> Result<String, std::fmt::Error> {
+    /// Everything in OpenMetrics text, with `queued` and `pending_reports`
+    /// (read from the store by the caller) as their gauges.
+    pub fn render(&self, queued: u64, pending_reports: u64) -> Result<String, std::fmt::Error> {
         self.queued.set(i64::try_from(queued).unwrap_or(i64::MAX));
+        self.pending_reports
+            .set(i64::try_from(pending_reports).unwrap_or(i64::MAX));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
@@ -276,7 +287,7 @@ mod tests {
         m.webhook_delivery(None, 404);
         m.webhook_delivery(None, 404);
         m.webhook_delivery(Some("app"), 202);
-        let text = m.render(3).unwrap();
+        let text = m.render(3, 1).unwrap();
         assert!(
             text.contains(
                 "hookci_webhook_deliveries_total{pipeline=\"_unknown\",code=\"404\"} 2\n"
@@ -284,6 +295,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("hookci_builds_queued 3\n"), "{text}");
+        assert!(text.contains("hookci_status_reports_pending 1\n"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

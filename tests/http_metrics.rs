@@ -391,6 +391,41 @@ async fn status_report_sends_are_counted_by_provider_and_outcome() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_a_host_keeps_refusing_show_as_pending_in_the_outbox() {
+    // The host answers 503 to everything for now: reports stay pending.
+    let host = FakeHost::start(vec![Reply::Status(503); 50]).await;
+    let up = Upstream::new("pending");
+    let commit = up.push(&[("README", "x\n")], "pending");
+    let toml = format!(
+        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\n[status]\nprovider = \"github\"\n\
+         api_url = \"{}\"\ntoken = \"tok\"\ncontext = \"ci/pending\"\n\
+         [[steps]]\nname = \"t\"\nrun = \"true\"\n",
+        host.url()
+    );
+    let server = TestServer::start(&[("app", &toml)], |c| c.max_parallel_builds = 1).await;
+    let base = server.base();
+    let scraped = |text: &str| value(&parse(text), "hookci_status_reports_pending", &[]);
+    assert_eq!(scraped(&scrape(&server).await), Some(0.0));
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "pending");
+    let id = common::queue_github(&base, "app", SECRET, "d-pending", &body).await[0];
+    assert_eq!(common::wait_final(&base, id).await["status"], "success");
+    // Refused at least once; the final state's report waits for its retry.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while host.seen().is_empty() {
+        assert!(std::time::Instant::now() < until, "nothing was sent");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let in_store = common::count(
+        &server.db(),
+        "SELECT COUNT(*) FROM reports WHERE outcome = 'pending'",
+    );
+    assert!(in_store >= 1, "{in_store}");
+    let text = scrape(&server).await;
+    assert_eq!(scraped(&text), Some(in_store as f64), "{text}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_server_shows_its_metrics_only_with_the_admin_token() {
     let server = TestServer::start(&[("app", &pipeline(SECRET))], |c| {
         c.private = true;

@@ -13,7 +13,8 @@ pub async fn metrics(
 ) -> Result<Response, ApiError> {
     super::api::require_read(&state, &headers)?;
     let queued = state.store().queued_count().await?;
-    let body = state.metrics().render(queued).map_err(|e| {
+    let pending = state.store().pending_reports().await?;
+    let body = state.metrics().render(queued, pending).map_err(|e| {
         tracing::error!(error = %e, "cannot encode the metrics");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -439,6 +439,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// How many builds are queued.
     fn queued_count(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 
+    /// How many status reports wait in the outbox (to be sent or retried).
+    fn pending_reports(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+
     /// Claims the oldest queued build that `policy` lets run now: marks it
     /// `running` and returns it.
     fn claim_next(&self, policy: ClaimPolicy) -> BoxFuture<'_, Result<Option<Build>, StoreError>>;
@@ -738,6 +741,11 @@ impl Store {
     /// How many builds are queued.
     pub async fn queued_count(&self) -> Result<u64, StoreError> {
         self.backend.queued_count().await
+    }
+
+    /// See [`Backend::pending_reports`].
+    pub async fn pending_reports(&self) -> Result<u64, StoreError> {
+        self.backend.pending_reports().await
     }
 
     /// Resolves when builds may have been queued since the last call: the

@@ -849,6 +849,15 @@ impl Backend for SqliteBackend {
         }))
     }
 
+    fn pending_reports(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.read(|conn| {
+            let n: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM reports WHERE outcome = 'pending'")?
+                .query_row([], |r| r.get(0))?;
+            Ok(n.max(0) as u64)
+        }))
+    }
+
     fn queued_count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(self.read(|conn| {
             let n: i64 = conn
