@@ -109,7 +109,8 @@ impl Metrics {
         let builds_finished = Family::<BuildLabels, Counter>::default();
         registry.register(
             "hookci_builds_finished",
-            "Builds the worker ran to a final state, by pipeline and status",
+            "Builds that reached a final state, by pipeline and status (builds \
+             cancelled or superseded before they ran included)",
             builds_finished.clone(),
         );
         let build_duration: Histograms =
@@ -216,6 +217,19 @@ impl Metrics {
             metrics: self,
             labels,
             started: Instant::now(),
+        }
+    }
+
+    /// `n` builds of `pipeline` ended as `status` without running (cancelled
+    /// or superseded while queued, interrupted twice).
+    pub fn ended_unrun(&self, pipeline: &str, status: BuildStatus, n: u64) {
+        if n > 0 {
+            self.builds_finished
+                .get_or_create(&BuildLabels {
+                    pipeline: pipeline.to_owned(),
+                    status: status.as_str(),
+                })
+                .inc_by(n);
         }
     }
 

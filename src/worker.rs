@@ -193,6 +193,12 @@ impl Worker {
                             "stopped processes left by interrupted builds"
                         );
                     }
+                    // Interrupted twice: ended as `error` without this run.
+                    for id in &r.failed {
+                        if let Ok(Some(b)) = self.store.build(*id).await {
+                            self.metrics.ended_unrun(&b.pipeline, BuildStatus::Error, 1);
+                        }
+                    }
                 }
             }
             Err(e) => tracing::error!(error = %e, "cannot recover interrupted builds"),

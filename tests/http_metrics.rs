@@ -426,6 +426,57 @@ async fn reports_a_host_keeps_refusing_show_as_pending_in_the_outbox() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_cancelled_or_superseded_before_they_ran_are_counted_as_finished() {
+    let toml = format!(
+        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nconcurrency = \"supersede\"\n\
+         [[steps]]\nname = \"t\"\nrun = \"true\"\n"
+    );
+    // Queue only: nothing runs, so every end here is one without a run.
+    let server = TestServer::start(&[("app", &toml)], |c| {
+        c.max_parallel_builds = 0;
+        c.admin_token = Some(hookci::secret::Secret::new(ADMIN));
+    })
+    .await;
+    let base = server.base();
+    let push = |n: u32| {
+        common::github_push(
+            "/nonexistent",
+            "refs/heads/main",
+            ZERO,
+            &format!("{n:040x}"),
+            "m",
+        )
+    };
+    let first = common::queue_github(&base, "app", SECRET, "s-1", &push(1)).await[0];
+    let second = common::queue_github(&base, "app", SECRET, "s-2", &push(2)).await[0];
+    assert_eq!(
+        common::get_build(&base, first).await.expect("build")["status"],
+        "cancelled"
+    );
+    let res = client()
+        .post(server.url(&format!("/api/builds/{second}/cancel")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(res.status(), 200);
+
+    let text = scrape(&server).await;
+    let samples = parse(&text);
+    assert_eq!(
+        value(
+            &samples,
+            "hookci_builds_finished_total",
+            &[("pipeline", "app"), ("status", "cancelled")]
+        ),
+        Some(2.0),
+        "one superseded, one cancelled by hand: {text}"
+    );
+    assert_eq!(value(&samples, "hookci_builds_queued", &[]), Some(0.0));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_server_shows_its_metrics_only_with_the_admin_token() {
     let server = TestServer::start(&[("app", &pipeline(SECRET))], |c| {
         c.private = true;

@@ -288,7 +288,13 @@ async fn queue(
         supersede: pipeline.concurrency == Concurrency::Supersede,
         report_context: pipeline.report_context(host),
     };
-    Ok(state.store().queue_manual(build, host).await?.id)
+    let queued = state.store().queue_manual(build, host).await?;
+    state.metrics().ended_unrun(
+        &pipeline.name,
+        BuildStatus::Cancelled,
+        queued.superseded_queued,
+    );
+    Ok(queued.id)
 }
 
 /// A build as the API shows it.
@@ -401,15 +407,23 @@ pub async fn cancel_build(
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     require_admin(&state, &headers)?;
+    let pipeline = state.store().build(id).await?.map(|b| b.pipeline);
     match state
         .store()
         .cancel(id, "cancelled by a user".into())
         .await?
     {
-        CancelOutcome::Cancelled => Ok((
-            StatusCode::OK,
-            Json(serde_json::json!({ "id": id, "status": "cancelled" })),
-        )),
+        CancelOutcome::Cancelled => {
+            if let Some(pipeline) = &pipeline {
+                state
+                    .metrics()
+                    .ended_unrun(pipeline, BuildStatus::Cancelled, 1);
+            }
+            Ok((
+                StatusCode::OK,
+                Json(serde_json::json!({ "id": id, "status": "cancelled" })),
+            ))
+        }
         CancelOutcome::Requested => Ok((
             StatusCode::ACCEPTED,
             Json(serde_json::json!({ "id": id, "status": "cancelling" })),

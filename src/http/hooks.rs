@@ -7,7 +7,7 @@
 use super::{ApiError, AppState};
 use crate::pipeline::matcher::{self, Decision};
 use crate::pipeline::{Concurrency, Pipeline};
-use crate::store::{NewBuild, NewDelivery, Recorded};
+use crate::store::{BuildStatus, NewBuild, NewDelivery, Recorded};
 use crate::webhook::{self, Host, Parsed, ParsedKind, VerifyError};
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -72,6 +72,7 @@ async fn deliver_to(
     let delivery_id = webhook::delivery_id(host, &headers, &body);
     let delivery = new_delivery(pipeline, host, &delivery_id, &parsed);
     let recorded = state.store().record_deliveries(vec![delivery]).await?;
+    count_superseded(state, &recorded);
     Ok(answer(state, &delivery_id, &recorded))
 }
 
@@ -134,6 +135,7 @@ async fn deliver_org_wide(
         .map(|p| new_delivery(p, host, &delivery_id, &parsed))
         .collect();
     let recorded = state.store().record_deliveries(deliveries).await?;
+    count_superseded(state, &recorded);
     Ok(answer(state, &delivery_id, &recorded))
 }
 
@@ -279,6 +281,15 @@ fn new_delivery(
             None
         },
         builds,
+    }
+}
+
+/// Queued builds a delivery superseded ended without running.
+fn count_superseded(state: &AppState, recorded: &[Recorded]) {
+    for r in recorded {
+        state
+            .metrics()
+            .ended_unrun(&r.pipeline, BuildStatus::Cancelled, r.superseded_queued);
     }
 }
 

@@ -146,6 +146,8 @@ pub struct Recorded {
     pub duplicate: bool,
     /// Running builds this delivery superseded; their runners must stop them.
     pub cancel_running: Vec<i64>,
+    /// How many queued builds of the pipeline it superseded (cancelled).
+    pub superseded_queued: u64,
 }
 
 /// What queuing a build by hand (a rebuild, a trigger) did.
@@ -155,6 +157,8 @@ pub struct Manual {
     pub id: i64,
     /// Running builds it superseded; their runners must stop them.
     pub cancel_running: Vec<i64>,
+    /// How many queued builds of the pipeline it superseded (cancelled).
+    pub superseded_queued: u64,
 }
 
 /// A build as stored.

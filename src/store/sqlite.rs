@@ -223,6 +223,7 @@ fn record(
                 skipped,
                 duplicate: true,
                 cancel_running: Vec::new(),
+                superseded_queued: 0,
             });
             continue;
         }
@@ -246,11 +247,14 @@ fn record(
         let row = conn.last_insert_rowid();
         let mut build_ids = Vec::with_capacity(d.builds.len());
         let mut cancel_running = Vec::new();
+        let mut superseded_queued = 0;
         for b in &d.builds {
             let id = insert_build(conn, b, Some(row), Some(&d.delivery_id), Some(d.host), &now)?;
             build_ids.push(id);
             if b.supersede {
-                cancel_running.extend(supersede(conn, &b.pipeline, &b.push.git_ref, id, &now)?);
+                let (running, queued) = supersede(conn, &b.pipeline, &b.push.git_ref, id, &now)?;
+                cancel_running.extend(running);
+                superseded_queued += queued;
             }
         }
         out.push(Recorded {
@@ -260,6 +264,7 @@ fn record(
             skipped: d.skipped,
             duplicate: false,
             cancel_running,
+            superseded_queued,
         });
     }
     Ok(out)
@@ -330,29 +335,34 @@ fn queue_manual(
     }
     let now = now_rfc3339();
     let id = insert_build(conn, build, None, None, host, &now)?;
-    let cancel_running = if build.supersede {
+    let (cancel_running, superseded_queued) = if build.supersede {
         supersede(conn, &build.pipeline, &build.push.git_ref, id, &now)?
     } else {
-        Vec::new()
+        (Vec::new(), 0)
     };
-    Ok(Manual { id, cancel_running })
+    Ok(Manual {
+        id,
+        cancel_running,
+        superseded_queued,
+    })
 }
 
 /// Cancels the same ref's older queued builds and asks its running ones to
-/// stop; returns the running ones.
+/// stop; returns the running ones, and how many queued ones it cancelled.
 fn supersede(
     conn: &Connection,
     pipeline: &str,
     git_ref: &str,
     newer: i64,
     now: &str,
-) -> Result<Vec<i64>, StoreError> {
+) -> Result<(Vec<i64>, u64), StoreError> {
     let reason = format!("superseded by build {newer}");
-    conn.prepare_cached(
-        "UPDATE builds SET status = 'cancelled', reason = ?4, finished_at = ?5
+    let queued = conn
+        .prepare_cached(
+            "UPDATE builds SET status = 'cancelled', reason = ?4, finished_at = ?5
          WHERE pipeline = ?1 AND ref = ?2 AND status = 'queued' AND id < ?3",
-    )?
-    .execute(params![pipeline, git_ref, newer, reason, now])?;
+        )?
+        .execute(params![pipeline, git_ref, newer, reason, now])?;
     let mut stmt = conn.prepare_cached(
         "UPDATE builds SET cancel_reason = ?4
          WHERE pipeline = ?1 AND ref = ?2 AND status = 'running' AND id < ?3
@@ -362,7 +372,7 @@ fn supersede(
     let ids = stmt
         .query_map(params![pipeline, git_ref, newer, reason], |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<i64>>>()?;
-    Ok(ids)
+    Ok((ids, queued as u64))
 }
 
 /// Claims the oldest queued build that may run now.
