@@ -174,12 +174,19 @@ impl StepCgroup {
 impl Drop for StepCgroup {
     fn drop(&mut self) {
         // Empty after a sweep; if not (the step's task was aborted), the
-        // kernel kills what is left and the directory goes once it is empty.
+        // kernel kills what is left, and the directory goes once the killed
+        // processes are reaped: waited for on a thread of its own, never on
+        // the async thread that dropped this.
         if std::fs::remove_dir(&self.dir).is_err() {
             kill_all(&self.dir);
-            if !remove_when_empty(&self.dir, Duration::from_millis(200)) {
-                tracing::warn!(dir = %self.dir.display(), "a step cgroup could not be removed");
-            }
+            let dir = self.dir.clone();
+            let _ = std::thread::Builder::new()
+                .name("hookci-cgroup".into())
+                .spawn(move || {
+                    if !remove_when_empty(&dir, Duration::from_secs(5)) {
+                        tracing::warn!(dir = %dir.display(), "a step cgroup could not be removed");
+                    }
+                });
         }
     }
 }
