@@ -46,12 +46,35 @@ pub fn short_key(context: &str, max: usize) -> String {
 }
 
 #[derive(Serialize)]
-pub(super) struct Body<'a> {
-    pub(super) key: &'a str,
-    pub(super) state: &'a str,
-    pub(super) url: &'a str,
-    pub(super) description: &'a str,
-    pub(super) name: &'a str,
+struct Body<'a> {
+    key: &'a str,
+    state: &'a str,
+    url: &'a str,
+    description: &'a str,
+    name: &'a str,
+}
+
+/// The build status request Bitbucket Cloud and Server both take at `url`:
+/// `{key, state, url, description, name}`, the key at most `max_key`
+/// characters.
+pub(super) fn status_request(
+    url: Url,
+    report: &Report<'_>,
+    max_key: usize,
+    state: &str,
+    token: &Secret,
+) -> Result<Outgoing, String> {
+    let key = short_key(report.context, max_key);
+    let body = Body {
+        key: &key,
+        state,
+        url: &report.target_url,
+        description: &report.description,
+        name: report.context,
+    };
+    Outgoing::json(url, &body)?
+        .header(ACCEPT, "application/json")
+        .credential(AUTHORIZATION, "Bearer ", token)
 }
 
 /// The request for `report`.
@@ -70,17 +93,7 @@ pub fn request(report: &Report<'_>, api: &Url, token: &Secret) -> Result<Outgoin
             "build",
         ],
     )?;
-    let key = short_key(report.context, MAX_KEY_CHARS);
-    let body = Body {
-        key: &key,
-        state: state(report.phase),
-        url: &report.target_url,
-        description: &report.description,
-        name: report.context,
-    };
-    Outgoing::json(url, &body)?
-        .header(ACCEPT, "application/json")
-        .credential(AUTHORIZATION, "Bearer ", token)
+    status_request(url, report, MAX_KEY_CHARS, state(report.phase), token)
 }
 
 #[cfg(test)]

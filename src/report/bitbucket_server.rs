@@ -9,12 +9,11 @@
 //! one Atlassian keeps developing. Servers older than 7.4 answer 404, which
 //! is logged on the report.
 
-use super::bitbucket::{Body, short_key};
+use super::bitbucket;
 use super::request::{Outgoing, Phase, Report, endpoint, owner_and_name, repo_urls};
 use crate::secret::Secret;
 use crate::store::Build;
 use reqwest::Url;
-use reqwest::header::{ACCEPT, AUTHORIZATION};
 
 /// The longest build status key Bitbucket Server takes.
 pub const MAX_KEY_CHARS: usize = 255;
@@ -72,15 +71,5 @@ pub fn request(report: &Report<'_>, base: &Url, token: &Secret) -> Result<Outgoi
             "builds",
         ],
     )?;
-    let key = short_key(report.context, MAX_KEY_CHARS);
-    let body = Body {
-        key: &key,
-        state: state(report.phase),
-        url: &report.target_url,
-        description: &report.description,
-        name: report.context,
-    };
-    Outgoing::json(url, &body)?
-        .header(ACCEPT, "application/json")
-        .credential(AUTHORIZATION, "Bearer ", token)
+    bitbucket::status_request(url, report, MAX_KEY_CHARS, state(report.phase), token)
 }
