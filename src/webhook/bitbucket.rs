@@ -4,7 +4,7 @@
 use super::json::{self, flag, list, nested, string};
 use super::signature::{header, verify_prefixed_sha256};
 use super::{
-    ParseError, Parsed, ParsedKind, RefUpdate, VerifyError, ZERO_SHA, header_str, required, sha,
+    ParseError, Parsed, ParsedKind, RefUpdate, VerifyError, ZERO_SHA, event_header, required, sha,
 };
 use crate::secret::Secret;
 use axum::http::HeaderMap;
@@ -96,9 +96,7 @@ struct Target {
 }
 
 pub(super) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ParseError> {
-    let event = header_str(headers, "x-event-key")
-        .filter(|e| !e.is_empty())
-        .ok_or(ParseError::Missing("X-Event-Key header"))?;
+    let event = event_header(headers, "x-event-key", "X-Event-Key header")?;
     let payload: Payload = json::object(body)?;
     let repo = payload
         .repository

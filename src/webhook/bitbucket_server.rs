@@ -3,7 +3,7 @@
 //! checked as Bitbucket Cloud's (see [`super::bitbucket::verify`]).
 
 use super::json::{self, list, nested, string};
-use super::{ParseError, Parsed, ParsedKind, RefUpdate, header_str, required, sha};
+use super::{ParseError, Parsed, ParsedKind, RefUpdate, event_header, required, sha};
 use axum::http::HeaderMap;
 use serde::Deserialize;
 
@@ -90,9 +90,7 @@ struct Commit {
 }
 
 pub(super) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ParseError> {
-    let event = header_str(headers, "x-event-key")
-        .filter(|e| !e.is_empty())
-        .ok_or(ParseError::Missing("X-Event-Key header"))?;
+    let event = event_header(headers, "x-event-key", "X-Event-Key header")?;
     let payload: Payload = json::object(body)?;
     let repo = payload.repository.as_ref().and_then(repo_name);
     let kind = match event {

@@ -3,7 +3,7 @@
 
 use super::json::{self, flag, nested, string};
 use super::signature::{first_header, verify_prefixed_sha1, verify_prefixed_sha256};
-use super::{ParseError, Parsed, ParsedKind, RefKind, RefUpdate, VerifyError, header_str, sha};
+use super::{ParseError, Parsed, ParsedKind, RefKind, RefUpdate, VerifyError, event_header, sha};
 use crate::secret::Secret;
 use axum::http::HeaderMap;
 use serde::Deserialize;
@@ -76,9 +76,7 @@ struct Pusher {
 }
 
 pub(super) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ParseError> {
-    let event = header_str(headers, "x-github-event")
-        .filter(|e| !e.is_empty())
-        .ok_or(ParseError::Missing("X-GitHub-Event header"))?;
+    let event = event_header(headers, "x-github-event", "X-GitHub-Event header")?;
     let payload: Payload = json::object(body)?;
     let repo = payload
         .repository

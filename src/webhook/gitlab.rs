@@ -4,7 +4,7 @@
 
 use super::json::{self, list, nested, string};
 use super::signature::{header, verify_standard_webhooks, verify_token};
-use super::{ParseError, Parsed, ParsedKind, RefUpdate, VerifyError, header_str, sha};
+use super::{ParseError, Parsed, ParsedKind, RefUpdate, VerifyError, event_header, sha};
 use crate::secret::Secret;
 use axum::http::HeaderMap;
 use serde::Deserialize;
@@ -86,9 +86,7 @@ struct Commit {
 }
 
 pub(super) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ParseError> {
-    let event = header_str(headers, "x-gitlab-event")
-        .filter(|e| !e.is_empty())
-        .ok_or(ParseError::Missing("X-Gitlab-Event header"))?;
+    let event = event_header(headers, "x-gitlab-event", "X-Gitlab-Event header")?;
     let payload: Payload = json::object(body)?;
     let repo = repo_name(&payload);
     let kind = match event {

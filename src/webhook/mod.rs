@@ -191,6 +191,18 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The event header `name`, which every delivery of its host carries;
+/// `label` names it in the error ("X-GitHub-Event header").
+fn event_header<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+    label: &'static str,
+) -> Result<&'a str, ParseError> {
+    header_str(headers, name)
+        .filter(|e| !e.is_empty())
+        .ok_or(ParseError::Missing(label))
+}
+
 /// True for an all-zero object id (SHA-1 or SHA-256), which hosts send for
 /// the missing side of a created or deleted ref.
 fn is_zero(sha: &str) -> bool {
