@@ -808,19 +808,57 @@ async fn fetch_and_checkout_over_ssh_work_with_a_deploy_key() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_deploy_key_over_ssh_fails_clearly() {
-    let up = Upstream::new("locked");
+/// A repository with one commit, served by a local sshd that lets `key`
+/// in, and a second key pair `other` it does not know.
+struct SshRepo {
+    // Before `up`: sshd stops before its directory goes.
+    sshd: Sshd,
+    up: Upstream,
+    commit: String,
+    key: KeyPair,
+    other: KeyPair,
+    /// The ssh URL, with the user.
+    url: String,
+    /// The URL as hookci shows it (no user).
+    shown: String,
+}
+
+/// [`SshRepo`] named `name`, or `None` (the test is skipped) without sshd.
+fn ssh_repo(name: &str) -> Option<SshRepo> {
+    let up = Upstream::new(name);
     let commit = up.push(&[("a", "a\n")], "one");
     let keys = up.tmp.path().join("keys");
     std::fs::create_dir_all(&keys).unwrap();
-    let right = keygen(&keys, "right", "ed25519");
-    let wrong = keygen(&keys, "wrong", "ed25519");
-    let Some(sshd) = sshd_for(&up, &right) else {
-        return;
-    };
+    let key = keygen(&keys, "key", "ed25519");
+    let other = keygen(&keys, "other", "ed25519");
+    let sshd = sshd_for(&up, &key)?;
     let url = sshd.url(&up.bare);
     let shown = url.replacen(&format!("{}@", sshd.user), "", 1);
+    Some(SshRepo {
+        sshd,
+        up,
+        commit,
+        key,
+        other,
+        url,
+        shown,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_deploy_key_over_ssh_fails_clearly() {
+    let Some(SshRepo {
+        sshd: _running,
+        up,
+        commit,
+        other: wrong,
+        url,
+        shown,
+        ..
+    }) = ssh_repo("locked")
+    else {
+        return;
+    };
     let mirrors = mirrors(&up);
 
     let err = mirrors
@@ -850,17 +888,18 @@ async fn a_wrong_deploy_key_over_ssh_fails_clearly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_host_keys_are_checked_against_known_hosts() {
-    let up = Upstream::new("pinned");
-    let commit = up.push(&[("a", "a\n")], "one");
-    let keys = up.tmp.path().join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    let deploy = keygen(&keys, "deploy", "ed25519");
-    let imposter = keygen(&keys, "imposter", "ed25519");
-    let Some(sshd) = sshd_for(&up, &deploy) else {
+    let Some(SshRepo {
+        sshd,
+        up,
+        commit,
+        key: deploy,
+        other: imposter,
+        url,
+        shown,
+    }) = ssh_repo("pinned")
+    else {
         return;
     };
-    let url = sshd.url(&up.bare);
-    let shown = url.replacen(&format!("{}@", sshd.user), "", 1);
     let host_key = read(&up.tmp.path().join("sshd/ssh_host_ed25519_key.pub"));
     // `[host]:port key-type base64`, as ssh-keyscan writes it.
     let line = |public: &str| {
