@@ -224,6 +224,19 @@ async fn a_timeout_kills_the_step_and_its_backgrounded_grandchild() {
     assert_eq!(processes_with("31338"), Vec::<String>::new());
 }
 
+/// Runs `script`, which exits 0 and leaves two processes (their command
+/// lines hold `needle`) running, and checks that the step stopped both.
+async fn exits_0_and_leaves_nothing(dir: &Path, id: &str, script: &str, needle: &str) {
+    let spec = spec(dir, id, script);
+    let (outcome, text) = run(&spec, dir).await;
+    assert_eq!(outcome, StepOutcome::Exited(0), "{text}");
+    assert!(
+        text.contains("stopped 2 processes it left running"),
+        "{text}"
+    );
+    assert_eq!(processes_with(needle), Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn a_process_that_escaped_with_setsid_is_killed_after_a_clean_exit() {
     let dir = tempfile::tempdir().unwrap();
@@ -235,14 +248,7 @@ async fn a_process_that_escaped_with_setsid_is_killed_after_a_clean_exit() {
         setsid sh -c 'sleep 31339 & echo $! > orphan.pid'
         echo started
     ";
-    let spec = spec(dir.path(), "setsid", script);
-    let (outcome, text) = run(&spec, dir.path()).await;
-    assert_eq!(outcome, StepOutcome::Exited(0), "{text}");
-    assert!(
-        text.contains("stopped 2 processes it left running"),
-        "{text}"
-    );
-    assert_eq!(processes_with("31339"), Vec::<String>::new());
+    exits_0_and_leaves_nothing(dir.path(), "setsid", script, "31339").await;
 }
 
 #[tokio::test]
@@ -258,14 +264,7 @@ async fn a_process_that_escaped_with_setsid_and_a_cleared_environment_is_killed(
         setsid env -i /bin/sleep 31343 &
         setsid env -i sh -c '/bin/sleep 31343 & echo started'
     ";
-    let spec = spec(dir.path(), "setsid-env", script);
-    let (outcome, text) = run(&spec, dir.path()).await;
-    assert_eq!(outcome, StepOutcome::Exited(0), "{text}");
-    assert!(
-        text.contains("stopped 2 processes it left running"),
-        "{text}"
-    );
-    assert_eq!(processes_with("31343"), Vec::<String>::new());
+    exits_0_and_leaves_nothing(dir.path(), "setsid-env", script, "31343").await;
 }
 
 #[tokio::test]
