@@ -577,11 +577,11 @@ async fn deliveries_are_forgotten_after_thirty_days_unless_a_build_refers_to_the
     server.stop().await;
 }
 
-/// Reads a whole SSE stream (bounded: 60 s).
-async fn read_stream(mut res: reqwest::Response) -> String {
+/// Reads a whole SSE stream, which must end `within`.
+async fn read_stream(mut res: reqwest::Response, within: Duration) -> String {
     let mut text = String::new();
-    let until = Instant::now() + Duration::from_secs(60);
-    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(60), res.chunk())
+    let until = Instant::now() + within;
+    while let Some(chunk) = tokio::time::timeout(within, res.chunk())
         .await
         .expect("the stream stalled")
         .expect("chunk")
@@ -622,7 +622,7 @@ async fn a_queued_builds_log_stream_waits_for_it_to_start() {
         .await
         .expect("stream");
     assert_eq!(res.status().as_u16(), 200, "answered at once, while queued");
-    let text = read_stream(res).await;
+    let text = read_stream(res, Duration::from_secs(60)).await;
     assert!(text.contains(&format!("start {second}")), "{text}");
     assert!(text.contains(&format!("done {second}")), "{text}");
     assert!(!text.contains(&first), "only build {b}'s log: {text}");
@@ -634,6 +634,7 @@ async fn a_queued_builds_log_stream_waits_for_it_to_start() {
             .send()
             .await
             .expect("stream"),
+        Duration::from_secs(60),
     )
     .await;
     assert!(text.contains(&format!("done {first}")), "{text}");
@@ -656,7 +657,7 @@ async fn a_running_builds_log_can_be_followed_live_and_read_when_done() {
     )
     .await[0];
     wait_for(&server, id, |b| b["steps"][0]["status"] == "running").await;
-    let mut res = client()
+    let res = client()
         .get(server.url(&format!("/api/builds/{id}/log/stream")))
         .send()
         .await
@@ -668,16 +669,7 @@ async fn a_running_builds_log_can_be_followed_live_and_read_when_done() {
             .unwrap_or("")
             .starts_with("text/event-stream")
     );
-    let mut text = String::new();
-    let until = Instant::now() + Duration::from_secs(30);
-    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), res.chunk())
-        .await
-        .expect("the stream stalled")
-        .expect("chunk")
-    {
-        text.push_str(&String::from_utf8_lossy(&chunk));
-        assert!(Instant::now() < until, "the stream never ended");
-    }
+    let text = read_stream(res, Duration::from_secs(30)).await;
     for i in 1..=5 {
         assert!(text.contains(&format!("tick {i} ***")), "{text}");
     }

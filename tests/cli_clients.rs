@@ -686,6 +686,21 @@ async fn a_private_server_needs_the_token_for_reads_too() {
     server.stop().await;
 }
 
+/// The build id in `stdout`, which must be exactly the one line
+/// `build N queued: BASE/builds/N`.
+fn queued_build(stdout: &str, base: &str) -> i64 {
+    let id: i64 = stdout
+        .strip_prefix("build ")
+        .and_then(|s| s.split_once(" queued: "))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(
+        stdout.trim(),
+        format!("build {id} queued: {base}/builds/{id}")
+    );
+    id
+}
+
 #[tokio::test]
 async fn rebuild_queues_a_finished_builds_commit_again_and_prints_the_new_build() {
     let server = queue_only(&[("app", &pipeline("/nowhere", ECHO))]).await;
@@ -704,17 +719,8 @@ async fn rebuild_queues_a_finished_builds_commit_again_and_prints_the_new_build(
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", both(&out));
-    let stdout = text(&out.stdout);
-    let new: i64 = stdout
-        .strip_prefix("build ")
-        .and_then(|s| s.split_once(" queued: "))
-        .and_then(|(n, _)| n.parse().ok())
-        .unwrap_or_else(|| panic!("{stdout}"));
+    let new = queued_build(&text(&out.stdout), &server.base());
     assert_ne!(new, id);
-    assert_eq!(
-        stdout.trim(),
-        format!("build {new} queued: {}/builds/{new}", server.base())
-    );
     let b = common::get_build(&server.base(), new).await.expect("build");
     assert_eq!(b["commit"], commit, "{b}");
     assert_eq!(b["pipeline"], "app", "{b}");
@@ -740,16 +746,7 @@ async fn trigger_queues_the_branch_head_and_prints_the_new_build() {
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", both(&out));
-    let stdout = text(&out.stdout);
-    let id: i64 = stdout
-        .strip_prefix("build ")
-        .and_then(|s| s.split_once(" queued: "))
-        .and_then(|(n, _)| n.parse().ok())
-        .unwrap_or_else(|| panic!("{stdout}"));
-    assert_eq!(
-        stdout.trim(),
-        format!("build {id} queued: {}/builds/{id}", server.base())
-    );
+    let id = queued_build(&text(&out.stdout), &server.base());
     let b = common::get_build(&server.base(), id).await.expect("build");
     assert_eq!(b["pipeline"], "app", "{b}");
     assert_eq!(b["branch"], "main", "{b}");

@@ -400,43 +400,40 @@ async fn a_step_runs_as_the_given_user_and_chown_tree_hands_it_the_workspace() {
     assert_eq!(std::fs::metadata(ws.join("mine")).unwrap().uid(), 65534);
 }
 
-#[tokio::test]
-async fn dropping_a_running_step_kills_what_escaped_its_group_too() {
-    if !hookci::runner::cgroup::available() {
-        println!("skipped: no cgroup for steps here (needs root or Delegate=yes, and cgroup2)");
-        return;
-    }
+/// Starts `script` as a step and drops it mid-step (an aborted task: no
+/// sweep runs), then waits until no process whose command line holds one of
+/// `needles` is left (bounded: 5 s).
+async fn dropped_mid_step_leaves_nothing(id: &str, script: &str, needles: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let spec = spec(
-        dir.path(),
-        "drop-escape",
-        "setsid env -i /bin/sleep 31347 & sleep 31348",
-    );
+    let spec = spec(dir.path(), id, script);
     let path = dir.path().join("drop.log");
     let mut log = LogWriter::create(&path, &[], 1 << 20).unwrap();
     let cancel = CancellationToken::new();
     let step = run_step(&spec, &mut log, &cancel);
-    // Dropped mid-step (an aborted task): no sweep runs, the cgroup goes.
     let _ = tokio::time::timeout(Duration::from_millis(300), step).await;
     let gone = Instant::now() + Duration::from_secs(5);
-    while !(processes_with("31347").is_empty() && processes_with("31348").is_empty()) {
+    while needles.iter().any(|n| !processes_with(n).is_empty()) {
         assert!(Instant::now() < gone, "{:?}", processes_with("3134"));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 #[tokio::test]
-async fn dropping_a_running_step_kills_its_group() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = spec(dir.path(), "drop", "sleep 31345 & sleep 31346");
-    let path = dir.path().join("drop.log");
-    let mut log = LogWriter::create(&path, &[], 1 << 20).unwrap();
-    let cancel = CancellationToken::new();
-    let step = run_step(&spec, &mut log, &cancel);
-    let _ = tokio::time::timeout(Duration::from_millis(300), step).await;
-    let gone = Instant::now() + Duration::from_secs(5);
-    while !(processes_with("31345").is_empty() && processes_with("31346").is_empty()) {
-        assert!(Instant::now() < gone, "{:?}", processes_with("3134"));
-        tokio::time::sleep(Duration::from_millis(20)).await;
+async fn dropping_a_running_step_kills_what_escaped_its_group_too() {
+    if !hookci::runner::cgroup::available() {
+        println!("skipped: no cgroup for steps here (needs root or Delegate=yes, and cgroup2)");
+        return;
     }
+    // No group, session or marker to find the first by: the cgroup goes.
+    dropped_mid_step_leaves_nothing(
+        "drop-escape",
+        "setsid env -i /bin/sleep 31347 & sleep 31348",
+        &["31347", "31348"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn dropping_a_running_step_kills_its_group() {
+    dropped_mid_step_leaves_nothing("drop", "sleep 31345 & sleep 31346", &["31345", "31346"]).await;
 }
