@@ -2,7 +2,8 @@
 //! gauges read from the store at scrape time (`GET /metrics`).
 //!
 //! The registry and every label live here; the places where things happen
-//! (the webhook routes, the worker, the reporter) call one method each.
+//! (the webhook routes, the API, the worker, the reporter) call one method
+//! each.
 //! *Invariant:* label values are bounded: names of pipelines that exist (or
 //! existed, for builds), HTTP status codes, and closed lists of statuses,
 //! providers and outcomes; never a raw URL segment or a payload value.
