@@ -407,18 +407,15 @@ pub async fn cancel_build(
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     require_admin(&state, &headers)?;
-    let pipeline = state.store().build(id).await?.map(|b| b.pipeline);
     match state
         .store()
         .cancel(id, "cancelled by a user".into())
         .await?
     {
-        CancelOutcome::Cancelled => {
-            if let Some(pipeline) = &pipeline {
-                state
-                    .metrics()
-                    .ended_unrun(pipeline, BuildStatus::Cancelled, 1);
-            }
+        CancelOutcome::Cancelled { pipeline } => {
+            state
+                .metrics()
+                .ended_unrun(&pipeline, BuildStatus::Cancelled, 1);
             Ok((
                 StatusCode::OK,
                 Json(serde_json::json!({ "id": id, "status": "cancelled" })),

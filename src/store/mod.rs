@@ -296,10 +296,13 @@ pub struct ClaimPolicy {
 }
 
 /// What a cancel request did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CancelOutcome {
-    /// The build was queued; it is now cancelled.
-    Cancelled,
+    /// The build (of this pipeline) was queued; it is now cancelled.
+    Cancelled {
+        /// The build's pipeline.
+        pipeline: String,
+    },
     /// The build is running; its runner was asked to stop it.
     Requested,
     /// The build had already finished; nothing changed.
@@ -698,7 +701,7 @@ impl Store {
             CancelOutcome::Requested => {
                 let _ = self.events.send(StoreEvent::CancelRequested(build));
             }
-            CancelOutcome::Cancelled => self.wake_workers(),
+            CancelOutcome::Cancelled { .. } => self.wake_workers(),
             CancelOutcome::AlreadyFinished | CancelOutcome::NotFound => {}
         }
         Ok(outcome)

@@ -640,11 +640,13 @@ impl Backend for SqliteBackend {
         reason: String,
     ) -> BoxFuture<'_, Result<CancelOutcome, StoreError>> {
         Box::pin(self.write(move |conn| {
-            let status: Option<String> = conn
-                .prepare_cached("SELECT status FROM builds WHERE id = ?1")?
-                .query_row([build], |r| r.get(0))
+            let found: Option<(String, String)> = conn
+                .prepare_cached("SELECT status, pipeline FROM builds WHERE id = ?1")?
+                .query_row([build], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
-            let Some(status) = status else { return Ok(CancelOutcome::NotFound) };
+            let Some((status, pipeline)) = found else {
+                return Ok(CancelOutcome::NotFound);
+            };
             match status.as_str() {
                 "queued" => {
                     conn.prepare_cached(
@@ -656,7 +658,7 @@ impl Backend for SqliteBackend {
                         "UPDATE steps SET status = 'skipped' WHERE build = ?1 AND status = 'pending'",
                     )?
                     .execute([build])?;
-                    Ok(CancelOutcome::Cancelled)
+                    Ok(CancelOutcome::Cancelled { pipeline })
                 }
                 "running" => {
                     conn.prepare_cached(
