@@ -164,11 +164,6 @@ impl StepCgroup {
     pub fn pids(&self) -> Vec<i32> {
         members(&self.dir)
     }
-
-    /// SIGKILL to every process in the cgroup, at once, by the kernel.
-    pub fn kill(&self) {
-        kill_all(&self.dir);
-    }
 }
 
 impl Drop for StepCgroup {
