@@ -99,6 +99,52 @@ fn assert_html_headers(page: &Page) {
     assert!(csp.contains("connect-src 'self'"), "{csp}");
 }
 
+/// The value of the first `NAME="..."` attribute in `html`.
+fn attr(html: &str, name: &str) -> Option<String> {
+    let open = format!(" {name}=\"");
+    let start = html.find(&open)? + open.len();
+    let end = html[start..].find('"')?;
+    Some(html[start..start + end].to_owned())
+}
+
+/// A Server-Sent Events stream, read event by event.
+struct Sse {
+    res: reqwest::Response,
+    buf: String,
+}
+
+impl Sse {
+    async fn open(server: &TestServer, path: &str) -> Sse {
+        let res = client().get(server.url(path)).send().await.expect("stream");
+        assert_eq!(res.status().as_u16(), 200, "{path}");
+        Sse {
+            res,
+            buf: String::new(),
+        }
+    }
+
+    /// The first event that starts with `head` and whose text passes
+    /// `want` (bounded).
+    async fn until(&mut self, head: &str, want: impl Fn(&str) -> bool) -> String {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..end + 2).collect();
+                if event.starts_with(head) && want(&event) {
+                    return event;
+                }
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, self.res.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("no {head} in time: {}", self.buf))
+                .expect("the stream")
+                .unwrap_or_else(|| panic!("the stream ended before {head}: {}", self.buf));
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
 /// Polls the log over the API until it contains `needle` (bounded).
 async fn wait_log(server: &TestServer, id: i64, needle: &str) {
     let until = Instant::now() + Duration::from_secs(60);
@@ -173,10 +219,24 @@ async fn a_finished_builds_page_shows_status_steps_reports_and_log_with_pushed_m
     assert!(html.contains(&escaped(reason)), "{reason} in {html}");
     assert!(html.contains(&format!("title=\"{commit}\"")), "{html}");
     assert!(html.contains(&commit[..12]), "{html}");
-    // Steps with their states and exit codes.
-    for name in ["greet", "fail", "after"] {
-        assert!(html.contains(&format!(">{name}</td>")), "{name} in {html}");
+    // Steps with their states and exit codes, each linking to its log
+    // section.
+    for (i, name) in ["greet", "fail", "after"].iter().enumerate() {
+        assert!(
+            html.contains(&format!("<a href=\"#sec-{i}\">{name}</a></td>")),
+            "{name} in {html}"
+        );
     }
+    // The failing step's section is open and the page jumps to it; the
+    // others are folded.
+    assert!(
+        html.contains("<details class=\"sec\" id=\"sec-1\" open data-jump=\"1\">"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<details class=\"sec\" id=\"sec-0\">"),
+        "{html}"
+    );
     assert!(html.contains("class=\"st st-skipped\""), "{html}");
     assert!(html.contains("<td class=\"num\">3</td>"), "{html}");
     // The log's text.
@@ -198,10 +258,13 @@ async fn a_finished_builds_page_shows_status_steps_reports_and_log_with_pushed_m
     );
     assert!(html.contains("body &lt;b&gt;bold&lt;/b&gt;"), "{html}");
     // No pushed markup as markup, and a finished build runs no script.
-    for raw in ["<script", "<img src=x", "<b>bold"] {
+    for raw in ["<script>alert", "<img src=x", "<b>bold"] {
         assert!(!html.contains(raw), "{raw} in {html}");
     }
-    assert!(!html.contains("EventSource"), "{html}");
+    // The page's own script is its only one, and a finished build follows
+    // nothing.
+    assert_eq!(html.matches("<script").count(), 1, "{html}");
+    assert!(!html.contains("data-live="), "{html}");
     // No secret of the config on the page.
     for secret in [SECRET, ADMIN, STATUS_TOKEN] {
         assert!(!html.contains(secret), "{secret} in {html}");
@@ -213,8 +276,15 @@ async fn a_finished_builds_page_shows_status_steps_reports_and_log_with_pushed_m
 async fn a_running_builds_page_follows_its_log_with_a_script_its_policy_allows() {
     let up = Upstream::new("live");
     let commit = up.push(&[("README", "x\n")], "live");
-    let steps = "[[steps]]\nname = \"long\"\nrun = \"echo started-marker; sleep 41337\"\n";
-    let server = start(&[("app", &pipeline(steps))], 1).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let go = dir.path().join("go");
+    let steps = format!(
+        "[[steps]]\nname = \"long\"\nrun = '''\necho started-marker\n\
+         while [ ! -e {} ]; do sleep 0.05; done\n\
+         printf '\\033[1;31mafter-go <i>\\033[0m\\n'\nsleep 41337\n'''\n",
+        go.display()
+    );
+    let server = start(&[("app", &pipeline(&steps))], 1).await;
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "live");
     let id = deliver(&server, "app", &body, "live-1").await;
     common::wait_build(&server.base(), id, |b| b["steps"][0]["status"] == "running").await;
@@ -226,10 +296,10 @@ async fn a_running_builds_page_follows_its_log_with_a_script_its_policy_allows()
     let html = &page.body;
     assert!(html.contains("class=\"st st-running\""), "{html}");
     assert!(html.contains("started-marker"), "the log so far: {html}");
-    let stream = format!("/api/builds/{id}/log/stream");
+    let live = attr(html, "data-live").expect("a live stream");
     assert!(
-        html.contains(&format!("data-stream=\"{stream}\"")),
-        "{html}"
+        live.starts_with(&format!("/builds/{id}/live?from=")),
+        "{live}"
     );
     let script = page.element("script").expect("a script");
     assert!(script.contains("new EventSource("), "{script}");
@@ -245,26 +315,30 @@ async fn a_running_builds_page_follows_its_log_with_a_script_its_policy_allows()
         html.contains("<noscript><meta http-equiv=\"refresh\""),
         "{html}"
     );
+    // The running step's section is open; a cancel button is there.
+    assert!(
+        html.contains("<details class=\"sec\" id=\"sec-0\" open>"),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("data-post=\"/api/builds/{id}/cancel\"")),
+        "{html}"
+    );
 
-    // The stream the script opens sends the log.
-    let mut res = client()
-        .get(server.url(&stream))
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(res.status().as_u16(), 200);
-    let mut seen = String::new();
-    let until = Instant::now() + Duration::from_secs(30);
-    while !seen.contains("started-marker") {
-        assert!(Instant::now() < until, "{seen}");
-        let chunk = tokio::time::timeout(Duration::from_secs(30), res.chunk())
-            .await
-            .expect("a chunk in time")
-            .expect("the stream")
-            .expect("not ended");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    drop(res);
+    // The stream the script opens sends the page's state, then the lines
+    // after the page's part, rendered, once the step writes them.
+    let mut stream = Sse::open(&server, &live.replace("&amp;", "&")).await;
+    let state = stream
+        .until("event: state", |s| s.contains("step-rows"))
+        .await;
+    assert!(state.contains("st-running"), "{state}");
+    std::fs::write(&go, "").expect("the go file");
+    let log = stream.until("event: log", |s| s.contains("after-go")).await;
+    assert!(
+        log.contains("<span class=\\\"f1 bo\\\">after-go &lt;i&gt;</span>"),
+        "{log}"
+    );
+    assert!(!log.contains("started-marker"), "only new lines: {log}");
 
     // Cancelled, the page shows the final state and follows nothing.
     let res = client()
@@ -282,8 +356,12 @@ async fn a_running_builds_page_follows_its_log_with_a_script_its_policy_allows()
         page.body
     );
     assert!(page.body.contains("cancelled by a user"), "{}", page.body);
-    assert!(!page.body.contains("<script"), "{}", page.body);
+    assert!(!page.body.contains("data-live="), "{}", page.body);
     assert!(!page.body.contains("http-equiv"), "{}", page.body);
+    // The stream ends, telling the page to reload.
+    stream
+        .until("event: end", |s| s.contains("cancelled"))
+        .await;
     server.stop().await;
 }
 
@@ -311,7 +389,9 @@ async fn a_queued_build_has_a_page_that_follows_its_log_and_shows_on_the_badge()
         "{html}"
     );
     assert!(
-        html.contains(&format!("data-stream=\"/api/builds/{id}/log/stream\"")),
+        html.contains(&format!(
+            "data-live=\"/builds/{id}/live?from=0&amp;line=1&amp;sec=setup&amp;grp=0&amp;n=0\""
+        )),
         "the stream waits for the build to start: {html}"
     );
     assert!(html.contains("new EventSource"), "{html}");
@@ -361,7 +441,7 @@ async fn the_index_lists_the_pipelines_and_the_newest_builds_with_a_link_to_olde
     assert!(pipelines.contains(&link(other)), "{pipelines}");
     assert!(
         pipelines.contains(&format!(
-            "[![build]({0}/badge/app.svg)]({0}/?pipeline=app)",
+            "[![build]({0}/badge/app.svg)]({0}/pipelines/app)",
             server.config.public_url
         )),
         "{pipelines}"
@@ -392,9 +472,35 @@ async fn the_index_lists_the_pipelines_and_the_newest_builds_with_a_link_to_olde
     assert!(builds.contains(&link(other)), "{builds}");
     assert!(!builds.contains(&link(ids[51])), "{builds}");
 
-    let page = get(&server, "/?before=abc").await;
-    assert_eq!(page.status, 400, "{}", page.body);
-    assert_html_headers(&page);
+    // Filters by status, event and branch, kept in the paging link.
+    let page = get(&server, "/?status=queued&event=push&branch=main").await;
+    let (_, builds) = page.body.split_once("<h2>Builds").expect("builds");
+    assert!(builds.contains(&link(ids[51])), "{builds}");
+    assert!(!builds.contains(&link(other)), "another branch: {builds}");
+    assert!(
+        builds.contains(&format!(
+            "href=\"/?branch=main&amp;status=queued&amp;event=push&amp;before={}\"",
+            ids[2]
+        )),
+        "{builds}"
+    );
+    assert!(
+        builds.contains("<option value=\"queued\" selected>"),
+        "{builds}"
+    );
+    for path in ["/?event=tag", "/?status=success"] {
+        let page = get(&server, path).await;
+        let (_, builds) = page.body.split_once("<h2>Builds").expect("builds");
+        assert!(builds.contains("No builds."), "{path}: {builds}");
+    }
+    // The page follows the index's change stream.
+    assert!(page.body.contains("data-index-live=\"/live\""));
+
+    for path in ["/?before=abc", "/?status=bogus"] {
+        let page = get(&server, path).await;
+        assert_eq!(page.status, 400, "{}", page.body);
+        assert_html_headers(&page);
+    }
     server.stop().await;
 }
 
@@ -484,7 +590,12 @@ async fn unknown_or_malformed_build_ids_get_a_404_page() {
         assert_eq!(page.status, 404, "{path}: {}", page.body);
         assert_html_headers(&page);
         assert!(page.body.contains("no such build"), "{path}: {}", page.body);
-        assert!(!page.body.contains("<script"), "{path}: {}", page.body);
+        assert_eq!(
+            page.body.matches("<script").count(),
+            1,
+            "{path}: {}",
+            page.body
+        );
     }
     server.stop().await;
 }
@@ -566,14 +677,67 @@ async fn a_long_log_is_embedded_by_its_end_with_a_link_to_the_whole_log() {
         !html.contains("FIRST-LINE"),
         "the start of a long log is not"
     );
-    assert!(html.contains(&format!(
-        "<a href=\"/api/builds/{id}/log\">The whole log</a>"
-    )));
+    assert!(html.contains(&format!("<a href=\"/api/builds/{id}/log\">whole log</a>")));
     assert!(
-        html.len() < 1024 * 1024 + 64 * 1024,
-        "the page embeds about a MiB: {}",
+        html.len() < 1024 * 1024,
+        "the page embeds the last few thousand lines: {}",
         html.len()
     );
+    // Line numbers go on from the part not shown.
+    let raw = client()
+        .get(server.url(&format!("/api/builds/{id}/log")))
+        .send()
+        .await
+        .expect("log")
+        .text()
+        .await
+        .expect("text");
+    let last_no = raw[..raw.find("\nLAST-LINE\n").expect("last") + 1]
+        .matches('\n')
+        .count()
+        + 1;
+    assert!(
+        html.contains(&format!(
+            "<div id=\"L{last_no}\"><a href=\"#L{last_no}\">{last_no}</a>LAST-LINE</div>"
+        )),
+        "line {last_no}"
+    );
+    // "Show earlier output" fetches the parts before, the first line last.
+    let mut src = attr(html, "data-src")
+        .expect("an earlier part")
+        .replace("&amp;", "&");
+    let mut parts = 0;
+    let first = loop {
+        parts += 1;
+        assert!(parts < 40, "too many parts");
+        let part = get(&server, &src).await;
+        assert_eq!(part.status, 200, "{}", part.body);
+        assert_html_headers(&part);
+        if part.body.contains("FIRST-LINE") {
+            assert!(
+                attr(&part.body, "data-next").is_none(),
+                "the first part ends it"
+            );
+            break part.body;
+        }
+        src = attr(&part.body, "data-next")
+            .expect("a next part")
+            .replace("&amp;", "&");
+    };
+    assert!(parts >= 2, "{parts}");
+    let first_no = raw[..raw.find("\nFIRST-LINE\n").expect("first") + 1]
+        .matches('\n')
+        .count()
+        + 1;
+    assert!(
+        first.contains(&format!(
+            "<div id=\"L{first_no}\"><a href=\"#L{first_no}\">{first_no}</a>FIRST-LINE</div>"
+        )),
+        "line {first_no}: {}",
+        &first[..first.len().min(3000)]
+    );
+    let bad = get(&server, &format!("/builds/{id}/log?before=x")).await;
+    assert_eq!(bad.status, 400);
     server.stop().await;
 }
 
@@ -588,5 +752,184 @@ async fn a_private_server_without_an_admin_token_refuses_its_pages_in_words() {
     assert_eq!(page.status, 403, "{}", page.body);
     assert_html_headers(&page);
     assert!(page.body.contains("no admin token"), "{}", page.body);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_page_tells_the_truth_colours_folds_allowed_failures_links_and_host_words() {
+    let host = FakeHost::start((0..20).map(|_| Reply::Status(201)).collect()).await;
+    let up = Upstream::new("truth");
+    let first = up.push(&[("README", "x\n")], "first");
+    let commit = up.push(&[("README", "y\n")], "second");
+    let steps = format!(
+        "[status]\nprovider = \"github\"\napi_url = \"{}\"\ntoken = \"{STATUS_TOKEN}\"\n\
+         [[steps]]\nname = \"colour\"\nrun = '''\n\
+         printf '\\033[1;32m<b>green</b>\\033[0m plain\\n'\n\
+         printf '::group::Deps <x>\\ninside-group\\n::endgroup::\\noutside-group\\n'\n'''\n\
+         [[steps]]\nname = \"lint\"\nrun = \"exit 1\"\nallow_failure = true\n\
+         [[steps]]\nname = \"after\"\nrun = \"true\"\n",
+        host.url()
+    );
+    let server = start(&[("app", &pipeline(&steps))], 1).await;
+    let body = common::github_push(&up.url(), "refs/heads/main", &first, &commit, "truth");
+    let id = deliver(&server, "app", &body, "truth-1").await;
+    common::wait_build(&server.base(), id, |b| {
+        b["status"] == "success"
+            && b["reports"].as_array().is_some_and(|r| {
+                r.iter()
+                    .any(|r| r["outcome"] == "delivered" && r["state"] == "success")
+            })
+    })
+    .await;
+
+    let page = get(&server, &format!("/builds/{id}")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let html = &page.body;
+    // Colours as classes, the pushed markup inside them as text.
+    assert!(
+        html.contains("<span class=\"f2 bo\">&lt;b&gt;green&lt;/b&gt;</span> plain</div>"),
+        "{html}"
+    );
+    // The group folds: its title is a summary, its lines inside, the
+    // markers gone.
+    let fold = html
+        .split_once("<details class=\"grp\">")
+        .expect("a fold")
+        .1;
+    let fold = &fold[..fold.find("</details>").expect("its end")];
+    assert!(fold.contains("</a>Deps &lt;x&gt;</summary>"), "{fold}");
+    assert!(fold.contains("inside-group"), "{fold}");
+    assert!(!fold.contains("outside-group"), "{fold}");
+    assert!(!html.contains("::group::") && !html.contains("::endgroup::"));
+    // Numbered lines, each its own anchor.
+    assert!(
+        html.contains("<div id=\"L1\"><a href=\"#L1\">1</a>==&gt; hookci build"),
+        "{html}"
+    );
+    // The allowed failure is not a red failure in a green build, and the
+    // page does not jump to it.
+    assert!(html.contains("class=\"st st-allowed\""), "{html}");
+    assert!(!html.contains("class=\"st st-failure\""), "{html}");
+    assert!(!html.contains("data-jump="), "{html}");
+    // The commit and the push link to the host.
+    let web = "https://github.com/Codertocat/Hello-World";
+    assert!(
+        html.contains(&format!("href=\"{web}/commit/{commit}\"")),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("href=\"{web}/compare/{first}...{commit}\"")),
+        "{html}"
+    );
+    // Relative times, the absolute one on hover.
+    assert!(
+        html.contains(" UTC\">just now</time>") || html.contains(" s ago</time>"),
+        "{html}"
+    );
+    // The reports in GitHub's words: queued and running were `pending`.
+    assert!(
+        html.contains("title=\"hookci: pending\">pending</td>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("title=\"hookci: success\">success</td>"),
+        "{html}"
+    );
+    // A re-run button for a finished build.
+    assert!(
+        html.contains(&format!("data-post=\"/api/builds/{id}/rebuild\"")),
+        "{html}"
+    );
+    assert!(html.contains("id=\"token\""), "{html}");
+
+    // A rebuild says what it rebuilds and who asked.
+    let res = client()
+        .post(server.url(&format!("/api/builds/{id}/rebuild")))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("rebuild");
+    assert_eq!(res.status().as_u16(), 202);
+    let again: serde_json::Value = res.json().await.expect("json");
+    let again = again["id"].as_i64().expect("an id");
+    let page = get(&server, &format!("/builds/{again}")).await;
+    assert!(
+        page.body.contains(&format!(
+            "rebuild of <a href=\"/builds/{id}\">#{id}</a>, by admin"
+        )),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("Pushed by"), "{}", page.body);
+    // The pushed build says nothing of the kind.
+    let page = get(&server, &format!("/builds/{id}")).await;
+    assert!(!page.body.contains("rebuild of"), "{}", page.body);
+    common::wait_final(&server.base(), again).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_page_lists_each_branch_with_its_latest_build_and_can_trigger_one() {
+    let server = start(&[("app", &pipeline(NOOP))], 0).await;
+    let mut last = std::collections::HashMap::new();
+    for (n, branch) in ["main", "feature/<x>", "main"].iter().enumerate() {
+        let body = common::github_push(
+            "/nonexistent/repo.git",
+            &format!("refs/heads/{branch}"),
+            ZERO,
+            &format!("{:040x}", n + 1),
+            &format!("change {n}"),
+        );
+        last.insert(
+            *branch,
+            deliver(&server, "app", &body, &format!("p-{n}")).await,
+        );
+    }
+    let page = get(&server, "/pipelines/app").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_html_headers(&page);
+    let html = &page.body;
+    let (branches, recent) = html.split_once("Recent builds").expect("two tables");
+    assert!(
+        branches.contains(&format!("href=\"/builds/{}\"", last["main"])),
+        "{branches}"
+    );
+    assert!(
+        branches.contains(&format!("href=\"/builds/{}\"", last["feature/<x>"])),
+        "{branches}"
+    );
+    assert_eq!(
+        branches.matches("href=\"/builds/").count(),
+        2,
+        "one per branch: {branches}"
+    );
+    assert!(branches.contains("feature/&lt;x&gt;"), "{branches}");
+    assert!(
+        branches.contains("href=\"/?pipeline=app&amp;branch=feature%2F%3Cx%3E\""),
+        "{branches}"
+    );
+    assert_eq!(recent.matches("href=\"/builds/").count(), 3, "{recent}");
+    assert!(
+        html.contains("data-post=\"/api/pipelines/app/trigger\""),
+        "{html}"
+    );
+    assert!(
+        html.contains("data-branch-from=\"trigger-branch\""),
+        "{html}"
+    );
+    let page = get(&server, "/pipelines/nope").await;
+    assert_eq!(page.status, 404);
+    server.stop().await;
+
+    // Without an admin token, no buttons: the page says how to set one.
+    let server = TestServer::start(&[("app", &pipeline(NOOP))], |c| {
+        c.max_parallel_builds = 0;
+    })
+    .await;
+    let page = get(&server, "/pipelines/app").await;
+    assert!(!page.body.contains("data-post="), "{}", page.body);
+    assert!(page.body.contains("HOOKCI_ADMIN_TOKEN"), "{}", page.body);
     server.stop().await;
 }

@@ -93,6 +93,7 @@ fn build_filter(query: &BTreeMap<String, String>) -> Result<BuildFilter, ApiErro
         statuses,
         before,
         limit,
+        event: non_empty("event"),
     })
 }
 
@@ -173,6 +174,7 @@ pub async fn rebuild(
         pusher: old.pusher,
     };
     let queued = queue(&state, pipeline, push, host).await?;
+    record_origin(&state, queued, Some(id)).await;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "id": queued, "url": state.build_url(queued), "rebuild_of": id })),
@@ -268,6 +270,7 @@ pub async fn trigger(
         pusher: "api".to_owned(),
     };
     let queued = queue(&state, pipeline, push, host).await?;
+    record_origin(&state, queued, None).await;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "id": queued, "url": state.build_url(queued) })),
@@ -295,6 +298,19 @@ async fn queue(
         queued.superseded_queued,
     );
     Ok(queued.id)
+}
+
+/// Records that build `id` was queued with the admin token (a rebuild of
+/// `rebuild_of`, or a trigger), for the pages. The build is queued already:
+/// a failure here only loses that note, so it is logged, not answered.
+async fn record_origin(state: &AppState, id: i64, rebuild_of: Option<i64>) {
+    let origin = crate::store::BuildOrigin {
+        rebuild_of,
+        triggered_by: "admin".to_owned(),
+    };
+    if let Err(e) = state.store().record_origin(id, origin).await {
+        tracing::warn!(build = id, error = %e, "cannot record where a build came from");
+    }
 }
 
 /// A build as the API shows it.

@@ -15,8 +15,12 @@
 //! handlers only read the store and log files: they never change a build.
 
 mod badge;
+mod live;
 mod logtail;
+mod logview;
 mod view;
+
+pub use live::{build_live, index_live};
 
 use super::api::{build_id, require_read};
 use super::{ApiError, AppState};
@@ -29,9 +33,10 @@ use maud::Markup;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-/// How much of a log a build page embeds: its last MiB. The whole log is at
-/// `/api/builds/ID/log`.
-const LOG_EMBED_BYTES: u64 = 1024 * 1024;
+/// How much of a log a build page embeds: its last 512 KiB. Earlier parts
+/// are fetched on demand (`/builds/ID/log?before=OFFSET`), as much at a
+/// time; the whole log is at `/api/builds/ID/log`.
+const LOG_EMBED_BYTES: u64 = 512 * 1024;
 
 /// How many builds `GET /` lists per page.
 const INDEX_BUILDS: u32 = 50;
@@ -42,9 +47,9 @@ const INDEX_BUILDS: u32 = 50;
 static PAGE_CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
     let policy = format!(
         "default-src 'none'; style-src '{}'; script-src '{}'; connect-src 'self'; \
-         img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        csp_hash(view::STYLE),
-        csp_hash(view::LIVE_SCRIPT),
+         img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        csp_hash(&view::STYLE),
+        csp_hash(view::SCRIPT),
     );
     HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("default-src 'none'"))
 });
@@ -189,9 +194,20 @@ async fn index_page(
                 ))?,
         ),
     };
+    let status = match non_empty(&query, "status") {
+        None => None,
+        Some(st) => Some(st.parse::<BuildStatus>().map_err(|()| {
+            PageError::Page(
+                StatusCode::BAD_REQUEST,
+                "The status parameter must be one of queued, running, success, failure, error, cancelled, skipped.",
+            )
+        })?),
+    };
     let filter = view::IndexFilter {
         pipeline: non_empty(&query, "pipeline"),
         branch: non_empty(&query, "branch"),
+        status,
+        event: non_empty(&query, "event"),
         before,
     };
 
@@ -209,9 +225,10 @@ async fn index_page(
         .builds(BuildFilter {
             pipeline: filter.pipeline.clone(),
             branch: filter.branch.clone(),
-            statuses: Vec::new(),
+            statuses: filter.status.into_iter().collect(),
             before: filter.before,
             limit: INDEX_BUILDS,
+            event: filter.event.clone(),
         })
         .await?;
     let older = (builds.len() == INDEX_BUILDS as usize)
@@ -225,6 +242,46 @@ async fn index_page(
         older,
         now: time::OffsetDateTime::now_utc(),
     }))
+}
+
+/// `GET /pipelines/NAME`: a pipeline, the latest build of each branch, its
+/// newest builds, and a button to trigger a branch.
+pub async fn pipeline_page(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let page = async {
+        check_read(&state, &headers)?;
+        let no_such_pipeline = PageError::Page(StatusCode::NOT_FOUND, "There is no such pipeline.");
+        let Ok(Path(name)) = name else {
+            return Err(no_such_pipeline);
+        };
+        let pipelines = state.pipelines();
+        let Some(pipeline) = pipelines.get(&name) else {
+            return Err(no_such_pipeline);
+        };
+        let branches = state.store().latest_per_branch(&name, 100).await?;
+        let recent = state
+            .store()
+            .builds(BuildFilter {
+                pipeline: Some(name.clone()),
+                limit: 20,
+                ..BuildFilter::default()
+            })
+            .await?;
+        Ok::<_, PageError>(view::pipeline(&view::PipelinePage {
+            pipeline,
+            branches: &branches,
+            recent: &recent,
+            admin: state.config().admin_token.is_some(),
+            now: time::OffsetDateTime::now_utc(),
+        }))
+    };
+    match page.await {
+        Ok(markup) => html(StatusCode::OK, markup),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// `GET /builds/ID`: one build, its steps, its reports and its log, followed
@@ -256,8 +313,6 @@ async fn build_page_markup(
     let Some(build) = state.store().build(id).await? else {
         return Err(no_such_build);
     };
-    let steps = state.store().steps(id).await?;
-    let reports = state.store().reports(id).await?;
     let log = match logtail::read(&state.log_path(id), LOG_EMBED_BYTES).await {
         Ok(tail) => Some(tail),
         Err(e) => {
@@ -265,13 +320,183 @@ async fn build_page_markup(
             None
         }
     };
-    Ok(view::build(&view::BuildPage {
-        build: &build,
-        steps: &steps,
-        reports: &reports,
-        log: log.as_ref(),
-        now: time::OffsetDateTime::now_utc(),
-    }))
+    let ctx = BuildContext::load(state, build).await?;
+    let log = match log {
+        Some(tail) => {
+            let live = !ctx.build.status.is_final();
+            Some(layout_log(state, id, &ctx.steps, tail, live).await)
+        }
+        None => None,
+    };
+    Ok(view::build(&ctx.page(log.as_ref())))
+}
+
+/// What a build page shows besides its log.
+struct BuildContext {
+    build: Build,
+    steps: Vec<view::StepView>,
+    reports: Vec<crate::store::ReportRecord>,
+    origin: Option<crate::store::BuildOrigin>,
+    provider: Option<crate::pipeline::Provider>,
+    admin: bool,
+}
+
+impl BuildContext {
+    async fn load(state: &AppState, build: Build) -> Result<BuildContext, PageError> {
+        let id = build.id;
+        let records = state.store().steps(id).await?;
+        let reports = state.store().reports(id).await?;
+        let origin = state.store().origin(id).await?;
+        let pipelines = state.pipelines();
+        let pipeline = pipelines.get(&build.pipeline);
+        let host = build.host.as_deref().and_then(|h| h.parse().ok());
+        let provider = pipeline.map(|p| p.provider_for(host));
+        let steps = step_views(&build, records, pipeline);
+        Ok(BuildContext {
+            build,
+            steps,
+            reports,
+            origin,
+            provider,
+            admin: state.config().admin_token.is_some(),
+        })
+    }
+
+    fn page<'a>(&'a self, log: Option<&'a view::LogPart>) -> view::BuildPage<'a> {
+        view::BuildPage {
+            build: &self.build,
+            steps: &self.steps,
+            reports: &self.reports,
+            origin: self.origin.as_ref(),
+            log,
+            provider: self.provider,
+            admin: self.admin,
+            now: time::OffsetDateTime::now_utc(),
+        }
+    }
+}
+
+/// The steps with whether a failure was allowed. The store does not keep
+/// the rule, but what the runner did shows it: a failed step after which
+/// the build went on (a later step ran, or the build passed) was allowed.
+/// While nothing ran after it yet, the pipeline as loaded now says.
+fn step_views(
+    build: &Build,
+    records: Vec<crate::store::StepRecord>,
+    pipeline: Option<&crate::pipeline::Pipeline>,
+) -> Vec<view::StepView> {
+    use crate::store::StepStatus;
+    let ran = |s: &crate::store::StepRecord| {
+        !matches!(s.status, StepStatus::Pending | StepStatus::Skipped)
+    };
+    (0..records.len())
+        .map(|i| {
+            let r = &records[i];
+            let allowed = r.status == StepStatus::Failure
+                && (build.status == BuildStatus::Success
+                    || records[i + 1..].iter().any(ran)
+                    || (!build.status.is_final()
+                        && pipeline
+                            .and_then(|p| p.steps.get(i))
+                            .is_some_and(|s| s.name == r.name && s.allow_failure)));
+            view::StepView {
+                record: r.clone(),
+                allowed,
+            }
+        })
+        .collect()
+}
+
+/// Lays out a log part for a page: numbered from the line it starts at, in
+/// the section it starts in.
+async fn layout_log(
+    state: &AppState,
+    id: i64,
+    steps: &[view::StepView],
+    tail: logtail::LogTail,
+    live: bool,
+) -> view::LogPart {
+    let names: Vec<String> = steps.iter().map(|s| s.record.name.clone()).collect();
+    let (first_line, section) = if tail.skipped > 0 {
+        let started = steps
+            .iter()
+            .filter(|s| s.record.status != crate::store::StepStatus::Pending)
+            .count();
+        let lines = logtail::lines_before(&state.log_path(id), tail.skipped)
+            .await
+            .unwrap_or(0);
+        (
+            lines + 1,
+            logview::section_at_cut(&tail.text, &names, started),
+        )
+    } else {
+        (1, None)
+    };
+    let mut parser = logview::LogParser::new(names, section, first_line);
+    let mut ops = vec![logview::Op::Section(section)];
+    let rest = parser.feed(&tail.text, &mut ops);
+    // An unfinished last line: a live page leaves it to its stream, which
+    // sends it once it is complete; a finished log ends there.
+    let end = tail.end - rest.len() as u64;
+    let (next_line, (section_now, in_group)) = (parser.next_line, parser.state());
+    if !rest.is_empty() && !live {
+        parser.line(rest, &mut ops);
+    }
+    view::LogPart {
+        sections: logview::sections(ops),
+        skipped: tail.skipped,
+        missing: tail.missing,
+        end,
+        next_line,
+        section: section_now,
+        in_group,
+    }
+}
+
+/// `GET /builds/ID/log?before=OFFSET`: the part of the log before byte
+/// OFFSET, as HTML for the build page to put in place (its "Show earlier
+/// output").
+pub async fn log_part(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let part = async {
+        check_read(&state, &headers)?;
+        let no_such_build = PageError::Page(StatusCode::NOT_FOUND, "There is no such build.");
+        let Ok(Path(raw)) = id else {
+            return Err(no_such_build);
+        };
+        let Ok(id) = build_id(&raw) else {
+            return Err(no_such_build);
+        };
+        let query = query_map(query)?;
+        let before = non_empty(&query, "before")
+            .and_then(|b| b.parse::<u64>().ok())
+            .ok_or(PageError::Page(
+                StatusCode::BAD_REQUEST,
+                "The before parameter must be a byte offset.",
+            ))?;
+        let Some(build) = state.store().build(id).await? else {
+            return Err(no_such_build);
+        };
+        let path = state.log_path(id);
+        let tail = logtail::read_before(&path, Some(before), LOG_EMBED_BYTES)
+            .await
+            .map_err(|e| {
+                tracing::error!(build = id, error = %e, "cannot read a build log part");
+                PageError::Page(StatusCode::SERVICE_UNAVAILABLE, "The log cannot be read.")
+            })?;
+        let records = state.store().steps(id).await?;
+        let steps = step_views(&build, records, None);
+        let part = layout_log(&state, id, &steps, tail.clone(), false).await;
+        Ok::<_, PageError>(view::log_part(id, &part.sections, tail.skipped))
+    };
+    match part.await {
+        Ok(markup) => html(StatusCode::OK, markup),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// `GET /badge/NAME.svg?branch=B`: the latest finished build of pipeline
@@ -345,6 +570,7 @@ async fn badge_build(
             statuses,
             before: None,
             limit: 1,
+            event: None,
         };
         Ok::<_, PageError>(state.store().builds(filter).await?.into_iter().next())
     };

@@ -133,6 +133,16 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX deliveries_by_received ON deliveries (received_at);
     "#,
+    // 5: where a build no push carried came from (a rebuild of another
+    // build, a trigger), for the pages to say so.
+    r#"
+    CREATE TABLE build_origins (
+        build        INTEGER PRIMARY KEY REFERENCES builds(id) ON DELETE CASCADE,
+        rebuild_of   INTEGER,
+        triggered_by TEXT NOT NULL
+    );
+    CREATE INDEX builds_by_event ON builds (event, id);
+    "#,
 ];
 
 /// Brings the schema up to date. Refuses a database written by a newer

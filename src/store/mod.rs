@@ -396,6 +396,8 @@ pub struct BuildFilter {
     pub statuses: Vec<BuildStatus>,
     /// Only builds with a smaller id (paging).
     pub before: Option<i64>,
+    /// Only builds of this event (`push`, `tag`).
+    pub event: Option<String>,
     /// At most this many (newest first).
     pub limit: u32,
 }
@@ -528,6 +530,37 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// A build's reports, oldest first.
     fn reports(&self, build: i64) -> BoxFuture<'_, Result<Vec<ReportRecord>, StoreError>>;
+
+    /// Records where a build queued by hand came from.
+    fn record_origin(
+        &self,
+        build: i64,
+        origin: BuildOrigin,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Where a build queued by hand came from; `None` for a pushed build.
+    fn origin(&self, build: i64) -> BoxFuture<'_, Result<Option<BuildOrigin>, StoreError>>;
+
+    /// The newest build of each branch of `pipeline`, newest first, at
+    /// most `limit`.
+    fn latest_per_branch(
+        &self,
+        pipeline: String,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<Build>, StoreError>>;
+
+    /// The newest build id and every queued or running build with its
+    /// state: what changes when a build is queued, starts or ends.
+    fn activity(&self) -> BoxFuture<'_, Result<(i64, Vec<(i64, String)>), StoreError>>;
+}
+
+/// Where a build no push carried came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BuildOrigin {
+    /// The build it re-runs, for a rebuild.
+    pub rebuild_of: Option<i64>,
+    /// Who asked for it (`admin`: the admin token).
+    pub triggered_by: String,
 }
 
 /// Options for opening a store.
@@ -743,6 +776,32 @@ impl Store {
     /// See [`Backend::builds`].
     pub async fn builds(&self, filter: BuildFilter) -> Result<Vec<Build>, StoreError> {
         self.backend.builds(filter).await
+    }
+
+    /// See [`Backend::record_origin`].
+    pub async fn record_origin(&self, build: i64, origin: BuildOrigin) -> Result<(), StoreError> {
+        self.backend.record_origin(build, origin).await
+    }
+
+    /// See [`Backend::origin`].
+    pub async fn origin(&self, build: i64) -> Result<Option<BuildOrigin>, StoreError> {
+        self.backend.origin(build).await
+    }
+
+    /// See [`Backend::latest_per_branch`].
+    pub async fn latest_per_branch(
+        &self,
+        pipeline: &str,
+        limit: u32,
+    ) -> Result<Vec<Build>, StoreError> {
+        self.backend
+            .latest_per_branch(pipeline.to_owned(), limit)
+            .await
+    }
+
+    /// See [`Backend::activity`].
+    pub async fn activity(&self) -> Result<(i64, Vec<(i64, String)>), StoreError> {
+        self.backend.activity().await
     }
 
     /// How many builds are queued.

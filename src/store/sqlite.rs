@@ -9,9 +9,9 @@
 
 use super::migrations;
 use super::{
-    Backend, BoxFuture, Build, BuildFilter, BuildStatus, CancelOutcome, ClaimPolicy, Manual,
-    NewBuild, NewDelivery, Recorded, Recovery, ReportJob, ReportOutcome, ReportRecord, StepRecord,
-    StepStatus, StoreError, StoreOptions, now_rfc3339,
+    Backend, BoxFuture, Build, BuildFilter, BuildOrigin, BuildStatus, CancelOutcome, ClaimPolicy,
+    Manual, NewBuild, NewDelivery, Recorded, Recovery, ReportJob, ReportOutcome, ReportRecord,
+    StepRecord, StepStatus, StoreError, StoreOptions, now_rfc3339,
 };
 use crate::webhook::{Host, RefKind};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -511,7 +511,7 @@ impl Backend for SqliteBackend {
                 "SELECT {BUILD_COLUMNS} FROM builds
                  WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR branch = ?2)
                    AND (?3 = '[]' OR status IN (SELECT value FROM json_each(?3)))
-                   AND (?4 IS NULL OR id < ?4)
+                   AND (?4 IS NULL OR id < ?4) AND (?6 IS NULL OR event = ?6)
                  ORDER BY id DESC LIMIT ?5"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
@@ -521,7 +521,8 @@ impl Backend for SqliteBackend {
                     filter.branch,
                     statuses,
                     filter.before,
-                    filter.limit
+                    filter.limit,
+                    filter.event
                 ],
                 build_from_row,
             )?;
@@ -876,6 +877,71 @@ impl Backend for SqliteBackend {
                 .prepare_cached("SELECT queued FROM queue_stats WHERE id = 1")?
                 .query_row([], |r| r.get(0))?;
             Ok(n.max(0) as u64)
+        }))
+    }
+
+    fn record_origin(
+        &self,
+        build: i64,
+        origin: BuildOrigin,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO build_origins (build, rebuild_of, triggered_by)
+                 SELECT id, ?2, ?3 FROM builds WHERE id = ?1",
+            )?
+            .execute(params![build, origin.rebuild_of, origin.triggered_by])?;
+            Ok(())
+        }))
+    }
+
+    fn origin(&self, build: i64) -> BoxFuture<'_, Result<Option<BuildOrigin>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT rebuild_of, triggered_by FROM build_origins WHERE build = ?1",
+                )?
+                .query_row([build], |r| {
+                    Ok(BuildOrigin {
+                        rebuild_of: r.get(0)?,
+                        triggered_by: r.get(1)?,
+                    })
+                })
+                .optional()?)
+        }))
+    }
+
+    fn latest_per_branch(
+        &self,
+        pipeline: String,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<Build>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            let sql = format!(
+                "SELECT {BUILD_COLUMNS} FROM builds WHERE id IN
+                   (SELECT MAX(id) FROM builds WHERE pipeline = ?1 AND branch IS NOT NULL
+                    GROUP BY branch)
+                 ORDER BY id DESC LIMIT ?2"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![pipeline, limit], build_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        }))
+    }
+
+    fn activity(&self) -> BoxFuture<'_, Result<(i64, Vec<(i64, String)>), StoreError>> {
+        Box::pin(self.read(|conn| {
+            let newest: i64 = conn
+                .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM builds")?
+                .query_row([], |r| r.get(0))?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, status FROM builds WHERE status IN ('queued', 'running')
+                 ORDER BY id DESC LIMIT 1000",
+            )?;
+            let active = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((newest, active))
         }))
     }
 }

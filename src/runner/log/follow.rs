@@ -55,6 +55,15 @@ impl LogFollower {
         }
     }
 
+    /// The same reader, from byte `offset` on (a page that shows the log up
+    /// to there follows the rest). Before the first read only.
+    pub fn starting_at(mut self, offset: u64) -> LogFollower {
+        if self.file.is_none() {
+            self.offset = offset;
+        }
+        self
+    }
+
     /// How many bytes this follower has handed out.
     pub fn offset(&self) -> u64 {
         self.offset
