@@ -281,7 +281,8 @@ async fn a_running_builds_page_follows_its_log_with_a_script_its_policy_allows()
     let steps = format!(
         "[[steps]]\nname = \"long\"\nrun = '''\necho started-marker\n\
          while [ ! -e {} ]; do sleep 0.05; done\n\
-         printf '\\033[1;31mafter-go <i>\\033[0m\\n'\nsleep 41337\n'''\n",
+         printf '\\033[1;31mafter-go <i>\\033[0m\\n'\n'''\n\
+         [[steps]]\nname = \"second\"\nrun = \"echo second-step; sleep 41337\"\n",
         go.display()
     );
     let server = start(&[("app", &pipeline(&steps))], 1).await;
@@ -315,7 +316,12 @@ async fn a_running_builds_page_follows_its_log_with_a_script_its_policy_allows()
         html.contains("<noscript><meta http-equiv=\"refresh\""),
         "{html}"
     );
-    // The running step's section is open; a cancel button is there.
+    // The running step's section is open, the next one is there to
+    // receive its lines; a cancel button is there.
+    assert!(
+        html.contains("<details class=\"sec\" id=\"sec-1\">"),
+        "{html}"
+    );
     assert!(
         html.contains("<details class=\"sec\" id=\"sec-0\" open>"),
         "{html}"
@@ -339,6 +345,19 @@ async fn a_running_builds_page_follows_its_log_with_a_script_its_policy_allows()
         "{log}"
     );
     assert!(!log.contains("started-marker"), "only new lines: {log}");
+    // The next step's lines go to its section; the step table and the
+    // section headings follow without a reload.
+    let log = stream
+        .until("event: log", |s| s.contains("second-step"))
+        .await;
+    assert!(log.contains("{\"s\":\"1\"}"), "a new section: {log}");
+    let state = stream
+        .until("event: state", |s| s.contains("\"sum-1\":\"<span class=\\\"sum\\\"><span class=\\\"name\\\">second</span><span class=\\\"st st-running"))
+        .await;
+    assert!(
+        state.contains("\"sum-0\":\"<span class=\\\"sum\\\"><span class=\\\"name\\\">long</span><span class=\\\"st st-success"),
+        "{state}"
+    );
 
     // Cancelled, the page shows the final state and follows nothing.
     let res = client()
@@ -931,5 +950,32 @@ async fn a_pipeline_page_lists_each_branch_with_its_latest_build_and_can_trigger
     let page = get(&server, "/pipelines/app").await;
     assert!(!page.body.contains("data-post="), "{}", page.body);
     assert!(page.body.contains("HOOKCI_ADMIN_TOKEN"), "{}", page.body);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_stream_says_when_a_build_is_queued() {
+    let server = start(&[("app", &pipeline(NOOP))], 0).await;
+    let page = get(&server, "/").await;
+    assert!(
+        page.body.contains("data-index-live=\"/live\""),
+        "{}",
+        page.body
+    );
+    let mut stream = Sse::open(&server, "/live").await;
+    // The stream has read the store once: a push now is a change.
+    stream.until("event: ready", |_| true).await;
+    let body = common::github_push(
+        "/nonexistent/repo.git",
+        "refs/heads/main",
+        ZERO,
+        &"b".repeat(40),
+        "x",
+    );
+    deliver(&server, "app", &body, "live-index-1").await;
+    stream.until("event: changed", |_| true).await;
+    // An open stream would hold the server's shutdown until its drain
+    // timeout.
+    drop(stream);
     server.stop().await;
 }

@@ -8,7 +8,7 @@
 //!   change (at most once a second); `end` tells the page to reload: the
 //!   build ended, or its steps were recorded after the page was rendered.
 //! - `GET /live`: the index's `changed` event, when a build is queued,
-//!   starts or ends.
+//!   starts or ends (after `ready`, once it has read the store).
 
 use super::{BuildContext, PageError, check_read, logview, non_empty, query_map, view};
 use crate::http::AppState;
@@ -274,11 +274,17 @@ pub async fn index_live(State(state): State<AppState>, headers: HeaderMap) -> Re
                 Ok(now) => now,
                 Err(_) => continue,
             };
-            if last.as_ref().is_some_and(|l| *l != now)
-                && tx
-                    .send(Event::default().event("changed").data("1"))
-                    .await
-                    .is_err()
+            let event = match &last {
+                None => "ready",
+                Some(l) if *l != now => "changed",
+                Some(_) => {
+                    continue;
+                }
+            };
+            if tx
+                .send(Event::default().event(event).data("1"))
+                .await
+                .is_err()
             {
                 return;
             }
