@@ -303,3 +303,100 @@ async fn a_browser_follows_a_running_build_sees_colours_and_re_runs_it() {
     common::wait_final(&server.base(), id + 1).await;
     server.stop().await;
 }
+
+/// The README's screenshots: `cargo test --test ui_browser -- --ignored`
+/// writes docs/shots/{index,build}-{light,dark}.png and index-400px.png.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes the README's screenshots"]
+async fn screenshots() {
+    let bin = chromium().expect("chromium");
+    let app = "[[steps]]\nname = \"build\"\nrun = '''\n\
+         echo '::group::Fetch dependencies'\n\
+         for c in serde tokio axum maud; do printf '\\033[1;32m  Downloaded\\033[0m %s\\n' $c; done\n\
+         echo '::endgroup::'\n\
+         printf '\\033[1;32m   Compiling\\033[0m app v0.3.1\\n\\033[1;32m    Finished\\033[0m release in 41.2s\\n'\n'''\n\
+         [[steps]]\nname = \"lint\"\nallow_failure = true\nrun = '''\n\
+         printf '\\033[33mwarning\\033[0m: unused variable `x`\\n'\nexit 1\n'''\n\
+         [[steps]]\nname = \"test\"\nrun = '''\n\
+         printf 'running 3 tests\\ntest login::ok ... \\033[32mok\\033[0m\\ntest login::expired ... \\033[32mok\\033[0m\\n'\n\
+         printf 'test login::lockout ... \\033[1;31mFAILED\\033[0m\\n\\n\\033[1mfailures:\\033[0m\\n  assertion failed: attempts < 5\\n'\nexit 101\n'''\n\
+         [[steps]]\nname = \"deploy\"\nrun = \"true\"\n";
+    let docs = "[[steps]]\nname = \"build\"\nrun = \"echo site built\"\n";
+    let server = TestServer::start(&[("app", &pipeline(app)), ("docs", &pipeline(docs))], |c| {
+        c.max_parallel_builds = 1;
+        c.admin_token = Some(hookci::secret::Secret::new(ADMIN));
+    })
+    .await;
+    let up = Upstream::new("shots");
+    let mut last = 0;
+    for (n, (name, branch, msg)) in [
+        ("docs", "main", "Docs: describe the pipeline page"),
+        ("app", "main", "Login: lock an account after five attempts"),
+        (
+            "app",
+            "feature/sso",
+            "SSO: accept the IdP's signed assertion",
+        ),
+        (
+            "app",
+            "main",
+            "Login: count attempts per account, not per IP",
+        ),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let commit = up.push(&[("README", &format!("{n}\n"))], msg);
+        let body = common::github_push(
+            &up.url(),
+            &format!("refs/heads/{branch}"),
+            ZERO,
+            &commit,
+            msg,
+        );
+        last = common::queue_github(&server.base(), name, SECRET, &format!("shot-{n}"), &body)
+            .await[0];
+        common::wait_final(&server.base(), last).await;
+    }
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/shots");
+    std::fs::create_dir_all(&shots).expect("docs/shots");
+    let index = server.url("/");
+    let build = server.url(&format!("/builds/{last}"));
+    tokio::task::spawn_blocking(move || {
+        use base64::Engine;
+        let browser = Browser::start(&bin);
+        let mut page = browser.page();
+        page.call("Page.enable", json!({})).expect("Page.enable");
+        for (file, url, scheme, width) in [
+            ("index-light.png", &index, "light", 1000),
+            ("index-dark.png", &index, "dark", 1000),
+            ("index-400px.png", &index, "light", 400),
+            ("build-light.png", &build, "light", 1000),
+            ("build-dark.png", &build, "dark", 1000),
+        ] {
+            page.call(
+                "Emulation.setEmulatedMedia",
+                json!({ "features": [{ "name": "prefers-color-scheme", "value": scheme }] }),
+            )
+            .expect("media");
+            page.call(
+                "Emulation.setDeviceMetricsOverride",
+                json!({ "width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 500 }),
+            )
+            .expect("metrics");
+            page.call("Page.navigate", json!({ "url": url })).expect("navigate");
+            page.wait_load();
+            page.wait_for("document.readyState === 'complete'");
+            let shot = page
+                .call("Page.captureScreenshot", json!({ "format": "png" }))
+                .expect("screenshot");
+            let png = base64::engine::general_purpose::STANDARD
+                .decode(shot["data"].as_str().expect("data"))
+                .expect("base64");
+            std::fs::write(shots.join(file), png).expect("write");
+        }
+    })
+    .await
+    .expect("the browser session");
+    server.stop().await;
+}

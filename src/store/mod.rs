@@ -551,8 +551,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// The newest build id and every queued or running build with its
     /// state: what changes when a build is queued, starts or ends.
-    fn activity(&self) -> BoxFuture<'_, Result<(i64, Vec<(i64, String)>), StoreError>>;
+    fn activity(&self) -> BoxFuture<'_, Result<Activity, StoreError>>;
 }
+
+/// The newest build id, and every queued or running build with its state.
+pub type Activity = (i64, Vec<(i64, String)>);
 
 /// Where a build no push carried came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -800,7 +803,7 @@ impl Store {
     }
 
     /// See [`Backend::activity`].
-    pub async fn activity(&self) -> Result<(i64, Vec<(i64, String)>), StoreError> {
+    pub async fn activity(&self) -> Result<Activity, StoreError> {
         self.backend.activity().await
     }
 

@@ -929,7 +929,7 @@ impl Backend for SqliteBackend {
         }))
     }
 
-    fn activity(&self) -> BoxFuture<'_, Result<(i64, Vec<(i64, String)>), StoreError>> {
+    fn activity(&self) -> BoxFuture<'_, Result<super::Activity, StoreError>> {
         Box::pin(self.read(|conn| {
             let newest: i64 = conn
                 .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM builds")?

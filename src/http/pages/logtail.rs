@@ -103,24 +103,18 @@ pub async fn lines_before(path: &Path, offset: u64) -> io::Result<u64> {
         .unwrap_or_else(|p| p.into_inner())
         .get(path)
         .copied();
-    let (mut at, mut lines) = match cached {
+    // A part just before a counted offset (the page's "Show earlier
+    // output") is counted back from there.
+    if let Some((at, lines)) = cached.filter(|(at, _)| *at > offset && *at - offset <= offset) {
+        let between = count_newlines(path, offset, at).await?;
+        return Ok(lines.saturating_sub(between));
+    }
+    let (from, before_from) = match cached {
         Some((at, lines)) if at <= offset => (at, lines),
         _ => (0, 0),
     };
-    if at < offset {
-        let mut file = tokio::fs::File::open(path).await?;
-        file.seek(io::SeekFrom::Start(at)).await?;
-        let mut buf = vec![0u8; 1 << 20];
-        while at < offset {
-            let want = usize::try_from((offset - at).min(buf.len() as u64)).unwrap_or(buf.len());
-            let n = file.read(&mut buf[..want]).await?;
-            if n == 0 {
-                break;
-            }
-            lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
-            at += n as u64;
-        }
-    }
+    let lines = before_from + count_newlines(path, from, offset).await?;
+    let at = offset;
     let mut counted = COUNTED.lock().unwrap_or_else(|p| p.into_inner());
     if counted.len() >= COUNTED_MAX && !counted.contains_key(path) {
         counted.clear();
@@ -128,6 +122,24 @@ pub async fn lines_before(path: &Path, offset: u64) -> io::Result<u64> {
     let entry = counted.entry(path.to_path_buf()).or_insert((0, 0));
     if entry.0 < at {
         *entry = (at, lines);
+    }
+    Ok(lines)
+}
+
+/// How many `\n` the file at `path` has in `[from, to)`.
+async fn count_newlines(path: &Path, from: u64, to: u64) -> io::Result<u64> {
+    let mut file = tokio::fs::File::open(path).await?;
+    file.seek(io::SeekFrom::Start(from)).await?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut at, mut lines) = (from, 0);
+    while at < to {
+        let want = usize::try_from((to - at).min(buf.len() as u64)).unwrap_or(buf.len());
+        let n = file.read(&mut buf[..want]).await?;
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        at += n as u64;
     }
     Ok(lines)
 }
@@ -150,6 +162,12 @@ mod tests {
         // Counted again from the cache, and for an earlier offset from 0.
         assert_eq!(lines_before(&path, tail.skipped).await.unwrap() + 1, first);
         assert_eq!(lines_before(&path, 7).await.unwrap(), 1);
+        // Just before the counted offset: counted back from it.
+        let back = tail.skipped - 12;
+        assert_eq!(
+            lines_before(&path, back).await.unwrap(),
+            text[..back as usize].matches('\n').count() as u64
+        );
         let part = read_before(&path, Some(tail.skipped), 30).await.unwrap();
         assert!(part.text.ends_with(&format!("line {}\n", first - 1)));
         assert!(part.text.starts_with("line "));

@@ -53,7 +53,7 @@ button{cursor:pointer;background:#f6f8fa}button.primary{background:#1f883d;color
 #log>details[open]>summary{background:#161b22}
 .sum{display:inline-flex;gap:.6rem;align-items:center}.sum .name{font-weight:600}.sum .dur{color:#8b949e}
 .lines{padding:.2rem 0}
-.lines div,.grp>summary{position:relative;padding-left:5.2em;padding-right:.6rem;white-space:pre-wrap;overflow-wrap:anywhere}
+.lines div,.grp>summary{position:relative;min-height:1.5em;padding-left:5.2em;padding-right:.6rem;white-space:pre-wrap;overflow-wrap:anywhere}
 .lines div:target,.grp>summary:target{background:#3b2e00}
 .lines div>a:first-child,.grp>summary>a:first-child{position:absolute;left:0;width:4.4em;text-align:right;color:#6e7681;user-select:none}
 .grp>summary{cursor:pointer;color:#d2a8ff;list-style-position:inside}.grp>div{padding-left:6.2em}
@@ -743,9 +743,8 @@ pub fn compare_url(b: &Build) -> Option<String> {
     let web = web_url(b)?;
     let before = hex_id(&b.before).filter(|s| s.bytes().any(|c| c != b'0'))?;
     let after = hex_id(&b.after).or_else(|| hex_id(&b.commit))?;
-    if b.branch.is_none() {
-        return None;
-    }
+    // A tag push has nothing to compare with.
+    b.branch.as_ref()?;
     Some(match b.host.as_deref()?.parse::<Host>().ok()? {
         Host::Github | Host::Gitea | Host::Forgejo | Host::Gogs => {
             format!("{web}/compare/{before}...{after}")
