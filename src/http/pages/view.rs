@@ -1154,4 +1154,104 @@ mod tests {
     fn query_values_are_percent_encoded() {
         assert_eq!(query_value("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
     }
+
+    fn build(host: &str, web: &str, before: &str, commit: &str) -> Build {
+        Build {
+            id: 1,
+            pipeline: "p".into(),
+            repo: "o/r".into(),
+            host: Some(host.into()),
+            event: "push".into(),
+            git_ref: "refs/heads/main".into(),
+            branch: Some("main".into()),
+            tag: None,
+            commit: commit.into(),
+            before: before.into(),
+            after: commit.into(),
+            status: BuildStatus::Success,
+            reason: None,
+            delivery: None,
+            attempt: 1,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            started_at: None,
+            finished_at: None,
+            clone_url: String::new(),
+            ssh_url: None,
+            web_url: Some(web.into()),
+            message: String::new(),
+            pusher: String::new(),
+            forced: false,
+            path_filters: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn commit_and_compare_links_follow_the_host_and_refuse_what_is_not_a_web_url_or_a_commit() {
+        let (a, b) = ("a".repeat(40), "b".repeat(40));
+        let gh = build("github", "https://github.com/o/r/", &a, &b);
+        assert_eq!(
+            commit_url(&gh).as_deref(),
+            Some(format!("https://github.com/o/r/commit/{b}").as_str())
+        );
+        assert_eq!(
+            compare_url(&gh).as_deref(),
+            Some(format!("https://github.com/o/r/compare/{a}...{b}").as_str())
+        );
+        let gl = build("gitlab", "https://gitlab.example/o/r", &a, &b);
+        assert!(commit_url(&gl).is_some_and(|u| u.ends_with(&format!("/-/commit/{b}"))));
+        assert!(compare_url(&gl).is_some_and(|u| u.contains("/-/compare/")));
+        // A new branch has nothing to compare with.
+        assert_eq!(
+            compare_url(&build("github", "https://h/o/r", &"0".repeat(40), &b)),
+            None
+        );
+        // Pushed values that are not a web URL or a commit id make no link.
+        for (web, commit) in [
+            ("javascript:alert(1)", b.as_str()),
+            ("https://h/o/r\"><script>", b.as_str()),
+            ("https://h/o/r", "../../evil"),
+            ("https://h/o/r", "abc?x=<y>"),
+        ] {
+            let x = build("github", web, &a, commit);
+            assert_eq!(commit_url(&x), None, "{web} {commit}");
+            assert_eq!(compare_url(&x), None, "{web} {commit}");
+        }
+        assert_eq!(commit_url(&build("generic", "https://h/o/r", &a, &b)), None);
+    }
+
+    #[test]
+    fn report_states_are_the_hosts_words() {
+        assert_eq!(host_state(Some(Provider::Github), "pending"), "pending");
+        assert_eq!(host_state(Some(Provider::Github), "cancelled"), "error");
+        assert_eq!(host_state(Some(Provider::Gitlab), "cancelled"), "canceled");
+        assert_eq!(host_state(Some(Provider::Gitlab), "failure"), "failed");
+        assert_eq!(
+            host_state(Some(Provider::Bitbucket), "success"),
+            "SUCCESSFUL"
+        );
+        assert_eq!(host_state(Some(Provider::Webhook), "running"), "running");
+        assert_eq!(host_state(None, "odd"), "odd");
+    }
+
+    #[test]
+    fn times_read_as_how_long_ago() {
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let ago_s = |s: i64| ago(now - time::Duration::seconds(s), now);
+        assert_eq!(ago_s(3), "just now");
+        assert_eq!(ago_s(42), "42 s ago");
+        assert_eq!(ago_s(5 * 60 + 3), "5 min ago");
+        assert_eq!(ago_s(3 * 3600), "3 h ago");
+        assert_eq!(ago_s(30 * 3600), "yesterday");
+        assert_eq!(ago_s(5 * 86_400), "5 days ago");
+        assert_eq!(ago_s(90 * 86_400), "2026-10-17");
+        let t = when(Some("2027-01-15T08:00:00Z"), now).into_string();
+        assert!(t.contains("title=\"2027-01-15 08:00:00 UTC\""), "{t}");
+    }
+
+    #[test]
+    fn the_style_sheet_has_a_dark_variant_and_a_narrow_layout() {
+        assert!(STYLE.contains("@media (prefers-color-scheme:dark)"));
+        assert!(STYLE.contains("@media (max-width:640px)"));
+        assert!(STYLE.contains(".wide{display:none}"));
+    }
 }
