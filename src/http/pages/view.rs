@@ -598,13 +598,6 @@ pub fn pipeline(page: &PipelinePage<'_>) -> Markup {
                 dt { "Concurrency" } dd { (p.concurrency.as_str()) }
                 dt { "Badge" } dd { img src={ "/badge/" (name) ".svg" } alt={ (p.name) " build status" } height="20"; }
             }
-            div.actions {
-                @if page.admin {
-                    label { "Branch " input #trigger-branch value="main" size="14"; }
-                    " " button.primary type="button" data-post={ "/api/pipelines/" (name) "/trigger" } data-branch-from="trigger-branch" { "Trigger a build" }
-                }
-                (token_form(page.admin))
-            }
             h2 { "Branches" }
             @if page.branches.is_empty() {
                 p.muted { "No branch has been built yet." }
@@ -624,6 +617,15 @@ pub fn pipeline(page: &PipelinePage<'_>) -> Markup {
                     }
                 }
             }
+        }
+        // Outside the parts the live index replaces: a replaced button
+        // would lose its listener and the typed branch.
+        div.actions {
+            @if page.admin {
+                label { "Branch " input #trigger-branch value="main" size="14"; }
+                " " button.primary type="button" data-post={ "/api/pipelines/" (name) "/trigger" } data-branch-from="trigger-branch" { "Trigger a build" }
+            }
+            (token_form(page.admin))
         }
         div #builds {
             h2 { "Recent builds" }
