@@ -10,16 +10,21 @@ use gitserve::Upstream;
 use std::time::{Duration, Instant};
 
 fn processes_with(needle: &str) -> usize {
+    pids_with(needle).len()
+}
+
+/// The pids whose command line contains `needle` (a marker unique to this test).
+fn pids_with(needle: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
         .expect("/proc")
         .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .filter(|c| {
-            String::from_utf8_lossy(c)
-                .replace('\0', " ")
-                .contains(needle)
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            text.contains(needle)
+                .then(|| e.file_name().to_string_lossy().into_owned())
         })
-        .count()
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,9 +83,12 @@ async fn a_build_interrupted_by_sigkill_runs_again_as_attempt_2_and_succeeds() {
         );
     } else {
         println!("no step cgroups here: the escapee is not checked");
-        let _ = std::process::Command::new("pkill")
-            .args(["-f", "sleep 41342"])
-            .status();
+        // The escapee is this test's own step's child: end it by its pid.
+        for pid in pids_with("sleep 41342") {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid])
+                .status();
+        }
     }
     let log = std::fs::read_to_string(dir.path().join(format!("data/logs/{id}.log"))).expect("log");
     assert!(log.contains("second run"), "{log}");
