@@ -279,6 +279,12 @@ async fn a_browser_follows_a_running_build_sees_colours_and_re_runs_it() {
         // The build ends: the page shows its final state.
         std::fs::write(&go2c, "").expect("go2");
         page.wait_for("document.getElementById('head-st').textContent === 'success'");
+        // At its end the page reloads into its final form, the one with the
+        // re-run button: wait for that document, not the one being replaced.
+        page.wait_for(
+            "document.readyState === 'complete' && document.getElementById('token') && \
+             document.querySelector('button[data-post$=\"/rebuild\"]')",
+        );
 
         // Re-run, with the token pasted into the page's form.
         page.eval(&format!(
