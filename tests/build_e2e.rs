@@ -496,17 +496,27 @@ async fn builds_beyond_keep_builds_are_pruned_with_their_logs() {
         before = c;
     }
     let logs = server.config.data_dir.join("logs");
+    // Pruning follows a build's end: the last build is final a moment before
+    // the prune after it is done, so look until it is (or 30 s have passed).
     for old in &ids[..2] {
-        let res = client()
-            .get(server.url(&format!("/api/builds/{old}")))
-            .send()
-            .await
-            .expect("get");
-        assert_eq!(res.status().as_u16(), 404, "build {old} was kept");
-        assert!(
-            !logs.join(format!("{old}.log")).exists(),
-            "the log of build {old} was kept"
-        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let res = client()
+                .get(server.url(&format!("/api/builds/{old}")))
+                .send()
+                .await
+                .expect("get");
+            let gone = res.status().as_u16() == 404 && !logs.join(format!("{old}.log")).exists();
+            if gone {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "build {old} or its log was kept ({})",
+                res.status()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
     for kept in &ids[2..] {
         assert_eq!(build(&server, *kept).await["status"], "success");

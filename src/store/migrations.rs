@@ -143,6 +143,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX builds_by_event ON builds (event, id);
     "#,
+    // 6: a claim finds the queued builds through indexes that hold only
+    // them, so its cost does not grow with the queue or the history.
+    r#"
+    CREATE INDEX builds_queued_by_pipeline ON builds (pipeline, id) WHERE status = 'queued';
+    CREATE INDEX builds_queued_by_ref ON builds (pipeline, ref, id) WHERE status = 'queued';
+    "#,
 ];
 
 /// Brings the schema up to date. Refuses a database written by a newer

@@ -375,51 +375,133 @@ fn supersede(
     Ok((ids, queued as u64))
 }
 
-/// Claims the oldest queued build that may run now.
+/// Claims a queued build that may run now, fairly and at a cost that does
+/// not grow with the queue.
+///
+/// A build may run when its pipeline is `parallel`, or when no build of its
+/// (pipeline, ref) is running; of one (pipeline, ref), the oldest goes first.
+/// Among the pipelines that have a build that may run, the one with the
+/// fewest builds running goes first (then the oldest build): a pipeline with
+/// a deep queue cannot starve the others.
+///
+/// Cost: per pipeline with queued builds (few: they come from the config),
+/// a look at its oldest [`HEAD_WINDOW`] queued builds, and only when all of
+/// them wait behind running ones, one index probe per queued ref of it. The
+/// queued rows are found through two partial indexes that hold queued builds
+/// only (migration 6).
 fn claim(conn: &Connection, policy: &ClaimPolicy) -> Result<Option<Build>, StoreError> {
     let mut busy = std::collections::HashSet::new();
+    let mut running: std::collections::HashMap<String, usize> = Default::default();
     {
         let mut stmt =
             conn.prepare_cached("SELECT pipeline, ref FROM builds WHERE status = 'running'")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         for row in rows {
-            busy.insert(row?);
+            let (pipeline, git_ref) = row?;
+            *running.entry(pipeline.clone()).or_default() += 1;
+            busy.insert((pipeline, git_ref));
         }
     }
-    let sql = format!(
-        "SELECT {BUILD_COLUMNS} FROM builds WHERE status = 'queued' ORDER BY id LIMIT 1000"
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let candidates = stmt.query_map([], build_from_row)?;
-    let mut chosen = None;
-    for build in candidates {
-        let build = build?;
-        if policy.parallel.contains(&build.pipeline) {
-            chosen = Some(build);
-            break;
-        }
-        // One build per (pipeline, ref) at a time, oldest first: the first
-        // queued build of a key is its oldest; later ones wait behind it.
-        let key = (build.pipeline.clone(), build.git_ref.clone());
-        if busy.insert(key) {
-            chosen = Some(build);
-            break;
+    let mut best: Option<(usize, i64)> = None;
+    for pipeline in queued_pipelines(conn)? {
+        let parallel = policy.parallel.contains(&pipeline);
+        let Some(id) = oldest_runnable(conn, &pipeline, parallel, &busy)? else {
+            continue;
+        };
+        let rank = (running.get(&pipeline).copied().unwrap_or(0), id);
+        if best.is_none_or(|b| rank < b) {
+            best = Some(rank);
         }
     }
-    let Some(mut build) = chosen else {
+    let Some((_, id)) = best else {
         return Ok(None);
     };
     let now = now_rfc3339();
-    conn.prepare_cached(
+    let sql = format!(
         "UPDATE builds SET status = 'running', started_at = ?2, finished_at = NULL,
              reason = NULL, cancel_reason = NULL
-         WHERE id = ?1 AND status = 'queued'",
-    )?
-    .execute(params![build.id, now])?;
-    build.status = BuildStatus::Running;
-    build.started_at = Some(now);
-    build.reason = None;
-    Ok(Some(build))
+         WHERE id = ?1 AND status = 'queued'
+         RETURNING {BUILD_COLUMNS}"
+    );
+    let build = conn
+        .prepare_cached(&sql)?
+        .query_row(params![id, now], build_from_row)
+        .optional()?;
+    Ok(build)
+}
+
+/// How many of a pipeline's oldest queued builds a claim looks at before it
+/// walks the pipeline's queued refs one by one instead.
+const HEAD_WINDOW: i64 = 64;
+
+/// The pipelines that have queued builds: one index probe per pipeline.
+fn queued_pipelines(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    let mut first = conn.prepare_cached(
+        "SELECT pipeline FROM builds INDEXED BY builds_queued_by_pipeline
+         WHERE status = 'queued' ORDER BY pipeline LIMIT 1",
+    )?;
+    let mut next = conn.prepare_cached(
+        "SELECT pipeline FROM builds INDEXED BY builds_queued_by_pipeline
+         WHERE status = 'queued' AND pipeline > ?1 ORDER BY pipeline LIMIT 1",
+    )?;
+    let mut at: Option<String> = first.query_row([], |r| r.get(0)).optional()?;
+    while let Some(pipeline) = at {
+        at = next.query_row([&pipeline], |r| r.get(0)).optional()?;
+        out.push(pipeline);
+    }
+    Ok(out)
+}
+
+/// The oldest queued build of `pipeline` that may run now.
+fn oldest_runnable(
+    conn: &Connection,
+    pipeline: &str,
+    parallel: bool,
+    busy: &std::collections::HashSet<(String, String)>,
+) -> Result<Option<i64>, StoreError> {
+    let mut window = conn.prepare_cached(
+        "SELECT id, ref FROM builds INDEXED BY builds_queued_by_pipeline
+         WHERE status = 'queued' AND pipeline = ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = window.query_map(params![pipeline, HEAD_WINDOW], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut seen = 0;
+    for row in rows {
+        let (id, git_ref) = row?;
+        seen += 1;
+        if parallel || !busy.contains(&(pipeline.to_owned(), git_ref)) {
+            return Ok(Some(id));
+        }
+    }
+    if seen < HEAD_WINDOW {
+        return Ok(None);
+    }
+    // Every build in the window waits behind a running one of its ref (a
+    // deep queue on a busy branch): walk the pipeline's queued refs, each
+    // one's oldest build by one index probe, and take the oldest of the refs
+    // that are free.
+    let mut first = conn.prepare_cached(
+        "SELECT ref, id FROM builds INDEXED BY builds_queued_by_ref
+         WHERE status = 'queued' AND pipeline = ?1 ORDER BY ref, id LIMIT 1",
+    )?;
+    let mut next = conn.prepare_cached(
+        "SELECT ref, id FROM builds INDEXED BY builds_queued_by_ref
+         WHERE status = 'queued' AND pipeline = ?1 AND ref > ?2 ORDER BY ref, id LIMIT 1",
+    )?;
+    let head = |r: &rusqlite::Row<'_>| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?));
+    let mut at = first.query_row([pipeline], head).optional()?;
+    let mut best: Option<i64> = None;
+    while let Some((git_ref, id)) = at {
+        at = next
+            .query_row(params![pipeline, git_ref], head)
+            .optional()?;
+        if !busy.contains(&(pipeline.to_owned(), git_ref)) && best.is_none_or(|b| id < b) {
+            best = Some(id);
+        }
+    }
+    Ok(best)
 }
 
 const BUILD_COLUMNS: &str = "id, pipeline, repo, host, event, ref, branch, tag, commit_sha,
