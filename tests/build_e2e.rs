@@ -499,7 +499,7 @@ async fn builds_beyond_keep_builds_are_pruned_with_their_logs() {
     // Pruning follows a build's end: the last build is final a moment before
     // the prune after it is done, so look until it is (or 30 s have passed).
     for old in &ids[..2] {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let res = client()
                 .get(server.url(&format!("/api/builds/{old}")))
@@ -511,11 +511,11 @@ async fn builds_beyond_keep_builds_are_pruned_with_their_logs() {
                 break;
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                Instant::now() < deadline,
                 "build {old} or its log was kept ({})",
                 res.status()
             );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     for kept in &ids[2..] {
