@@ -4,6 +4,8 @@
 mod common;
 #[path = "support/gitserve.rs"]
 mod gitserve;
+#[path = "support/prereq.rs"]
+mod prereq;
 
 use common::{TestServer, ZERO};
 use gitserve::Upstream;
@@ -12,11 +14,11 @@ use std::os::unix::fs::PermissionsExt;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_run_as_the_run_as_user_in_a_workspace_it_owns() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: run_as needs the tests to run as root");
+        prereq::missing("run_as needs the tests to run as root");
         return;
     }
     let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
-        eprintln!("skipped: this machine has no user 'nobody'");
+        prereq::missing("this machine has no user 'nobody'");
         return;
     };
     let up = Upstream::new("runas");

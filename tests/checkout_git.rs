@@ -4,6 +4,8 @@
 
 #[path = "support/gitserve.rs"]
 mod gitserve;
+#[path = "support/prereq.rs"]
+mod prereq;
 
 use gitserve::{HttpGitServer, KeyPair, Sshd, Upstream, git, keygen, try_git};
 use hookci::runner::checkout::{CheckoutError, CloneSpec, Mirrors};
@@ -761,7 +763,7 @@ fn sshd_for(up: &Upstream, key: &KeyPair) -> Option<Sshd> {
             Some(Sshd::start(&binary, &dir, &[&key.public]))
         }
         Err(why) => {
-            println!("ssh checkout test skipped: {why}");
+            prereq::missing(&format!("no sshd for the ssh checkout test: {why}"));
             None
         }
     }

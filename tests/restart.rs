@@ -17,7 +17,7 @@ name = "test"
 run = "true"
 "#;
 
-fn spawn(dir: &Path) -> (std::process::Child, String) {
+fn spawn(dir: &Path) -> (common::Daemon, String) {
     common::spawn_daemon(dir, "max_parallel_builds = 0")
 }
 

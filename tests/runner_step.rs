@@ -1,6 +1,9 @@
 //! Steps as real subprocesses: what a step sees, what it prints, and that
 //! nothing it starts outlives it.
 
+#[path = "support/prereq.rs"]
+mod prereq;
+
 use hookci::pipeline::Shell;
 use hookci::runner::log::LogWriter;
 use hookci::runner::step::{StepOutcome, StepSpec, chown_tree, init_reaper, run_step};
@@ -254,7 +257,7 @@ async fn a_process_that_escaped_with_setsid_is_killed_after_a_clean_exit() {
 #[tokio::test]
 async fn a_process_that_escaped_with_setsid_and_a_cleared_environment_is_killed() {
     if !hookci::runner::cgroup::available() {
-        println!("skipped: no cgroup for steps here (needs root or Delegate=yes, and cgroup2)");
+        prereq::missing("no cgroup for steps here (needs root or Delegate=yes, and cgroup2)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -363,7 +366,7 @@ async fn a_step_printing_a_gibibyte_is_capped_and_memory_stays_flat() {
 #[tokio::test]
 async fn a_step_runs_as_the_given_user_and_chown_tree_hands_it_the_workspace() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root");
+        prereq::missing("this test needs root");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -421,7 +424,7 @@ async fn dropped_mid_step_leaves_nothing(id: &str, script: &str, needles: &[&str
 #[tokio::test]
 async fn dropping_a_running_step_kills_what_escaped_its_group_too() {
     if !hookci::runner::cgroup::available() {
-        println!("skipped: no cgroup for steps here (needs root or Delegate=yes, and cgroup2)");
+        prereq::missing("no cgroup for steps here (needs root or Delegate=yes, and cgroup2)");
         return;
     }
     // No group, session or marker to find the first by: the cgroup goes.

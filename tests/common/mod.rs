@@ -144,10 +144,37 @@ pub fn count(db: &rusqlite::Connection, sql: &str) -> i64 {
     db.query_row(sql, [], |r| r.get(0)).expect("count")
 }
 
+/// A daemon a test started: killed (SIGKILL) and reaped when dropped, so a
+/// test that fails half-way leaves no daemon behind. Derefs to its `Child`.
+pub struct Daemon(pub std::process::Child);
+
+impl std::ops::Deref for Daemon {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Nothing to do if it was already waited for; else end it now.
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts the real binary with `hookci.toml` written in `dir` (listen on
 /// 127.0.0.1:0, data and pipelines under `dir`, then `extra` lines), and
 /// returns it with its base URL once it listens.
-pub fn spawn_daemon(dir: &Path, extra: &str) -> (std::process::Child, String) {
+pub fn spawn_daemon(dir: &Path, extra: &str) -> (Daemon, String) {
     use std::io::{BufRead, BufReader};
     let config = dir.join("hookci.toml");
     std::fs::write(
@@ -159,7 +186,7 @@ pub fn spawn_daemon(dir: &Path, extra: &str) -> (std::process::Child, String) {
         ),
     )
     .expect("write config");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookci"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_hookci"))
         .arg("serve")
         .arg("--config")
         .arg(&config)
@@ -169,6 +196,7 @@ pub fn spawn_daemon(dir: &Path, extra: &str) -> (std::process::Child, String) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn hookci");
+    let mut child = Daemon(child);
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     let addr = loop {
