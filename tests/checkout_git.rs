@@ -18,6 +18,7 @@ fn spec(url: &str) -> CloneSpec {
         ssh_key: None,
         token: None,
         submodules: false,
+        accept_new_host_keys: false,
     }
 }
 
@@ -957,11 +958,47 @@ async fn ssh_host_keys_are_checked_against_known_hosts() {
         "[127.0.0.1]:1 {}",
         line(&imposter.public).split_once(' ').unwrap().1
     );
+    // Listed for another port only: this server is in no known_hosts
+    // file, and is refused with a sentence saying how to add its key.
     let (mirrors, _) = with_known("known-other-port", &other_port);
+    let own = up.tmp.path().join("known_hosts");
+    let err = mirrors
+        .fetch(&with_key(&url, &deploy), "refs/heads/main", &commit)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.0,
+        format!(
+            "the ssh host key of 127.0.0.1 is in no known_hosts file: refusing to fetch {shown}; \
+             add the key with `ssh-keyscan -p {} 127.0.0.1 >> {}` after checking it, or set \
+             accept_new_host_keys = true in [clone] to pin it on first use",
+            sshd.port,
+            own.display()
+        )
+    );
+    assert!(!own.exists());
+
+    // accept_new_host_keys: the key is pinned on first use into hookci's
+    // own known_hosts (beside the mirrors), then checked like any other.
+    let accept = CloneSpec {
+        accept_new_host_keys: true,
+        ..with_key(&url, &deploy)
+    };
+    mirrors
+        .fetch(&accept, "refs/heads/main", &commit)
+        .await
+        .unwrap_or_else(|e| panic!("pinned on first use: {e}"));
+    let pinned = read(&own);
+    assert_eq!(pinned, line(&host_key), "{pinned}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&own).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     mirrors
         .fetch(&with_key(&url, &deploy), "refs/heads/main", &commit)
         .await
-        .expect("a host not listed is accepted");
+        .expect("the pinned key is known now");
 }
 
 // Speed: the push-to-first-step budget is 250 ms for a repository of 10,000
