@@ -775,6 +775,15 @@ fn with_key(url: &str, key: &KeyPair) -> CloneSpec {
     }
 }
 
+/// [`with_key`], pinning the server's host key on first use (the test's
+/// sshd has a fresh key in no known_hosts file).
+fn trusting(url: &str, key: &KeyPair) -> CloneSpec {
+    CloneSpec {
+        accept_new_host_keys: true,
+        ..with_key(url, key)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_and_checkout_over_ssh_work_with_a_deploy_key() {
     let up = Upstream::new("deploy");
@@ -787,9 +796,9 @@ async fn fetch_and_checkout_over_ssh_work_with_a_deploy_key() {
             return;
         };
         let url = sshd.url(&up.bare);
-        let mirrors = Mirrors::new(up.tmp.path().join(format!("data-{kind}")));
+        let mirrors = Mirrors::new(up.tmp.path().join(format!("data-{kind}/repos")));
         let (mirror, full) = mirrors
-            .fetch(&with_key(&url, &key), "refs/heads/main", &commit)
+            .fetch(&trusting(&url, &key), "refs/heads/main", &commit)
             .await
             .unwrap_or_else(|e| panic!("{kind} fetch over ssh: {e}\nsshd log:\n{}", sshd.log()));
         assert_eq!(full, commit);
@@ -863,7 +872,7 @@ async fn a_wrong_deploy_key_over_ssh_fails_clearly() {
     let mirrors = mirrors(&up);
 
     let err = mirrors
-        .fetch(&with_key(&url, &wrong), "refs/heads/main", &commit)
+        .fetch(&trusting(&url, &wrong), "refs/heads/main", &commit)
         .await
         .unwrap_err();
     assert_eq!(
