@@ -261,6 +261,32 @@ async fn everything_in_the_data_dir_is_private_to_the_daemons_user() {
     assert!(open.is_empty(), "readable by others:\n{}", open.join("\n"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_dir_is_private_whatever_the_umask() {
+    // In this process the umask is the test runner's (usually 022): the
+    // store, the logs and the directories get their modes explicitly.
+    let up = Upstream::new("explicit");
+    let commit = up.push(&[("README", "x\n")], "x");
+    let toml = format!(
+        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {:?}\n\
+         [[steps]]\nname = \"t\"\nrun = \"true\"\n",
+        up.url()
+    );
+    let server = start(&toml).await;
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "x");
+    let id = common::queue_github(&server.base(), "app", SECRET, "e", &body).await[0];
+    assert_eq!(common::wait_final(&server.base(), id).await["status"], "success");
+    let data = &server.config.data_dir;
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(data), 0o700);
+    assert_eq!(mode(&data.join("hookci.db")), 0o600);
+    assert_eq!(mode(&data.join(format!("logs/{id}.log"))), 0o600);
+    for sub in ["logs", "repos", "workspaces", "workspace-pool"] {
+        assert_eq!(mode(&data.join(sub)), 0o700, "{sub}");
+    }
+    server.stop().await;
+}
+
 /// Text without tags and with the page's entities decoded: what a browser
 /// shows of the HTML, as far as a secret is concerned.
 fn page_text(html: &str) -> String {
