@@ -275,7 +275,10 @@ async fn the_data_dir_is_private_whatever_the_umask() {
     let server = start(&toml).await;
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "x");
     let id = common::queue_github(&server.base(), "app", SECRET, "e", &body).await[0];
-    assert_eq!(common::wait_final(&server.base(), id).await["status"], "success");
+    assert_eq!(
+        common::wait_final(&server.base(), id).await["status"],
+        "success"
+    );
     let data = &server.config.data_dir;
     let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode(data), 0o700);
