@@ -128,8 +128,11 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ServerArgs {
     /// The daemon's base URL (default: the config's public_url).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", env = "HOOKCI_SERVER")]
     pub server: Option<String>,
+    /// Say which config and server are used, and whether a token is sent.
+    #[arg(long, short)]
+    pub verbose: bool,
     /// The admin token (default: the config's admin_token). Prefer
     /// $HOOKCI_TOKEN: a command line is visible to every user of the box.
     #[arg(
@@ -150,7 +153,7 @@ fn token(raw: &str) -> Result<Secret, std::convert::Infallible> {
 
 impl ServerArgs {
     fn target(self, config: Option<PathBuf>) -> Result<Target, Failure> {
-        Target::resolve(config, self.server, self.token)
+        Target::resolve(config, self.server, self.token, self.verbose)
     }
 }
 
@@ -248,6 +251,7 @@ pub fn load_config(path: Option<PathBuf>) -> Result<Config, Failure> {
 }
 
 fn serve(path: Option<PathBuf>) -> Result<ExitCode, Failure> {
+    crate::runner::private_dirs::set_umask();
     let config = load_config(path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

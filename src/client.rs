@@ -2,7 +2,8 @@
 //! `cancel`, `rebuild` and `trigger`. Each is a call or two to a running
 //! daemon, at `--server` (default: the config's `public_url`) with the admin
 //! token (`--token` or `$HOOKCI_TOKEN`, default: the config's `admin_token`)
-//! sent whenever one is known.
+//! sent when known, and only to a server the user named (`--server`,
+//! `$HOOKCI_SERVER`, or a config named with `--config`/`$HOOKCI_CONFIG`).
 //!
 //! Exit codes: 0 success (for `logs --follow`: the build succeeded); 1 the
 //! server answered with an error (`error: SENTENCE (HTTP N)` on stderr), or
@@ -12,7 +13,8 @@
 //! *Invariants:* this module speaks only HTTP to the daemon (no store, no
 //! data dir). The token travels only in the `Authorization` header (marked
 //! sensitive) and is never printed, not in an error either; the config's
-//! token is sent only to the config's own server.
+//! token is sent only to the config's own server; a `./hookci.toml` found
+//! implicitly gives a server to read from, never a token.
 
 use crate::cli::{Failure, load_config};
 use crate::config::Config;
@@ -38,51 +40,153 @@ pub struct Target {
     server: Url,
     /// Sent with every request when known.
     token: Option<Secret>,
-    /// The config has a token, but `--server` names another server, so it
-    /// was not taken (said in the hint of a 401).
-    withheld: bool,
+    /// A token was known but not sent (said in the hint of a 401).
+    withheld: Option<&'static str>,
+}
+
+/// Where a client command's config comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ConfigSource {
+    /// `--config F` or `$HOOKCI_CONFIG`: the user named it.
+    Named(PathBuf),
+    /// `./hookci.toml`, found in the working directory: anyone who wrote
+    /// the directory (a cloned repository) wrote it. Only its `public_url`
+    /// is read; its secrets are never resolved, and no token goes to its
+    /// server.
+    Found(PathBuf),
+    /// No file: the built-in defaults.
+    Defaults,
+}
+
+impl ConfigSource {
+    fn locate(explicit: Option<PathBuf>) -> ConfigSource {
+        let env = std::env::var_os("HOOKCI_CONFIG").filter(|v| !v.is_empty());
+        let named = explicit.is_some() || env.is_some();
+        match crate::config::locate(explicit.as_deref(), env.as_deref(), "hookci.toml".as_ref()) {
+            Some(path) if named => ConfigSource::Named(path),
+            Some(path) => ConfigSource::Found(path),
+            None => ConfigSource::Defaults,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            ConfigSource::Named(p) => format!("config {}", p.display()),
+            ConfigSource::Found(p) => format!(
+                "config {} (found in the working directory: only its public_url is read)",
+                p.display()
+            ),
+            ConfigSource::Defaults => "no config file (built-in defaults)".to_owned(),
+        }
+    }
+}
+
+/// The `public_url` of a config found implicitly: nothing else is read,
+/// and no `{ env }` or `{ file }` is resolved.
+fn found_public_url(path: &std::path::Path) -> Result<String, Failure> {
+    #[derive(Deserialize)]
+    struct Found {
+        public_url: Option<String>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::usage(format!(
+            "cannot read the config file {}: {}",
+            path.display(),
+            e.kind()
+        ))
+    })?;
+    let found: Found = toml::from_str(&text).map_err(|_| {
+        Failure::usage(format!(
+            "{} is not a valid config file; name a config with --config or a server with --server",
+            path.display()
+        ))
+    })?;
+    Ok(found
+        .public_url
+        .unwrap_or_else(|| Config::default().public_url))
 }
 
 impl Target {
-    /// The target from `--server` and `--token` (or `$HOOKCI_TOKEN`), with
-    /// what they leave out taken from the config (found as every command
-    /// finds it). The config is read only when a flag is missing; its
-    /// token is taken only for its own server (its `public_url` or the
-    /// address it listens on), so that `--server` elsewhere never carries it.
+    /// The target from `--server` (or `$HOOKCI_SERVER`) and `--token` (or
+    /// `$HOOKCI_TOKEN`), with what they leave out taken from the config.
+    ///
+    /// A token is sent only to a server the user named: `--server`, or the
+    /// server of a config named with `--config` (or `$HOOKCI_CONFIG`). A
+    /// `./hookci.toml` found implicitly gives only a server to read from:
+    /// no token goes there and its secrets are never resolved. The config's
+    /// own token goes only to the config's own server (its `public_url` or
+    /// the address it listens on). With `verbose`, says on stderr which
+    /// config and server are used, and whether a token is sent.
     pub fn resolve(
         config: Option<PathBuf>,
         server: Option<String>,
         token: Option<Secret>,
+        verbose: bool,
     ) -> Result<Target, Failure> {
         // An empty `HOOKCI_TOKEN=` is no token, as an unset one.
         let token = match token.filter(|t| !t.expose().trim().is_empty()) {
             Some(t) => Some(clean_token(&t)?),
             None => None,
         };
-        let (server, config) = match (server, token.is_some()) {
-            (Some(s), true) => (parse_server(&s, "--server")?, None),
-            (Some(s), false) => (parse_server(&s, "--server")?, Some(load_config(config)?)),
-            (None, _) => {
-                let c = load_config(config)?;
+        let source = ConfigSource::locate(config);
+        let named_server = server.is_some();
+        let (server, config) = match (server, &source) {
+            (Some(s), ConfigSource::Named(path)) if token.is_none() => (
+                parse_server(&s, "--server")?,
+                Some(load_config(Some(path.clone()))?),
+            ),
+            (Some(s), _) => (parse_server(&s, "--server")?, None),
+            (None, ConfigSource::Named(path)) => {
+                let c = load_config(Some(path.clone()))?;
                 (
                     parse_server(&c.public_url, "the config's public_url")?,
                     Some(c),
                 )
             }
+            (None, ConfigSource::Found(path)) => (
+                parse_server(&found_public_url(path)?, "the config's public_url")?,
+                None,
+            ),
+            (None, ConfigSource::Defaults) => (
+                parse_server(&Config::default().public_url, "the default public_url")?,
+                None,
+            ),
         };
-        let mut withheld = false;
-        let token = match (token, config) {
-            (Some(t), _) => Some(t),
+        let server_named = named_server || matches!(source, ConfigSource::Named(_));
+        let (token, withheld, from) = match (token, config) {
+            (Some(t), _) if server_named => (Some(t), None, "the given token"),
+            (Some(_), _) => (
+                None,
+                Some(
+                    "HOOKCI_TOKEN is sent only to a server named with --server (or HOOKCI_SERVER) or by --config (or HOOKCI_CONFIG)",
+                ),
+                "none",
+            ),
             (None, Some(c)) => match &c.admin_token {
-                Some(t) if same_server(&server, &c) => Some(clean_token(t)?),
-                Some(_) => {
-                    withheld = true;
-                    None
+                Some(t) if same_server(&server, &c) => {
+                    (Some(clean_token(t)?), None, "the config's admin_token")
                 }
-                None => None,
+                Some(_) => (
+                    None,
+                    Some(
+                        "the config's admin_token is sent only to its own server (public_url or listen); give this server's token in HOOKCI_TOKEN",
+                    ),
+                    "none",
+                ),
+                None => (None, None, "none"),
             },
-            (None, None) => None,
+            (None, None) => (None, None, "none"),
         };
+        if verbose {
+            eprintln!(
+                "hookci: using {}; server {}; token: {from}",
+                source.describe(),
+                server.as_str().trim_end_matches('/')
+            );
+            if let Some(why) = withheld {
+                eprintln!("hookci: a token is known but not sent: {why}");
+            }
+        }
         Ok(Target {
             server,
             token,
@@ -409,11 +513,8 @@ where
         Err(ClientError::Refused { status, message }) => {
             eprintln!("error: {} (HTTP {})", clean(&message), status_text(status));
             if status == StatusCode::UNAUTHORIZED && target.token.is_none() {
-                if target.withheld {
-                    eprintln!(
-                        "hint: the config's admin_token is sent only to its own server \
-                         (public_url or listen); give this server's token in HOOKCI_TOKEN"
-                    );
+                if let Some(why) = target.withheld {
+                    eprintln!("hint: {why}");
                 } else {
                     eprintln!("hint: give the admin token in HOOKCI_TOKEN (or with --token)");
                 }

@@ -22,6 +22,7 @@ pub fn run(
     commit: Option<String>,
     workdir: Option<PathBuf>,
 ) -> Result<ExitCode, Failure> {
+    crate::runner::private_dirs::set_umask();
     let config = load_config(config)?;
     let pipeline = pipeline::load_file(&config.pipelines_dir.join(format!("{name}.toml")))
         .map_err(|findings| {

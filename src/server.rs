@@ -69,6 +69,17 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    crate::runner::private_dirs::prepare(
+        &config.data_dir,
+        &config.data_dir.join(DB_FILE),
+        config.run_as.is_some(),
+    )
+    .with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     let store = open_store(&config)?;
     let loaded = pipeline::load_dir(&config.pipelines_dir);
     for finding in &loaded.errors {

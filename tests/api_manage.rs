@@ -213,7 +213,7 @@ async fn private_servers_list_nothing_without_the_token() {
 async fn a_finished_build_is_rebuilt_at_the_same_commit() {
     let up = Upstream::new("hello");
     let first = up.push(&[("marker.txt", "first\n")], "first commit");
-    let server = start(&[("hello", &pipeline(None))], 1).await;
+    let server = start(&[("hello", &pipeline(Some(&up.url())))], 1).await;
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &first, "first commit");
     let id = common::queue_github(&server.base(), "hello", SECRET, "r-1", &body).await[0];
     let done = common::wait_final(&server.base(), id).await;
@@ -367,18 +367,18 @@ async fn a_trigger_needs_somewhere_to_clone_from() {
 }
 
 #[tokio::test]
-async fn a_trigger_clones_from_the_latest_push_when_the_pipeline_names_no_url() {
+async fn a_trigger_never_clones_an_untrusted_url_of_the_latest_push() {
+    // No clone_url and no host: a payload's clone URL (here a local path)
+    // is never fetched, by the build nor by a manual trigger.
     let up = Upstream::new("hello");
     let first = up.push(&[("marker.txt", "one\n")], "one");
     let server = start(&[("hello", &pipeline(None))], 1).await;
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &first, "one");
     let id = common::queue_github(&server.base(), "hello", SECRET, "t-1", &body).await[0];
-    assert_eq!(
-        common::wait_final(&server.base(), id).await["status"],
-        "success"
-    );
-    // A commit the webhook never told hookci about.
-    let second = up.push(&[("marker.txt", "two\n")], "two");
+    let done = common::wait_final(&server.base(), id).await;
+    assert_eq!(done["status"], "error", "{done}");
+    let reason = done["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("set clone_url"), "{reason}");
     let (status, answer) = post(
         &server,
         "/api/pipelines/hello/trigger",
@@ -386,11 +386,13 @@ async fn a_trigger_clones_from_the_latest_push_when_the_pipeline_names_no_url() 
         r#"{"branch":"main"}"#,
     )
     .await;
-    assert_eq!(status, 202, "{answer}");
-    let id = answer["id"].as_i64().expect("id");
-    let done = common::wait_final(&server.base(), id).await;
-    assert_eq!(done["status"], "success", "{done}");
-    assert_eq!(done["commit"], second.as_str());
-    assert!(log(&server, id).contains("\ntwo\n"));
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("set clone_url"),
+        "{answer}"
+    );
     server.stop().await;
 }

@@ -23,10 +23,13 @@ fn status_kib(field: &str) -> u64 {
 async fn a_step_printing_a_gibibyte_keeps_the_daemons_memory_flat() {
     let up = Upstream::new("big");
     let commit = up.push(&[("README", "x\n")], "big");
-    let pipeline = "repo = \"Codertocat/Hello-World\"\nsecret = \"s\"\n\
-                    [secrets]\nTOKEN = \"not-in-the-zeros\"\n\
-                    [[steps]]\nname = \"flood\"\nrun = \"head -c 1073741824 /dev/zero\"\n";
-    let server = TestServer::start(&[("app", pipeline)], |c| c.max_parallel_builds = 1).await;
+    let pipeline = format!(
+        "repo = \"Codertocat/Hello-World\"\nsecret = \"s\"\nclone_url = {:?}\n\
+         [secrets]\nTOKEN = \"not-in-the-zeros\"\n\
+         [[steps]]\nname = \"flood\"\nrun = \"head -c 1073741824 /dev/zero\"\n",
+        up.url()
+    );
+    let server = TestServer::start(&[("app", &pipeline)], |c| c.max_parallel_builds = 1).await;
     let hwm_before = status_kib("VmHWM:");
 
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "big");

@@ -9,14 +9,17 @@ use common::{TestServer, ZERO, client};
 use gitserve::{HttpGitServer, Upstream};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "e2e-secret";
 const ADMIN: &str = "e2e-admin-token";
 
-fn pipeline(extra_top: &str, steps: &str) -> String {
-    format!("repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\n{extra_top}\n{steps}")
+/// A pipeline cloning `clone_url` (a payload's clone URL is trusted only
+/// on the public host the pipeline's host implies; tests clone local ones).
+fn pipeline(clone_url: &str, extra_top: &str, steps: &str) -> String {
+    format!(
+        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {clone_url:?}\n{extra_top}\n{steps}"
+    )
 }
 
 async fn start(pipelines: &[(&str, &str)], parallel: usize) -> TestServer {
@@ -85,7 +88,7 @@ async fn a_step_sees_exactly_the_environment_of_the_spec_and_nothing_of_the_daem
     let up = Upstream::new("env");
     let commit = up.push(&[("README", "hello\n")], "first commit");
     let steps = "[env]\nX_PIPE = \"p\"\n[[steps]]\nname = \"env\"\nrun = \"env | sort\"\nenv = { X_STEP = \"s\" }\n";
-    let server = start(&[("app", &pipeline("", steps))], 1).await;
+    let server = start(&[("app", &pipeline(&up.url(), "", steps))], 1).await;
     let ids = deliver(
         &server,
         "app",
@@ -122,6 +125,7 @@ async fn a_step_sees_exactly_the_environment_of_the_spec_and_nothing_of_the_daem
         "HOOKCI_COMMIT",
         "HOOKCI_COMMIT_BEFORE",
         "HOOKCI_COMMIT_MESSAGE",
+        "HOOKCI_COMMIT_MESSAGE_FILE",
         "HOOKCI_PUSHER",
         "HOOKCI_DELIVERY",
         "HOOKCI_WORKSPACE",
@@ -179,7 +183,7 @@ async fn payload_values_with_shell_syntax_run_nothing() {
     let commit = up.push(&[("README", "x\n")], message);
     let steps = "[[steps]]\nname = \"echo\"\nrun = 'printf \"%s|%s\\n\" \"$HOOKCI_COMMIT_MESSAGE\" \"$HOOKCI_BRANCH\"'\n\
                  [[steps]]\nname = \"check\"\nrun = \"test ! -e PWNED1 && test ! -e PWNED2 && test ! -e PWNED3\"\n";
-    let server = start(&[("app", &pipeline("", steps))], 1).await;
+    let server = start(&[("app", &pipeline(&up.url(), "", steps))], 1).await;
     let branch = "refs/heads/feature/$(touch${IFS}PWNED3)";
     let ids = deliver(
         &server,
@@ -204,7 +208,7 @@ async fn a_step_timeout_kills_a_backgrounded_grandchild() {
     let commit = up.push(&[("README", "x\n")], "slow");
     let steps =
         "[[steps]]\nname = \"slow\"\nrun = \"sleep 41337 & sleep 41338\"\ntimeout = \"1s\"\n";
-    let server = start(&[("app", &pipeline("", steps))], 1).await;
+    let server = start(&[("app", &pipeline(&up.url(), "", steps))], 1).await;
     let ids = deliver(
         &server,
         "app",
@@ -233,7 +237,7 @@ async fn a_running_build_is_cancelled_through_the_api_and_leaves_no_process() {
     let up = Upstream::new("cancel");
     let commit = up.push(&[("README", "x\n")], "long");
     let steps = "[[steps]]\nname = \"long\"\nrun = \"sleep 41339\"\n[[steps]]\nname = \"after\"\nrun = \"true\"\n";
-    let server = start(&[("app", &pipeline("", steps))], 1).await;
+    let server = start(&[("app", &pipeline(&up.url(), "", steps))], 1).await;
     let ids = deliver(
         &server,
         "app",
@@ -277,7 +281,10 @@ async fn a_newer_push_supersedes_the_running_build_of_its_branch() {
         "[[steps]]\nname = \"work\"\nrun = 'if [ \"$HOOKCI_COMMIT\" = {first} ]; then sleep 41340; fi'\n"
     );
     let server = start(
-        &[("app", &pipeline("concurrency = \"supersede\"", &steps))],
+        &[(
+            "app",
+            &pipeline(&up.url(), "concurrency = \"supersede\"", &steps),
+        )],
         2,
     )
     .await;
@@ -315,7 +322,7 @@ async fn builds_of_one_branch_run_one_at_a_time_in_push_order() {
          run = 'echo \"start $HOOKCI_BUILD_ID\" >> \"$OUT\"; sleep 0.3; echo \"end $HOOKCI_BUILD_ID\" >> \"$OUT\"'\n",
         out.display()
     );
-    let server = start(&[("app", &pipeline("", &steps))], 3).await;
+    let server = start(&[("app", &pipeline(&up.url(), "", &steps))], 3).await;
     let mut before = ZERO.to_owned();
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -341,7 +348,7 @@ async fn a_push_that_changes_no_matching_path_is_skipped() {
     let up = Upstream::new("paths");
     let c1 = up.push(&[("src/lib.rs", "fn a() {}\n")], "code");
     let steps = "[[trigger]]\nbranches = [\"main\"]\npaths = [\"src/**\"]\n[[steps]]\nname = \"t\"\nrun = \"true\"\n";
-    let server = start(&[("app", &pipeline("", steps))], 1).await;
+    let server = start(&[("app", &pipeline(&up.url(), "", steps))], 1).await;
     let first = deliver(
         &server,
         "app",
@@ -384,7 +391,7 @@ async fn secrets_are_masked_when_split_across_writes_and_across_lines() {
         secret_file.display()
     );
     let steps = "[[steps]]\nname = \"leak\"\nrun = '''\nprintf 'hunter2-sp'; sleep 0.3; printf 'lit-secret\\n'\nprintf '%s\\n' \"$MULTI\"\necho second-line-def\n'''\n";
-    let server = start(&[("app", &pipeline(&top, steps))], 1).await;
+    let server = start(&[("app", &pipeline(&up.url(), &top, steps))], 1).await;
     let ids = deliver(
         &server,
         "app",
@@ -413,7 +420,7 @@ async fn a_build_clones_over_smart_http_with_a_token_that_never_reaches_the_log(
     let top = format!("[clone]\ntoken = \"{token}\"");
     let steps =
         "[[steps]]\nname = \"show\"\nrun = \"git rev-parse HEAD 2>/dev/null || cat README\"\n";
-    let server = start(&[("app", &pipeline(&top, steps))], 1).await;
+    let server = start(&[("app", &pipeline(&git.url("private"), &top, steps))], 1).await;
     let mut body: Value =
         serde_json::from_slice(&push_body(&up, "refs/heads/main", ZERO, &commit, "p"))
             .expect("json");
@@ -426,7 +433,11 @@ async fn a_build_clones_over_smart_http_with_a_token_that_never_reaches_the_log(
     assert!(!text.contains(token), "{text}");
 
     // A wrong token: the build errors with a reason a user can act on.
-    let wrong = pipeline("[clone]\ntoken = \"not-the-token\"", steps);
+    let wrong = pipeline(
+        &git.url("private"),
+        "[clone]\ntoken = \"not-the-token\"",
+        steps,
+    );
     let server2 = start(&[("app", &wrong)], 1).await;
     let ids = deliver(&server2, "app", &body, "h2").await;
     let b = wait_final(&server2, ids[0]).await;
@@ -448,22 +459,17 @@ async fn a_clone_failure_ends_the_build_as_error_with_a_reason() {
     let server = start(
         &[(
             "app",
-            &pipeline("", "[[steps]]\nname = \"t\"\nrun = \"true\"\n"),
+            &pipeline(
+                "/nonexistent/repo.git",
+                "",
+                "[[steps]]\nname = \"t\"\nrun = \"true\"\n",
+            ),
         )],
         1,
     )
     .await;
-    let mut body: Value =
-        serde_json::from_slice(&push_body(&up, "refs/heads/main", ZERO, &commit, "x"))
-            .expect("json");
-    body["repository"]["clone_url"] = Path::new("/nonexistent/repo.git").to_str().into();
-    let ids = deliver(
-        &server,
-        "app",
-        &serde_json::to_vec(&body).expect("json"),
-        "g",
-    )
-    .await;
+    let body = push_body(&up, "refs/heads/main", ZERO, &commit, "x");
+    let ids = deliver(&server, "app", &body, "g").await;
     let b = wait_final(&server, ids[0]).await;
     assert_eq!(b["status"], "error", "{b}");
     assert!(
@@ -480,7 +486,7 @@ async fn a_clone_failure_ends_the_build_as_error_with_a_reason() {
 async fn builds_beyond_keep_builds_are_pruned_with_their_logs() {
     let up = Upstream::new("prune");
     let steps = "[[steps]]\nname = \"t\"\nrun = \"echo hi\"\n";
-    let server = TestServer::start(&[("app", &pipeline("", steps))], |c| {
+    let server = TestServer::start(&[("app", &pipeline(&up.url(), "", steps))], |c| {
         c.max_parallel_builds = 1;
         c.keep_builds = 2;
     })
@@ -535,7 +541,7 @@ async fn builds_beyond_keep_builds_are_pruned_with_their_logs() {
 async fn deliveries_are_forgotten_after_thirty_days_unless_a_build_refers_to_them() {
     let up = Upstream::new("forget");
     let steps = "[[steps]]\nname = \"t\"\nrun = \"echo hi\"\n";
-    let server = TestServer::start(&[("app", &pipeline("", steps))], |c| {
+    let server = TestServer::start(&[("app", &pipeline(&up.url(), "", steps))], |c| {
         c.max_parallel_builds = 1;
         c.keep_builds = 1;
     })
@@ -607,7 +613,7 @@ async fn a_queued_builds_log_stream_waits_for_it_to_start() {
     let up = Upstream::new("waiting");
     let first = up.push(&[("n", "1\n")], "first");
     let steps = "[[steps]]\nname = \"s\"\nrun = 'echo \"start $HOOKCI_COMMIT\"; sleep 1; echo \"done $HOOKCI_COMMIT\"'\n";
-    let server = start(&[("app", &pipeline("", steps))], 1).await;
+    let server = start(&[("app", &pipeline(&up.url(), "", steps))], 1).await;
     let a = deliver(
         &server,
         "app",
@@ -658,7 +664,7 @@ async fn a_running_builds_log_can_be_followed_live_and_read_when_done() {
     let commit = up.push(&[("README", "x\n")], "follow");
     let steps = "[secrets]\nTOKEN = \"follow-secret-value\"\n[[steps]]\nname = \"ticks\"\n\
                  run = 'for i in 1 2 3 4 5; do echo \"tick $i $TOKEN\"; sleep 0.2; done'\n";
-    let server = start(&[("app", &pipeline("", steps))], 1).await;
+    let server = start(&[("app", &pipeline(&up.url(), "", steps))], 1).await;
     let id = deliver(
         &server,
         "app",

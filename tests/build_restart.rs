@@ -37,9 +37,10 @@ async fn a_build_interrupted_by_sigkill_runs_again_as_attempt_2_and_succeeds() {
     std::fs::write(
         dir.path().join("pipelines/app.toml"),
         format!(
-            "repo = \"Codertocat/Hello-World\"\nsecret = \"s\"\n[env]\nMARK = \"{}\"\n\
+            "repo = \"Codertocat/Hello-World\"\nsecret = \"s\"\nclone_url = {:?}\n[env]\nMARK = \"{}\"\n\
              [[steps]]\nname = \"work\"\n\
              run = 'if [ ! -e \"$MARK\" ]; then setsid env -i /bin/sleep 41342 & touch \"$MARK\"; sleep 41341; fi; echo second run'\n",
+            up.url(),
             mark.display()
         ),
     )

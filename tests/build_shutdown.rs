@@ -26,8 +26,9 @@ async fn sigterm_finishes_what_fits_in_the_grace_and_requeues_the_rest() {
     std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
     let pipe = |run: &str| {
         format!(
-            "repo = \"Codertocat/Hello-World\"\nsecret = \"s\"\n[env]\nMARK = \"{}\"\n\
+            "repo = \"Codertocat/Hello-World\"\nsecret = \"s\"\nclone_url = {:?}\n[env]\nMARK = \"{}\"\n\
              [[steps]]\nname = \"work\"\nrun = '{run}'\n",
+            up.url(),
             mark.display()
         )
     };

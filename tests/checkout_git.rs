@@ -20,6 +20,7 @@ fn spec(url: &str) -> CloneSpec {
         ssh_key: None,
         token: None,
         submodules: false,
+        accept_new_host_keys: false,
     }
 }
 
@@ -776,6 +777,15 @@ fn with_key(url: &str, key: &KeyPair) -> CloneSpec {
     }
 }
 
+/// [`with_key`], pinning the server's host key on first use (the test's
+/// sshd has a fresh key in no known_hosts file).
+fn trusting(url: &str, key: &KeyPair) -> CloneSpec {
+    CloneSpec {
+        accept_new_host_keys: true,
+        ..with_key(url, key)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_and_checkout_over_ssh_work_with_a_deploy_key() {
     let up = Upstream::new("deploy");
@@ -788,9 +798,9 @@ async fn fetch_and_checkout_over_ssh_work_with_a_deploy_key() {
             return;
         };
         let url = sshd.url(&up.bare);
-        let mirrors = Mirrors::new(up.tmp.path().join(format!("data-{kind}")));
+        let mirrors = Mirrors::new(up.tmp.path().join(format!("data-{kind}/repos")));
         let (mirror, full) = mirrors
-            .fetch(&with_key(&url, &key), "refs/heads/main", &commit)
+            .fetch(&trusting(&url, &key), "refs/heads/main", &commit)
             .await
             .unwrap_or_else(|e| panic!("{kind} fetch over ssh: {e}\nsshd log:\n{}", sshd.log()));
         assert_eq!(full, commit);
@@ -864,7 +874,7 @@ async fn a_wrong_deploy_key_over_ssh_fails_clearly() {
     let mirrors = mirrors(&up);
 
     let err = mirrors
-        .fetch(&with_key(&url, &wrong), "refs/heads/main", &commit)
+        .fetch(&trusting(&url, &wrong), "refs/heads/main", &commit)
         .await
         .unwrap_err();
     assert_eq!(
@@ -959,11 +969,47 @@ async fn ssh_host_keys_are_checked_against_known_hosts() {
         "[127.0.0.1]:1 {}",
         line(&imposter.public).split_once(' ').unwrap().1
     );
+    // Listed for another port only: this server is in no known_hosts
+    // file, and is refused with a sentence saying how to add its key.
     let (mirrors, _) = with_known("known-other-port", &other_port);
+    let own = up.tmp.path().join("known_hosts");
+    let err = mirrors
+        .fetch(&with_key(&url, &deploy), "refs/heads/main", &commit)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.0,
+        format!(
+            "the ssh host key of 127.0.0.1 is in no known_hosts file: refusing to fetch {shown}; \
+             add the key with `ssh-keyscan -p {} 127.0.0.1 >> {}` after checking it, or set \
+             accept_new_host_keys = true in [clone] to pin it on first use",
+            sshd.port,
+            own.display()
+        )
+    );
+    assert!(!own.exists());
+
+    // accept_new_host_keys: the key is pinned on first use into hookci's
+    // own known_hosts (beside the mirrors), then checked like any other.
+    let accept = CloneSpec {
+        accept_new_host_keys: true,
+        ..with_key(&url, &deploy)
+    };
+    mirrors
+        .fetch(&accept, "refs/heads/main", &commit)
+        .await
+        .unwrap_or_else(|e| panic!("pinned on first use: {e}"));
+    let pinned = read(&own);
+    assert_eq!(pinned, line(&host_key), "{pinned}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&own).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     mirrors
         .fetch(&with_key(&url, &deploy), "refs/heads/main", &commit)
         .await
-        .expect("a host not listed is accepted");
+        .expect("the pinned key is known now");
 }
 
 // Speed: the push-to-first-step budget is 250 ms for a repository of 10,000

@@ -54,6 +54,7 @@ fn command(cwd: &Path, args: &[&str]) -> tokio::process::Command {
         .current_dir(cwd)
         .env_remove("HOOKCI_CONFIG")
         .env_remove("HOOKCI_TOKEN")
+        .env_remove("HOOKCI_SERVER")
         .env("HOOKCI_LOG", "warn")
         .stdin(Stdio::null())
         .kill_on_drop(true);
@@ -770,4 +771,117 @@ async fn trigger_queues_the_branch_head_and_prints_the_new_build() {
     assert!(text(&out.stderr).starts_with("error: "), "{}", both(&out));
     assert!(text(&out.stderr).contains("HTTP 404"), "{}", both(&out));
     server.stop().await;
+}
+
+/// A server that records the `Authorization` header of every request (or
+/// `-` when there is none) and answers an empty list of builds.
+async fn recording_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let record = std::sync::Arc::clone(&record);
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(socket);
+                let mut auth = "-".to_owned();
+                let mut line = String::new();
+                for _ in 0..100 {
+                    line.clear();
+                    if reader.read_line(&mut line).await.unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':') {
+                        if name.eq_ignore_ascii_case("authorization") {
+                            auth = value.trim().to_owned();
+                        }
+                    }
+                }
+                record.lock().unwrap().push(auth);
+                let body = r#"{"builds":[]}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = reader.get_mut().write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_hookci_toml_found_in_the_working_directory_never_gets_a_token() {
+    let (capture, seen) = recording_server().await;
+    // A cloned repository carrying a hostile ./hookci.toml.
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("hookci.toml"),
+        format!("public_url = \"{capture}\"\nadmin_token = {{ env = \"CLIENTS_TEST_VICTIM\" }}\n"),
+    )
+    .expect("write config");
+    let envs = [
+        ("HOOKCI_TOKEN", "REAL-ADMIN-TOKEN-from-env"),
+        ("CLIENTS_TEST_VICTIM", "ghp_USERS_OWN_GITHUB_TOKEN"),
+    ];
+    let out = hookci_in(dir.path(), &["builds", "-v"], &envs).await;
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("found in the working directory") && stderr.contains(&capture),
+        "-v says which config and server: {}",
+        both(&out)
+    );
+    assert_no_token(&out, "REAL-ADMIN-TOKEN-from-env");
+    assert_eq!(*seen.lock().unwrap(), ["-"], "{}", both(&out));
+
+    // Its { env } token is never resolved: with the variable unset, no
+    // configuration error either.
+    let out = hookci_in(dir.path(), &["builds"], &[]).await;
+    assert!(
+        !text(&out.stderr).contains("CLIENTS_TEST_VICTIM"),
+        "{}",
+        both(&out)
+    );
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    assert_eq!(seen.lock().unwrap()[1], "-");
+
+    // Named explicitly (--server, HOOKCI_SERVER or --config), the server
+    // gets the token.
+    let named = hookci_in(
+        dir.path(),
+        &["builds", "--server", &capture],
+        &[("HOOKCI_TOKEN", "tok-for-a-named-server")],
+    )
+    .await;
+    assert_no_token(&named, "tok-for-a-named-server");
+    let named = hookci_in(
+        dir.path(),
+        &["builds"],
+        &[
+            ("HOOKCI_SERVER", capture.as_str()),
+            ("HOOKCI_TOKEN", "tok-for-a-named-server"),
+        ],
+    )
+    .await;
+    assert_no_token(&named, "tok-for-a-named-server");
+    let config = dir.path().join("hookci.toml");
+    let named = hookci_in(
+        dir.path(),
+        &["builds", "--config", config.to_str().expect("utf-8")],
+        &[("CLIENTS_TEST_VICTIM", "tok-from-a-named-config")],
+    )
+    .await;
+    assert_no_token(&named, "tok-from-a-named-config");
+    assert_eq!(
+        seen.lock().unwrap()[2..],
+        [
+            "Bearer tok-for-a-named-server",
+            "Bearer tok-for-a-named-server",
+            "Bearer tok-from-a-named-config"
+        ]
+    );
 }

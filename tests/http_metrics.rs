@@ -251,9 +251,10 @@ async fn builds_that_run_are_counted_by_status_with_their_durations_and_queue_wa
     let up = Upstream::new("metrics");
     let commit = up.push(&[("README", "x\n")], "metrics");
     let repo = "Codertocat/Hello-World";
+    let clone = up.url();
     let steps = |run: &str| {
         format!(
-            "repo = \"{repo}\"\nsecret = \"{SECRET}\"\n[[steps]]\nname = \"t\"\nrun = \"{run}\"\n"
+            "repo = \"{repo}\"\nsecret = \"{SECRET}\"\nclone_url = {clone:?}\n[[steps]]\nname = \"t\"\nrun = \"{run}\"\n"
         )
     };
     let server = TestServer::start(
@@ -344,9 +345,10 @@ async fn status_report_sends_are_counted_by_provider_and_outcome() {
     let up = Upstream::new("reports");
     let commit = up.push(&[("README", "x\n")], "reports");
     let toml = format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\n[status]\nprovider = \"github\"\n\
+        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {:?}\n[status]\nprovider = \"github\"\n\
          api_url = \"{}\"\ntoken = \"tok\"\ncontext = \"ci/metrics\"\n\
          [[steps]]\nname = \"t\"\nrun = \"true\"\n",
+        up.url(),
         host.url()
     );
     let server = TestServer::start(&[("app", &toml)], |c| c.max_parallel_builds = 1).await;
@@ -397,9 +399,10 @@ async fn reports_a_host_keeps_refusing_show_as_pending_in_the_outbox() {
     let up = Upstream::new("pending");
     let commit = up.push(&[("README", "x\n")], "pending");
     let toml = format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\n[status]\nprovider = \"github\"\n\
+        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {:?}\n[status]\nprovider = \"github\"\n\
          api_url = \"{}\"\ntoken = \"tok\"\ncontext = \"ci/pending\"\n\
          [[steps]]\nname = \"t\"\nrun = \"true\"\n",
+        up.url(),
         host.url()
     );
     let server = TestServer::start(&[("app", &toml)], |c| c.max_parallel_builds = 1).await;

@@ -190,7 +190,11 @@ async fn a_finished_builds_page_shows_status_steps_reports_and_log_with_pushed_m
          [[steps]]\nname = \"after\"\nrun = \"true\"\n",
         host.url()
     );
-    let server = start(&[("app", &pipeline(&steps))], 1).await;
+    let server = start(
+        &[("app", &common::with_clone_url(&up.url(), &pipeline(&steps)))],
+        1,
+    )
+    .await;
     let branch = "<script>alert(1)</script>";
     let message = "<img src=x onerror=alert(1)> fix\n\nbody <b>bold</b>";
     let body = common::github_push(
@@ -285,7 +289,11 @@ async fn a_running_builds_page_follows_its_log_with_a_script_its_policy_allows()
          [[steps]]\nname = \"second\"\nrun = \"echo second-step; sleep 41337\"\n",
         go.display()
     );
-    let server = start(&[("app", &pipeline(&steps))], 1).await;
+    let server = start(
+        &[("app", &common::with_clone_url(&up.url(), &pipeline(&steps)))],
+        1,
+    )
+    .await;
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "live");
     let id = deliver(&server, "app", &body, "live-1").await;
     common::wait_build(&server.base(), id, |b| b["steps"][0]["status"] == "running").await;
@@ -531,7 +539,11 @@ async fn the_badge_shows_the_latest_finished_build_of_the_pipeline_or_of_one_bra
     let bad = up.commit(&[], "bad");
     up.git(&["push", "-q", "origin", "HEAD:refs/heads/broken"]);
     let steps = "[[steps]]\nname = \"test\"\nrun = \"test -e ok\"\n";
-    let server = start(&[("app", &pipeline(steps))], 1).await;
+    let server = start(
+        &[("app", &common::with_clone_url(&up.url(), &pipeline(steps)))],
+        1,
+    )
+    .await;
     let badge = |query: &'static str| {
         let server = &server;
         async move {
@@ -682,7 +694,11 @@ async fn a_long_log_is_embedded_by_its_end_with_a_link_to_the_whole_log() {
     let commit = up.push(&[("README", "x\n")], "long");
     let steps = "[[steps]]\nname = \"loud\"\n\
                  run = \"echo FIRST-LINE; yes 0123456789abcdef | head -c 1500000; echo; echo LAST-LINE\"\n";
-    let server = start(&[("app", &pipeline(steps))], 1).await;
+    let server = start(
+        &[("app", &common::with_clone_url(&up.url(), &pipeline(steps)))],
+        1,
+    )
+    .await;
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "long");
     let id = deliver(&server, "app", &body, "long-1").await;
     let b = common::wait_final(&server.base(), id).await;
@@ -789,7 +805,11 @@ async fn a_build_page_tells_the_truth_colours_folds_allowed_failures_links_and_h
          [[steps]]\nname = \"after\"\nrun = \"true\"\n",
         host.url()
     );
-    let server = start(&[("app", &pipeline(&steps))], 1).await;
+    let server = start(
+        &[("app", &common::with_clone_url(&up.url(), &pipeline(&steps)))],
+        1,
+    )
+    .await;
     let body = common::github_push(&up.url(), "refs/heads/main", &first, &commit, "truth");
     let id = deliver(&server, "app", &body, "truth-1").await;
     common::wait_build(&server.base(), id, |b| {

@@ -175,7 +175,7 @@ fn an_ssh_key_file_becomes_the_keys_contents() {
         "-----BEGIN KEY-----\nabc\n-----END KEY-----\n",
     );
     let src = format!(
-        "{HEAD}[clone]\nssh_key = {{ file = \"{}\" }}\n{STEP}",
+        "repo = \"o/r\"\nsecret = \"s\"\nclone_url = \"git@example.com:o/r.git\"\n[clone]\nssh_key = {{ file = \"{}\" }}\n{STEP}",
         key.display()
     );
     let (p, _) = load("k.toml", &src).expect("loads");
@@ -492,6 +492,8 @@ fn no_secret_value_appears_in_errors_warnings_or_debug_output() {
     let good = format!(
         r#"repo = "o/r"
 secret = "{LITERAL_SECRET}"
+host = "github"
+clone_url = "https://github.com/o/r.git"
 [clone]
 token = {{ env = "{ENV_SECRET_VAR}" }}
 [secrets]
@@ -506,6 +508,7 @@ token = "{LITERAL_SECRET}"
     let broken = format!(
         r#"repo = "o/r"
 secret = "{LITERAL_SECRET}"
+clone_url = "https://github.com/o/r.git"
 [secrets]
 A = "{LITERAL_SECRET}"
 B = {{ env = "{ENV_SECRET_VAR}" }}
@@ -560,4 +563,59 @@ fn a_missing_pipelines_directory_is_one_error() {
             missing.display()
         )
     );
+}
+
+#[test]
+fn credentials_go_only_where_the_configuration_says() {
+    let errors = |src: &str| load("a.toml", src).unwrap_err();
+    let signed = "repo = \"o/r\"\nsecret = \"s\"\n";
+    // A status token names its provider in the configuration.
+    assert_eq!(
+        errors(&format!(
+            "{signed}[status]\ntoken = {{ env = \"{ENV_SECRET_VAR}\" }}\n{STEP}"
+        )),
+        [
+            "a.toml:4:9: status.token needs host or [status] provider: the provider that uses the token comes from the configuration, never from a delivery's headers"
+        ]
+    );
+    // Clone credentials and secrets need a configured clone_url.
+    assert_eq!(
+        errors(&format!(
+            "{signed}[clone]\ntoken = {{ env = \"{ENV_SECRET_VAR}\" }}\n{STEP}"
+        )),
+        [
+            "a.toml:4:9: [clone] token needs clone_url: without it the delivery names the repository, and so where credentials go and which code sees the secrets"
+        ]
+    );
+    assert_eq!(
+        errors(&format!(
+            "{signed}[secrets]\nDEPLOY = {{ env = \"{ENV_SECRET_VAR}\" }}\n{STEP}"
+        )),
+        [
+            "a.toml:4:1: [secrets] needs clone_url: without it the delivery names the repository, and so where credentials go and which code sees the secrets"
+        ]
+    );
+    // No credential or secret in an unsigned pipeline, clone_url or not.
+    let pinned = "clone_url = \"https://example.com/o/r.git\"\n";
+    assert_eq!(
+        errors(&format!(
+            "{HEAD}{pinned}[secrets]\nDEPLOY = {{ env = \"{ENV_SECRET_VAR}\" }}\n{STEP}"
+        )),
+        [
+            "a.toml:2:25: insecure_no_signature = true cannot go with [secrets]: anyone who can reach hookci could make it use them; set secret instead"
+        ]
+    );
+    assert_eq!(
+        errors(&format!(
+            "{HEAD}host = \"github\"\n[status]\ntoken = {{ env = \"{ENV_SECRET_VAR}\" }}\n{STEP}"
+        )),
+        [
+            "a.toml:2:25: insecure_no_signature = true cannot go with [status] token: anyone who can reach hookci could make it use them; set secret instead"
+        ]
+    );
+    // Pinned and signed, they load.
+    let ok = format!(
+        "{signed}host = \"github\"\n{pinned}[clone]\ntoken = {{ env = \"{ENV_SECRET_VAR}\" }}\n[secrets]\nDEPLOY = {{ env = \"{ENV_SECRET_VAR}\" }}\n[status]\ntoken = {{ env = \"{ENV_SECRET_VAR}\" }}\n{STEP}"
+    );
+    load("a.toml", &ok).expect("loads");
 }

@@ -157,7 +157,7 @@ async fn states_written_before_the_reporter_runs_send_only_the_final_one() {
     task.await.unwrap();
     let seen = host.seen();
     assert_eq!(states(&seen), ["failure"]);
-    assert_eq!(seen[0].json()["description"], "step test exited 1");
+    assert_eq!(seen[0].json()["description"], "build failed");
     let outcomes: Vec<_> = reports
         .iter()
         .map(|r| (r.state.as_str(), r.outcome))

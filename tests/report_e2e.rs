@@ -35,9 +35,13 @@ async fn a_build_reports_pending_then_success_to_the_hosts_status_api() {
     let host = FakeHost::start(Vec::new()).await;
     let up = Upstream::new("status");
     let commit = up.push(&[("README", "x\n")], "status");
-    let server = TestServer::start(&[("app", &pipeline(&host.url()))], |c| {
-        c.max_parallel_builds = 1
-    })
+    let server = TestServer::start(
+        &[(
+            "app",
+            &common::with_clone_url(&up.url(), &pipeline(&host.url())),
+        )],
+        |c| c.max_parallel_builds = 1,
+    )
     .await;
     let id = deliver(&server, &up, &commit).await;
     let b = wait_for(&server, id, |b| {
@@ -98,9 +102,13 @@ async fn a_host_that_refuses_the_token_fails_the_report_not_the_build() {
     let host = FakeHost::start(refusals).await;
     let up = Upstream::new("refused");
     let commit = up.push(&[("README", "x\n")], "refused");
-    let server = TestServer::start(&[("app", &pipeline(&host.url()))], |c| {
-        c.max_parallel_builds = 1
-    })
+    let server = TestServer::start(
+        &[(
+            "app",
+            &common::with_clone_url(&up.url(), &pipeline(&host.url())),
+        )],
+        |c| c.max_parallel_builds = 1,
+    )
     .await;
     let id = deliver(&server, &up, &commit).await;
     let b = wait_for(&server, id, |b| {

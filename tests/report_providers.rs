@@ -10,7 +10,7 @@ mod fake;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use fake::{
-    Env, FakeHost, PUBLIC_URL, Seen, TOKEN, finish_build, pipeline_toml, push, queue, sha,
+    Env, FakeHost, PUBLIC_URL, Reply, Seen, TOKEN, finish_build, pipeline_toml, push, queue, sha,
     spawn_reporter, start_build, within,
 };
 use hmac::{Hmac, Mac};
@@ -112,15 +112,17 @@ fn target_url(build: i64) -> String {
     format!("{PUBLIC_URL}/builds/{build}")
 }
 
-/// The description hookci sends for a state and reason.
-fn description(sent: Sent, reason: Option<&str>) -> String {
-    match (sent, reason) {
-        (Sent::Queued, _) => "queued".into(),
-        (Sent::Running, _) => "running".into(),
-        (Sent::Final(BuildStatus::Cancelled), Some(r)) => format!("cancelled: {r}"),
-        (Sent::Final(_), Some(r)) => r.into(),
-        (Sent::Final(BuildStatus::Success), None) => "build succeeded".into(),
-        (Sent::Final(other), None) => panic!("no default description in the test for {other}"),
+/// The description hookci sends for a state: generic words, never the
+/// build's reason (which stays on the build page).
+fn description(sent: Sent, _reason: Option<&str>) -> String {
+    match sent {
+        Sent::Queued => "queued".into(),
+        Sent::Running => "running".into(),
+        Sent::Final(BuildStatus::Success) => "build passed".into(),
+        Sent::Final(BuildStatus::Failure) => "build failed".into(),
+        Sent::Final(BuildStatus::Error) => "the build could not run".into(),
+        Sent::Final(BuildStatus::Cancelled) => "build cancelled".into(),
+        Sent::Final(other) => panic!("no description in the test for {other}"),
     }
 }
 
@@ -520,38 +522,83 @@ async fn a_github_build_with_only_a_token_reports_to_api_github_com() {
     );
 }
 
+/// `pipeline_toml` with a configured `clone_url` and, instead of a
+/// `provider`, the pipeline's pinned `host` when `host` is given.
+fn toml_with(repo: &str, provider: &str, clone_url: Option<&str>, host: Option<&str>) -> String {
+    let clone = clone_url
+        .map(|u| format!("clone_url = \"{u}\"\n"))
+        .unwrap_or_default();
+    let pin = host
+        .map(|h| format!("host = \"{h}\"\n"))
+        .unwrap_or_default();
+    let provider = match host {
+        Some(_) => String::new(),
+        None => format!("provider = \"{provider}\"\n"),
+    };
+    format!(
+        "repo = \"{repo}\"\nsecret = \"s\"\n{pin}{clone}[status]\n{provider}token = \"{TOKEN}\"\n[[steps]]\nname = \"x\"\nrun = \"true\"\n"
+    )
+}
+
 #[tokio::test]
-async fn a_github_build_without_a_provider_follows_the_host_it_came_from() {
-    let toml = "repo = \"octo/hello\"\nsecret = \"s\"\n[status]\ntoken = \"t\"\n[[steps]]\nname = \"x\"\nrun = \"true\"\n";
-    let env = Env::new(&[("hello", toml)]);
+async fn the_provider_comes_from_the_pinned_host_never_from_the_delivery() {
+    // host = "github": GitHub's API, even for a delivery whose headers said Gitea.
+    let env = Env::new(&[("hello", &toml_with("octo/hello", "", None, Some("github")))]);
     let job = first_report(
         &env,
-        Host::Github,
+        Host::Gitea,
         "octo/hello",
         None,
         "https://github.com/octo/hello.git",
     )
     .await;
+    let pipelines = env.pipelines.current();
+    let out = request_for(&pipelines["hello"], &job, PUBLIC_URL, &[], 0).unwrap();
     assert_eq!(
-        url_of(&env, &job).unwrap(),
+        out.url.as_str(),
         format!(
             "https://api.github.com/repos/octo/hello/statuses/{}",
             sha(7)
         )
     );
+    assert_eq!(
+        out.headers["authorization"].to_str().unwrap(),
+        format!("Bearer {TOKEN}")
+    );
 }
 
 #[tokio::test]
-async fn a_github_enterprise_build_reports_to_its_servers_api_v3() {
-    let toml = pipeline_toml("octo/hello", "github", None, CONTEXT);
+async fn a_status_token_without_host_or_provider_does_not_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hello.toml");
+    let toml = "repo = \"octo/hello\"\nsecret = \"s\"\n[status]\ntoken = \"t\"\n[[steps]]\nname = \"x\"\nrun = \"true\"\n";
+    std::fs::write(&path, toml).unwrap();
+    let errors = hookci::pipeline::load_file(&path).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.message.contains("needs host or [status] provider")),
+        "{errors:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_github_enterprise_build_reports_to_the_api_v3_of_its_configured_clone_url() {
+    let toml = toml_with(
+        "octo/hello",
+        "github",
+        Some("git@ghe.example.com:octo/hello.git"),
+        None,
+    );
     let env = Env::new(&[("hello", &toml)]);
-    let web = Some("https://ghe.example.com/octo/hello");
+    // The payload's own URLs name another server: they are not used.
+    let web = Some("http://127.0.0.1:9/octo/hello");
     let job = first_report(
         &env,
         Host::Github,
         "octo/hello",
         web,
-        "https://ghe.example.com/octo/hello.git",
+        "http://127.0.0.1:9/octo/hello.git",
     )
     .await;
     assert_eq!(
@@ -564,75 +611,85 @@ async fn a_github_enterprise_build_reports_to_its_servers_api_v3() {
 }
 
 #[tokio::test]
-async fn self_hosted_api_addresses_come_from_the_repository_url() {
+async fn self_hosted_api_addresses_come_from_the_configured_clone_url() {
     let cases = [
         (
             "gitlab",
-            Host::Gitlab,
             "group/sub/hello",
-            Some("https://example.com/gitlab/group/sub/hello"),
-            "https://example.com/gitlab/group/sub/hello.git",
+            Some("https://example.com/gitlab/group/sub/hello.git"),
             "https://example.com/gitlab/api/v4/projects/group%2Fsub%2Fhello/statuses/",
         ),
         (
+            "gitlab",
+            "group/sub/hello",
+            None,
+            "https://gitlab.com/api/v4/projects/group%2Fsub%2Fhello/statuses/",
+        ),
+        (
             "bitbucket-server",
-            Host::BitbucketServer,
             "PROJ/hello",
-            Some("https://example.com:8443/bb/projects/PROJ/repos/hello/browse"),
-            "https://example.com:8443/bb/scm/proj/hello.git",
+            Some("https://example.com:8443/bb/scm/proj/hello.git"),
             "https://example.com:8443/bb/rest/api/latest/projects/PROJ/repos/hello/commits/",
         ),
         (
-            "bitbucket-server",
-            Host::BitbucketServer,
-            "PROJ/hello",
-            None,
-            "https://example.com/scm/proj/hello.git",
-            "https://example.com/rest/api/latest/projects/PROJ/repos/hello/commits/",
-        ),
-        (
             "bitbucket",
-            Host::Bitbucket,
             "ws/hello",
-            Some("https://bitbucket.org/ws/hello"),
-            "https://bitbucket.org/ws/hello.git",
+            None,
             "https://api.bitbucket.org/2.0/repositories/ws/hello/commit/",
         ),
         (
             "forgejo",
-            Host::Forgejo,
             "octo/hello",
-            None,
-            "https://user:pw@codeberg.org/octo/hello.git",
+            Some("https://user:pw@codeberg.org/octo/hello.git"),
             "https://codeberg.org/api/v1/repos/octo/hello/statuses/",
         ),
+        (
+            "gitea",
+            "octo/hello",
+            Some("http://git.example.com:3000/sub/octo/hello.git"),
+            "https://git.example.com/sub/api/v1/repos/octo/hello/statuses/",
+        ),
     ];
-    for (provider, from, repo, web, clone, expected) in cases {
-        let toml = pipeline_toml(repo, provider, None, CONTEXT);
+    for (provider, repo, clone, expected) in cases {
+        let toml = toml_with(repo, provider, clone, None);
         let env = Env::new(&[("hello", &toml)]);
-        let job = first_report(&env, from, repo, web, clone).await;
+        // Every payload names the attacker's server; none of it is used.
+        let evil = format!("http://127.0.0.1:9/{repo}");
+        let job = first_report(
+            &env,
+            Host::Generic,
+            repo,
+            Some(&evil),
+            &format!("{evil}.git"),
+        )
+        .await;
         let url = url_of(&env, &job).unwrap();
         assert!(url.starts_with(expected), "{provider}: {url}");
     }
 }
 
 #[tokio::test]
-async fn a_gitea_build_derives_its_api_base_under_a_sub_path() {
+async fn a_payload_naming_another_server_gets_no_token_and_the_report_says_why() {
     let host = FakeHost::start(vec![]).await;
-    let toml = pipeline_toml("octo/hello", "gitea", None, CONTEXT);
+    // A Gitea pipeline with neither api_url nor clone_url: before, the
+    // token went wherever the payload's repository URL pointed.
+    let toml = toml_with("octo/hello", "gitea", None, None);
     let env = Env::new(&[("hello", &toml)]);
-    let web = format!("{}/sub/octo/hello", host.url());
+    let web = format!("{}/octo/hello", host.url());
     let push = push("octo/hello", &sha(3), Some(&web), &format!("{web}.git"));
-    queue(&env.store, "hello", Host::Gitea, push, CONTEXT).await;
+    let id = queue(&env.store, "hello", Host::Gitea, push, CONTEXT).await;
     let (stop, task) = spawn_reporter(env.reporter(ReporterOptions::default()));
-    let seen = within(Duration::from_secs(30), "the report", host.wait_for(1)).await;
+    let reports = fake::reports_until(&env.store, id, "the report is refused", |r| {
+        r.iter()
+            .any(|r| r.outcome == hookci::store::ReportOutcome::Failed)
+    })
+    .await;
     stop.cancel();
     task.await.unwrap();
-    assert_eq!(
-        seen[0].path,
-        format!("/sub/api/v1/repos/octo/hello/statuses/{}", sha(3))
-    );
-    assert_eq!(seen[0].json()["state"], "pending");
+    assert!(host.seen().is_empty(), "the payload's server got a request");
+    let error = reports[0].last_error.clone().unwrap_or_default();
+    assert!(error.contains("set [status] api_url"), "{error}");
+    assert!(!error.contains(TOKEN), "{error}");
 }
 
 #[tokio::test]
@@ -690,4 +747,68 @@ async fn a_long_context_is_shortened_to_a_stable_bitbucket_key() {
     assert_eq!(key.chars().count(), 40);
     assert!(key.starts_with("hookci/a-pipeline-with-a-rather-"), "{key}");
     assert_eq!(body["name"], long);
+}
+
+#[tokio::test]
+async fn a_credential_never_follows_a_redirect_to_another_origin() {
+    // The configured API answers 307 to another port; that one records
+    // what reaches it. GitLab's PRIVATE-TOKEN is a custom header, which
+    // reqwest would carry across origins.
+    let thief = FakeHost::start(vec![]).await;
+    let api = FakeHost::start(vec![Reply::Answer {
+        status: 307,
+        headers: vec![("location", format!("{}/stolen", thief.url()))],
+        body: String::new(),
+    }])
+    .await;
+    let toml = pipeline_toml("group/hello", "gitlab", Some(&api.url()), CONTEXT);
+    let env = Env::new(&[("hello", &toml)]);
+    let event = push(
+        "group/hello",
+        &sha(5),
+        None,
+        "https://gitlab.com/group/hello.git",
+    );
+    let id = queue(&env.store, "hello", Host::Gitlab, event, CONTEXT).await;
+    let (stop, task) = spawn_reporter(env.reporter(ReporterOptions::default()));
+    let reports = fake::reports_until(&env.store, id, "the redirect is refused", |r| {
+        r.iter()
+            .any(|r| r.outcome == hookci::store::ReportOutcome::Failed)
+    })
+    .await;
+    stop.cancel();
+    task.await.unwrap();
+    assert!(thief.seen().is_empty(), "the token followed the redirect");
+    assert_eq!(api.seen().len(), 1);
+    let error = reports[0].last_error.clone().unwrap_or_default();
+    assert!(error.contains("307"), "{error}");
+    assert!(!error.contains(TOKEN), "{error}");
+
+    // A redirect within the same origin is still followed, token and all.
+    let moved = FakeHost::start(vec![Reply::Answer {
+        status: 308,
+        headers: vec![("location", "/moved/api/v4/projects/x/statuses/y".to_owned())],
+        body: String::new(),
+    }])
+    .await;
+    let toml = pipeline_toml("group/hello", "gitlab", Some(&moved.url()), CONTEXT);
+    let env = Env::new(&[("hello", &toml)]);
+    let event = push(
+        "group/hello",
+        &sha(6),
+        None,
+        "https://gitlab.com/group/hello.git",
+    );
+    queue(&env.store, "hello", Host::Gitlab, event, CONTEXT).await;
+    let (stop, task) = spawn_reporter(env.reporter(ReporterOptions::default()));
+    let seen = within(
+        Duration::from_secs(30),
+        "the same-origin redirect",
+        moved.wait_for(2),
+    )
+    .await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(seen[1].path, "/moved/api/v4/projects/x/statuses/y");
+    assert_eq!(seen[1].header("private-token"), Some(TOKEN));
 }

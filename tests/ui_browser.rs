@@ -223,12 +223,15 @@ async fn a_browser_follows_a_running_build_sees_colours_and_re_runs_it() {
         go1.display(),
         go2.display()
     );
-    let server = TestServer::start(&[("app", &pipeline(&steps))], |c| {
-        c.max_parallel_builds = 1;
-        c.admin_token = Some(hookci::secret::Secret::new(ADMIN));
-    })
-    .await;
     let up = Upstream::new("browser");
+    let server = TestServer::start(
+        &[("app", &common::with_clone_url(&up.url(), &pipeline(&steps)))],
+        |c| {
+            c.max_parallel_builds = 1;
+            c.admin_token = Some(hookci::secret::Secret::new(ADMIN));
+        },
+    )
+    .await;
     let commit = up.push(&[("README", "x\n")], "browser");
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "browser");
     let id = common::queue_github(&server.base(), "app", SECRET, "browser-1", &body).await[0];
@@ -328,12 +331,18 @@ async fn screenshots() {
          printf 'test login::lockout ... \\033[1;31mFAILED\\033[0m\\n\\n\\033[1mfailures:\\033[0m\\n  assertion failed: attempts < 5\\n'\nexit 101\n'''\n\
          [[steps]]\nname = \"deploy\"\nrun = \"true\"\n";
     let docs = "[[steps]]\nname = \"build\"\nrun = \"echo site built\"\n";
-    let server = TestServer::start(&[("app", &pipeline(app)), ("docs", &pipeline(docs))], |c| {
-        c.max_parallel_builds = 1;
-        c.admin_token = Some(hookci::secret::Secret::new(ADMIN));
-    })
-    .await;
     let up = Upstream::new("shots");
+    let server = TestServer::start(
+        &[
+            ("app", &common::with_clone_url(&up.url(), &pipeline(app))),
+            ("docs", &common::with_clone_url(&up.url(), &pipeline(docs))),
+        ],
+        |c| {
+            c.max_parallel_builds = 1;
+            c.admin_token = Some(hookci::secret::Secret::new(ADMIN));
+        },
+    )
+    .await;
     let mut last = 0;
     for (n, (name, branch, msg)) in [
         ("docs", "main", "Docs: describe the pipeline page"),

@@ -234,7 +234,8 @@ pub async fn trigger(
             ));
         }
     };
-    let spec = clone_spec_from(pipeline, &clone_url, ssh_url.as_deref());
+    let spec = clone_spec_from(pipeline, &clone_url, ssh_url.as_deref())
+        .map_err(|why| ApiError::new(StatusCode::CONFLICT, why))?;
     let mirrors = &state.runner().mirrors;
     let (mirror, commit) = mirrors.fetch(&spec, &git_ref, "").await.map_err(|e| {
         if e.0.ends_with(&format!("has no ref {git_ref}")) {
@@ -457,13 +458,41 @@ pub async fn get_log(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     require_read(&state, &headers)?;
-    if state.store().build(id).await?.is_none() {
+    let Some(build) = state.store().build(id).await? else {
         return Err(ApiError::not_found("no such build"));
-    }
+    };
     let content_type = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
     match tokio::fs::File::open(state.log_path(id)).await {
         Ok(file) => {
-            let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+            // What a terminal shows of each line is masked too: a secret
+            // split by an escape sequence is whole only there.
+            let view = view_mask(&state, &build.pipeline);
+            let chunks = tokio_util::io::ReaderStream::new(file);
+            let body = if view.is_passthrough() {
+                axum::body::Body::from_stream(chunks)
+            } else {
+                use futures_util::StreamExt as _;
+                let masked = futures_util::stream::unfold(
+                    (chunks, view, false),
+                    |(mut chunks, mut view, done)| async move {
+                        if done {
+                            return None;
+                        }
+                        match chunks.next().await {
+                            Some(Ok(bytes)) => {
+                                let out = view.push(&bytes);
+                                Some((Ok(axum::body::Bytes::from(out)), (chunks, view, false)))
+                            }
+                            Some(Err(e)) => Some((Err(e), (chunks, view, true))),
+                            None => {
+                                let out = view.finish();
+                                Some((Ok(axum::body::Bytes::from(out)), (chunks, view, true)))
+                            }
+                        }
+                    },
+                );
+                axum::body::Body::from_stream(masked)
+            };
             Ok((content_type, body).into_response())
         }
         // Queued builds have no log yet.
@@ -497,28 +526,31 @@ pub async fn stream_log(
 > {
     use axum::response::sse::{Event, KeepAlive, Sse};
     require_read(&state, &headers)?;
-    if state.store().build(id).await?.is_none() {
+    let Some(build) = state.store().build(id).await? else {
         return Err(ApiError::not_found("no such build"));
-    }
+    };
+    let view = view_mask(&state, &build.pipeline);
     enum Phase {
         Waiting,
         Following(crate::runner::log::LogFollower, Vec<u8>),
         Ending,
         Done,
     }
-    let stream = futures_util::stream::unfold(Phase::Waiting, move |phase| {
+    // The view mask travels with the stream's state: each chunk's lines
+    // are masked in what a terminal shows of them.
+    let stream = futures_util::stream::unfold((Phase::Waiting, view), move |(phase, mut view)| {
         let state = state.clone();
         async move {
             let (mut follower, mut carry) = match phase {
                 Phase::Done => return None,
-                Phase::Ending => return Some((end_event(&state, id).await, Phase::Done)),
+                Phase::Ending => return Some((end_event(&state, id).await, (Phase::Done, view))),
                 Phase::Waiting => match state.follow_log(id).await {
                     Ok(follower) => (follower, Vec::new()),
                     Err(e) => {
                         tracing::warn!(build = id, error = %e, "cannot follow a build log");
                         return Some((
                             Ok(Event::default().event("end").data("unknown")),
-                            Phase::Done,
+                            (Phase::Done, view),
                         ));
                     }
                 },
@@ -526,7 +558,7 @@ pub async fn stream_log(
             };
             match follower.next_chunk().await {
                 Ok(Some(chunk)) => {
-                    carry.extend_from_slice(&chunk);
+                    carry.extend(view.push(&chunk));
                     // Hold back a UTF-8 sequence cut by the chunk boundary.
                     let valid = match std::str::from_utf8(&carry) {
                         Ok(_) => carry.len(),
@@ -537,19 +569,31 @@ pub async fn stream_log(
                     let rest = carry.split_off(valid);
                     Some((
                         Ok(Event::default().data(text)),
-                        Phase::Following(follower, rest),
+                        (Phase::Following(follower, rest), view),
                     ))
                 }
-                Ok(None) | Err(_) if !carry.is_empty() => {
+                Ok(None) | Err(_) if !carry.is_empty() || view.has_held() => {
+                    carry.extend(view.finish());
                     let last = String::from_utf8_lossy(&carry).into_owned();
-                    Some((Ok(Event::default().data(last)), Phase::Ending))
+                    Some((Ok(Event::default().data(last)), (Phase::Ending, view)))
                 }
                 // No event for an empty chunk: straight to the end.
-                Ok(None) | Err(_) => Some((end_event(&state, id).await, Phase::Done)),
+                Ok(None) | Err(_) => Some((end_event(&state, id).await, (Phase::Done, view))),
             }
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The view mask of a build of `pipeline`: its secrets, as the log writer
+/// masks them, checked in what each line shows.
+fn view_mask(state: &AppState, pipeline: &str) -> crate::runner::log::visible::ViewMask {
+    let secrets = state
+        .pipelines()
+        .get(pipeline)
+        .map(crate::runner::log::visible::pipeline_secrets)
+        .unwrap_or_default();
+    crate::runner::log::visible::ViewMask::new(&secrets)
 }
 
 /// `event: end` with the status the build settled in (never empty data: an

@@ -433,6 +433,11 @@ async fn layout_log(
         (1, None)
     };
     let mut parser = logview::LogParser::new(names, section, first_line);
+    if let Ok(Some(build)) = state.store().build(id).await {
+        if let Some(pipeline) = state.pipelines().get(&build.pipeline) {
+            parser.mask_with(&crate::runner::log::visible::pipeline_secrets(pipeline));
+        }
+    }
     let mut ops = vec![logview::Op::Section(section)];
     let rest = parser.feed(&tail.text, &mut ops);
     // An unfinished last line: a live page leaves it to its stream, which

@@ -6,6 +6,7 @@
 //! one sentence.
 
 mod check;
+mod credentials;
 pub mod glob;
 pub mod matcher;
 pub(crate) mod raw;
@@ -69,6 +70,9 @@ pub struct Clone {
     pub token: Option<Secret>,
     /// Check out submodules too.
     pub submodules: bool,
+    /// Pin the key of an ssh host in no `known_hosts` file on first use
+    /// (into `data_dir/known_hosts`) rather than refuse it.
+    pub accept_new_host_keys: bool,
 }
 
 /// One `[[trigger]]`.
@@ -174,9 +178,10 @@ impl Provider {
 /// The `[status]` table.
 #[derive(Debug, Clone)]
 pub struct Status {
-    /// The provider; `None` = follow the host the delivery came from.
+    /// The provider; `None` = the API of the pipeline's pinned `host`.
     pub provider: Option<Provider>,
-    /// The API base; `None` = the host's public API or derived from the repo URL.
+    /// The API base; `None` = the host's public API, or one derived from
+    /// the pipeline's configured `clone_url` (never from a payload).
     pub api_url: Option<String>,
     /// The API token.
     pub token: Option<Secret>,
@@ -342,15 +347,18 @@ impl PipelineSet {
 }
 
 impl Pipeline {
-    /// Where this pipeline's commit statuses go for a delivery from `host`:
-    /// the `[status] provider`, else the host's own API. Gogs has no commit
-    /// status API, and a generic sender has no host API: both report nothing
-    /// unless a provider is named.
-    pub fn provider_for(&self, host: Option<Host>) -> Provider {
+    /// Where this pipeline's commit statuses go: the `[status] provider`,
+    /// else the API of the pipeline's pinned `host`. The host a delivery's
+    /// headers name (`_delivery_host`) is never consulted: the provider
+    /// decides how the status token is sent, and that comes from the
+    /// configuration alone. Gogs has no commit status API, and a generic
+    /// sender has no host API: both report nothing unless a provider is
+    /// named.
+    pub fn provider_for(&self, _delivery_host: Option<Host>) -> Provider {
         if let Some(p) = self.status.provider {
             return p;
         }
-        match host {
+        match self.host {
             Some(Host::Github) => Provider::Github,
             Some(Host::Gitlab) => Provider::Gitlab,
             Some(Host::Gitea) => Provider::Gitea,
@@ -361,12 +369,12 @@ impl Pipeline {
         }
     }
 
-    /// The status context builds from `host` report under, or `None` when
+    /// The status context builds report under, or `None` when
     /// they report nothing: no provider, or a host API provider without a
     /// `[status] token` (every host's status API needs one; a call without
     /// it could only fail).
-    pub fn report_context(&self, host: Option<Host>) -> Option<String> {
-        match self.provider_for(host) {
+    pub fn report_context(&self, delivery_host: Option<Host>) -> Option<String> {
+        match self.provider_for(delivery_host) {
             Provider::None => None,
             Provider::Webhook => Some(self.status.context.clone()),
             Provider::Github

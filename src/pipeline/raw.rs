@@ -56,6 +56,8 @@ pub(crate) struct RawClone {
     pub token: Option<Spanned<RawSecret>>,
     #[serde(default)]
     pub submodules: bool,
+    #[serde(default)]
+    pub accept_new_host_keys: bool,
 }
 
 /// One `[[trigger]]`.

@@ -149,6 +149,7 @@ fn convert(c: &mut Checker<'_>, name: &str, path: &Path, raw: RawPipeline) -> Op
             .as_ref()
             .and_then(|s| c.secret("clone.token", s)),
         submodules: raw.clone.submodules,
+        accept_new_host_keys: raw.clone.accept_new_host_keys,
     };
 
     let triggers: Vec<Trigger> = raw.trigger.iter().filter_map(|t| trigger(c, t)).collect();
@@ -180,6 +181,7 @@ fn convert(c: &mut Checker<'_>, name: &str, path: &Path, raw: RawPipeline) -> Op
 
     let status = status(c, name, &raw.status);
     let steps = steps(c, raw.steps.as_ref());
+    super::credentials::check(c, &raw);
 
     Some(Pipeline {
         name: name.to_owned(),

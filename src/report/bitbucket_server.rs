@@ -10,22 +10,20 @@
 //! is logged on the report.
 
 use super::bitbucket;
-use super::request::{Outgoing, Phase, Report, endpoint, owner_and_name, repo_urls};
+use super::request::{Outgoing, Phase, Report, endpoint, owner_and_name};
 use crate::secret::Secret;
-use crate::store::Build;
 use reqwest::Url;
 
 /// The longest build status key Bitbucket Server takes.
 pub const MAX_KEY_CHARS: usize = 255;
 
-/// The server's base for a build when `[status] api_url` is not set, from
-/// the repository's page (`{base}/projects/KEY/repos/slug/browse`, or
-/// `{base}/users/NAME/repos/...` for a personal repository) or its clone URL
-/// (`{base}/scm/key/slug.git`).
-pub fn default_api(build: &Build) -> Result<Url, String> {
-    repo_urls(build)
-        .into_iter()
-        .find_map(|mut url| {
+/// The server's base when `[status] api_url` is not set, from the
+/// configured `clone_url` (`{base}/scm/key/slug.git`, read as https), or a
+/// repository page (`{base}/projects/KEY/repos/slug/browse`).
+pub fn default_api(urls: &[Url]) -> Result<Url, String> {
+    urls.iter()
+        .find_map(|url| {
+            let mut url = url.clone();
             let segments: Vec<String> = url.path_segments()?.map(str::to_owned).collect();
             let at = segments.iter().enumerate().position(|(i, s)| {
                 let page = matches!(s.as_str(), "projects" | "users")
@@ -38,7 +36,7 @@ pub fn default_api(build: &Build) -> Result<Url, String> {
             Some(url)
         })
         .ok_or_else(|| {
-            "cannot tell the Bitbucket Server address from the repository URL; set [status] api_url"
+            "the status token goes only to an address from the configuration, and the pipeline's clone_url names no Bitbucket Server: set [status] api_url"
                 .to_owned()
         })
 }

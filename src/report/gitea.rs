@@ -6,20 +6,17 @@
 //! used: no hookci state means it). A cancelled build is an `error` whose
 //! description says "cancelled".
 
-use super::request::{
-    Outgoing, Report, base_before_repo, endpoint, owner_and_name, strip_path_suffix,
-};
+use super::request::{Outgoing, Report, base_or_root, endpoint, owner_and_name, strip_path_suffix};
 use crate::secret::Secret;
-use crate::store::Build;
 use reqwest::Url;
 use reqwest::header::{ACCEPT, AUTHORIZATION};
 
-/// The server's base for a build when `[status] api_url` is not set: the
-/// repository URL's scheme, host, port and any path prefix before
+/// The server's base when `[status] api_url` is not set: the configured
+/// `clone_url`'s host, as https, and any path prefix before
 /// `/{owner}/{repo}` (Gitea may be served under a sub-path).
-pub fn default_api(build: &Build) -> Result<Url, String> {
-    base_before_repo(build, &build.repo).ok_or_else(|| {
-        "cannot tell the server's address from the repository URL; set [status] api_url".to_owned()
+pub fn default_api(urls: &[Url], repo: &str) -> Result<Url, String> {
+    base_or_root(urls, repo).ok_or_else(|| {
+        "the status token goes only to an address from the configuration, and there is none: set [status] api_url (or the pipeline's clone_url)".to_owned()
     })
 }
 

@@ -5,9 +5,8 @@
 //! `success`, `failure`, `error` (a cancelled build is an `error` whose
 //! description says "cancelled").
 
-use super::request::{Outgoing, Phase, Report, base_before_repo, endpoint, owner_and_name};
+use super::request::{Outgoing, Phase, Report, base_or_root, endpoint, owner_and_name};
 use crate::secret::Secret;
-use crate::store::Build;
 use reqwest::Url;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName};
 use serde::Serialize;
@@ -15,21 +14,20 @@ use serde::Serialize;
 /// github.com's API.
 pub const DEFAULT_API: &str = "https://api.github.com";
 
-/// The API base for a build when `[status] api_url` is not set: github.com's
-/// API for repositories on github.com (or with no URL to go by), else GitHub
-/// Enterprise Server's `{scheme}://{host}/api/v3`.
-pub fn default_api(build: &Build) -> Url {
+/// The API base when `[status] api_url` is not set: github.com's API,
+/// unless the pipeline's configured `clone_url` names another host, whose
+/// GitHub Enterprise Server API is `https://{host}/api/v3`.
+pub fn default_api(urls: &[Url], repo: &str) -> Url {
     let github_com = Url::parse(DEFAULT_API).expect("a valid constant URL");
-    let Some(mut base) = base_before_repo(build, &build.repo) else {
+    let Some(mut base) = base_or_root(urls, repo) else {
         return github_com;
     };
     match base.host_str() {
-        Some("github.com" | "www.github.com") => github_com,
+        Some("github.com" | "www.github.com") | None => github_com,
         Some(_) => {
             base.set_path("/api/v3");
             base
         }
-        None => github_com,
     }
 }
 

@@ -4,20 +4,21 @@
 //! with `{state, name, target_url, description}` and `PRIVATE-TOKEN`; states
 //! `pending`, `running`, `success`, `failed`, `canceled`.
 
-use super::request::{Outgoing, Phase, Report, base_before_repo, endpoint, strip_path_suffix};
+use super::request::{Outgoing, Phase, Report, base_or_root, endpoint, strip_path_suffix};
 use crate::secret::Secret;
-use crate::store::Build;
 use reqwest::Url;
 use reqwest::header::{ACCEPT, HeaderName};
 use serde::Serialize;
 
-/// The server's base for a build when `[status] api_url` is not set: the
-/// repository URL's scheme, host, port and any path prefix before the
-/// project's path.
-pub fn default_api(build: &Build) -> Result<Url, String> {
-    base_before_repo(build, &build.repo).ok_or_else(|| {
-        "cannot tell the GitLab address from the repository URL; set [status] api_url".to_owned()
-    })
+/// gitlab.com, the public host.
+pub const DEFAULT_API: &str = "https://gitlab.com";
+
+/// The server's base when `[status] api_url` is not set: the configured
+/// `clone_url`'s host, as https, with any path prefix before the project's
+/// path; without a `clone_url`, gitlab.com.
+pub fn default_api(urls: &[Url], repo: &str) -> Url {
+    base_or_root(urls, repo)
+        .unwrap_or_else(|| Url::parse(DEFAULT_API).expect("a valid constant URL"))
 }
 
 /// The state GitLab takes.

@@ -138,9 +138,17 @@ impl Reporter {
             .timeout(options.request_timeout)
             .redirect(reqwest::redirect::Policy::custom(|attempt| {
                 // 307 and 308 keep the method and body; 301 and 302 would
-                // turn the POST into a GET, whose 200 is no delivery.
+                // turn the POST into a GET, whose 200 is no delivery. Every
+                // report carries a credential (a token header, GitLab's
+                // PRIVATE-TOKEN, a signature), and reqwest strips only
+                // Authorization on a cross-origin redirect: follow only to
+                // the same scheme, host and port.
                 let keeps_post = matches!(attempt.status().as_u16(), 307 | 308);
-                if keeps_post && attempt.previous().len() < 5 {
+                let same_origin = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| same_origin(first, attempt.url()));
+                if keeps_post && same_origin && attempt.previous().len() < 5 {
                     attempt.follow()
                 } else {
                     attempt.stop()
@@ -440,7 +448,7 @@ impl Inner {
                 Attempt::Delivered
             }
             300..=399 => Attempt::Refused(format!(
-                "{answer} (redirects that would turn the POST into a GET are not followed; set [status] api_url to the new address)"
+                "{answer} (redirects to another scheme, host or port, or that would turn the POST into a GET, are not followed; set [status] api_url to the new address)"
             )),
             _ => Attempt::Refused(answer),
         }
@@ -503,24 +511,30 @@ pub fn request_for(
         Some(url) => parse_base(url),
         None => default,
     };
+    // The API base comes from the configuration only: `api_url`, a public
+    // host's API, or the pipeline's own `clone_url`; never the payload.
+    let urls = request::configured_repo_urls(pipeline.clone_url.as_deref());
+    let repo = &pipeline.repo;
     match provider {
         Provider::Github => github::request(
             &report,
-            &api(Ok(github::default_api(&job.build)))?,
+            &api(Ok(github::default_api(&urls, repo)))?,
             token()?,
         ),
         Provider::Gitea | Provider::Forgejo => {
-            gitea::request(&report, &api(gitea::default_api(&job.build))?, token()?)
+            gitea::request(&report, &api(gitea::default_api(&urls, repo))?, token()?)
         }
-        Provider::Gitlab => {
-            gitlab::request(&report, &api(gitlab::default_api(&job.build))?, token()?)
-        }
+        Provider::Gitlab => gitlab::request(
+            &report,
+            &api(Ok(gitlab::default_api(&urls, repo)))?,
+            token()?,
+        ),
         Provider::Bitbucket => {
             bitbucket::request(&report, &api(Ok(bitbucket::default_api()))?, token()?)
         }
         Provider::BitbucketServer => bitbucket_server::request(
             &report,
-            &api(bitbucket_server::default_api(&job.build))?,
+            &api(bitbucket_server::default_api(&urls))?,
             token()?,
         ),
         Provider::Webhook => {
@@ -540,13 +554,27 @@ pub fn request_for(
                 "the pipeline {} no longer reports commit statuses ([status] provider is none)",
                 pipeline.name
             ),
-            None => format!(
-                "the pipeline {} no longer reports commit statuses (builds from {} have no status API; set [status] provider)",
-                pipeline.name,
-                job.build.host.as_deref().unwrap_or("a manual trigger")
-            ),
+            None => match pipeline.host {
+                Some(host) => format!(
+                    "the pipeline {} no longer reports commit statuses ({} has no status API; set [status] provider)",
+                    pipeline.name,
+                    host.as_str()
+                ),
+                None => format!(
+                    "the pipeline {} no longer reports commit statuses (neither host nor [status] provider is set)",
+                    pipeline.name
+                ),
+            },
         }),
     }
+}
+
+/// True when `a` and `b` have the same scheme, host and port (the
+/// scheme's default port filled in).
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str().map(str::to_ascii_lowercase) == b.host_str().map(str::to_ascii_lowercase)
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// `host[:port]` of `url`, for errors.

@@ -1,7 +1,7 @@
 //! What every provider shares: the report in provider-neutral terms, the
 //! request a provider makes of it (as data, so it is tested without a
 //! network), and the URL helpers that derive a self-hosted API address from
-//! the repository's own URL.
+//! the repository URL the configuration names.
 
 use crate::secret::Secret;
 use crate::store::{Build, BuildStatus, ReportJob};
@@ -44,15 +44,17 @@ impl Phase {
         }
     }
 
-    /// The description when the build gives no reason.
-    fn default_description(self) -> &'static str {
+    /// The description a host is sent: generic words for the state. The
+    /// build's reason (which may name paths, hosts or errors) stays on the
+    /// build page, which the status links to.
+    fn generic_description(self) -> &'static str {
         match self {
             Phase::Queued => "queued",
             Phase::Running => "running",
-            Phase::Succeeded => "build succeeded",
+            Phase::Succeeded => "build passed",
             Phase::Failed => "build failed",
             Phase::Errored => "the build could not run",
-            Phase::Cancelled => "cancelled",
+            Phase::Cancelled => "build cancelled",
         }
     }
 }
@@ -105,29 +107,12 @@ impl<'a> Report<'a> {
     }
 }
 
-/// The description for `phase`: the build's reason, or a default; a
-/// cancelled build says so (GitHub and Gitea have no cancelled state, so
-/// their `error` must be told apart from a build that could not run).
-pub fn description(phase: Phase, reason: &str) -> String {
-    let reason = reason.trim();
-    let text = match phase {
-        Phase::Cancelled if !reason.is_empty() && !reason.starts_with("cancel") => {
-            format!("cancelled: {reason}")
-        }
-        Phase::Queued
-        | Phase::Running
-        | Phase::Succeeded
-        | Phase::Failed
-        | Phase::Errored
-        | Phase::Cancelled => {
-            if reason.is_empty() {
-                phase.default_description().to_owned()
-            } else {
-                reason.to_owned()
-            }
-        }
-    };
-    truncate_chars(&text, MAX_DESCRIPTION_CHARS)
+/// The description for `phase`, as public hosts show it: generic words for
+/// the state, never the build's reason (a clone error may name internal
+/// paths and hosts; the detail is on the build page). `_reason` is kept
+/// for the providers that post to a configured URL.
+pub fn description(phase: Phase, _reason: &str) -> String {
+    truncate_chars(phase.generic_description(), MAX_DESCRIPTION_CHARS)
 }
 
 /// The first `max` characters of `s` (never splitting a character).
@@ -229,21 +214,16 @@ pub fn owner_and_name(repo: &str) -> Result<(&str, &str), String> {
     }
 }
 
-/// The repository URLs of a build: its web page first, then its clone URL,
-/// as http(s) URLs without credentials, query or fragment.
-pub fn repo_urls(build: &Build) -> Vec<Url> {
-    [build.web_url.as_deref(), Some(build.clone_url.as_str())]
+/// The repository URL the configuration names, as an https URL without
+/// credentials, query or fragment: the pipeline's `clone_url` (an ssh or
+/// http one is read as https on the same host). Never a payload's URL: a
+/// status token goes only where the configuration says.
+pub fn configured_repo_urls(clone_url: Option<&str>) -> Vec<Url> {
+    clone_url
+        .and_then(crate::runner::checkout::web_location)
+        .and_then(|loc| Url::parse(&loc.https_url()).ok())
+        .filter(|u| u.scheme() == "https" && u.host_str().is_some())
         .into_iter()
-        .flatten()
-        .filter_map(|u| Url::parse(u.trim()).ok())
-        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-        .map(|mut u| {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.set_fragment(None);
-            u
-        })
         .collect()
 }
 
@@ -251,9 +231,10 @@ pub fn repo_urls(build: &Build) -> Vec<Url> {
 /// ends in `/{repo}` (`.git` and a trailing slash allowed): scheme, host,
 /// port and any path prefix before the repository. `https://git.example.com/sub/owner/repo`
 /// with repo `owner/repo` gives `https://git.example.com/sub`.
-pub fn base_before_repo(build: &Build, repo: &str) -> Option<Url> {
+pub fn base_before_repo(urls: &[Url], repo: &str) -> Option<Url> {
     let suffix = format!("/{}", repo.trim_matches('/')).to_ascii_lowercase();
-    repo_urls(build).into_iter().find_map(|mut url| {
+    urls.iter().find_map(|url| {
+        let mut url = url.clone();
         let path = url.path().trim_end_matches('/');
         let path = path.strip_suffix(".git").unwrap_or(path);
         // ASCII lowercasing keeps byte offsets, so the prefix cut is exact.
@@ -264,43 +245,38 @@ pub fn base_before_repo(build: &Build, repo: &str) -> Option<Url> {
     })
 }
 
+/// [`base_before_repo`], else the root of the first URL's host: a
+/// configured clone URL whose path does not end in the repository still
+/// names the server.
+pub fn base_or_root(urls: &[Url], repo: &str) -> Option<Url> {
+    base_before_repo(urls, repo).or_else(|| {
+        let mut root = urls.first()?.clone();
+        root.set_path("/");
+        Some(root)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn descriptions_are_cut_at_140_characters_on_a_character_boundary() {
-        let long = "é".repeat(200);
-        let d = description(Phase::Failed, &long);
-        assert_eq!(d.chars().count(), 140);
-        assert!(d.chars().all(|c| c == 'é'));
-        assert_eq!(truncate_chars("short", 140), "short");
-    }
-
-    #[test]
-    fn an_empty_reason_gives_the_default_description() {
+    fn descriptions_are_generic_and_never_carry_the_reason() {
         assert_eq!(description(Phase::Queued, ""), "queued");
         assert_eq!(description(Phase::Running, " "), "running");
-        assert_eq!(description(Phase::Succeeded, ""), "build succeeded");
-        assert_eq!(description(Phase::Failed, ""), "build failed");
-        assert_eq!(description(Phase::Errored, ""), "the build could not run");
-        assert_eq!(description(Phase::Cancelled, ""), "cancelled");
+        assert_eq!(description(Phase::Succeeded, ""), "build passed");
         assert_eq!(
             description(Phase::Failed, "step test exited 101"),
-            "step test exited 101"
+            "build failed"
         );
-    }
-
-    #[test]
-    fn a_cancelled_build_says_it_was_cancelled() {
+        let leak = "clone failed: cannot create the mirror /var/lib/hookci/repos/x.git";
+        assert_eq!(description(Phase::Errored, leak), "the build could not run");
         assert_eq!(
             description(Phase::Cancelled, "superseded by build 12"),
-            "cancelled: superseded by build 12"
+            "build cancelled"
         );
-        assert_eq!(
-            description(Phase::Cancelled, "cancelled by a user"),
-            "cancelled by a user"
-        );
+        assert_eq!(truncate_chars("short", 140), "short");
+        assert_eq!(truncate_chars("ééé", 2), "éé");
     }
 
     #[test]

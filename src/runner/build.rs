@@ -147,7 +147,7 @@ impl Runner {
             Source::Workdir(dir) => {
                 record_steps.await;
                 let home = workspace.join("home");
-                match prepare_home(&home) {
+                match prepare_home(&home, &build.message) {
                     Ok(()) => {
                         let ctx = StepContext {
                             build,
@@ -229,13 +229,13 @@ impl Runner {
             stop,
             ..
         } = *ctx;
-        let spec = clone_spec(build, pipeline);
-        if spec.url.is_empty() {
-            return Ended::Finished(
-                BuildStatus::Error,
-                Some("the payload has no clone URL; set clone_url in the pipeline".into()),
-            );
-        }
+        let spec = match clone_spec(build, pipeline) {
+            Ok(spec) => spec,
+            Err(why) => {
+                let _ = log.line(&format!("==> {why}")).await;
+                return Ended::Finished(BuildStatus::Error, Some(why));
+            }
+        };
         let _ = log
             .line(&format!(
                 "==> fetching {}",
@@ -300,7 +300,9 @@ impl Runner {
         }
         let src = workspace.join("src");
         let home = workspace.join("home");
-        if let Err(e) = std::fs::create_dir_all(workspace).and_then(|()| prepare_home(&home)) {
+        if let Err(e) =
+            std::fs::create_dir_all(workspace).and_then(|()| prepare_home(&home, &build.message))
+        {
             return Ended::Finished(
                 BuildStatus::Error,
                 Some(format!("cannot create the workspace: {e}")),
@@ -469,24 +471,28 @@ impl Runner {
                 format!("{}/builds/{}", self.public_url, build.id),
             ),
             ("HOOKCI_PIPELINE".into(), pipeline.name.clone()),
-            ("HOOKCI_REPO".into(), build.repo.clone()),
+            ("HOOKCI_REPO".into(), capped(&build.repo)),
             ("HOOKCI_EVENT".into(), build.event.clone()),
-            ("HOOKCI_REF".into(), build.git_ref.clone()),
+            ("HOOKCI_REF".into(), capped(&build.git_ref)),
         ];
         if let Some(b) = &build.branch {
-            env.push(("HOOKCI_BRANCH".into(), b.clone()));
+            env.push(("HOOKCI_BRANCH".into(), capped(b)));
         }
         if let Some(t) = &build.tag {
-            env.push(("HOOKCI_TAG".into(), t.clone()));
+            env.push(("HOOKCI_TAG".into(), capped(t)));
         }
         env.extend([
             ("HOOKCI_COMMIT".into(), commit.to_owned()),
             ("HOOKCI_COMMIT_BEFORE".into(), build.before.clone()),
-            ("HOOKCI_COMMIT_MESSAGE".into(), build.message.clone()),
-            ("HOOKCI_PUSHER".into(), build.pusher.clone()),
+            ("HOOKCI_COMMIT_MESSAGE".into(), capped(&build.message)),
+            (
+                "HOOKCI_COMMIT_MESSAGE_FILE".into(),
+                message_file(home).display().to_string(),
+            ),
+            ("HOOKCI_PUSHER".into(), capped(&build.pusher)),
             (
                 "HOOKCI_DELIVERY".into(),
-                build.delivery.clone().unwrap_or_default(),
+                capped(build.delivery.as_deref().unwrap_or_default()),
             ),
             ("HOOKCI_WORKSPACE".into(), cwd.display().to_string()),
         ]);
@@ -530,23 +536,48 @@ struct StepContext<'a> {
 }
 
 /// The clone URL and credentials: the pipeline's `clone_url`, else the
-/// payload's ssh URL when a deploy key is set, else its https URL.
-pub fn clone_spec(build: &Build, pipeline: &Pipeline) -> CloneSpec {
+/// payload's ssh URL when a deploy key is set, else its https URL. A
+/// payload's URL is used only when it is https or ssh on the host the
+/// pipeline's `host` implies; the error says why not, in one sentence.
+pub fn clone_spec(build: &Build, pipeline: &Pipeline) -> Result<CloneSpec, String> {
     clone_spec_from(pipeline, &build.clone_url, build.ssh_url.as_deref())
 }
 
 /// [`clone_spec`] from a payload's clone URLs.
-pub fn clone_spec_from(pipeline: &Pipeline, clone_url: &str, ssh_url: Option<&str>) -> CloneSpec {
+pub fn clone_spec_from(
+    pipeline: &Pipeline,
+    clone_url: &str,
+    ssh_url: Option<&str>,
+) -> Result<CloneSpec, String> {
     let url = match (&pipeline.clone_url, &pipeline.clone.ssh_key, ssh_url) {
         (Some(url), _, _) => url.clone(),
         (None, Some(_), Some(ssh)) if !ssh.is_empty() => ssh.to_owned(),
         _ => clone_url.to_owned(),
     };
-    CloneSpec {
+    if pipeline.clone_url.is_none() {
+        if url.trim().is_empty() {
+            return Err("the payload has no clone URL; set clone_url in the pipeline".into());
+        }
+        super::checkout::check_payload_url(&url, public_host(pipeline.host))?;
+    }
+    Ok(CloneSpec {
         url,
         ssh_key: pipeline.clone.ssh_key.clone(),
         token: pipeline.clone.token.clone(),
         submodules: pipeline.clone.submodules,
+        accept_new_host_keys: pipeline.clone.accept_new_host_keys,
+    })
+}
+
+/// The public host a pinned `host` implies, whose payload clone URLs a
+/// pipeline without `clone_url` may fetch; self-hosted kinds imply none.
+fn public_host(host: Option<crate::webhook::Host>) -> Option<&'static str> {
+    use crate::webhook::Host;
+    match host? {
+        Host::Github => Some("github.com"),
+        Host::Gitlab => Some("gitlab.com"),
+        Host::Bitbucket => Some("bitbucket.org"),
+        Host::Gitea | Host::Forgejo | Host::Gogs | Host::BitbucketServer | Host::Generic => None,
     }
 }
 
@@ -576,8 +607,41 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-fn prepare_home(home: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(home)
+/// Creates the build's HOME and writes the whole commit message beside it
+/// (`HOOKCI_COMMIT_MESSAGE_FILE`): the environment carries at most
+/// [`MAX_ENV_VALUE`] bytes of it.
+fn prepare_home(home: &Path, message: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(home)?;
+    std::fs::write(message_file(home), message)
+}
+
+/// Where the whole commit message is: `commit-message` in the workspace,
+/// beside `home/` and `src/`.
+fn message_file(home: &Path) -> PathBuf {
+    home.parent().unwrap_or(home).join("commit-message")
+}
+
+/// The most bytes of one payload value (message, ref, pusher, ...) given to
+/// a step in its environment: Linux refuses any one environment string
+/// over 128 KiB (`MAX_ARG_STRLEN`), and then no step could start.
+pub const MAX_ENV_VALUE: usize = 64 * 1024;
+
+/// The marker ending a value cut at [`MAX_ENV_VALUE`].
+pub const TRUNCATED_MARKER: &str =
+    "\n[truncated by hookci; the whole commit message is in $HOOKCI_COMMIT_MESSAGE_FILE]";
+
+/// `value` as a step's environment gets it: whole when it fits in
+/// [`MAX_ENV_VALUE`] bytes, else cut on a character boundary and ended by
+/// [`TRUNCATED_MARKER`], the whole at most [`MAX_ENV_VALUE`] bytes.
+pub fn capped(value: &str) -> String {
+    if value.len() <= MAX_ENV_VALUE {
+        return value.to_owned();
+    }
+    let mut cut = MAX_ENV_VALUE - TRUNCATED_MARKER.len();
+    while !value.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{TRUNCATED_MARKER}", &value[..cut])
 }
 
 fn remove_dir_all_if_exists(path: &Path) -> std::io::Result<()> {

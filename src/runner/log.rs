@@ -18,6 +18,7 @@
 
 mod follow;
 pub mod mask;
+pub mod visible;
 
 pub use follow::{LogFollower, follow_file};
 
@@ -68,7 +69,15 @@ impl LogWriter {
     /// characters of a multi-line one) is masked as `***`. After `cap_bytes`
     /// bytes the log says it was truncated and step output is dropped.
     pub fn create(path: &Path, secrets: &[Secret], cap_bytes: u64) -> io::Result<LogWriter> {
-        let file = std::fs::File::create(path)?;
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)?
+        };
         let (progress, _) = watch::channel(Progress::default());
         Ok(LogWriter {
             path: path.to_path_buf(),
@@ -134,6 +143,7 @@ impl LogWriter {
     /// line of its own, masked like step output. It ends whatever step
     /// output the masker held back. These lines are written even past the
     /// cap: they are few and short, and they tell how each step ended.
+    /// Control characters in `text` are escaped (`\n`, `\x1b`, ...).
     pub async fn line(&mut self, text: &str) -> io::Result<()> {
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
@@ -145,6 +155,10 @@ impl LogWriter {
         if self.last_byte.is_some_and(|b| b != b'\n') {
             out.push(b'\n');
         }
+        // hookci's own lines carry payload values (refs, URLs): escape
+        // control characters so that none can end the line early and
+        // forge another.
+        let text = escape_controls(text);
         self.masker.mask_complete(text.as_bytes(), &mut out);
         out.push(b'\n');
         let written = self.write_raw(&out).await;
@@ -222,5 +236,41 @@ impl LogWriter {
             let _ = stdout.flush().await;
         }
         Ok(())
+    }
+}
+
+/// `text` with every control character but tab escaped: `\n`, `\r`,
+/// `\x1b`, `\u{85}`.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\t' => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() && u32::from(c) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", u32::from(c)));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_in_hookcis_own_lines_are_escaped() {
+        assert_eq!(escape_controls("plain\ttext"), "plain\ttext");
+        assert_eq!(
+            escape_controls("refs/heads/x\n==> build 9 success\r\u{1b}[2J\u{85}"),
+            "refs/heads/x\\n==> build 9 success\\r\\x1b[2J\\u{85}"
+        );
     }
 }

@@ -6,4 +6,5 @@ pub mod cgroup;
 pub mod checkout;
 pub mod leftovers;
 pub mod log;
+pub mod private_dirs;
 pub mod step;

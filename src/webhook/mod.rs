@@ -62,6 +62,10 @@ pub enum ParseError {
     /// A field the host always sends is missing or of the wrong type.
     #[error("the payload has no valid {0}")]
     Missing(&'static str),
+    /// A ref that git would not accept as a name (control characters,
+    /// `..`, a trailing `.lock`, ...).
+    #[error("the payload's ref is not a valid git ref name")]
+    BadRef,
 }
 
 /// Which host sent a delivery, from its headers alone. Forgejo, then Gitea,
@@ -158,14 +162,28 @@ pub fn delivery_id(host: Host, headers: &HeaderMap, body: &[u8]) -> String {
 
 /// Reads a delivery's payload into events.
 pub fn parse(host: Host, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ParseError> {
-    match host {
+    let parsed = match host {
         Host::Github => github::parse(headers, body),
         Host::Gitlab => gitlab::parse(headers, body),
         Host::Gitea | Host::Forgejo | Host::Gogs => gitea::parse(host, headers, body),
         Host::Bitbucket => bitbucket::parse(headers, body),
         Host::BitbucketServer => bitbucket_server::parse(headers, body),
         Host::Generic => generic::parse(body),
+    }?;
+    // A ref reaches the store, the log and the steps' environment: only
+    // names git itself accepts (no control characters, no `..`, ...).
+    if let ParsedKind::Pushes(events) = &parsed.kind {
+        if events.iter().any(|e| !valid_ref(&e.git_ref)) {
+            return Err(ParseError::BadRef);
+        }
     }
+    Ok(parsed)
+}
+
+/// True for a full ref name git accepts (`git check-ref-format` rules).
+/// Pure: libgit2 checks the string, nothing is read.
+pub fn valid_ref(name: &str) -> bool {
+    git2::Reference::is_valid_name(name)
 }
 
 /// The signature header(s) `host` would send for `body` signed with

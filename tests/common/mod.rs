@@ -321,3 +321,10 @@ pub async fn wait_final(base: &str, id: i64) -> serde_json::Value {
     })
     .await
 }
+
+/// `toml` with `clone_url = URL` first: a pipeline without one trusts a
+/// payload's clone URL only on the public host its `host` implies, so
+/// tests that build a local repository pin it.
+pub fn with_clone_url(url: &str, toml: &str) -> String {
+    format!("clone_url = {url:?}\n{toml}")
+}

@@ -202,6 +202,9 @@ async fn follow_build(
                 let names = ctx.steps.iter().map(|s| s.record.name.clone()).collect();
                 let mut p = logview::LogParser::new(names, sec, line);
                 p.set_in_group(grp);
+                if let Some(pipeline) = state.pipelines().get(&ctx.build.pipeline) {
+                    p.mask_with(&crate::runner::log::visible::pipeline_secrets(pipeline));
+                }
                 parser = Some(p);
             }
             let fragments = view::live_state(&ctx.page(None));

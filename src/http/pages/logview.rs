@@ -303,6 +303,9 @@ pub struct LogParser {
     in_group: bool,
     /// The number of the next line.
     pub next_line: u64,
+    /// The build's secrets, to mask what a line shows (see
+    /// `runner::log::visible`).
+    masker: Option<std::sync::Arc<crate::runner::log::mask::Masker>>,
 }
 
 impl LogParser {
@@ -315,7 +318,16 @@ impl LogParser {
             section,
             in_group: false,
             next_line: first_line,
+            masker: None,
         }
+    }
+
+    /// Masks every secret a line shows once its escape sequences are
+    /// dropped (the file is masked byte for byte; a secret split by an
+    /// escape sequence is whole only on the page).
+    pub fn mask_with(&mut self, secrets: &[crate::secret::Secret]) {
+        let masker = crate::runner::log::mask::Masker::new(secrets);
+        self.masker = masker.is_active().then(|| std::sync::Arc::new(masker));
     }
 
     /// The state a page hands to its live stream to carry on from.
@@ -341,7 +353,16 @@ impl LogParser {
     pub fn line(&mut self, raw: &str, out: &mut Vec<Op>) {
         let no = self.next_line;
         self.next_line += 1;
-        let segments = self.ansi.line(raw);
+        let mut segments = self.ansi.line(raw);
+        if let Some(masker) = &self.masker {
+            let shown = plain(&segments);
+            if masker.finds(shown.as_bytes()) {
+                let mut masked = Vec::with_capacity(shown.len());
+                masker.mask_complete(shown.as_bytes(), &mut masked);
+                let style = segments.first().map(|(s, _)| *s).unwrap_or_default();
+                segments = vec![(style, String::from_utf8_lossy(&masked).into_owned())];
+            }
+        }
         let text = plain(&segments);
         let next = self.section.map_or(0, |s| s + 1);
         if text.starts_with("==> step ") && self.header(next, &text) {

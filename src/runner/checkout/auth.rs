@@ -38,6 +38,8 @@ pub(super) struct Auth<'s> {
     ssh_key: Option<&'s Secret>,
     token: Option<&'s Secret>,
     known_hosts: &'s KnownHosts,
+    /// Pin the key of a host in no `known_hosts` file, rather than refuse it.
+    accept_new: bool,
     attempts: Cell<u32>,
     asked: RefCell<Asked>,
 }
@@ -49,6 +51,7 @@ impl<'s> Auth<'s> {
         ssh_key: Option<&'s Secret>,
         token: Option<&'s Secret>,
         known_hosts: &'s KnownHosts,
+        accept_new: bool,
     ) -> Auth<'s> {
         Auth {
             home,
@@ -56,6 +59,7 @@ impl<'s> Auth<'s> {
             ssh_key,
             token,
             known_hosts,
+            accept_new,
             attempts: Cell::new(0),
             asked: RefCell::new(Asked::Fine),
         }
@@ -78,14 +82,49 @@ impl<'s> Auth<'s> {
             let port = self.target.port().unwrap_or(22);
             let (file, line, what) = match self.known_hosts.check(host, port, key) {
                 Verdict::Known => return Ok(CertificateCheckStatus::CertificateOk),
+                Verdict::Unknown if self.accept_new => match self.known_hosts.pin(host, port, key) {
+                    Ok(file) => {
+                        tracing::info!(
+                            host,
+                            port,
+                            file = %file.display(),
+                            "an ssh host key seen for the first time is pinned (accept_new_host_keys)"
+                        );
+                        return Ok(CertificateCheckStatus::CertificateOk);
+                    }
+                    Err(e) => {
+                        self.asked.replace(Asked::HostKey(format!(
+                            "the ssh host key of {host} is in no known_hosts file and cannot be pinned ({e}): refusing to fetch {}",
+                            self.target.display()
+                        )));
+                        return Err(git2::Error::new(
+                            ErrorCode::Certificate,
+                            ErrorClass::Ssh,
+                            "host key verification failed",
+                        ));
+                    }
+                },
                 Verdict::Unknown => {
-                    tracing::warn!(
-                        host,
-                        port,
-                        "the ssh host key is in no known_hosts file; accepted unverified \
-                         (add it with ssh-keyscan to have it checked)"
-                    );
-                    return Ok(CertificateCheckStatus::CertificateOk);
+                    let own = self
+                        .known_hosts
+                        .own()
+                        .map_or_else(|| "~/.ssh/known_hosts".to_owned(), |p| p.display().to_string());
+                    let scan = if port == 22 {
+                        format!("ssh-keyscan {host} >> {own}")
+                    } else {
+                        format!("ssh-keyscan -p {port} {host} >> {own}")
+                    };
+                    self.asked.replace(Asked::HostKey(format!(
+                        "the ssh host key of {host} is in no known_hosts file: refusing to fetch {}; \
+                         add the key with `{scan}` after checking it, or set \
+                         accept_new_host_keys = true in [clone] to pin it on first use",
+                        self.target.display()
+                    )));
+                    return Err(git2::Error::new(
+                        ErrorCode::Certificate,
+                        ErrorClass::Ssh,
+                        "host key verification failed",
+                    ));
                 }
                 Verdict::Changed { file, line } => (file, line, "is not the one listed"),
                 Verdict::Revoked { file, line } => (file, line, "is revoked"),
@@ -274,7 +313,7 @@ mod tests {
         let token = Secret::new("tok_1234567890");
         let key = Secret::new("-----BEGIN KEY-----\nAAAABBBBCCCCDDDD\n-----END KEY-----");
         let known = KnownHosts::from_files(Vec::new());
-        let auth = Auth::new(&home, home.clone(), Some(&key), Some(&token), &known);
+        let auth = Auth::new(&home, home.clone(), Some(&key), Some(&token), &known, false);
         let text = "at https://u:urlpassword1@h.example/r.git: tok_1234567890 AAAABBBBCCCCDDDD urlpassword1";
         let out = auth.scrub(text);
         assert_eq!(out, "at https://h.example/r.git: *** *** ***");

@@ -3,9 +3,11 @@
 //! libssh2 does not read `known_hosts` for libgit2, so hookci does: a host
 //! listed there with a key of the type the server presents must present
 //! exactly that key, or the connection is refused (a man in the middle, or
-//! a re-keyed server someone must confirm). A host not listed is accepted
-//! with a warning, as before: a deploy key proves who hookci is, and most
-//! build boxes never had a `known_hosts`. Lines follow sshd(8)'s format:
+//! a re-keyed server someone must confirm). A host not listed is refused,
+//! as OpenSSH in batch mode refuses it, unless the pipeline sets
+//! `accept_new_host_keys = true` in `[clone]`: then its key is pinned on
+//! first use into hookci's own `known_hosts` (`data_dir/known_hosts`),
+//! which is read with the others. Lines follow sshd(8)'s format:
 //! comma-separated patterns with `*`, `?` and `!`, `[host]:port` for other
 //! ports, hashed names (`|1|salt|hash`), and the `@revoked` marker
 //! (`@cert-authority` lines are skipped: libgit2 shows no certificates).
@@ -28,10 +30,13 @@ pub(super) enum Verdict {
     Revoked { file: PathBuf, line: usize },
 }
 
-/// The `known_hosts` files to read, in order.
+/// The `known_hosts` files to read, in order, and hookci's own.
 #[derive(Debug, Clone)]
 pub struct KnownHosts {
     files: Vec<PathBuf>,
+    /// hookci's own file (`data_dir/known_hosts`): read last, and where
+    /// keys accepted on first use are pinned.
+    own: Option<PathBuf>,
 }
 
 impl Default for KnownHosts {
@@ -43,14 +48,52 @@ impl Default for KnownHosts {
             files.push(Path::new(&home).join(".ssh/known_hosts"));
         }
         files.push(PathBuf::from("/etc/ssh/ssh_known_hosts"));
-        KnownHosts { files }
+        KnownHosts { files, own: None }
     }
 }
 
 impl KnownHosts {
     /// These files instead of the default ones.
     pub fn from_files(files: Vec<PathBuf>) -> Self {
-        KnownHosts { files }
+        KnownHosts { files, own: None }
+    }
+
+    /// The same files, with `own` as hookci's own file.
+    pub fn with_own(mut self, own: PathBuf) -> Self {
+        self.own = Some(own);
+        self
+    }
+
+    /// hookci's own file, where keys are pinned.
+    pub fn own(&self) -> Option<&Path> {
+        self.own.as_deref()
+    }
+
+    /// Pins `key` for `host` and `port` into hookci's own file (created
+    /// 0600), as `ssh-keyscan` writes a line. Returns the file.
+    pub(super) fn pin(&self, host: &str, port: u16, key: &[u8]) -> std::io::Result<PathBuf> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let own = self.own.clone().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no known_hosts of hookci's own",
+            )
+        })?;
+        let kind = key_type(key).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "an unreadable host key")
+        })?;
+        if let Some(dir) = own.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&own)?;
+        writeln!(file, "{} {kind} {}", host_name(host, port), B64.encode(key))?;
+        file.sync_data()?;
+        Ok(own)
     }
 
     /// Checks `key` (the key blob in ssh wire format) presented by `host`
@@ -59,13 +102,9 @@ impl KnownHosts {
         let Some(kind) = key_type(key) else {
             return Verdict::Unknown;
         };
-        let name = if port == 22 {
-            host.to_ascii_lowercase()
-        } else {
-            format!("[{}]:{port}", host.to_ascii_lowercase())
-        };
+        let name = host_name(host, port);
         let mut verdict = Verdict::Unknown;
-        for file in &self.files {
+        for file in self.files.iter().chain(self.own.iter()) {
             let Ok(text) = std::fs::read_to_string(file) else {
                 continue;
             };
@@ -95,6 +134,16 @@ impl KnownHosts {
             }
         }
         verdict
+    }
+}
+
+/// `host`, or `[host]:port` for a port other than 22, as `known_hosts`
+/// names it.
+fn host_name(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_ascii_lowercase()
+    } else {
+        format!("[{}]:{port}", host.to_ascii_lowercase())
     }
 }
 

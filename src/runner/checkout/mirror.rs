@@ -39,6 +39,7 @@ pub(super) fn fetch(
         spec.ssh_key.as_ref(),
         spec.token.as_ref(),
         known_hosts,
+        spec.accept_new_host_keys,
     );
     let mut refspecs: Vec<String> = BASE_REFSPECS.iter().map(|s| (*s).to_owned()).collect();
     if let Some(extra) = extra_refspec(git_ref) {

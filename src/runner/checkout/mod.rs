@@ -18,16 +18,19 @@
 //!
 //! Files: `url` (parsing, redaction, mirror names), `auth` (callbacks and
 //! error sentences), `mirror` (the bare cache), `worktree` (workspaces),
-//! `pool` (parked workspaces, and why reusing one is safe).
+//! `pool` (parked workspaces, and why reusing one is safe), `policy` (which
+//! payload clone URLs may be fetched; the https location of a clone URL).
 
 mod auth;
 mod known_hosts;
 mod mirror;
+mod policy;
 mod pool;
 mod url;
 mod worktree;
 
 pub use known_hosts::KnownHosts;
+pub use policy::{WebLocation, check_payload_url, web_location};
 
 use self::url::RemoteUrl;
 use crate::secret::Secret;
@@ -47,6 +50,10 @@ pub struct CloneSpec {
     pub token: Option<Secret>,
     /// Check out submodules too.
     pub submodules: bool,
+    /// An ssh host in no `known_hosts` file is accepted once and its key
+    /// pinned into hookci's own (`data_dir/known_hosts`); otherwise it is
+    /// refused.
+    pub accept_new_host_keys: bool,
 }
 
 /// Why a checkout failed, in words a user can act on. Never contains a
@@ -67,6 +74,12 @@ pub struct Fetched {
     pub received_objects: usize,
     /// Bytes received by this fetch.
     pub received_bytes: usize,
+}
+
+/// hookci's own `known_hosts`: `known_hosts` beside the mirrors' directory
+/// (`data_dir/known_hosts` for `data_dir/repos`).
+fn own_known_hosts(root: &Path) -> PathBuf {
+    root.parent().unwrap_or(Path::new("")).join("known_hosts")
 }
 
 /// `url` as it may be shown in a log or an error: without userinfo (a
@@ -94,17 +107,19 @@ impl Mirrors {
             .unwrap_or(Path::new(""))
             .join("workspace-pool");
         Mirrors {
-            root,
             locks: Mutex::new(HashMap::new()),
             pool: Arc::new(pool::Pool::new(pool_dir)),
-            known_hosts: Arc::new(KnownHosts::default()),
+            known_hosts: Arc::new(KnownHosts::default().with_own(own_known_hosts(&root))),
+            root,
         }
     }
 
     /// Checks ssh host keys against these `known_hosts` files instead of
-    /// `~/.ssh/known_hosts` and `/etc/ssh/ssh_known_hosts`.
+    /// `~/.ssh/known_hosts` and `/etc/ssh/ssh_known_hosts` (hookci's own,
+    /// beside the mirrors, is still read and pinned into).
     pub fn set_known_hosts(&mut self, files: Vec<PathBuf>) {
-        self.known_hosts = Arc::new(KnownHosts::from_files(files));
+        self.known_hosts =
+            Arc::new(KnownHosts::from_files(files).with_own(own_known_hosts(&self.root)));
     }
 
     /// The mirror directory for a clone URL (named from a hash of the URL
@@ -233,6 +248,7 @@ impl Mirrors {
                 ssh_key: spec.ssh_key.as_ref(),
                 token: spec.token.as_ref(),
                 known_hosts: &known_hosts,
+                accept_new_host_keys: spec.accept_new_host_keys,
             };
             let oid = worktree::checkout(&mirror, &creds, &commit, &dest, spec.submodules)?;
             if pooled {

@@ -31,6 +31,7 @@ pub(super) struct Creds<'s> {
     pub(super) ssh_key: Option<&'s Secret>,
     pub(super) token: Option<&'s Secret>,
     pub(super) known_hosts: &'s KnownHosts,
+    pub(super) accept_new_host_keys: bool,
 }
 
 /// Makes `dest` a workspace at `commit`, borrowing objects from `mirror`;
@@ -415,6 +416,7 @@ fn update_submodules(
             creds.ssh_key,
             creds.token,
             creds.known_hosts,
+            creds.accept_new_host_keys,
         );
         let mut fetch = FetchOptions::new();
         fetch.remote_callbacks(auth.callbacks());

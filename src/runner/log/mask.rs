@@ -136,6 +136,16 @@ impl Masker {
         mask_whole(self.matcher.as_ref(), input, out);
     }
 
+    /// True when some secret occurs in `text`.
+    pub fn finds(&self, text: &[u8]) -> bool {
+        self.matcher.as_ref().is_some_and(|m| m.ac.is_match(text))
+    }
+
+    /// True when there is a secret to mask.
+    pub fn is_active(&self) -> bool {
+        self.matcher.is_some()
+    }
+
     /// Drops what was held back, unwritten.
     pub fn discard(&mut self) {
         self.pending.clear();
