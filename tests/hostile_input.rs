@@ -208,16 +208,6 @@ fn readable_by_others(dir: &Path) -> Vec<String> {
     found
 }
 
-/// Kills the daemon when a test ends, passed or failed.
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn everything_in_the_data_dir_is_private_to_the_daemons_user() {
     let up = Upstream::new("modes");
@@ -233,8 +223,8 @@ async fn everything_in_the_data_dir_is_private_to_the_daemons_user() {
         ),
     )
     .expect("pipeline");
-    let (child, base) = common::spawn_daemon(dir.path(), "max_parallel_builds = 1");
-    let _daemon = Daemon(child);
+    // Killed when the test ends, passed or failed.
+    let (_daemon, base) = common::spawn_daemon(dir.path(), "max_parallel_builds = 1");
     for n in 0..2 {
         // The second build reuses the parked workspace.
         let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "x");
