@@ -396,3 +396,34 @@ async fn a_trigger_never_clones_an_untrusted_url_of_the_latest_push() {
     );
     server.stop().await;
 }
+
+/// A fetch that fails for another reason than a missing branch is a 502 in
+/// one sentence: what git said (here, a path on the build box) stays in the
+/// daemon's log.
+#[tokio::test]
+async fn a_trigger_whose_fetch_fails_answers_502_without_gits_words() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let missing = dir.path().join("no-such-repository.git");
+    let url = missing.display().to_string();
+    let server = start(&[("hello", &pipeline(Some(&url)))], 1).await;
+    let (status, err) = post(
+        &server,
+        "/api/pipelines/hello/trigger",
+        Some(ADMIN),
+        r#"{"branch":"main"}"#,
+    )
+    .await;
+    assert_eq!(status, 502, "{err}");
+    assert_eq!(
+        err["error"],
+        "the repository could not be fetched; the daemon's log says why"
+    );
+    assert!(!err.to_string().contains("no-such-repository"), "{err}");
+    let (_, list) = get(&server, "/api/builds").await;
+    assert_eq!(
+        ids(&list),
+        Vec::<i64>::new(),
+        "a failed trigger queues nothing"
+    );
+    server.stop().await;
+}

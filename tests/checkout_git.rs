@@ -212,7 +212,10 @@ async fn an_empty_commit_means_whatever_the_ref_points_to() {
         .fetch(&spec(&up.url()), "refs/heads/nope", "")
         .await
         .unwrap_err();
-    assert_eq!(err.0, format!("{} has no ref refs/heads/nope", up.url()));
+    assert_eq!(
+        err.to_string(),
+        format!("{} has no ref refs/heads/nope", up.url())
+    );
 }
 
 #[tokio::test]
@@ -226,7 +229,7 @@ async fn a_commit_the_remote_does_not_have_is_a_clear_error() {
         .await
         .unwrap_err();
     assert!(
-        err.0.contains(&format!(
+        err.to_string().contains(&format!(
             "commit {absent} is not on the remote any more (force-pushed?)"
         )),
         "{err}"
@@ -236,7 +239,10 @@ async fn a_commit_the_remote_does_not_have_is_a_clear_error() {
         .fetch(&spec(&up.url()), "refs/heads/main", "--upload-pack=evil")
         .await
         .unwrap_err();
-    assert_eq!(err.0, "the commit id is not 4 to 40 hexadecimal digits");
+    assert_eq!(
+        err.to_string(),
+        "the commit id is not 4 to 40 hexadecimal digits"
+    );
 }
 
 #[tokio::test]
@@ -247,7 +253,10 @@ async fn a_missing_repository_is_reported_as_not_found() {
         .fetch(&spec(url.to_str().unwrap()), "refs/heads/main", "abcdef12")
         .await
         .unwrap_err();
-    assert!(err.0.starts_with("repository not found at "), "{err}");
+    assert!(
+        err.to_string().starts_with("repository not found at "),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -432,7 +441,10 @@ async fn a_workspace_that_is_not_empty_is_refused() {
         .checkout(&mirror, &spec(&up.url()), &commit, &ws)
         .await
         .unwrap_err();
-    assert!(err.0.contains("already exists and is not empty"), "{err}");
+    assert!(
+        err.to_string().contains("already exists and is not empty"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -592,7 +604,7 @@ async fn a_wrong_or_missing_token_fails_naming_the_url_and_never_the_token() {
         .await
         .unwrap_err();
     assert_eq!(
-        wrong_token.0,
+        wrong_token.to_string(),
         format!("authentication failed for {url}: check [clone] token")
     );
 
@@ -601,7 +613,7 @@ async fn a_wrong_or_missing_token_fails_naming_the_url_and_never_the_token() {
         .await
         .unwrap_err();
     assert_eq!(
-        no_token.0,
+        no_token.to_string(),
         format!("{url} asks for credentials: set [clone] token")
     );
 
@@ -612,12 +624,15 @@ async fn a_wrong_or_missing_token_fails_naming_the_url_and_never_the_token() {
         .await
         .unwrap_err();
     assert_eq!(
-        url_password.0,
+        url_password.to_string(),
         format!("authentication failed for {url}: check [clone] token")
     );
 
     for err in [wrong_token, no_token, url_password] {
-        assert!(!err.0.contains(wrong) && !err.0.contains(TOKEN), "{err}");
+        assert!(
+            !err.to_string().contains(wrong) && !err.to_string().contains(TOKEN),
+            "{err}"
+        );
         assert!(!format!("{err:?}").contains(wrong), "{err:?}");
     }
 }
@@ -642,7 +657,7 @@ async fn a_force_pushed_commit_is_reported_as_gone_over_http() {
         .await
         .unwrap_err();
     assert!(
-        err.0.starts_with(&format!(
+        err.to_string().starts_with(&format!(
             "commit {gone} is not on the remote any more (force-pushed?)"
         )),
         "{err}"
@@ -660,7 +675,8 @@ async fn a_missing_repository_or_a_closed_port_over_http_is_explained() {
         .await
         .unwrap_err();
     assert!(
-        err.0.starts_with(&format!("repository not found at {url}")),
+        err.to_string()
+            .starts_with(&format!("repository not found at {url}")),
         "{err}"
     );
 
@@ -674,11 +690,11 @@ async fn a_missing_repository_or_a_closed_port_over_http_is_explained() {
         .await
         .unwrap_err();
     assert!(
-        err.0
+        err.to_string()
             .starts_with(&format!("cannot reach 127.0.0.1 for {url}")),
         "{err}"
     );
-    assert!(!err.0.contains(TOKEN), "{err}");
+    assert!(!err.to_string().contains(TOKEN), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -743,7 +759,7 @@ async fn submodules_over_http_get_the_token_on_the_clone_urls_origin_only() {
         .await
         .unwrap_err();
     assert_eq!(
-        err.0,
+        err.to_string(),
         format!(
             "{elsewhere} asks for credentials, but hookci sends [clone] token only to http://{}",
             server.addr
@@ -878,7 +894,7 @@ async fn a_wrong_deploy_key_over_ssh_fails_clearly() {
         .await
         .unwrap_err();
     assert_eq!(
-        err.0,
+        err.to_string(),
         format!("authentication failed for {shown}: check [clone] ssh_key")
     );
     let body: Vec<&str> = wrong
@@ -886,14 +902,17 @@ async fn a_wrong_deploy_key_over_ssh_fails_clearly() {
         .lines()
         .filter(|l| !l.starts_with("-----"))
         .collect();
-    assert!(body.iter().all(|line| !err.0.contains(line)), "{err}");
+    assert!(
+        body.iter().all(|line| !err.to_string().contains(line)),
+        "{err}"
+    );
 
     let err = mirrors
         .fetch(&spec(&url), "refs/heads/main", &commit)
         .await
         .unwrap_err();
     assert_eq!(
-        err.0,
+        err.to_string(),
         format!("{shown} asks for credentials: set [clone] ssh_key")
     );
 }
@@ -945,7 +964,7 @@ async fn ssh_host_keys_are_checked_against_known_hosts() {
         .await
         .unwrap_err();
     assert_eq!(
-        err.0,
+        err.to_string(),
         format!(
             "the ssh host key of 127.0.0.1 is not the one listed in {}:2: refusing to fetch {shown} \
              (if the server's key really changed, update known_hosts)",
@@ -978,7 +997,7 @@ async fn ssh_host_keys_are_checked_against_known_hosts() {
         .await
         .unwrap_err();
     assert_eq!(
-        err.0,
+        err.to_string(),
         format!(
             "the ssh host key of 127.0.0.1 is in no known_hosts file: refusing to fetch {shown}; \
              add the key with `ssh-keyscan -p {} 127.0.0.1 >> {}` after checking it, or set \

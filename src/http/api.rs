@@ -5,6 +5,7 @@
 use super::{ApiError, AppState};
 use crate::pipeline::{Concurrency, Pipeline};
 use crate::runner::build::clone_spec_from;
+use crate::runner::checkout::CheckoutError;
 use crate::store::{
     Build, BuildFilter, BuildStatus, CancelOutcome, NewBuild, ReportRecord, StepRecord,
 };
@@ -237,16 +238,24 @@ pub async fn trigger(
     let spec = clone_spec_from(pipeline, &clone_url, ssh_url.as_deref())
         .map_err(|why| ApiError::new(StatusCode::CONFLICT, why))?;
     let mirrors = &state.runner().mirrors;
-    let (mirror, commit) = mirrors.fetch(&spec, &git_ref, "").await.map_err(|e| {
-        if e.0.ends_with(&format!("has no ref {git_ref}")) {
-            ApiError::new(
+    let (mirror, commit) = mirrors
+        .fetch(&spec, &git_ref, "")
+        .await
+        .map_err(|e| match e {
+            CheckoutError::NoSuchRef { .. } => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("the repository has no branch {branch}"),
-            )
-        } else {
-            ApiError::new(StatusCode::BAD_GATEWAY, e.0)
-        }
-    })?;
+            ),
+            // What git said stays in the daemon's log: a 5xx carries no
+            // internal detail.
+            CheckoutError::Failed(why) => {
+                tracing::warn!(pipeline = %name, error = %why, "a trigger could not fetch the repository");
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "the repository could not be fetched; the daemon's log says why",
+                )
+            }
+        })?;
     let message = mirrors
         .commit_message(&mirror, &commit)
         .await

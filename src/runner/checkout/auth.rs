@@ -240,7 +240,7 @@ impl<'s> Auth<'s> {
             }
             Asked::Fine => format!("{doing} {url} failed: {message}"),
         };
-        CheckoutError(sentence)
+        CheckoutError::Failed(sentence)
     }
 
     /// libgit2 takes a path that does not exist for a URL it cannot parse.

@@ -69,7 +69,10 @@ pub(super) fn fetch(
         let oid = repo
             .revparse_single(git_ref)
             .and_then(|o| o.peel_to_commit())
-            .map_err(|_| CheckoutError(format!("{} has no ref {git_ref}", url.display())))?
+            .map_err(|_| CheckoutError::NoSuchRef {
+                url: url.display().to_string(),
+                git_ref: git_ref.to_owned(),
+            })?
             .id();
         return Ok(Fetched {
             mirror: path.to_path_buf(),
@@ -87,7 +90,7 @@ pub(super) fn fetch(
                 let _ = fetch_refspecs(&repo, &url, &auth, std::slice::from_ref(&commit));
             }
             resolve(&repo, &commit)?.ok_or_else(|| {
-                CheckoutError(format!(
+                CheckoutError::Failed(format!(
                     "commit {commit} is not on the remote any more (force-pushed?): {} does not have it",
                     url.display()
                 ))
@@ -120,16 +123,18 @@ pub(super) fn changed_files(
         return Ok(None);
     };
     let after = resolve(&repo, &commit)?
-        .ok_or_else(|| CheckoutError(format!("commit {commit} is not in the mirror")))?;
+        .ok_or_else(|| CheckoutError::Failed(format!("commit {commit} is not in the mirror")))?;
     let tree = |oid: Oid| {
-        repo.find_commit(oid)
-            .and_then(|c| c.tree())
-            .map_err(|e| CheckoutError(format!("cannot read the tree of {oid}: {}", e.message())))
+        repo.find_commit(oid).and_then(|c| c.tree()).map_err(|e| {
+            CheckoutError::Failed(format!("cannot read the tree of {oid}: {}", e.message()))
+        })
     };
     let (old, new) = (tree(before)?, tree(after)?);
     let diff = repo
         .diff_tree_to_tree(Some(&old), Some(&new), None)
-        .map_err(|e| CheckoutError(format!("cannot diff {before}..{after}: {}", e.message())))?;
+        .map_err(|e| {
+            CheckoutError::Failed(format!("cannot diff {before}..{after}: {}", e.message()))
+        })?;
     // Without rename detection a rename is a deletion plus an addition, so
     // both paths are listed, which is what path filters want.
     let mut paths = BTreeSet::new();
@@ -149,10 +154,10 @@ pub(super) fn changed_files(
 pub(super) fn commit_message(path: &Path, commit: &str) -> Result<String, CheckoutError> {
     let repo = open(path)?;
     let oid = resolve(&repo, commit)?
-        .ok_or_else(|| CheckoutError(format!("commit {commit} is not in the mirror")))?;
+        .ok_or_else(|| CheckoutError::Failed(format!("commit {commit} is not in the mirror")))?;
     let commit = repo
         .find_commit(oid)
-        .map_err(|e| CheckoutError(format!("cannot read commit {oid}: {}", e.message())))?;
+        .map_err(|e| CheckoutError::Failed(format!("cannot read commit {oid}: {}", e.message())))?;
     Ok(String::from_utf8_lossy(commit.message_bytes()).into_owned())
 }
 
@@ -166,12 +171,12 @@ pub(super) fn resolve(repo: &Repository, id: &str) -> Result<Option<Oid>, Checko
         Ok(object) => object,
         Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
         Err(e) if e.code() == ErrorCode::Ambiguous => {
-            return Err(CheckoutError(format!(
+            return Err(CheckoutError::Failed(format!(
                 "the abbreviated commit id {id} matches several objects: use the full id"
             )));
         }
         Err(e) => {
-            return Err(CheckoutError(format!(
+            return Err(CheckoutError::Failed(format!(
                 "cannot look up {id} in the mirror: {}",
                 e.message()
             )));
@@ -179,7 +184,7 @@ pub(super) fn resolve(repo: &Repository, id: &str) -> Result<Option<Oid>, Checko
     };
     match object.peel_to_commit() {
         Ok(commit) => Ok(Some(commit.id())),
-        Err(_) => Err(CheckoutError(format!(
+        Err(_) => Err(CheckoutError::Failed(format!(
             "{id} is a {}, not a commit",
             object.kind().map_or("object", |k| k.str())
         ))),
@@ -191,7 +196,7 @@ pub(super) fn parse_commit_id(id: &str) -> Result<String, CheckoutError> {
     if (4..=40).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(id.to_ascii_lowercase())
     } else {
-        Err(CheckoutError(
+        Err(CheckoutError::Failed(
             "the commit id is not 4 to 40 hexadecimal digits".into(),
         ))
     }
@@ -256,7 +261,7 @@ fn is_local_damage(err: &git2::Error, auth: &Auth<'_>) -> bool {
 /// Opens an existing mirror.
 pub(super) fn open(path: &Path) -> Result<Repository, CheckoutError> {
     Repository::open_bare(path).map_err(|e| {
-        CheckoutError(format!(
+        CheckoutError::Failed(format!(
             "cannot open the mirror {}: {}",
             path.display(),
             e.message()
@@ -279,7 +284,7 @@ fn open_or_create(path: &Path) -> Result<Repository, CheckoutError> {
 
 fn recreate(path: &Path) -> Result<Repository, CheckoutError> {
     std::fs::remove_dir_all(path).map_err(|e| {
-        CheckoutError(format!(
+        CheckoutError::Failed(format!(
             "cannot remove the broken mirror {}: {e}",
             path.display()
         ))
@@ -289,7 +294,7 @@ fn recreate(path: &Path) -> Result<Repository, CheckoutError> {
 
 fn create(path: &Path) -> Result<Repository, CheckoutError> {
     let failed = |e: &dyn std::fmt::Display| {
-        CheckoutError(format!("cannot create the mirror {}: {e}", path.display()))
+        CheckoutError::Failed(format!("cannot create the mirror {}: {e}", path.display()))
     };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| failed(&e))?;

@@ -59,8 +59,19 @@ pub struct CloneSpec {
 /// Why a checkout failed, in words a user can act on. Never contains a
 /// credential.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct CheckoutError(pub String);
+pub enum CheckoutError {
+    /// The repository has no such ref (a trigger's branch that isn't there).
+    #[error("{url} has no ref {git_ref}")]
+    NoSuchRef {
+        /// The repository, as the user wrote it.
+        url: String,
+        /// The ref asked for.
+        git_ref: String,
+    },
+    /// Anything else: the sentence says why.
+    #[error("{0}")]
+    Failed(String),
+}
 
 /// What a fetch did: the mirror, the peeled commit, and how much came over
 /// the wire (zero objects when the mirror was up to date).
@@ -353,7 +364,7 @@ fn reuse(
     };
     tracing::warn!("{failed}; checking out afresh");
     pool::remove_path(&doomed).map_err(|e| {
-        CheckoutError(format!(
+        CheckoutError::Failed(format!(
             "cannot remove the unusable workspace {}: {e}",
             doomed.display()
         ))
@@ -367,7 +378,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, CheckoutError> {
     tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
         tracing::error!("git task failed: {e}");
-        Err(CheckoutError(
+        Err(CheckoutError::Failed(
             "the git task failed unexpectedly (see the daemon log)".into(),
         ))
     })

@@ -337,7 +337,7 @@ pub(super) fn remove_path(path: &Path) -> io::Result<()> {
 
 /// Why a parked workspace could not be used, as a checkout error.
 pub(super) fn unusable(dir: &Path, what: &str, e: &dyn std::fmt::Display) -> CheckoutError {
-    CheckoutError(format!(
+    CheckoutError::Failed(format!(
         "the parked workspace {} is unusable: cannot {what}: {e}",
         dir.display()
     ))

@@ -45,10 +45,10 @@ pub(super) fn checkout(
 ) -> Result<Oid, CheckoutError> {
     let commit = mirror::parse_commit_id(commit)?;
     let failed = |what: &str, e: &dyn std::fmt::Display| {
-        CheckoutError(format!("cannot {what} in {}: {e}", dest.display()))
+        CheckoutError::Failed(format!("cannot {what} in {}: {e}", dest.display()))
     };
     if std::fs::read_dir(dest).is_ok_and(|mut entries| entries.next().is_some()) {
-        return Err(CheckoutError(format!(
+        return Err(CheckoutError::Failed(format!(
             "the workspace {} already exists and is not empty",
             dest.display()
         )));
@@ -56,7 +56,7 @@ pub(super) fn checkout(
     let repo = init_repo(mirror_path, creds.url.display(), dest, None)?;
 
     let oid = mirror::resolve(&repo, &commit)?.ok_or_else(|| {
-        CheckoutError(format!(
+        CheckoutError::Failed(format!(
             "commit {commit} is not in the mirror {}",
             mirror_path.display()
         ))
@@ -92,11 +92,11 @@ fn init_repo(
     index: Option<&Trusted>,
 ) -> Result<Repository, CheckoutError> {
     let failed = |what: &str, e: &dyn std::fmt::Display| {
-        CheckoutError(format!("cannot {what} in {}: {e}", dest.display()))
+        CheckoutError::Failed(format!("cannot {what} in {}: {e}", dest.display()))
     };
     let objects = std::fs::canonicalize(mirror_path)
         .map_err(|e| {
-            CheckoutError(format!(
+            CheckoutError::Failed(format!(
                 "cannot open the mirror {}: {e}",
                 mirror_path.display()
             ))
@@ -160,7 +160,7 @@ pub(super) fn refresh(
         Some(commit) => {
             let commit = mirror::parse_commit_id(commit)?;
             mirror::resolve(&repo, &commit)?.ok_or_else(|| {
-                CheckoutError(format!(
+                CheckoutError::Failed(format!(
                     "commit {commit} is not in the mirror {}",
                     trusted.mirror.display()
                 ))
@@ -383,13 +383,13 @@ fn update_submodules(
 ) -> Result<(), CheckoutError> {
     let workdir = repo.workdir().unwrap_or(repo.path()).display().to_string();
     let failed = |e: &git2::Error| {
-        CheckoutError(format!(
+        CheckoutError::Failed(format!(
             "cannot read the submodules of {workdir}: {}",
             e.message()
         ))
     };
     if depth >= MAX_SUBMODULE_DEPTH {
-        return Err(CheckoutError(format!(
+        return Err(CheckoutError::Failed(format!(
             "submodules nest deeper than {MAX_SUBMODULE_DEPTH} levels in {workdir}"
         )));
     }
@@ -405,7 +405,7 @@ fn update_submodules(
         if url.transport() == Transport::Local && creds.url.transport() != Transport::Local {
             // A pushed .gitmodules must not copy other repositories of
             // this machine into the workspace.
-            return Err(CheckoutError(format!(
+            return Err(CheckoutError::Failed(format!(
                 "submodule {name} points at a local path ({}), which a remote repository may not",
                 url.display()
             )));
