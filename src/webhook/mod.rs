@@ -18,6 +18,7 @@
 mod bitbucket;
 mod bitbucket_server;
 mod event;
+mod form;
 mod generic;
 mod gitea;
 mod github;
@@ -62,6 +63,11 @@ pub enum ParseError {
     /// A field the host always sends is missing or of the wrong type.
     #[error("the payload has no valid {0}")]
     Missing(&'static str),
+    /// A form-encoded body without a decodable `payload` field.
+    #[error(
+        "the form-encoded body has no valid payload field; set the webhook's content type to application/json"
+    )]
+    Form,
 }
 
 /// Which host sent a delivery, from its headers alone. Forgejo, then Gitea,
@@ -158,6 +164,7 @@ pub fn delivery_id(host: Host, headers: &HeaderMap, body: &[u8]) -> String {
 
 /// Reads a delivery's payload into events.
 pub fn parse(host: Host, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ParseError> {
+    let body = &*form::json_body(headers, body)?;
     match host {
         Host::Github => github::parse(headers, body),
         Host::Gitlab => gitlab::parse(headers, body),

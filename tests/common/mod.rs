@@ -148,12 +148,33 @@ pub fn count(db: &rusqlite::Connection, sql: &str) -> i64 {
 /// 127.0.0.1:0, data and pipelines under `dir`, then `extra` lines), and
 /// returns it with its base URL once it listens.
 pub fn spawn_daemon(dir: &Path, extra: &str) -> (std::process::Child, String) {
+    spawn_daemon_listening(dir, "127.0.0.1:0", extra)
+}
+
+/// A child process killed (and reaped) when the guard drops, so a failing
+/// test leaves no daemon behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// [`spawn_daemon`] on a given `listen` address.
+pub fn spawn_daemon_listening(
+    dir: &Path,
+    listen: &str,
+    extra: &str,
+) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     let config = dir.join("hookci.toml");
+    std::fs::create_dir_all(dir.join("pipelines")).expect("pipelines dir");
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npipelines_dir = \"{}\"\n{extra}\n",
+            "listen = \"{listen}\"\ndata_dir = \"{}\"\npipelines_dir = \"{}\"\n{extra}\n",
             dir.join("data").display(),
             dir.join("pipelines").display()
         ),
