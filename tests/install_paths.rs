@@ -85,17 +85,37 @@ fn serve_without_its_pipelines_directory_names_the_absolute_path_and_exits_2() {
     )
     .unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
-    let out = hookci(
-        &["serve", "--config", config.to_str().unwrap()],
-        elsewhere.path(),
-    );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    let err = text(&out.stderr);
+    // A daemon that wrongly starts must not hang the test: it is killed
+    // (guard) as soon as a log line says it listens.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookci"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .current_dir(elsewhere.path())
+        .env_remove("HOOKCI_CONFIG")
+        .env("HOOKCI_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hookci");
+    let stderr = child.stderr.take().unwrap();
+    let mut guard = common::KillOnDrop(child);
+    let mut err = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+        assert!(
+            !line.contains("listening"),
+            "hookci started without pipelines: {line}"
+        );
+        err.push_str(&line);
+        err.push('\n');
+    }
+    let status = guard.0.wait().unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
     let want = format!(
         "the pipelines directory {} does not exist",
         root.path().join("nope").display()
     );
     assert!(err.contains(&want), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
     // Nothing was created in the data dir: it stopped before the store.
     assert!(!root.path().join("data").exists());
 }
