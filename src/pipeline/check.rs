@@ -124,12 +124,8 @@ impl<'a> Checker<'a> {
                 finding.message.push_str(&hint);
             }
             self.errors.push(finding);
-            let Some(span) = err.span() else {
-                return None;
-            };
-            let Some((line, key)) = blank_line(&text, span.start) else {
-                return None;
-            };
+            let span = err.span()?;
+            let (line, key) = blank_line(&text, span.start)?;
             // A blank that breaks the syntax (a value over several lines)
             // would only add noise: stop with what is known.
             if line.parse::<toml::Table>().is_err() {
@@ -328,7 +324,7 @@ fn did_you_mean(serde_message: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+mod near_miss_tests {
     use super::*;
 
     #[test]

@@ -44,7 +44,9 @@ lintian --no-tag-display-limit --fail-on error "$deb"
 
 step "a fresh bookworm minbase root"
 mkdir -p "$cache"
-tarball=$cache/bookworm-minbase.tar
+# The cache is keyed by what it includes, so a new dependency makes a new root.
+include=bubblewrap,libssl3,systemd-standalone-sysusers
+tarball=$cache/bookworm-minbase-$(echo "$include" | tr , -).tar
 work=$(mktemp -d /tmp/hookci-deb.XXXXXX)
 root=$work/root
 daemon=""
@@ -57,7 +59,7 @@ trap cleanup EXIT
 # The package's dependencies beyond minbase come in with the root, so the
 # cached root installs the .deb without a network.
 if [ ! -s "$tarball" ]; then
-  debootstrap --variant=minbase --include=bubblewrap,libssl3 bookworm "$work/fresh" "$mirror" \
+  debootstrap --variant=minbase --include="$include" bookworm "$work/fresh" "$mirror" \
     >"$work/debootstrap.log" 2>&1 \
     || { tail -n 20 "$work/debootstrap.log"; fail "debootstrap failed"; }
   tar -C "$work/fresh" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
