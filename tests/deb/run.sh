@@ -6,7 +6,11 @@
 # there until /healthz answers. Needs root (chroot), debootstrap, lintian
 # and cargo-deb. Run from .ci/run; not part of `cargo test`.
 #
-#   tests/deb/run.sh [--build]   --build: let cargo-deb build the release binary
+#   tests/deb/run.sh               package target/release/hookci (built already)
+#   tests/deb/run.sh --build       let cargo-deb build the release binary first
+#   tests/deb/run.sh --test-build  package target/debug/hookci, the binary
+#                                  `cargo test` already built (what .ci/run
+#                                  does: no second compile; cargo-deb strips it)
 #
 # The minbase root is cached (a tarball under $HOOKCI_DEB_CACHE, default
 # /var/cache/hookci-ci), so a rerun costs seconds, not a download.
@@ -27,6 +31,10 @@ command -v cargo-deb >/dev/null || fail "cargo-deb is missing (cargo install car
 step "cargo deb"
 if [ "${1:-}" = "--build" ]; then
   cargo deb --locked --output target/debian/
+elif [ "${1:-}" = "--test-build" ]; then
+  [ -x target/debug/hookci ] || fail "target/debug/hookci is missing; run cargo test --locked first"
+  cargo deb --no-build --profile dev --fast --output target/debian/ 2>&1 \
+    | grep -v -e 'dev profile is not supported' -e 'To enable debug symbols' || true
 else
   [ -x target/release/hookci ] || fail "target/release/hookci is missing; run cargo build --release --locked first, or pass --build"
   cargo deb --no-build --output target/debian/
@@ -40,12 +48,12 @@ echo "built $deb ($(du -h "$deb" | cut -f1))"
 
 step "lintian"
 # Errors fail the test; warnings are shown.
-lintian --no-tag-display-limit --fail-on error "$deb"
+lintian --tag-display-limit 0 --fail-on error "$deb"
 
 step "a fresh bookworm minbase root"
 mkdir -p "$cache"
 # The cache is keyed by what it includes, so a new dependency makes a new root.
-include=bubblewrap,libssl3,systemd-standalone-sysusers
+include=bubblewrap,ca-certificates,libssl3,systemd-standalone-sysusers
 tarball=$cache/bookworm-minbase-$(echo "$include" | tr , -).tar
 work=$(mktemp -d /tmp/hookci-deb.XXXXXX)
 root=$work/root
