@@ -32,8 +32,13 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon.
     Serve,
-    /// Validate the server config and every pipeline.
-    Check,
+    /// Validate the server config and every pipeline: every error, by line.
+    Check {
+        /// Check everything but reading the secrets (for use outside the
+        /// service's environment, without its variables or credentials).
+        #[arg(long)]
+        no_secrets: bool,
+    },
     /// Run a pipeline now, in the foreground, streaming step output.
     Run {
         /// The pipeline's name.
@@ -180,7 +185,7 @@ impl Failure {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve => serve(cli.config),
-        Command::Check => check(cli.config),
+        Command::Check { no_secrets } => check(cli.config, no_secrets),
         Command::Run {
             pipeline,
             git_ref,
@@ -283,16 +288,28 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn check(path: Option<PathBuf>) -> Result<ExitCode, Failure> {
-    let (config, config_warnings) = match config::load(path.as_deref()) {
+fn check(path: Option<PathBuf>, no_secrets: bool) -> Result<ExitCode, Failure> {
+    if no_secrets {
+        pipeline::skip_secrets();
+    }
+    let (config, config_warnings) = match config::load_all(path.as_deref()) {
         Ok(c) => c,
-        Err(f) => {
-            eprintln!("error: {f}");
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
             return Ok(ExitCode::from(1));
         }
     };
+    for w in &config_warnings {
+        eprintln!("warning: {w}");
+    }
+    if let Err(e) = crate::server::require_pipelines_dir(&config) {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(1));
+    }
     let loaded = pipeline::load_dir(&config.pipelines_dir);
-    for w in config_warnings.iter().chain(&loaded.warnings) {
+    for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
     for e in &loaded.errors {

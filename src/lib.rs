@@ -23,14 +23,20 @@
 //! - [`run`]: `hookci run`, the runner in the foreground.
 //! - [`client`]: `hookci builds`, `logs`, `cancel`, `rebuild`, `trigger`:
 //!   clients of the HTTP API.
+//! - [`logging`]: stderr lines for a terminal, the journal (`<N>` priorities) or JSON.
+//! - [`notify`]: systemd's READY/STATUS/WATCHDOG/RELOADING notifications.
+//! - [`reload`]: what a SIGHUP reload added, changed or kept, in words.
 //! - [`server`]: wires the pieces together: `run(config, listener, shutdown)`.
 
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod http;
+pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
+pub mod reload;
 pub mod report;
 pub mod run;
 pub mod runner;

@@ -1,8 +1,9 @@
 //! Secret values: webhook secrets, tokens, keys.
 //!
 //! A [`Secret`] never prints its value: `Debug` and `Display` show `***`.
-//! Its source in a TOML file is `{ env = "NAME" }`, `{ file = "/path" }` or a
-//! literal string; [`SecretSource`] is that raw form, resolved once at load.
+//! Its source in a TOML file is `{ env = "NAME" }`, `{ file = "/path" }`,
+//! `{ credential = "NAME" }` (systemd's `LoadCredential=`, read from
+//! `$CREDENTIALS_DIRECTORY`) or a literal string; [`SecretSource`] is that raw form, resolved once at load.
 
 use serde::Deserialize;
 use std::fmt;
@@ -51,6 +52,12 @@ pub enum SecretSource {
         /// The file's path.
         file: PathBuf,
     },
+    /// `{ credential = "NAME" }`: `$CREDENTIALS_DIRECTORY/NAME`, the file
+    /// systemd's `LoadCredential=NAME:...` gives the service.
+    Credential {
+        /// The credential's name.
+        credential: String,
+    },
     /// A literal string in the file (accepted; `check` warns).
     Literal(String),
 }
@@ -69,6 +76,15 @@ pub enum SecretError {
         /// The I/O error's kind, in words.
         reason: String,
     },
+    /// `$CREDENTIALS_DIRECTORY` is not set: not started by systemd with
+    /// `LoadCredential=`.
+    #[error(
+        "credential {0}: $CREDENTIALS_DIRECTORY is not set; give it with LoadCredential={0}:/path in the unit"
+    )]
+    NoCredentials(String),
+    /// The credential's name is not a plain file name.
+    #[error("credential name {0:?} must be a plain name, without / or ..")]
+    CredentialName(String),
     /// The resolved value is empty.
     #[error("the secret is empty")]
     Empty,
@@ -96,6 +112,20 @@ impl SecretSource {
                     s.pop();
                 }
                 s
+            }
+            SecretSource::Credential { credential } => {
+                if credential.is_empty()
+                    || credential.contains('/')
+                    || credential == "."
+                    || credential == ".."
+                {
+                    return Err(SecretError::CredentialName(credential.clone()));
+                }
+                let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
+                    .filter(|d| !d.is_empty())
+                    .ok_or_else(|| SecretError::NoCredentials(credential.clone()))?;
+                let path = PathBuf::from(dir).join(credential);
+                return SecretSource::File { file: path }.resolve();
             }
             SecretSource::Literal(s) => s.clone(),
         };

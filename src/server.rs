@@ -62,6 +62,20 @@ pub fn resolve_run_as(config: &Config) -> anyhow::Result<Option<(u32, u32)>> {
     Ok(Some((user.uid.as_raw(), user.gid.as_raw())))
 }
 
+/// A daemon that would serve nothing does not start quietly: a missing
+/// pipelines directory is an error naming its absolute path.
+pub fn require_pipelines_dir(config: &Config) -> anyhow::Result<()> {
+    if config.pipelines_dir.is_dir() {
+        return Ok(());
+    }
+    let shown =
+        std::path::absolute(&config.pipelines_dir).unwrap_or_else(|_| config.pipelines_dir.clone());
+    anyhow::bail!(
+        "the pipelines directory {} does not exist; create it, or set pipelines_dir in the config",
+        shown.display()
+    )
+}
+
 /// Runs the daemon until `shutdown` resolves: HTTP stops accepting, running
 /// builds get `shutdown_grace` to finish, then are stopped and re-queued.
 pub async fn run(
@@ -69,6 +83,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    require_pipelines_dir(&config)?;
     crate::runner::private_dirs::prepare(
         &config.data_dir,
         &config.data_dir.join(DB_FILE),
@@ -136,6 +151,23 @@ pub async fn run(
         pipelines = state.pipelines().len(),
         "listening"
     );
+    // The store is open and the socket listens: tell systemd (Type=notify).
+    let notifier = crate::notify::Notifier::from_env();
+    let mut notify_tasks = Vec::new();
+    if notifier.enabled() {
+        notifier.ready(&crate::notify::status_line(state.store()).await);
+        notify_tasks.push(tokio::spawn(crate::notify::status_loop(
+            notifier.clone(),
+            state.store().clone(),
+        )));
+        if let Some(every) = crate::notify::watchdog_interval() {
+            notify_tasks.push(tokio::spawn(crate::notify::watchdog_loop(
+                notifier.clone(),
+                state.store().clone(),
+                every,
+            )));
+        }
+    }
     let stop = CancellationToken::new();
     let signal = {
         let stop = stop.clone();
@@ -147,6 +179,7 @@ pub async fn run(
     let reload = tokio::spawn(reload_on_sighup(
         state.config().pipelines_dir.clone(),
         pipelines,
+        notifier.clone(),
     ));
     let worker = tokio::spawn(worker.run(stop.clone()));
     // The reporter stops after the worker, so that the reports of builds
@@ -161,6 +194,10 @@ pub async fn run(
         stop.clone().cancelled_owned(),
     )
     .await;
+    notifier.stopping();
+    for task in &notify_tasks {
+        task.abort();
+    }
     if let Err(e) = worker.await {
         tracing::error!(error = %e, "the worker failed");
     }
@@ -179,23 +216,28 @@ pub async fn run(
 
 /// SIGHUP reloads the pipelines. A file that no longer loads keeps its old
 /// version and is reported; queued builds are never touched.
-async fn reload_on_sighup(dir: std::path::PathBuf, pipelines: PipelineSet) {
+async fn reload_on_sighup(
+    dir: std::path::PathBuf,
+    pipelines: PipelineSet,
+    notifier: crate::notify::Notifier,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
     };
     while hup.recv().await.is_some() {
+        notifier.reloading();
         let loaded = pipeline::load_dir(&dir);
-        let mut next = loaded.pipelines;
         for finding in &loaded.errors {
-            tracing::error!("{finding}; keeping the previous version");
+            tracing::error!("{finding}");
         }
-        for (name, old) in pipelines.current().iter() {
-            if loaded.errors.iter().any(|f| f.file == old.path) {
-                next.entry(name.clone()).or_insert_with(|| old.clone());
-            }
+        for finding in &loaded.warnings {
+            tracing::warn!("{finding}");
         }
-        tracing::info!(pipelines = next.len(), "pipelines reloaded");
+        let (next, report) =
+            crate::reload::merge(&pipelines.current(), loaded.pipelines, &loaded.errors);
+        report.log(next.len());
         pipelines.replace(next);
+        notifier.ready(&report.summary());
     }
 }

@@ -327,7 +327,14 @@ impl Worker {
                                 log: log.follow(),
                             },
                         );
-                        tracing::info!(build = id, pipeline = %pipeline.name, "build started");
+                        tracing::info!(
+                            build = id,
+                            pipeline = %pipeline.name,
+                            branch = %build_branch(&build),
+                            commit = %build.commit,
+                            attempt = build.attempt,
+                            "build started"
+                        );
                         let job = Job {
                             build: &build,
                             pipeline,
@@ -350,13 +357,14 @@ impl Worker {
             run.finished(*status);
         }
         drop(run);
-        self.record(id, &build.pipeline, ended).await;
+        self.record(&build, ended).await;
         self.live.changed.notify_waiters();
     }
 
     /// Records the end of a build; retried, since a lost result would leave
     /// the build `running` until the next restart.
-    async fn record(&self, id: i64, pipeline: &str, ended: Ended) {
+    async fn record(&self, build: &Build, ended: Ended) {
+        let (id, pipeline) = (build.id, build.pipeline.as_str());
         for attempt in 1..=5u32 {
             let result = match &ended {
                 Ended::Finished(status, reason) => {
@@ -366,7 +374,7 @@ impl Worker {
             };
             match result {
                 Ok(()) => {
-                    tracing::info!(build = id, ended = ?ended, "build ended");
+                    log_end(build, &ended);
                     break;
                 }
                 Err(e) => {
@@ -425,4 +433,38 @@ fn earlier_attempts(path: &std::path::Path) -> Vec<std::path::PathBuf> {
         })
         .take_while(|p| p.exists())
         .collect()
+}
+
+/// The branch (or tag, or ref) a build is of, for log lines.
+fn build_branch(build: &Build) -> &str {
+    build
+        .branch
+        .as_deref()
+        .or(build.tag.as_deref())
+        .unwrap_or(&build.git_ref)
+}
+
+/// A build's end, in words: its state, and why where there is a reason.
+fn log_end(build: &Build, ended: &Ended) {
+    let branch = build_branch(build);
+    match ended {
+        Ended::Finished(status, reason) => {
+            let why = reason.as_deref().unwrap_or("");
+            let status = status.as_str();
+            match status {
+                "success" | "skipped" | "cancelled" => tracing::info!(
+                    build = build.id, pipeline = %build.pipeline, %branch, commit = %build.commit,
+                    status, why, "build ended"
+                ),
+                _ => tracing::warn!(
+                    build = build.id, pipeline = %build.pipeline, %branch, commit = %build.commit,
+                    status, why, "build ended"
+                ),
+            }
+        }
+        Ended::Requeue(reason) => tracing::info!(
+            build = build.id, pipeline = %build.pipeline, %branch, commit = %build.commit,
+            why = %reason, "build stopped and queued again"
+        ),
+    }
 }

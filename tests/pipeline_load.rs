@@ -192,7 +192,7 @@ fn broken_pipeline_files_are_reported_with_line_column_and_one_sentence() {
             "an unknown key",
             "a.toml",
             format!("{h}[[trigger]]\nbranchs = [\"main\"]\n{s}"),
-            "a.toml:4:1: unknown key \"branchs\" in [[trigger]]; expected one of branches, tags, paths, ignore_paths",
+            "a.toml:4:1: unknown key \"branchs\" in [[trigger]]; expected one of branches, tags, paths, ignore_paths; did you mean \"branches\"?",
         ),
         (
             "an unknown top-level key",
@@ -336,13 +336,13 @@ fn broken_pipeline_files_are_reported_with_line_column_and_one_sentence() {
             "a stray key in a secret",
             "a.toml",
             format!("repo = \"o/r\"\nsecret = {{ env = \"{ENV_SECRET_VAR}\", fil = \"x\" }}\n{s}"),
-            "a.toml:2:10: unknown key \"fil\" in a secret; expected env or file",
+            "a.toml:2:10: unknown key \"fil\" in a secret; expected env, file or credential",
         ),
         (
             "a secret of the wrong type",
             "a.toml",
             format!("repo = \"o/r\"\nsecret = 5\n{s}"),
-            "a.toml:2:10: wrong type for \"secret\": expected a string, { env = \"NAME\" } or { file = \"/path\" }, found integer `5`",
+            "a.toml:2:10: wrong type for \"secret\": expected a string, { env = \"NAME\" }, { file = \"/path\" } or { credential = \"NAME\" }, found integer `5`",
         ),
         (
             "duplicate step names",

@@ -80,7 +80,9 @@ impl Default for Config {
 
 /// Finds and loads the config: `explicit`, else `$HOOKCI_CONFIG`, else
 /// `./hookci.toml` if present, else the defaults. Relative paths in a file
-/// are taken relative to the process's working directory. A file named by
+/// (and the default `data` and `pipelines`) are taken relative to the
+/// file's own directory, so `check` and `serve` see the same files from any
+/// working directory. A file named by
 /// `explicit` or `$HOOKCI_CONFIG` must exist.
 pub fn load(explicit: Option<&Path>) -> Result<(Config, Vec<Finding>), Finding> {
     let env = std::env::var_os("HOOKCI_CONFIG");
@@ -107,28 +109,50 @@ pub fn locate(explicit: Option<&Path>, env: Option<&OsStr>, fallback: &Path) -> 
 /// found, as `file:line:col: sentence`; warnings are returned beside the
 /// config.
 pub fn load_file(path: &Path) -> Result<(Config, Vec<Finding>), Finding> {
-    let src = std::fs::read_to_string(path).map_err(|e| Finding {
-        file: path.to_path_buf(),
-        position: None,
-        message: if e.kind() == std::io::ErrorKind::NotFound {
-            "the config file does not exist".to_owned()
-        } else {
-            format!("cannot read the config file: {}", e.kind())
-        },
+    load_file_all(path).map_err(|mut errors| errors.remove(0))
+}
+
+/// Like [`load`], with every error of the file, sorted by line (for
+/// `hookci check`).
+pub fn load_all(explicit: Option<&Path>) -> Result<(Config, Vec<Finding>), Vec<Finding>> {
+    let env = std::env::var_os("HOOKCI_CONFIG");
+    match locate(explicit, env.as_deref(), Path::new("hookci.toml")) {
+        Some(path) => load_file_all(&path),
+        None => Ok((Config::default(), Vec::new())),
+    }
+}
+
+/// Loads and validates one config file; on failure, every error found
+/// (never an empty list), sorted by line.
+pub fn load_file_all(path: &Path) -> Result<(Config, Vec<Finding>), Vec<Finding>> {
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        vec![Finding {
+            file: path.to_path_buf(),
+            position: None,
+            message: if e.kind() == std::io::ErrorKind::NotFound {
+                "the config file does not exist".to_owned()
+            } else {
+                format!("cannot read the config file: {}", e.kind())
+            },
+        }]
     })?;
     let mut c = Checker::new(path, &src);
-    let raw: RawConfig = toml::from_str(&src).map_err(|e| c.parse_error(&e, raw::TABLES))?;
-    let config = convert(&mut c, raw);
-    match c.errors.into_iter().next() {
-        Some(first) => Err(first),
-        None => Ok((
-            Config {
-                source: Some(path.to_path_buf()),
-                ..config
-            },
-            c.warnings,
-        )),
+    let Some(raw) = c.parse_all::<RawConfig>(raw::TABLES) else {
+        return Err(c.sorted_errors());
+    };
+    let mut config = convert(&mut c, raw);
+    config.data_dir = c.resolve_path(&config.data_dir);
+    config.pipelines_dir = c.resolve_path(&config.pipelines_dir);
+    if !c.errors.is_empty() {
+        return Err(c.sorted_errors());
     }
+    Ok((
+        Config {
+            source: Some(path.to_path_buf()),
+            ..config
+        },
+        c.warnings,
+    ))
 }
 
 fn convert(c: &mut Checker<'_>, raw: RawConfig) -> Config {
@@ -146,6 +170,9 @@ fn convert(c: &mut Checker<'_>, raw: RawConfig) -> Config {
             );
         }
     }
+    // Without public_url, links and the client commands go to this
+    // daemon's own address.
+    config.public_url = format!("http://{}", config.listen);
     if let Some(url) = raw
         .public_url
         .as_ref()
@@ -181,6 +208,19 @@ fn convert(c: &mut Checker<'_>, raw: RawConfig) -> Config {
                 "run_as is empty; name a user or remove the key",
             );
         } else {
+            // Steps must not silently run as the daemon's own user because
+            // of a typo: a user that does not exist is an error.
+            match nix::unistd::User::from_name(user) {
+                Ok(Some(_)) => {}
+                Ok(None) => c.error(
+                    Some(&v.span()),
+                    format!("the run_as user {user} does not exist"),
+                ),
+                Err(e) => c.error(
+                    Some(&v.span()),
+                    format!("cannot look up the run_as user {user}: {}", e.desc()),
+                ),
+            }
             config.run_as = Some(user.to_owned());
         }
     }

@@ -62,6 +62,11 @@ impl ApiError {
         }
     }
 
+    /// The sentence the caller gets.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The status code.
     pub fn status(&self) -> StatusCode {
         self.status

@@ -4,6 +4,7 @@
 //! (401), payload (400), repository (422), then the matcher and the store.
 //! The answer is sent only after the store has committed.
 
+use super::delivery_log::{self, Seen};
 use super::{ApiError, AppState};
 use crate::pipeline::matcher::{self, Decision};
 use crate::pipeline::{Concurrency, Pipeline};
@@ -24,9 +25,9 @@ pub async fn for_pipeline(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let answer = deliver_to(&state, &name, headers, body)
-        .await
-        .into_response();
+    let mut seen = Seen::default();
+    let result = deliver_to(&state, &name, &headers, body, &mut seen).await;
+    let answer = log_and_answer(&name, &headers, &seen, result);
     let known = state
         .pipelines()
         .contains_key(&name)
@@ -37,11 +38,31 @@ pub async fn for_pipeline(
     answer
 }
 
+/// Logs the delivery's line and turns its result into the answer.
+fn log_and_answer(
+    name: &str,
+    headers: &HeaderMap,
+    seen: &Seen,
+    result: Result<Response, ApiError>,
+) -> Response {
+    match result {
+        Ok(answer) => {
+            delivery_log::log(name, headers, seen, answer.status(), None);
+            answer
+        }
+        Err(e) => {
+            delivery_log::log(name, headers, seen, e.status(), Some(&e));
+            e.into_response()
+        }
+    }
+}
+
 async fn deliver_to(
     state: &AppState,
     name: &str,
-    headers: HeaderMap,
+    headers: &HeaderMap,
     body: Body,
+    seen: &mut Seen,
 ) -> Result<Response, ApiError> {
     let pipelines = state.pipelines();
     let Some(pipeline) = pipelines.get(name) else {
@@ -50,13 +71,16 @@ async fn deliver_to(
             truncate(name, 64)
         )));
     };
-    let body = read_body(state, &headers, body).await?;
+    let body = read_body(state, headers, body).await?;
     let host = match pipeline.host {
         Some(h) => h,
-        None => webhook::detect(&headers).ok_or_else(unknown_host)?,
+        None => webhook::detect(headers).ok_or_else(unknown_host)?,
     };
-    check_signature(pipeline, host, &headers, &body)?;
-    let parsed = parse(host, &headers, &body)?;
+    seen.host = Some(host);
+    seen.delivery = Some(webhook::delivery_id(host, headers, &body));
+    check_signature(pipeline, host, headers, &body)?;
+    let parsed = parse(host, headers, &body)?;
+    seen.event = Some(parsed.event.clone());
     if let Some(repo) = &parsed.repo {
         if !same_repo(repo, &pipeline.repo) {
             return Err(ApiError::new(
@@ -69,9 +93,10 @@ async fn deliver_to(
             ));
         }
     }
-    let delivery_id = webhook::delivery_id(host, &headers, &body);
+    let delivery_id = webhook::delivery_id(host, headers, &body);
     let delivery = new_delivery(pipeline, host, &delivery_id, &parsed);
     let recorded = state.store().record_deliveries(vec![delivery]).await?;
+    seen.recorded(&recorded);
     count_superseded(state, &recorded);
     Ok(answer(state, &delivery_id, &recorded))
 }
@@ -80,9 +105,9 @@ async fn deliver_to(
 /// `repo` matches the payload and whose secret verifies it. Every answer is
 /// counted, under one label for the route.
 pub async fn org_wide(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let answer = deliver_org_wide(&state, headers, body)
-        .await
-        .into_response();
+    let mut seen = Seen::default();
+    let result = deliver_org_wide(&state, &headers, body, &mut seen).await;
+    let answer = log_and_answer("*", &headers, &seen, result);
     let code = answer.status().as_u16();
     state
         .metrics()
@@ -92,14 +117,18 @@ pub async fn org_wide(State(state): State<AppState>, headers: HeaderMap, body: B
 
 async fn deliver_org_wide(
     state: &AppState,
-    headers: HeaderMap,
+    headers: &HeaderMap,
     body: Body,
+    seen: &mut Seen,
 ) -> Result<Response, ApiError> {
-    let body = read_body(state, &headers, body).await?;
-    let host = webhook::detect(&headers).ok_or_else(unknown_host)?;
+    let body = read_body(state, headers, body).await?;
+    let host = webhook::detect(headers).ok_or_else(unknown_host)?;
+    seen.host = Some(host);
+    seen.delivery = Some(webhook::delivery_id(host, headers, &body));
     // The repository is needed to route, so this route parses before it
     // verifies; nothing is recorded until a pipeline's secret verifies.
-    let parsed = parse(host, &headers, &body)?;
+    let parsed = parse(host, headers, &body)?;
+    seen.event = Some(parsed.event.clone());
     let Some(repo) = parsed.repo.clone() else {
         return Err(ApiError::bad_request(
             "the payload names no repository to route by",
@@ -119,7 +148,7 @@ async fn deliver_org_wide(
     let mut first_error = None;
     let mut verified = Vec::new();
     for p in candidates {
-        match check_signature(p, host, &headers, &body) {
+        match check_signature(p, host, headers, &body) {
             Ok(()) => verified.push(p),
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -129,12 +158,13 @@ async fn deliver_org_wide(
     if verified.is_empty() {
         return Err(first_error.unwrap_or_else(|| ApiError::unauthorized("no pipeline verified")));
     }
-    let delivery_id = webhook::delivery_id(host, &headers, &body);
+    let delivery_id = webhook::delivery_id(host, headers, &body);
     let deliveries = verified
         .iter()
         .map(|p| new_delivery(p, host, &delivery_id, &parsed))
         .collect();
     let recorded = state.store().record_deliveries(deliveries).await?;
+    seen.recorded(&recorded);
     count_superseded(state, &recorded);
     Ok(answer(state, &delivery_id, &recorded))
 }

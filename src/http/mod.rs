@@ -5,10 +5,12 @@
 //! the answer promises.
 
 mod api;
+mod delivery_log;
 mod error;
 mod hooks;
 mod metrics;
 mod pages;
+mod proxy;
 
 pub use error::ApiError;
 
@@ -150,6 +152,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/builds/{id}/log/stream", get(api::stream_log))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(
+            proxy::no_buffering_for_streams,
+        ))
         .with_state(state)
 }
 

@@ -6,9 +6,18 @@ use super::raw::RawSecret;
 use crate::secret::{Secret, SecretSource};
 use crate::tomlpos;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
+
+/// Set once by `hookci check --no-secrets`: secrets are not resolved.
+static SKIP_SECRETS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every later load skip resolving secrets (`check --no-secrets`,
+/// a one-shot command; the daemon never calls this).
+pub fn skip_secrets() {
+    SKIP_SECRETS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// Errors and warnings found in one file so far.
 #[derive(Debug)]
@@ -17,6 +26,8 @@ pub(crate) struct Checker<'a> {
     src: &'a str,
     pub errors: Vec<Finding>,
     pub warnings: Vec<Finding>,
+    /// Keys whose lines [`Self::parse_all`] blanked after reporting them.
+    blanked: Vec<String>,
 }
 
 impl<'a> Checker<'a> {
@@ -26,6 +37,7 @@ impl<'a> Checker<'a> {
             src,
             errors: Vec::new(),
             warnings: Vec::new(),
+            blanked: Vec::new(),
         }
     }
 
@@ -36,6 +48,20 @@ impl<'a> Checker<'a> {
             position: span.map(|s| tomlpos::position(self.src, s)),
             message: message.into(),
         }
+    }
+
+    /// The errors, by line and column (errors without a position first).
+    pub fn sorted_errors(&mut self) -> Vec<Finding> {
+        let mut errors = std::mem::take(&mut self.errors);
+        // A key already reported (and blanked) is not "required" news.
+        let blanked = &self.blanked;
+        errors.retain(|f| {
+            !blanked
+                .iter()
+                .any(|k| f.message.starts_with(&format!("{k} is required")))
+        });
+        errors.sort_by_key(|f| f.position);
+        errors
     }
 
     /// Records an error at `span`.
@@ -58,6 +84,57 @@ impl<'a> Checker<'a> {
             position,
             message,
         }
+    }
+
+    /// Deserializes the whole file, recording every error serde reports,
+    /// not only the first: after each error on a `key = value` line, that
+    /// line is blanked (same length, so positions hold) and the file read
+    /// again. Unknown keys get a "did you mean" for a near miss. `None`
+    /// when the file could not be read into `T` at all.
+    pub fn parse_all<T: serde::de::DeserializeOwned>(
+        &mut self,
+        tables: &[(&str, &str)],
+    ) -> Option<T> {
+        // A syntax error ends the reading: nothing after it is reliable.
+        if let Err(e) = toml::from_str::<toml::Table>(self.src) {
+            let f = self.parse_error(&e, tables);
+            self.errors.push(f);
+            return None;
+        }
+        let mut text = self.src.to_owned();
+        let mut blanked = std::mem::take(&mut self.blanked);
+        for _ in 0..64 {
+            let err = match toml::from_str::<T>(&text) {
+                Ok(t) => {
+                    self.blanked = blanked;
+                    return Some(t);
+                }
+                Err(e) => e,
+            };
+            let mut finding = self.parse_error(&err, tables);
+            let missing = err
+                .message()
+                .strip_prefix("missing field `")
+                .and_then(|r| r.split('`').next());
+            if missing.is_some_and(|k| blanked.iter().any(|b| b == k)) {
+                // A side effect of an earlier blanked line, not news.
+                return None;
+            }
+            if let Some(hint) = did_you_mean(err.message()) {
+                finding.message.push_str(&hint);
+            }
+            self.errors.push(finding);
+            let span = err.span()?;
+            let (line, key) = blank_line(&text, span.start)?;
+            // A blank that breaks the syntax (a value over several lines)
+            // would only add noise: stop with what is known.
+            if line.parse::<toml::Table>().is_err() {
+                return None;
+            }
+            blanked.push(key);
+            text = line;
+        }
+        None
     }
 
     /// A duration such as `30s`, `1h30m`; `key` names it in errors.
@@ -105,7 +182,12 @@ impl<'a> Checker<'a> {
     /// Resolves a secret; a literal is a warning, an unresolvable source
     /// an error naming the variable or file (never a value).
     pub fn secret(&mut self, key: &str, v: &Spanned<RawSecret>) -> Option<Secret> {
-        let source = &v.get_ref().0;
+        let source = &self.relative_to_file(&v.get_ref().0);
+        if SKIP_SECRETS.load(std::sync::atomic::Ordering::Relaxed) {
+            // `check --no-secrets`: the source's form is checked, its value
+            // is not read.
+            return Some(Secret::new("not read by check --no-secrets"));
+        }
         if let SecretSource::Literal(_) = source {
             self.warn(
                 Some(&v.span()),
@@ -120,6 +202,36 @@ impl<'a> Checker<'a> {
                 self.error(Some(&v.span()), format!("{key}: {e}"));
                 None
             }
+        }
+    }
+
+    /// The directory relative paths in this file resolve against: the
+    /// file's own directory, made absolute.
+    pub fn base_dir(&self) -> PathBuf {
+        std::path::absolute(self.file)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_default()
+    }
+
+    /// `p` as written in this file: a relative path is taken relative to
+    /// the file's directory, so every command sees the same file from
+    /// any working directory.
+    pub fn resolve_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir().join(p)
+        }
+    }
+
+    /// A `{ file = }` source with its path resolved by [`Self::resolve_path`].
+    fn relative_to_file(&self, source: &SecretSource) -> SecretSource {
+        match source {
+            SecretSource::File { file } => SecretSource::File {
+                file: self.resolve_path(file),
+            },
+            other => other.clone(),
         }
     }
 
@@ -164,5 +276,75 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("30").unwrap_err().contains("\"30\""));
         assert!(parse_duration("soon").is_err());
+    }
+}
+
+/// `text` with the `key = value` line around `offset` turned into spaces,
+/// and that key; `None` for a table header or a line that is not a key.
+fn blank_line(text: &str, offset: usize) -> Option<(String, String)> {
+    let start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let end = text
+        .get(offset..)?
+        .find('\n')
+        .map_or(text.len(), |i| offset + i);
+    let line = &text[start..end];
+    let trimmed = line.trim_start();
+    if trimmed.starts_with('[') || !line.contains('=') {
+        return None;
+    }
+    let key = trimmed
+        .split('=')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_matches('"')
+        .to_owned();
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&text[..start]);
+    out.extend(line.chars().map(|c| if c.is_ascii() { ' ' } else { c }));
+    out.push_str(&text[end..]);
+    // Non-ASCII characters keep their bytes, so offsets still hold; a key
+    // line of non-ASCII is rare, and the parse check catches the rest.
+    Some((out, key))
+}
+
+/// "; did you mean \"branches\"?" for serde's unknown-field message, when
+/// an expected key is close to the one written.
+fn did_you_mean(serde_message: &str) -> Option<String> {
+    let rest = serde_message.strip_prefix("unknown field `")?;
+    let (key, expected) = rest.split_once('`')?;
+    let best = expected
+        .split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, k)| (strsim::jaro_winkler(key, k), k))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))?;
+    Some(format!("; did you mean \"{}\"?", best.1))
+}
+
+#[cfg(test)]
+mod near_miss_tests {
+    use super::*;
+
+    #[test]
+    fn near_misses_get_a_suggestion() {
+        let m = "unknown field `branchs`, expected one of `branches`, `tags`, `paths`";
+        assert_eq!(
+            did_you_mean(m).as_deref(),
+            Some("; did you mean \"branches\"?")
+        );
+        let m = "unknown field `zzz`, expected one of `branches`, `tags`";
+        assert_eq!(did_you_mean(m), None);
+    }
+
+    #[test]
+    fn a_blanked_line_keeps_every_offset() {
+        let text = "a = 1\nbad = [1]\nc = 2\n";
+        let (out, key) = blank_line(text, 8).unwrap();
+        assert_eq!(key, "bad");
+        assert_eq!(out.len(), text.len());
+        assert_eq!(out, "a = 1\n         \nc = 2\n");
+        assert!(blank_line("[steps]\n", 2).is_none());
     }
 }

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub(crate) use check::Checker;
+pub use check::skip_secrets;
 pub use glob::GlobList;
 pub use validate::valid_name;
 
@@ -276,7 +277,7 @@ pub fn load_dir(dir: &Path) -> Loaded {
                 format!("cannot read the pipelines directory: {}", e.kind())
             };
             loaded.errors.push(Finding {
-                file: dir.to_path_buf(),
+                file: std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
                 position: None,
                 message,
             });

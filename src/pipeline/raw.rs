@@ -115,7 +115,7 @@ impl<'de> Visitor<'de> for SecretVisitor {
     type Value = RawSecret;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(r#"a string, { env = "NAME" } or { file = "/path" }"#)
+        f.write_str(r#"a string, { env = "NAME" }, { file = "/path" } or { credential = "NAME" }"#)
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSecret, E> {
@@ -132,21 +132,26 @@ impl<'de> Visitor<'de> for SecretVisitor {
                 "file" => SecretSource::File {
                     file: map.next_value::<PathBuf>()?,
                 },
+                "credential" => SecretSource::Credential {
+                    credential: map.next_value()?,
+                },
                 other => {
                     return Err(de::Error::custom(format!(
-                        "unknown key \"{other}\" in a secret; expected env or file"
+                        "unknown key \"{other}\" in a secret; expected env, file or credential"
                     )));
                 }
             };
             if found.is_some() {
                 return Err(de::Error::custom(
-                    "a secret takes one of env or file, not both",
+                    "a secret takes one of env, file or credential, not two",
                 ));
             }
             found = Some(source);
         }
         found.map(RawSecret).ok_or_else(|| {
-            de::Error::custom(r#"a secret table needs env = "NAME" or file = "/path""#)
+            de::Error::custom(
+                r#"a secret table needs env = "NAME", file = "/path" or credential = "NAME""#,
+            )
         })
     }
 }

@@ -51,18 +51,13 @@ pub(super) fn pipeline(
             ),
         );
     }
-    let raw: RawPipeline = match toml::from_str(src) {
-        Ok(raw) => raw,
-        Err(e) => {
-            let f = c.parse_error(&e, super::raw::TABLES);
-            c.errors.push(f);
-            return Err(c.errors);
-        }
+    let Some(raw) = c.parse_all::<RawPipeline>(super::raw::TABLES) else {
+        return Err(c.sorted_errors());
     };
     let pipeline = convert(&mut c, name, path, raw);
     match pipeline {
         Some(p) if c.errors.is_empty() => Ok((p, c.warnings)),
-        _ => Err(c.errors),
+        _ => Err(c.sorted_errors()),
     }
 }
 

@@ -18,6 +18,7 @@
 mod bitbucket;
 mod bitbucket_server;
 mod event;
+mod form;
 mod generic;
 mod gitea;
 mod github;
@@ -66,6 +67,11 @@ pub enum ParseError {
     /// `..`, a trailing `.lock`, ...).
     #[error("the payload's ref is not a valid git ref name")]
     BadRef,
+    /// A form-encoded body without a decodable `payload` field.
+    #[error(
+        "the form-encoded body has no valid payload field; set the webhook's content type to application/json"
+    )]
+    Form,
 }
 
 /// Which host sent a delivery, from its headers alone. Forgejo, then Gitea,
@@ -162,6 +168,7 @@ pub fn delivery_id(host: Host, headers: &HeaderMap, body: &[u8]) -> String {
 
 /// Reads a delivery's payload into events.
 pub fn parse(host: Host, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ParseError> {
+    let body = &*form::json_body(headers, body)?;
     let parsed = match host {
         Host::Github => github::parse(headers, body),
         Host::Gitlab => gitlab::parse(headers, body),

@@ -175,12 +175,18 @@ impl Drop for Daemon {
 /// 127.0.0.1:0, data and pipelines under `dir`, then `extra` lines), and
 /// returns it with its base URL once it listens.
 pub fn spawn_daemon(dir: &Path, extra: &str) -> (Daemon, String) {
+    spawn_daemon_listening(dir, "127.0.0.1:0", extra)
+}
+
+/// [`spawn_daemon`] on a given `listen` address.
+pub fn spawn_daemon_listening(dir: &Path, listen: &str, extra: &str) -> (Daemon, String) {
     use std::io::{BufRead, BufReader};
     let config = dir.join("hookci.toml");
+    std::fs::create_dir_all(dir.join("pipelines")).expect("pipelines dir");
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npipelines_dir = \"{}\"\n{extra}\n",
+            "listen = \"{listen}\"\ndata_dir = \"{}\"\npipelines_dir = \"{}\"\n{extra}\n",
             dir.join("data").display(),
             dir.join("pipelines").display()
         ),
