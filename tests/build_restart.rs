@@ -38,9 +38,11 @@ async fn a_build_interrupted_by_sigkill_runs_again_as_attempt_2_and_succeeds() {
         dir.path().join("pipelines/app.toml"),
         format!(
             "repo = \"Codertocat/Hello-World\"\nsecret = \"s\"\n[env]\nMARK = \"{}\"\n\
+             [sandbox]\nread_write = [\"{}\"]\n\
              [[steps]]\nname = \"work\"\n\
              run = 'if [ ! -e \"$MARK\" ]; then setsid env -i /bin/sleep 41342 & touch \"$MARK\"; sleep 41341; fi; echo second run'\n",
-            mark.display()
+            mark.display(),
+            dir.path().display()
         ),
     )
     .expect("pipeline");

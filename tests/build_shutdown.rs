@@ -27,8 +27,10 @@ async fn sigterm_finishes_what_fits_in_the_grace_and_requeues_the_rest() {
     let pipe = |run: &str| {
         format!(
             "repo = \"Codertocat/Hello-World\"\nsecret = \"s\"\n[env]\nMARK = \"{}\"\n\
+             [sandbox]\nread_write = [\"{}\"]\n\
              [[steps]]\nname = \"work\"\nrun = '{run}'\n",
-            mark.display()
+            mark.display(),
+            dir.path().display()
         )
     };
     std::fs::write(

@@ -17,6 +17,8 @@ pub(crate) struct Checker<'a> {
     src: &'a str,
     pub errors: Vec<Finding>,
     pub warnings: Vec<Finding>,
+    /// The files `{ file = ... }` secrets were read from (the sandbox masks them).
+    pub secret_files: Vec<std::path::PathBuf>,
 }
 
 impl<'a> Checker<'a> {
@@ -26,6 +28,7 @@ impl<'a> Checker<'a> {
             src,
             errors: Vec::new(),
             warnings: Vec::new(),
+            secret_files: Vec::new(),
         }
     }
 
@@ -106,6 +109,9 @@ impl<'a> Checker<'a> {
     /// an error naming the variable or file (never a value).
     pub fn secret(&mut self, key: &str, v: &Spanned<RawSecret>) -> Option<Secret> {
         let source = &v.get_ref().0;
+        if let SecretSource::File { file } = source {
+            self.secret_files.push(file.clone());
+        }
         if let SecretSource::Literal(_) = source {
             self.warn(
                 Some(&v.span()),

@@ -180,6 +180,8 @@ fn convert(c: &mut Checker<'_>, name: &str, path: &Path, raw: RawPipeline) -> Op
 
     let status = status(c, name, &raw.status);
     let steps = steps(c, raw.steps.as_ref());
+    let sandbox = super::sandbox::sandbox(c, raw.sandbox.as_ref());
+    let limits = super::sandbox::limits(c, raw.limits.as_ref());
 
     Some(Pipeline {
         name: name.to_owned(),
@@ -199,6 +201,9 @@ fn convert(c: &mut Checker<'_>, name: &str, path: &Path, raw: RawPipeline) -> Op
         secrets,
         status: status?,
         steps,
+        sandbox,
+        limits,
+        secret_files: c.secret_files.clone(),
     })
 }
 

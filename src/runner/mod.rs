@@ -6,4 +6,5 @@ pub mod cgroup;
 pub mod checkout;
 pub mod leftovers;
 pub mod log;
+pub mod sandbox;
 pub mod step;

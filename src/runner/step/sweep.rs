@@ -64,6 +64,9 @@ pub(super) async fn stop_leftovers(
 ) -> usize {
     let me = getpid().as_raw();
     let mut signalled: HashSet<i32> = HashSet::new();
+    // What the step left, for its log: not the sandbox's own bwrap, which
+    // is still tearing down the step's pid namespace.
+    let mut counted: HashSet<i32> = HashSet::new();
     let mut kill_at = kill_at;
     let mut killed_at: Option<Instant> = None;
     let mut pause = Duration::from_millis(5);
@@ -105,11 +108,35 @@ pub(super) async fn stop_leftovers(
                 }
             }
         }
+        for &pid in &alive {
+            if !signalled.contains(&pid) && !is_bwrap(pid) {
+                counted.insert(pid);
+            }
+        }
         signalled.extend(alive);
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(50));
     }
-    signalled.len()
+    counted.len()
+}
+
+fn is_bwrap(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "bwrap")
+}
+
+/// Sends `signal` to every process of the step but its group's leader
+/// (bwrap, under the sandbox); returns how many got it.
+pub(super) fn signal_inside(step: StepProcs<'_>, signal: Signal) -> usize {
+    let me = getpid().as_raw();
+    let procs = scan();
+    let mut sent = 0;
+    for pid in targets(&procs, me, step) {
+        if pid != step.pgid.as_raw() {
+            send(pid, signal);
+            sent += 1;
+        }
+    }
+    sent
 }
 
 fn send(pid: i32, signal: Signal) {
