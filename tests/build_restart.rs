@@ -32,7 +32,10 @@ async fn a_build_interrupted_by_sigkill_runs_again_as_attempt_2_and_succeeds() {
     let up = Upstream::new("restart");
     let commit = up.push(&[("README", "x\n")], "first");
     let dir = tempfile::tempdir().expect("tmp");
-    let mark = dir.path().join("first-run.mark");
+    // The mark lives outside the daemon's directory (hookci's config and
+    // data are hidden from the sandbox, even under a read_write path).
+    let marks = tempfile::tempdir().expect("tmp");
+    let mark = marks.path().join("first-run.mark");
     std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
     std::fs::write(
         dir.path().join("pipelines/app.toml"),
@@ -42,7 +45,7 @@ async fn a_build_interrupted_by_sigkill_runs_again_as_attempt_2_and_succeeds() {
              [[steps]]\nname = \"work\"\n\
              run = 'if [ ! -e \"$MARK\" ]; then setsid env -i /bin/sleep 41342 & touch \"$MARK\"; sleep 41341; fi; echo second run'\n",
             mark.display(),
-            dir.path().display()
+            marks.path().display()
         ),
     )
     .expect("pipeline");

@@ -3,8 +3,8 @@
 
 use hookci::pipeline::Shell;
 use hookci::pipeline::sandbox::{LimitKeys, SandboxKeys};
-use hookci::runner::sandbox;
 use hookci::runner::log::LogWriter;
+use hookci::runner::sandbox;
 use hookci::runner::step::{StepOutcome, StepSpec, chown_tree, init_reaper, run_step};
 use hookci::secret::Secret;
 use std::collections::BTreeSet;
@@ -102,7 +102,10 @@ async fn the_environment_a_step_sees_is_exactly_its_spec_env() {
     let mut seen: BTreeSet<String> = text.lines().map(str::to_owned).collect();
     if spec.sandbox.is_some() {
         // bwrap sets PWD to the directory it starts the step in.
-        assert!(seen.remove(&format!("PWD={}", dir.path().display())), "{seen:?}");
+        assert!(
+            seen.remove(&format!("PWD={}", dir.path().display())),
+            "{seen:?}"
+        );
     }
     let given: BTreeSet<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     assert_eq!(seen, given);

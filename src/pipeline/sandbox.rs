@@ -185,13 +185,16 @@ pub(crate) fn limits(c: &mut Checker<'_>, raw: Option<&RawLimits>) -> LimitKeys 
             }
         }
     });
-    let pids = raw.pids.as_ref().and_then(|v| match u64::try_from(*v.get_ref()) {
-        Ok(n) if n > 0 => Some(n),
-        _ => {
-            c.error(Some(&v.span()), "limits.pids must be greater than zero");
-            None
-        }
-    });
+    let pids = raw
+        .pids
+        .as_ref()
+        .and_then(|v| match u64::try_from(*v.get_ref()) {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                c.error(Some(&v.span()), "limits.pids must be greater than zero");
+                None
+            }
+        });
     LimitKeys { memory, cpus, pids }
 }
 

@@ -90,7 +90,10 @@ pub fn check_limits() -> Option<String> {
         }
         match v1_own(c) {
             Ok(dir) if writable(&dir) => {}
-            Ok(dir) => missing.push(format!("{c}: cannot create cgroups under {}", dir.display())),
+            Ok(dir) => missing.push(format!(
+                "{c}: cannot create cgroups under {}",
+                dir.display()
+            )),
             Err(why) => missing.push(format!("{c}: {why}")),
         }
     }
@@ -322,7 +325,9 @@ impl StepCgroup {
         let wanted = [
             limits.memory.as_ref().map(|(bytes, _)| *bytes),
             limits.pids,
-            limits.cpus.map(|c| (c * 100_000.0).round().max(1000.0) as u64),
+            limits
+                .cpus
+                .map(|c| (c * 100_000.0).round().max(1000.0) as u64),
         ];
         for ((controller, base), value) in CONTROLLERS.iter().zip(bases).zip(wanted) {
             let Some(value) = value else { continue };
@@ -548,8 +553,7 @@ pub fn kill_stale() -> usize {
         let alive = if leaf.is_dir() {
             !members(&leaf).is_empty()
         } else {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-                && !zombie(pid)
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() && !zombie(pid)
         };
         if alive {
             continue;
@@ -571,10 +575,18 @@ pub fn kill_stale() -> usize {
         }
         let _ = std::fs::remove_dir(&dead);
         // Its v1 limit groups: empty now that the cgroup is.
-        for own_v1 in limit_bases().iter().flatten().flatten().filter_map(|b| b.parent()) {
+        for own_v1 in limit_bases()
+            .iter()
+            .flatten()
+            .flatten()
+            .filter_map(|b| b.parent())
+        {
             let stale = own_v1.join(&name);
             if let Ok(d) = std::fs::read_dir(&stale) {
-                for step in d.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+                for step in d
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                {
                     remove_when_empty(&step.path(), Duration::from_secs(1));
                 }
                 let _ = std::fs::remove_dir(&stale);

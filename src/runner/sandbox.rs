@@ -188,12 +188,8 @@ pub fn decide(keys: &SandboxKeys, probe: &Probe, plan: impl FnOnce(&Path) -> Pla
     match (keys.enabled.unwrap_or_default(), probe) {
         (Enabled::Off, _) => Decision::Unsandboxed,
         (Enabled::Auto, Err(_)) => Decision::Unsandboxed,
-        (Enabled::On, Err(why)) => {
-            Decision::Refused(format!("the sandbox is required, but {why}"))
-        }
-        (Enabled::Auto | Enabled::On, Ok(bwrap)) => {
-            Decision::Sandboxed(plan(bwrap).command())
-        }
+        (Enabled::On, Err(why)) => Decision::Refused(format!("the sandbox is required, but {why}")),
+        (Enabled::Auto | Enabled::On, Ok(bwrap)) => Decision::Sandboxed(plan(bwrap).command()),
     }
 }
 
@@ -295,9 +291,21 @@ impl Plan {
                 mounts.push(bind("--ro-bind-try", &target));
             }
         }
-        mounts.push(mount(Path::new("/proc"), 0, &["--proc".into(), "/proc".into()]));
-        mounts.push(mount(Path::new("/dev"), 0, &["--dev".into(), "/dev".into()]));
-        mounts.push(mount(Path::new("/tmp"), 0, &["--tmpfs".into(), "/tmp".into()]));
+        mounts.push(mount(
+            Path::new("/proc"),
+            0,
+            &["--proc".into(), "/proc".into()],
+        ));
+        mounts.push(mount(
+            Path::new("/dev"),
+            0,
+            &["--dev".into(), "/dev".into()],
+        ));
+        mounts.push(mount(
+            Path::new("/tmp"),
+            0,
+            &["--tmpfs".into(), "/tmp".into()],
+        ));
         for p in self.read_only.iter().filter_map(|p| absolute(p)) {
             mounts.push(bind("--ro-bind-try", &p));
             visible.push(p);
@@ -305,7 +313,12 @@ impl Plan {
         // The probe runs in `/`, which it does not bind.
         let cwd = Some(&self.cwd).filter(|c| c.as_os_str() != "/");
         let own = self.home.iter().chain(cwd);
-        for p in self.read_write.iter().chain(own).filter_map(|p| absolute(p)) {
+        for p in self
+            .read_write
+            .iter()
+            .chain(own)
+            .filter_map(|p| absolute(p))
+        {
             mounts.push(bind("--bind-try", &p));
             visible.push(p);
         }

@@ -460,7 +460,11 @@ fn spawn(spec: &StepSpec, join: &Join) -> Result<Child, String> {
         ));
     }
     let shell = shell_path(spec.shell)?;
-    let mut argv: Vec<OsString> = spec.sandbox.as_deref().map(<[_]>::to_vec).unwrap_or_default();
+    let mut argv: Vec<OsString> = spec
+        .sandbox
+        .as_deref()
+        .map(<[_]>::to_vec)
+        .unwrap_or_default();
     argv.extend([shell.into(), "-ec".into(), spec.script.clone().into()]);
     let mut cmd = match join {
         Join::Wrapper(procs) => {
