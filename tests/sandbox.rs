@@ -55,7 +55,17 @@ impl Drop for Daemon {
 /// Starts `hookci serve --config CONFIG` with `env` added to its
 /// environment, once it listens.
 fn serve(config: &Path, env: &[(&str, &str)]) -> Daemon {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookci"))
+    serve_as(config, env, None)
+}
+
+/// [`serve`], as `user` (uid = gid) when given.
+fn serve_as(config: &Path, env: &[(&str, &str)], user: Option<u32>) -> Daemon {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hookci"));
+    if let Some(id) = user {
+        cmd.uid(id).gid(id);
+    }
+    let mut child = cmd
         .arg("serve")
         .arg("--config")
         .arg(config)
@@ -422,4 +432,47 @@ async fn a_pipelines_secrets_go_only_to_its_own_steps() {
         "{env_b}"
     );
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_is_non_dumpable_so_its_own_user_cannot_read_its_environment() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: the test runs the daemon as another user, which needs root");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let l = Layout::new();
+    l.write_config("");
+    std::fs::write(
+        &l.config,
+        std::fs::read_to_string(&l.config).expect("config"),
+    )
+    .expect("config");
+    let root = l.root();
+    for entry in [&root, &l.data, &l.pipelines, &l.secrets, &l.config] {
+        std::os::unix::fs::chown(entry, Some(NOBODY), Some(NOBODY)).expect("chown");
+    }
+    std::os::unix::fs::chown(root.join("etc"), Some(NOBODY), Some(NOBODY)).expect("chown");
+    std::os::unix::fs::chown(root.join("var"), Some(NOBODY), Some(NOBODY)).expect("chown");
+    let token = canary("ADMIN");
+    let daemon = serve_as(&l.config, &[("HOOKCI_ADMIN_TOKEN", &token)], Some(NOBODY));
+    let pid = daemon.child.id();
+    // Another process of the daemon's own user, as a step without a
+    // sandbox would be.
+    let read = {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("cat")
+            .arg(format!("/proc/{pid}/environ"))
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output()
+            .expect("cat")
+    };
+    let got = String::from_utf8_lossy(&read.stdout);
+    assert!(
+        !got.contains(&token),
+        "the daemon's environment was readable"
+    );
+    assert!(!read.status.success(), "{got}");
+    drop(daemon);
 }
