@@ -28,8 +28,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// Where bwrap is looked for, in order.
-const BWRAP: &[&str] = &["/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap"];
+/// bwrap is looked for in hookci's own PATH, else in this one.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The system directories a step reads, in mount order.
 const SYSTEM: &[&str] = &[
@@ -130,11 +130,16 @@ pub fn probe(user: Option<(u32, u32)>) -> Probe {
 
 fn run_probe(user: Option<(u32, u32)>) -> Probe {
     use std::os::unix::process::CommandExt;
-    let Some(bwrap) = BWRAP.iter().map(Path::new).find(|p| p.is_file()) else {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
+    let Some(found) = std::env::split_paths(&path)
+        .map(|d| d.join("bwrap"))
+        .find(|p| p.is_file())
+    else {
         return Err(format!(
             "bubblewrap (bwrap) is not installed; install the {PACKAGE} package"
         ));
     };
+    let bwrap = found.as_path();
     let root = Path::new("/");
     let plan = Plan {
         bwrap: bwrap.to_path_buf(),
