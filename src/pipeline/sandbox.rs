@@ -175,7 +175,7 @@ pub(crate) fn limits(c: &mut Checker<'_>, raw: Option<&RawLimits>) -> LimitKeys 
             _ => None,
         };
         match n {
-            Some(n) if n.is_finite() && n >= 0.01 && n <= 4096.0 => Some(n),
+            Some(n) if (0.01..=4096.0).contains(&n) => Some(n),
             _ => {
                 c.error(
                     Some(&v.span()),
@@ -222,8 +222,7 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
         return n.checked_mul(scale);
     }
     let f: f64 = number.parse().ok()?;
-    let bytes = (f.is_finite() && f > 0.0 && f < 1e18).then(|| (f * scale as f64) as u64);
-    bytes
+    (f.is_finite() && f > 0.0 && f < 1e18).then_some((f * scale as f64) as u64)
 }
 
 #[cfg(test)]

@@ -108,7 +108,10 @@ fn absolute(p: &Path) -> Option<PathBuf> {
 }
 
 /// Whether steps get a sandbox, per build user: the probe's answer.
-static PROBES: OnceLock<Mutex<HashMap<Option<(u32, u32)>, Probe>>> = OnceLock::new();
+static PROBES: OnceLock<Mutex<HashMap<BuildUser, Probe>>> = OnceLock::new();
+
+/// Who steps run as: `None` as the daemon, else (uid, gid).
+type BuildUser = Option<(u32, u32)>;
 
 /// The probe's answer: bwrap's path, or why steps cannot be sandboxed.
 pub type Probe = Result<Arc<PathBuf>, String>;
