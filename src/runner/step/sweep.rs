@@ -70,12 +70,21 @@ pub(super) async fn stop_leftovers(
     let mut kill_at = kill_at;
     let mut killed_at: Option<Instant> = None;
     let mut pause = Duration::from_millis(5);
+    let mut bwrap_waits = 400;
     loop {
         let procs = scan();
         reap(&procs, me, step, &signalled);
         let alive = targets(&procs, me, step);
         if alive.is_empty() {
             break;
+        }
+        // Under the sandbox, bwrap's init outlives the step's shell by a
+        // moment while it takes the pid namespace down: wait for it in
+        // short steps before treating it as something left running.
+        if bwrap_waits > 0 && kill_at.is_none() && alive.iter().all(|&p| is_bwrap(p)) {
+            bwrap_waits -= 1;
+            tokio::time::sleep(Duration::from_micros(500)).await;
+            continue;
         }
         let now = Instant::now();
         match kill_at {
