@@ -513,7 +513,7 @@ pub fn check(
             _ => String::new(),
         };
         let mut line = format!("{whose}{sentence}");
-        if probe.is_err() && keys.enabled != Some(Enabled::Off) {
+        if probe.is_err() && keys.enabled != Some(Enabled::Off) && !line.contains(PACKAGE) {
             line.push_str(&format!(
                 "; install the {PACKAGE} package (apt-get install {PACKAGE}) to sandbox steps"
             ));
