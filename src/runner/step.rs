@@ -375,9 +375,11 @@ async fn exited(pid: Pid, sigchld: &mut Option<UnixSignal>) {
         }
         match sigchld {
             // SIGCHLD comes for every child; the timeout covers a stream
-            // that stopped delivering.
+            // that stopped delivering, and a wake-up that raced the exit
+            // (seen under the sandbox, where bwrap and its init end
+            // together): a waitid(2) every 20 ms costs nothing.
             Some(sigchld) => {
-                let _ = tokio::time::timeout(Duration::from_millis(250), sigchld.recv()).await;
+                let _ = tokio::time::timeout(Duration::from_millis(20), sigchld.recv()).await;
             }
             None => tokio::time::sleep(Duration::from_millis(20)).await,
         }

@@ -70,7 +70,7 @@ pub(super) async fn stop_leftovers(
     let mut kill_at = kill_at;
     let mut killed_at: Option<Instant> = None;
     let mut pause = Duration::from_millis(5);
-    let mut bwrap_waits = 400;
+    let own_ns = std::fs::read_link("/proc/self/ns/pid").ok();
     loop {
         let procs = scan();
         reap(&procs, me, step, &signalled);
@@ -78,13 +78,16 @@ pub(super) async fn stop_leftovers(
         if alive.is_empty() {
             break;
         }
-        // Under the sandbox, bwrap's init outlives the step's shell by a
-        // moment while it takes the pid namespace down: wait for it in
-        // short steps before treating it as something left running.
-        if bwrap_waits > 0 && kill_at.is_none() && alive.iter().all(|&p| is_bwrap(p)) {
-            bwrap_waits -= 1;
-            tokio::time::sleep(Duration::from_micros(500)).await;
-            continue;
+        // Under the sandbox, bwrap's init (pid 1 of the step's pid
+        // namespace) outlives the step's shell while its exit tears the
+        // namespaces down, which can take the kernel tens of milliseconds.
+        // SIGKILL to it takes down everything in that namespace, and
+        // nothing in it can survive that: no need to watch it die.
+        if kill_at.is_none() && alive.iter().all(|&p| sandbox_init(p, &own_ns)) {
+            for &pid in &alive {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            break;
         }
         let now = Instant::now();
         match kill_at {
@@ -127,6 +130,14 @@ pub(super) async fn stop_leftovers(
         pause = (pause * 2).min(Duration::from_millis(50));
     }
     counted.len()
+}
+
+/// True for a bwrap process inside a pid namespace other than hookci's
+/// (a sandbox's init; a step cannot name a process of hookci's namespace).
+fn sandbox_init(pid: i32, own_ns: &Option<std::path::PathBuf>) -> bool {
+    is_bwrap(pid)
+        && own_ns.is_some()
+        && std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok() != *own_ns
 }
 
 fn is_bwrap(pid: i32) -> bool {
