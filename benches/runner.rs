@@ -177,12 +177,14 @@ fn main() {
     eprintln!("building a repository of 10,000 commits and 3,000 files ...");
     let bare = big_repo(root, 3000, 10_000);
     let url = format!("file://{}", bare.display());
-    let out = root.join("out");
-    std::fs::create_dir_all(&out).expect("mkdir");
+    // Outside the daemon's directory, which the step sandbox hides.
+    let marks = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tmp");
+    let out = marks.path().to_path_buf();
     std::fs::create_dir_all(root.join("pipelines")).expect("mkdir");
     let pipeline = |run: &str| {
         format!(
-            "repo = \"bench/big\"\nsecret = \"{SECRET}\"\n[env]\nOUT = \"{}\"\n[[steps]]\nname = \"s\"\nrun = '{run}'\n",
+            "repo = \"bench/big\"\nsecret = \"{SECRET}\"\n[env]\nOUT = \"{}\"\n[sandbox]\nread_write = [\"{}\"]\n[[steps]]\nname = \"s\"\nrun = '{run}'\n",
+            out.display(),
             out.display()
         )
     };

@@ -257,6 +257,7 @@ pub fn load_config(path: Option<PathBuf>) -> Result<Config, Failure> {
 
 fn serve(path: Option<PathBuf>) -> Result<ExitCode, Failure> {
     crate::runner::private_dirs::set_umask();
+    crate::runner::sandbox::no_dumping();
     let config = load_config(path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -315,7 +316,15 @@ fn check(path: Option<PathBuf>, no_secrets: bool) -> Result<ExitCode, Failure> {
     for e in &loaded.errors {
         eprintln!("error: {e}");
     }
-    if loaded.errors.is_empty() {
+    let (sandbox_warnings, sandbox_errors) =
+        crate::runner::sandbox::check(&config, &loaded.pipelines);
+    for w in &sandbox_warnings {
+        eprintln!("warning: {w}");
+    }
+    for e in &sandbox_errors {
+        eprintln!("error: {e}");
+    }
+    if loaded.errors.is_empty() && sandbox_errors.is_empty() {
         println!("ok: {} pipelines", loaded.pipelines.len());
         Ok(ExitCode::SUCCESS)
     } else {

@@ -23,6 +23,7 @@ pub fn run(
     workdir: Option<PathBuf>,
 ) -> Result<ExitCode, Failure> {
     crate::runner::private_dirs::set_umask();
+    crate::runner::sandbox::no_dumping();
     let config = load_config(config)?;
     let pipeline = pipeline::load_file(&config.pipelines_dir.join(format!("{name}.toml")))
         .map_err(|findings| {
@@ -73,6 +74,8 @@ pub fn run(
         runner.mirrors = Mirrors::new(config.data_dir.join("repos"));
         runner.run_as =
             crate::server::resolve_run_as(&config).map_err(|e| Failure::usage(format!("{e:#}")))?;
+        runner.sandbox = crate::runner::sandbox::Setup::of_config(&config);
+        crate::runner::sandbox::log_mode(&config, runner.run_as).await;
 
         let git_ref = git_ref.unwrap_or_else(|| {
             if workdir.is_some() {

@@ -53,8 +53,9 @@ pub fn resolve_run_as(config: &Config) -> anyhow::Result<Option<(u32, u32)>> {
         return Ok(None);
     };
     if !nix::unistd::geteuid().is_root() {
-        tracing::warn!(run_as = %name, "run_as is ignored: hookci is not running as root");
-        return Ok(None);
+        anyhow::bail!(
+            "run_as = \"{name}\" needs hookci to run as root (it is not): remove run_as, or start hookci as root"
+        );
     }
     let user = nix::unistd::User::from_name(name)
         .with_context(|| format!("cannot look up the run_as user {name}"))?
@@ -112,13 +113,16 @@ pub async fn run(
         config.max_log_bytes,
     );
     runner.run_as = resolve_run_as(&config)?;
+    let pipelines = PipelineSet::new(loaded.pipelines);
+    runner.sandbox = crate::runner::sandbox::Setup::of_config(&config);
+    runner.sandbox.pipelines = Some(pipelines.clone());
+    crate::runner::sandbox::log_mode(&config, runner.run_as).await;
     let runner = Arc::new(runner);
     let limits = Limits {
         max_connections: config.max_connections,
         header_timeout: config.header_timeout,
         drain_timeout: config.request_timeout,
     };
-    let pipelines = PipelineSet::new(loaded.pipelines);
     let live = LiveBuilds::default();
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let worker = Worker {

@@ -318,9 +318,10 @@ async fn builds_of_one_branch_run_one_at_a_time_in_push_order() {
     let up = Upstream::new("order");
     let out = up.tmp.path().join("order.txt");
     let steps = format!(
-        "[env]\nOUT = \"{}\"\n[[steps]]\nname = \"record\"\n\
+        "[env]\nOUT = \"{}\"\n[sandbox]\nread_write = [\"{}\"]\n[[steps]]\nname = \"record\"\n\
          run = 'echo \"start $HOOKCI_BUILD_ID\" >> \"$OUT\"; sleep 0.3; echo \"end $HOOKCI_BUILD_ID\" >> \"$OUT\"'\n",
-        out.display()
+        out.display(),
+        up.tmp.path().display()
     );
     let server = start(&[("app", &pipeline(&up.url(), "", &steps))], 3).await;
     let mut before = ZERO.to_owned();

@@ -22,14 +22,19 @@ async fn sigterm_finishes_what_fits_in_the_grace_and_requeues_the_rest() {
     let up = Upstream::new("shutdown");
     let commit = up.push(&[("README", "x\n")], "x");
     let dir = tempfile::tempdir().expect("tmp");
-    let mark = dir.path().join("long.mark");
+    // The mark lives outside the daemon's directory (hookci's config and
+    // data are hidden from the sandbox, even under a read_write path).
+    let marks = tempfile::tempdir().expect("tmp");
+    let mark = marks.path().join("long.mark");
     std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
     let pipe = |run: &str| {
         format!(
             "repo = \"Codertocat/Hello-World\"\nsecret = \"s\"\nclone_url = {:?}\n[env]\nMARK = \"{}\"\n\
+             [sandbox]\nread_write = [\"{}\"]\n\
              [[steps]]\nname = \"work\"\nrun = '{run}'\n",
             up.url(),
-            mark.display()
+            mark.display(),
+            marks.path().display()
         )
     };
     std::fs::write(

@@ -262,6 +262,8 @@ async fn logs_follow_streams_a_running_build_live_and_exits_0_when_it_succeeds()
     );
     let server = TestServer::start(&[("app", &pipeline(&up.url(), &steps))], |c| {
         c.max_parallel_builds = 1;
+        // The step watches the gate from its sandbox.
+        c.sandbox.read_only = Some(vec![gate.path().to_path_buf()]);
     })
     .await;
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "first");

@@ -283,10 +283,12 @@ async fn a_running_builds_page_follows_its_log_with_a_script_its_policy_allows()
     let dir = tempfile::tempdir().expect("a temp dir");
     let go = dir.path().join("go");
     let steps = format!(
-        "[[steps]]\nname = \"long\"\nrun = '''\necho started-marker\n\
+        "[sandbox]\nread_only = [\"{}\"]\n\
+         [[steps]]\nname = \"long\"\nrun = '''\necho started-marker\n\
          while [ ! -e {} ]; do sleep 0.05; done\n\
          printf '\\033[1;31mafter-go <i>\\033[0m\\n'\n'''\n\
          [[steps]]\nname = \"second\"\nrun = \"echo second-step; sleep 41337\"\n",
+        dir.path().display(),
         go.display()
     );
     let server = start(

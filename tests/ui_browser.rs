@@ -229,6 +229,8 @@ async fn a_browser_follows_a_running_build_sees_colours_and_re_runs_it() {
         |c| {
             c.max_parallel_builds = 1;
             c.admin_token = Some(hookci::secret::Secret::new(ADMIN));
+            // The steps watch for their go files from the sandbox.
+            c.sandbox.read_only = Some(vec![dir.path().to_path_buf()]);
         },
     )
     .await;

@@ -52,6 +52,12 @@ pub struct Config {
     pub request_timeout: Duration,
     /// The largest log kept per build.
     pub max_log_bytes: u64,
+    /// `[sandbox]`: the defaults every pipeline starts from.
+    pub sandbox: crate::pipeline::sandbox::SandboxKeys,
+    /// `[limits]`: the defaults every pipeline starts from.
+    pub limits: crate::pipeline::sandbox::LimitKeys,
+    /// Every file a `{ file = ... }` secret of this config is read from.
+    pub secret_files: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -74,6 +80,9 @@ impl Default for Config {
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_log_bytes: 64 * 1024 * 1024,
+            sandbox: crate::pipeline::sandbox::SandboxKeys::default(),
+            limits: crate::pipeline::sandbox::LimitKeys::default(),
+            secret_files: Vec::new(),
         }
     }
 }
@@ -258,6 +267,9 @@ fn convert(c: &mut Checker<'_>, raw: RawConfig) -> Config {
     if let Some(n) = positive(c, "max_log_bytes", raw.max_log_bytes.as_ref()) {
         config.max_log_bytes = n;
     }
+    config.sandbox = crate::pipeline::sandbox::sandbox(c, raw.sandbox.as_ref());
+    config.limits = crate::pipeline::sandbox::limits(c, raw.limits.as_ref());
+    config.secret_files.clone_from(&c.secret_files);
     config
 }
 

@@ -6,7 +6,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 /// The table named for "unknown key" errors.
-pub(crate) const TABLES: &[(&str, &str)] = &[("listen", "in the server config")];
+pub(crate) const TABLES: &[(&str, &str)] = &[
+    ("listen", "in the server config"),
+    ("enabled", "in [sandbox]"),
+    ("memory", "in [limits]"),
+];
 
 /// The whole server config file.
 #[derive(Debug, Deserialize)]
@@ -28,4 +32,6 @@ pub(crate) struct RawConfig {
     pub header_timeout: Option<Spanned<String>>,
     pub request_timeout: Option<Spanned<String>>,
     pub max_log_bytes: Option<Spanned<i64>>,
+    pub sandbox: Option<crate::pipeline::sandbox::RawSandbox>,
+    pub limits: Option<crate::pipeline::sandbox::RawLimits>,
 }

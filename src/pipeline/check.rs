@@ -28,6 +28,8 @@ pub(crate) struct Checker<'a> {
     pub warnings: Vec<Finding>,
     /// Keys whose lines [`Self::parse_all`] blanked after reporting them.
     blanked: Vec<String>,
+    /// The files `{ file = ... }` secrets were read from (the sandbox masks them).
+    pub secret_files: Vec<PathBuf>,
 }
 
 impl<'a> Checker<'a> {
@@ -38,6 +40,7 @@ impl<'a> Checker<'a> {
             errors: Vec::new(),
             warnings: Vec::new(),
             blanked: Vec::new(),
+            secret_files: Vec::new(),
         }
     }
 
@@ -183,6 +186,9 @@ impl<'a> Checker<'a> {
     /// an error naming the variable or file (never a value).
     pub fn secret(&mut self, key: &str, v: &Spanned<RawSecret>) -> Option<Secret> {
         let source = &self.relative_to_file(&v.get_ref().0);
+        if let SecretSource::File { file } = source {
+            self.secret_files.push(file.clone());
+        }
         if SKIP_SECRETS.load(std::sync::atomic::Ordering::Relaxed) {
             // `check --no-secrets`: the source's form is checked, its value
             // is not read.

@@ -179,6 +179,9 @@ mod tests {
                 env: BTreeMap::new(),
                 allow_failure: false,
             }],
+            sandbox: Default::default(),
+            limits: Default::default(),
+            secret_files: Vec::new(),
         }
     }
 

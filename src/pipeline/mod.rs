@@ -10,6 +10,7 @@ mod credentials;
 pub mod glob;
 pub mod matcher;
 pub(crate) mod raw;
+pub mod sandbox;
 mod validate;
 
 use crate::secret::Secret;
@@ -60,6 +61,12 @@ pub struct Pipeline {
     pub status: Status,
     /// The steps, in order.
     pub steps: Vec<Step>,
+    /// `[sandbox]` as this file writes it (merged over the server's at run time).
+    pub sandbox: sandbox::SandboxKeys,
+    /// `[limits]` as this file writes it.
+    pub limits: sandbox::LimitKeys,
+    /// Every file a `{ file = ... }` secret of this pipeline is read from.
+    pub secret_files: Vec<PathBuf>,
 }
 
 /// The `[clone]` table.

@@ -19,6 +19,8 @@ pub(crate) const TABLES: &[(&str, &str)] = &[
     ("branches", "in [[trigger]]"),
     ("provider", "in [status]"),
     ("run", "in [[steps]]"),
+    ("enabled", "in [sandbox]"),
+    ("memory", "in [limits]"),
 ];
 
 /// A whole pipeline file.
@@ -46,6 +48,8 @@ pub(crate) struct RawPipeline {
     #[serde(default)]
     pub status: RawStatus,
     pub steps: Option<Spanned<Vec<RawStep>>>,
+    pub sandbox: Option<super::sandbox::RawSandbox>,
+    pub limits: Option<super::sandbox::RawLimits>,
 }
 
 /// `[clone]`.

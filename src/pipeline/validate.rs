@@ -177,6 +177,8 @@ fn convert(c: &mut Checker<'_>, name: &str, path: &Path, raw: RawPipeline) -> Op
     let status = status(c, name, &raw.status);
     let steps = steps(c, raw.steps.as_ref());
     super::credentials::check(c, &raw);
+    let sandbox = super::sandbox::sandbox(c, raw.sandbox.as_ref());
+    let limits = super::sandbox::limits(c, raw.limits.as_ref());
 
     Some(Pipeline {
         name: name.to_owned(),
@@ -196,6 +198,9 @@ fn convert(c: &mut Checker<'_>, name: &str, path: &Path, raw: RawPipeline) -> Op
         secrets,
         status: status?,
         steps,
+        sandbox,
+        limits,
+        secret_files: c.secret_files.clone(),
     })
 }
 

@@ -68,6 +68,8 @@ pub struct Runner {
     pub run_as: Option<(u32, u32)>,
     /// Between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// The step sandbox and limits (SPEC section 9).
+    pub sandbox: super::sandbox::Setup,
 }
 
 /// Where a build runs: a fresh checkout, or a directory the user gave.
@@ -90,6 +92,7 @@ impl Runner {
             max_log_bytes,
             run_as: None,
             kill_grace: Duration::from_secs(10),
+            sandbox: super::sandbox::Setup::default(),
         }
     }
 
@@ -348,6 +351,21 @@ impl Runner {
             stop,
         } = *ctx;
         let base = self.environment(build, pipeline, commit, cwd, home);
+        let keys = pipeline.sandbox.over(&self.sandbox.keys);
+        let limits = pipeline.limits.over(&self.sandbox.limits);
+        let probe = super::sandbox::probe(self.run_as);
+        let decision = super::sandbox::decide(&keys, &probe, |bwrap| {
+            let masks = self.sandbox.masks_for(pipeline);
+            super::sandbox::Plan::new(bwrap, &keys, cwd, Some(home), masks)
+        });
+        let sandbox = match decision {
+            super::sandbox::Decision::Sandboxed(args) => Some(args),
+            super::sandbox::Decision::Unsandboxed => None,
+            super::sandbox::Decision::Refused(why) => {
+                let _ = log.line(&format!("==> {why}")).await;
+                return Ended::Finished(BuildStatus::Error, Some(why));
+            }
+        };
         let mut failed: Option<String> = None;
         for (idx, step) in pipeline.steps.iter().enumerate() {
             if failed.is_some() {
@@ -371,6 +389,8 @@ impl Runner {
                 timeout,
                 user: self.run_as,
                 kill_grace: self.kill_grace,
+                sandbox: sandbox.clone(),
+                limits: limits.clone(),
             };
             let first_line = step.run.lines().next().unwrap_or("");
             let _ = log
@@ -391,7 +411,8 @@ impl Runner {
                 StepOutcome::Exited(_)
                 | StepOutcome::Signalled(_)
                 | StepOutcome::TimedOut(_)
-                | StepOutcome::SpawnFailed(_) => StepStatus::Failure,
+                | StepOutcome::SpawnFailed(_)
+                | StepOutcome::OutOfMemory(_) => StepStatus::Failure,
             };
             let exit_code = match outcome {
                 StepOutcome::Exited(code) => Some(code),

@@ -7,4 +7,5 @@ pub mod checkout;
 pub mod leftovers;
 pub mod log;
 pub mod private_dirs;
+pub mod sandbox;
 pub mod step;

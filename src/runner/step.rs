@@ -17,22 +17,26 @@
 //! *Invariant:* no process of a step outlives [`run_step`], and
 //! [`run_step`] never panics.
 
+mod spawner;
 mod sweep;
 
 pub(crate) use sweep::environ_has_all;
 
 use crate::pipeline::Shell;
+use crate::pipeline::sandbox::LimitKeys;
 use crate::runner::cgroup::StepCgroup;
 use crate::runner::log::LogWriter;
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::{Gid, Pid, Uid, getegid, geteuid};
+use std::ffi::OsString;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 use sweep::StepProcs;
 use tokio::io::unix::AsyncFd;
@@ -85,6 +89,11 @@ pub struct StepSpec {
     /// How long processes get between SIGTERM and SIGKILL (10 s in the
     /// daemon).
     pub kill_grace: Duration,
+    /// Run under bwrap: its path and arguments up to the command (see
+    /// [`crate::runner::sandbox`]); `None` runs the shell as it is.
+    pub sandbox: Option<Arc<[OsString]>>,
+    /// `[limits]`, written into the step's cgroup where there is one.
+    pub limits: LimitKeys,
 }
 
 /// How a step ended.
@@ -100,6 +109,9 @@ pub enum StepOutcome {
     Cancelled,
     /// The step could not be started; why, in words.
     SpawnFailed(String),
+    /// The kernel killed a process of the step at its memory limit (the
+    /// limit as written).
+    OutOfMemory(String),
 }
 
 impl StepOutcome {
@@ -110,7 +122,8 @@ impl StepOutcome {
             StepOutcome::Signalled(_)
             | StepOutcome::TimedOut(_)
             | StepOutcome::Cancelled
-            | StepOutcome::SpawnFailed(_) => false,
+            | StepOutcome::SpawnFailed(_)
+            | StepOutcome::OutOfMemory(_) => false,
         }
     }
 }
@@ -126,6 +139,7 @@ impl fmt::Display for StepOutcome {
             }
             StepOutcome::Cancelled => f.write_str("cancelled"),
             StepOutcome::SpawnFailed(why) => write!(f, "could not start: {why}"),
+            StepOutcome::OutOfMemory(limit) => write!(f, "ran out of memory (limit {limit})"),
         }
     }
 }
@@ -174,28 +188,32 @@ pub async fn run_step(
     let mut sigchld = signal(SignalKind::child()).ok();
     // Dropped last: by then the sweep emptied it (or, if this task is
     // aborted, the kernel kills what is in it).
-    let cgroup = StepCgroup::create();
-    let spawned = match (&cgroup, spec.user) {
+    let cgroup = StepCgroup::create(&spec.limits);
+    let join = match (&cgroup, spec.user) {
         // Dropping to another user needs fork (no posix_spawn), and the
         // cgroup must be joined before the uid changes: a pre_exec hook.
-        // fork copies the daemon's page tables (milliseconds), and the
-        // parent waits for the child's exec: not on an async thread. The
-        // task owns its descriptor, whatever becomes of this one.
-        (Some(cgroup), Some(_)) if geteuid().is_root() => match cgroup.procs_fd() {
-            Ok(procs) => {
-                let spec = spec.clone();
-                tokio::task::spawn_blocking(move || spawn(&spec, Join::Hook(&procs)))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("the spawn task failed: {e}")))
-            }
+        (Some(cgroup), Some(_)) if geteuid().is_root() => match cgroup.procs_fds() {
+            Ok(procs) => Join::Hook(procs),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot use the step's cgroup");
-                spawn(spec, Join::No)
+                Join::No
             }
         },
-        (Some(cgroup), _) => spawn(spec, Join::Wrapper(&cgroup.procs_path())),
-        (None, _) => spawn(spec, Join::No),
+        (Some(cgroup), _) => Join::Wrapper(cgroup.procs_paths()),
+        (None, _) => Join::No,
     };
+    // Every step starts on the one spawner thread (see `spawner`): fork
+    // copies the daemon's page tables and the parent waits for the child's
+    // exec, which is no work for an async thread, and bwrap's
+    // parent-death signal follows the thread that started it.
+    let handle = tokio::runtime::Handle::current();
+    let owned = spec.clone();
+    let spawned = spawner::run(move || {
+        let _runtime = handle.enter();
+        spawn(&owned, &join)
+    })
+    .await
+    .unwrap_or_else(|| Err("the spawner thread failed".into()));
     let mut child = match spawned {
         Ok(child) => child,
         Err(why) => return StepOutcome::SpawnFailed(why),
@@ -246,12 +264,12 @@ pub async fn run_step(
                     humantime::format_duration(after),
                 );
                 stopping = Some(StepOutcome::TimedOut(after));
-                kill_at = Some(begin_stop(pgid, spec.kill_grace));
+                kill_at = Some(begin_stop(procs, spec.sandbox.is_some(), spec.kill_grace));
                 let _ = log.line(&note).await;
             }
             () = cancel.cancelled(), if stopping.is_none() => {
                 stopping = Some(StepOutcome::Cancelled);
-                kill_at = Some(begin_stop(pgid, spec.kill_grace));
+                kill_at = Some(begin_stop(procs, spec.sandbox.is_some(), spec.kill_grace));
                 let note = format!("[hookci] step {} cancelled: stopping it", spec.name);
                 let _ = log.line(&note).await;
             }
@@ -316,9 +334,14 @@ pub async fn run_step(
         let _ = log.line(&note).await;
     }
 
-    match stopping {
-        Some(outcome) => outcome,
-        None => outcome_of(status),
+    let out_of_memory = match (&cgroup, &spec.limits.memory) {
+        (Some(cgroup), Some((_, limit))) if cgroup.oom_killed() => Some(limit.clone()),
+        _ => None,
+    };
+    match (stopping, out_of_memory) {
+        (Some(outcome), _) => outcome,
+        (None, Some(limit)) => StepOutcome::OutOfMemory(limit),
+        (None, None) => outcome_of(status),
     }
 }
 
@@ -352,18 +375,25 @@ async fn exited(pid: Pid, sigchld: &mut Option<UnixSignal>) {
         }
         match sigchld {
             // SIGCHLD comes for every child; the timeout covers a stream
-            // that stopped delivering.
+            // that stopped delivering, and a wake-up that raced the exit
+            // (seen under the sandbox, where bwrap and its init end
+            // together): a waitid(2) every 20 ms costs nothing.
             Some(sigchld) => {
-                let _ = tokio::time::timeout(Duration::from_millis(250), sigchld.recv()).await;
+                let _ = tokio::time::timeout(Duration::from_millis(20), sigchld.recv()).await;
             }
             None => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
 }
 
-/// SIGTERM to the group now; returns when SIGKILL is due.
-fn begin_stop(pgid: Pid, grace: Duration) -> Instant {
-    sweep::signal_group(pgid, Signal::SIGTERM);
+/// SIGTERM to the step now; returns when SIGKILL is due. Under the
+/// sandbox, the group is bwrap alone, which dies of SIGTERM and takes its
+/// pid namespace with it at once: the step's own processes get the SIGTERM
+/// instead, and bwrap ends when the step's shell does.
+fn begin_stop(procs: StepProcs<'_>, sandboxed: bool, grace: Duration) -> Instant {
+    if !sandboxed || sweep::signal_inside(procs, Signal::SIGTERM) == 0 {
+        sweep::signal_group(procs.pgid, Signal::SIGTERM);
+    }
     Instant::now() + grace
 }
 
@@ -383,22 +413,24 @@ fn outcome_of(status: io::Result<ExitStatus>) -> StepOutcome {
 
 /// How a step's shell joins its cgroup, before it runs anything of the
 /// step's (so nothing the step starts is ever outside it).
-#[derive(Debug, Clone, Copy)]
-enum Join<'a> {
+#[derive(Debug)]
+enum Join {
     /// No cgroup.
     No,
-    /// A small `/bin/sh -c` writes itself into `cgroup.procs` (this path),
-    /// then execs the step's shell: the spawn stays a posix_spawn (vfork),
-    /// which costs the daemon a fraction of what fork does.
-    Wrapper(&'a Path),
+    /// A small `/bin/sh -c` writes itself into each `cgroup.procs` (these
+    /// paths: the step's cgroup, and its cgroup v1 limit groups), then
+    /// execs the step's shell (or bwrap): the spawn stays a posix_spawn
+    /// (vfork), which costs the daemon a fraction of what fork does.
+    Wrapper(Vec<PathBuf>),
     /// Between fork and exec, before dropping to the step's user (who may
-    /// not write to the cgroup), through this `cgroup.procs` descriptor.
-    Hook(&'a OwnedFd),
+    /// not write to the cgroup), through these `cgroup.procs` descriptors.
+    Hook(Vec<OwnedFd>),
 }
 
-/// The wrapper of [`Join::Wrapper`]: `$1` the cgroup's `cgroup.procs`, `$2`
-/// the step's shell, `$3` the script. A join that fails leaves the step to
-/// its group and marker, as without cgroups. A shell exports variables of
+/// The wrapper of [`Join::Wrapper`]: `$1` how many `cgroup.procs` files
+/// follow, then those files, then the command (the step's shell and its
+/// script, or bwrap with its arguments first). A join that fails leaves
+/// the step to its group and marker, as without cgroups. A shell exports variables of
 /// its own on `exec` (dash `PWD`; bash also `SHLVL`, `OLDPWD`): those the
 /// step's environment does not name are unset first, so the step's shell
 /// starts with exactly its environment.
@@ -412,7 +444,9 @@ fn join_then_exec(env: &[(String, String)]) -> String {
     } else {
         format!("unset {}; ", own.join(" "))
     };
-    format!(r#"{{ echo 0 >"$1"; }} 2>/dev/null; {unset}exec "$2" -ec "$3""#)
+    format!(
+        r#"n=$1; shift; while [ "$n" -gt 0 ]; do {{ echo 0 >"$1"; }} 2>/dev/null; shift; n=$((n-1)); done; {unset}exec "$@""#
+    )
 }
 
 /// Starts the shell, or says in words why it could not be.
@@ -420,7 +454,7 @@ fn join_then_exec(env: &[(String, String)]) -> String {
     unsafe_code,
     reason = "pre_exec: the only way to act between fork and exec; the closure makes only async-signal-safe system calls"
 )]
-fn spawn(spec: &StepSpec, join: Join<'_>) -> Result<Child, String> {
+fn spawn(spec: &StepSpec, join: &Join) -> Result<Child, String> {
     if !spec.cwd.is_dir() {
         return Err(format!(
             "the working directory {} is not a directory",
@@ -428,23 +462,30 @@ fn spawn(spec: &StepSpec, join: Join<'_>) -> Result<Child, String> {
         ));
     }
     let shell = shell_path(spec.shell)?;
+    let mut argv: Vec<OsString> = spec
+        .sandbox
+        .as_deref()
+        .map(<[_]>::to_vec)
+        .unwrap_or_default();
+    argv.extend([shell.into(), "-ec".into(), spec.script.clone().into()]);
     let mut cmd = match join {
         Join::Wrapper(procs) => {
             let mut cmd = Command::new("/bin/sh");
             cmd.arg("-c")
                 .arg(join_then_exec(&spec.env))
                 .arg("hookci-step")
-                .arg(procs)
-                .arg(shell)
-                .arg(&spec.script);
+                .arg(procs.len().to_string())
+                .args(procs)
+                .args(&argv);
             cmd
         }
         Join::No | Join::Hook(_) => {
-            let mut cmd = Command::new(shell);
-            cmd.arg("-ec").arg(&spec.script);
+            let mut cmd = Command::new(&argv[0]);
+            cmd.args(&argv[1..]);
             cmd
         }
     };
+    let program = argv[0].clone();
     cmd.env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&spec.cwd)
@@ -462,18 +503,18 @@ fn spawn(spec: &StepSpec, join: Join<'_>) -> Result<Child, String> {
             ));
         }
     }
-    let join = match join {
-        Join::Hook(procs) => Some(procs.as_raw_fd()),
-        Join::No | Join::Wrapper(_) => None,
+    let join: Vec<RawFd> = match join {
+        Join::Hook(procs) => procs.iter().map(AsRawFd::as_raw_fd).collect(),
+        Join::No | Join::Wrapper(_) => Vec::new(),
     };
-    if join.is_some() || switch.is_some() {
+    if !join.is_empty() || switch.is_some() {
         // SAFETY: between fork and exec the closure only calls write(2),
         // setgroups(2), setgid(2) and setuid(2): no allocation, no lock. The
         // descriptor is the cgroup's `cgroup.procs`, kept open by
         // `cgroup_procs` for the whole spawn.
         unsafe {
             cmd.pre_exec(move || {
-                if let Some(fd) = join {
+                for &fd in &join {
                     // "0" moves the writer itself. Best effort: without it
                     // the step is still held by its group and marker.
                     let _ = nix::unistd::write(std::os::fd::BorrowedFd::borrow_raw(fd), b"0");
@@ -488,7 +529,8 @@ fn spawn(spec: &StepSpec, join: Join<'_>) -> Result<Child, String> {
             });
         }
     }
-    cmd.spawn().map_err(|e| format!("{}: {e}", shell.display()))
+    cmd.spawn()
+        .map_err(|e| format!("{}: {e}", Path::new(&program).display()))
 }
 
 fn shell_path(shell: Shell) -> Result<&'static Path, String> {

@@ -64,14 +64,29 @@ pub(super) async fn stop_leftovers(
 ) -> usize {
     let me = getpid().as_raw();
     let mut signalled: HashSet<i32> = HashSet::new();
+    // What the step left, for its log: not the sandbox's own bwrap, which
+    // is still tearing down the step's pid namespace.
+    let mut counted: HashSet<i32> = HashSet::new();
     let mut kill_at = kill_at;
     let mut killed_at: Option<Instant> = None;
     let mut pause = Duration::from_millis(5);
+    let own_ns = std::fs::read_link("/proc/self/ns/pid").ok();
     loop {
         let procs = scan();
         reap(&procs, me, step, &signalled);
         let alive = targets(&procs, me, step);
         if alive.is_empty() {
+            break;
+        }
+        // Under the sandbox, bwrap's init (pid 1 of the step's pid
+        // namespace) outlives the step's shell while its exit tears the
+        // namespaces down, which can take the kernel tens of milliseconds.
+        // SIGKILL to it takes down everything in that namespace, and
+        // nothing in it can survive that: no need to watch it die.
+        if kill_at.is_none() && alive.iter().all(|&p| sandbox_init(p, &own_ns)) {
+            for &pid in &alive {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
             break;
         }
         let now = Instant::now();
@@ -105,11 +120,43 @@ pub(super) async fn stop_leftovers(
                 }
             }
         }
+        for &pid in &alive {
+            if !signalled.contains(&pid) && !is_bwrap(pid) {
+                counted.insert(pid);
+            }
+        }
         signalled.extend(alive);
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(50));
     }
-    signalled.len()
+    counted.len()
+}
+
+/// True for a bwrap process inside a pid namespace other than hookci's
+/// (a sandbox's init; a step cannot name a process of hookci's namespace).
+fn sandbox_init(pid: i32, own_ns: &Option<std::path::PathBuf>) -> bool {
+    is_bwrap(pid)
+        && own_ns.is_some()
+        && std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok() != *own_ns
+}
+
+fn is_bwrap(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "bwrap")
+}
+
+/// Sends `signal` to every process of the step but its group's leader
+/// (bwrap, under the sandbox); returns how many got it.
+pub(super) fn signal_inside(step: StepProcs<'_>, signal: Signal) -> usize {
+    let me = getpid().as_raw();
+    let procs = scan();
+    let mut sent = 0;
+    for pid in targets(&procs, me, step) {
+        if pid != step.pgid.as_raw() {
+            send(pid, signal);
+            sent += 1;
+        }
+    }
+    sent
 }
 
 fn send(pid: i32, signal: Signal) {
