@@ -628,7 +628,7 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Creates the build's HOME and writes the whole commit message beside it
+/// Creates the build's HOME and writes the whole commit message in it
 /// (`HOOKCI_COMMIT_MESSAGE_FILE`): the environment carries at most
 /// [`MAX_ENV_VALUE`] bytes of it.
 fn prepare_home(home: &Path, message: &str) -> std::io::Result<()> {
@@ -636,10 +636,11 @@ fn prepare_home(home: &Path, message: &str) -> std::io::Result<()> {
     std::fs::write(message_file(home), message)
 }
 
-/// Where the whole commit message is: `commit-message` in the workspace,
-/// beside `home/` and `src/`.
+/// Where the whole commit message is: `.hookci-commit-message` in the
+/// build's HOME, which a sandboxed step sees (the workspace around `home/`
+/// and `src/` is hookci's, masked).
 fn message_file(home: &Path) -> PathBuf {
-    home.parent().unwrap_or(home).join("commit-message")
+    home.join(".hookci-commit-message")
 }
 
 /// The most bytes of one payload value (message, ref, pusher, ...) given to
