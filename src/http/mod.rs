@@ -5,6 +5,7 @@
 //! the answer promises.
 
 mod api;
+mod body;
 mod error;
 mod hooks;
 mod metrics;
@@ -45,6 +46,7 @@ struct Inner {
     runner: Arc<Runner>,
     live: LiveBuilds,
     metrics: Arc<Metrics>,
+    bodies: Arc<body::BodyBudget>,
 }
 
 impl AppState {
@@ -57,8 +59,10 @@ impl AppState {
         live: LiveBuilds,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let bodies = body::BodyBudget::new(config.max_body_bytes_in_flight, config.max_body_bytes);
         AppState {
             inner: Arc::new(Inner {
+                bodies,
                 config,
                 pipelines,
                 store,
@@ -103,6 +107,11 @@ impl AppState {
     /// The runner (for what the API asks of git, such as a branch's head).
     pub fn runner(&self) -> &Arc<Runner> {
         &self.inner.runner
+    }
+
+    /// The budget of request-body bytes held at once.
+    pub fn bodies(&self) -> &Arc<body::BodyBudget> {
+        &self.inner.bodies
     }
 
     /// The server config.
@@ -209,7 +218,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -222,7 +231,13 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let router = router.clone();
+        let service = hyper::service::service_fn(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(body::Peer(peer));
+                tower::ServiceExt::oneshot(router.clone(), req)
+            },
+        );
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
