@@ -4,6 +4,8 @@
 //! sockets on 127.0.0.1.
 
 mod common;
+#[path = "support/gitserve.rs"]
+mod gitserve;
 
 use common::{ZERO, client, fixture, hub_sha256, send_github};
 use std::io::{Read as _, Write as _};
@@ -203,4 +205,118 @@ async fn cheap_checks_come_before_the_body_is_read() {
         .await
         .expect("send");
     assert!(res.status().is_success(), "{}", res.status());
+}
+
+/// Raises this test process's soft open-file limit to the hard limit, for
+/// the 1,024 sockets it holds.
+fn raise_nofile() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_is_answered_while_1024_slow_sockets_hold_the_api() {
+    raise_nofile();
+    let upstream = gitserve::Upstream::new("slow");
+    let commit = upstream.push(&[("README", "hello\n")], "first");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let flag = dir.path().join("go");
+    // The step runs until the test says go (bounded: 120 s).
+    let pipeline = format!(
+        r#"
+repo = "Codertocat/Hello-World"
+secret = "topsecret"
+clone_url = "{}"
+[[steps]]
+name = "wait"
+run = "i=0; while [ ! -e '{}' ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; test -e '{}'"
+"#,
+        upstream.url(),
+        flag.display(),
+        flag.display()
+    );
+    let daemon = Daemon::start(
+        dir.path(),
+        &[("hello", &pipeline)],
+        "max_parallel_builds = 1",
+    );
+    let push = common::github_push(&upstream.url(), "refs/heads/main", ZERO, &commit, "one");
+    let ids = common::queue_github(&daemon.base, "hello", SECRET, "build-1", &push).await;
+    common::wait_build(&daemon.base, ids[0], |b| b["status"] == "running").await;
+
+    // 1,024 sockets that start an API request and never finish its headers.
+    let addr = daemon.addr();
+    let slow: Vec<TcpStream> = (0..1024)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).expect("connect");
+            s.write_all(b"POST /api/pipelines/hello/trigger HTTP/1.1\r\nHost: x\r\n")
+                .expect("write");
+            s
+        })
+        .collect();
+
+    // A signed webhook is still answered at once. The issue asks for 1 s;
+    // the bound here is 3 s so that a loaded CI box does not flake, which
+    // still tells the fix from its absence (there the answer waits for the
+    // 10 s header timeout to free a slot).
+    let second = common::github_push(&upstream.url(), "refs/heads/other", ZERO, &commit, "two");
+    let started = std::time::Instant::now();
+    let answered = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        send_github(&daemon.base, "hello", SECRET, "build-2", &second),
+    )
+    .await;
+    let took = started.elapsed();
+    eprintln!("webhook answered in {took:?} with 1,024 slow sockets open");
+    let (status, json) = answered.expect("the webhook was answered while the API was flooded");
+    assert_eq!(status, 202, "{json}");
+
+    // The running build still passes: its step's files and pipes open.
+    // (Reads of its status need a general slot: the sockets go first.)
+    std::fs::write(&flag, "").expect("flag");
+    drop(slow);
+    let done = common::wait_build(&daemon.base, ids[0], |b| {
+        matches!(
+            b["status"].as_str(),
+            Some("success" | "failure" | "error" | "cancelled")
+        )
+    })
+    .await;
+    assert_eq!(done["status"], "success", "{done}");
+}
+
+#[tokio::test]
+async fn the_admin_token_is_checked_before_an_api_body_is_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let daemon = Daemon::start(
+        dir.path(),
+        &[("hello", PIPELINE)],
+        "max_parallel_builds = 0\nadmin_token = \"admin-secret\"",
+    );
+    // A declared body that never comes, and no token: answered at once.
+    let mut s = TcpStream::connect(daemon.addr()).expect("connect");
+    s.write_all(
+        b"POST /api/pipelines/hello/trigger HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+    )
+    .expect("write");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("timeout");
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).expect("an answer without the body");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    // With the token, a body over 16 KiB is refused.
+    let res = client()
+        .post(format!("{}/api/pipelines/hello/trigger", daemon.base))
+        .bearer_auth("admin-secret")
+        .header("Content-Type", "application/json")
+        .body(format!("{{\"branch\":\"{}\"}}", "a".repeat(20_000)))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status().as_u16(), 413);
 }
