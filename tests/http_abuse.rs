@@ -320,3 +320,23 @@ async fn the_admin_token_is_checked_before_an_api_body_is_read() {
         .expect("send");
     assert_eq!(res.status().as_u16(), 413);
 }
+
+#[tokio::test]
+async fn a_signed_body_seen_before_is_a_redelivery_whatever_its_delivery_id() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let daemon = Daemon::start(
+        dir.path(),
+        &[("hello", PIPELINE)],
+        "max_parallel_builds = 0",
+    );
+    let body = fixture("github/goscm__push.json");
+    let (status, first) = send_github(&daemon.base, "hello", SECRET, "original", &body).await;
+    assert_eq!(status, 202, "{first}");
+    for id in ["original", "replayed-1", "replayed-2"] {
+        let (status, again) = send_github(&daemon.base, "hello", SECRET, id, &body).await;
+        assert_eq!(status, 200, "{id}: {again}");
+        assert_eq!(again["builds"], first["builds"], "{id}");
+    }
+    let db = rusqlite::Connection::open(dir.path().join("data/hookci.db")).expect("db");
+    assert_eq!(common::count(&db, "SELECT COUNT(*) FROM builds"), 1);
+}

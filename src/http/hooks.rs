@@ -79,7 +79,8 @@ async fn deliver_to(
         }
     }
     let delivery_id = webhook::delivery_id(host, &headers, &body);
-    let delivery = new_delivery(pipeline, host, &delivery_id, &parsed);
+    let mut delivery = new_delivery(pipeline, host, &delivery_id, &parsed);
+    delivery.body_sha256 = signed_digest(pipeline, &body);
     let recorded = state.store().record_deliveries(vec![delivery]).await?;
     count_superseded(state, &recorded);
     Ok(answer(state, &delivery_id, &recorded))
@@ -154,7 +155,10 @@ async fn deliver_org_wide(
     let delivery_id = webhook::delivery_id(host, &headers, &body);
     let deliveries = verified
         .iter()
-        .map(|p| new_delivery(p, host, &delivery_id, &parsed))
+        .map(|p| NewDelivery {
+            body_sha256: signed_digest(p, &body),
+            ..new_delivery(p, host, &delivery_id, &parsed)
+        })
         .collect();
     let recorded = state.store().record_deliveries(deliveries).await?;
     count_superseded(state, &recorded);
@@ -285,7 +289,18 @@ fn new_delivery(
             None
         },
         builds,
+        body_sha256: None,
     }
+}
+
+/// The body's SHA-256 when the pipeline verified a signature over it: the
+/// same signed bytes again are a replay, whatever their delivery id.
+fn signed_digest(pipeline: &Pipeline, body: &[u8]) -> Option<String> {
+    use sha2::Digest as _;
+    pipeline
+        .secret
+        .is_some()
+        .then(|| hex::encode(sha2::Sha256::digest(body)))
 }
 
 /// Queued builds a delivery superseded ended without running.
