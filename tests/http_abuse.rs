@@ -340,3 +340,47 @@ async fn a_signed_body_seen_before_is_a_redelivery_whatever_its_delivery_id() {
     let db = rusqlite::Connection::open(dir.path().join("data/hookci.db")).expect("db");
     assert_eq!(common::count(&db, "SELECT COUNT(*) FROM builds"), 1);
 }
+
+#[tokio::test]
+async fn live_streams_are_capped_per_client_and_end_after_their_lifetime() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let daemon = Daemon::start(
+        dir.path(),
+        &[("hello", PIPELINE)],
+        "max_parallel_builds = 0\nmax_log_streams_per_client = 1\nlog_stream_lifetime = \"2s\"",
+    );
+    let http = client();
+    let first = http
+        .get(format!("{}/live", daemon.base))
+        .send()
+        .await
+        .expect("first stream");
+    assert_eq!(first.status().as_u16(), 200);
+    let second = http
+        .get(format!("{}/live", daemon.base))
+        .send()
+        .await
+        .expect("second stream");
+    assert_eq!(second.status().as_u16(), 503);
+    assert!(second.headers().contains_key("retry-after"));
+    // The first ends by itself (bounded by the client's own 60 s timeout),
+    // and its slot is free again.
+    tokio::time::timeout(std::time::Duration::from_secs(60), first.bytes())
+        .await
+        .expect("the stream ended after its lifetime")
+        .expect("body");
+    let mut again = 0;
+    for _ in 0..100 {
+        let res = http
+            .get(format!("{}/live", daemon.base))
+            .send()
+            .await
+            .expect("stream");
+        again = res.status().as_u16();
+        if again == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(again, 200);
+}

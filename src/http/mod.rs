@@ -10,6 +10,7 @@ mod error;
 mod hooks;
 mod metrics;
 mod pages;
+mod streams;
 
 pub use error::ApiError;
 
@@ -47,6 +48,7 @@ struct Inner {
     live: LiveBuilds,
     metrics: Arc<Metrics>,
     bodies: Arc<body::BodyBudget>,
+    streams: Arc<streams::StreamCounts>,
 }
 
 impl AppState {
@@ -63,6 +65,7 @@ impl AppState {
         AppState {
             inner: Arc::new(Inner {
                 bodies,
+                streams: Arc::default(),
                 config,
                 pipelines,
                 store,
@@ -114,6 +117,11 @@ impl AppState {
         &self.inner.bodies
     }
 
+    /// Live log streams open now.
+    fn streams(&self) -> &Arc<streams::StreamCounts> {
+        &self.inner.streams
+    }
+
     /// The server config.
     pub fn config(&self) -> &Config {
         &self.inner.config
@@ -137,7 +145,16 @@ impl AppState {
 
 /// The application's routes.
 pub fn router(state: AppState) -> Router {
+    let live = Router::new()
+        .route("/builds/{id}/live", get(pages::build_live))
+        .route("/live", get(pages::index_live))
+        .route("/api/builds/{id}/log/stream", get(api::stream_log))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            streams::limit,
+        ));
     Router::new()
+        .merge(live)
         .route("/hooks", post(hooks::org_wide))
         .route("/hooks/{name}", post(hooks::for_pipeline))
         .route("/healthz", get(healthz))
@@ -146,8 +163,6 @@ pub fn router(state: AppState) -> Router {
         .route("/builds/{id}", get(pages::build_page))
         .route("/badge/{file}", get(pages::badge))
         .route("/builds/{id}/log", get(pages::log_part))
-        .route("/builds/{id}/live", get(pages::build_live))
-        .route("/live", get(pages::index_live))
         .route("/pipelines/{name}", get(pages::pipeline_page))
         .route("/api/pipelines", get(api::list_pipelines))
         .route("/api/pipelines/{name}/trigger", post(api::trigger))
@@ -156,7 +171,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/builds/{id}/cancel", post(api::cancel_build))
         .route("/api/builds/{id}/rebuild", post(api::rebuild))
         .route("/api/builds/{id}/log", get(api::get_log))
-        .route("/api/builds/{id}/log/stream", get(api::stream_log))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
