@@ -96,6 +96,7 @@ async fn fill(store: &Store, shape: Shape, from: usize, to: usize, depth: usize)
                         report_context: None,
                     }],
                     skipped: None,
+                    body_sha256: None,
                 }
             })
             .collect();

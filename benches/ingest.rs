@@ -5,7 +5,9 @@
 //! daemon's peak RSS, and checks that every acknowledged delivery is in the
 //! store afterwards. Run: `cargo bench --bench ingest` (options after `--`:
 //! `--seconds N`, `--connections N`, `--baseline-webhook` to run the same load
-//! against adnanh/webhook from Debian's `webhook` package in the same command).
+//! against adnanh/webhook from Debian's `webhook` package in the same command,
+//! `--pending-reports N` to measure with N status reports pending, as a Git
+//! host outage leaves them).
 //!
 //! The load generator is a minimal HTTP/1.1 client on one thread, so that it
 //! takes as little of the machine's two cores as it can.
@@ -34,6 +36,7 @@ struct Args {
     seconds: u64,
     connections: usize,
     baseline: bool,
+    pending_reports: u64,
 }
 
 fn args() -> Args {
@@ -41,6 +44,7 @@ fn args() -> Args {
         seconds: 10,
         connections: 32,
         baseline: false,
+        pending_reports: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -48,6 +52,9 @@ fn args() -> Args {
             "--seconds" => a.seconds = it.next().and_then(|v| v.parse().ok()).unwrap_or(10),
             "--connections" => a.connections = it.next().and_then(|v| v.parse().ok()).unwrap_or(32),
             "--baseline-webhook" => a.baseline = true,
+            "--pending-reports" => {
+                a.pending_reports = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            }
             _ => {} // cargo bench passes --bench
         }
     }
@@ -132,7 +139,6 @@ async fn connection(
     path: String,
     prefix: String,
     body: std::sync::Arc<Vec<u8>>,
-    sig: String,
     until: Instant,
     ok_status: u16,
 ) -> (Vec<String>, Vec<u32>, u64) {
@@ -147,6 +153,12 @@ async fn connection(
     while Instant::now() < until && n < 1_000_000 {
         let id = format!("{prefix}-{n}");
         n += 1;
+        // A body of its own per delivery (signed again): the same signed
+        // body twice is a replay, answered 200 and queued once.
+        let mut own = format!("{{\"hookci_bench\":\"{id}\",").into_bytes();
+        own.extend_from_slice(&body[1..]);
+        let body = own;
+        let sig = signature(&body);
         let mut req = format!(
             "POST {path} HTTP/1.1\r\nHost: bench\r\nX-GitHub-Event: push\r\n\
              X-GitHub-Delivery: {id}\r\nX-Hub-Signature-256: {sig}\r\n\
@@ -204,7 +216,6 @@ fn load(addr: &str, path: &str, args: &Args, seconds: u64, tag: &str, ok: u16) -
         )
         .expect("fixture"),
     );
-    let sig = signature(&body);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -219,7 +230,6 @@ fn load(addr: &str, path: &str, args: &Args, seconds: u64, tag: &str, ok: u16) -
                     path.to_owned(),
                     format!("{tag}-{c}"),
                     body.clone(),
-                    sig.clone(),
                     until,
                     ok,
                 ))
@@ -240,6 +250,36 @@ fn load(addr: &str, path: &str, args: &Args, seconds: u64, tag: &str, ok: u16) -
         out.elapsed = start.elapsed();
         out
     })
+}
+
+fn add_pending_reports(db: &Path, n: u64) {
+    let mut db = rusqlite::Connection::open(db).expect("db");
+    let tx = db.transaction().expect("tx");
+    let builds: Vec<i64> = {
+        let mut stmt = tx.prepare("SELECT id FROM builds").expect("stmt");
+        stmt.query_map([], |r| r.get(0))
+            .expect("builds")
+            .map(|r| r.expect("id"))
+            .collect()
+    };
+    assert!(!builds.is_empty(), "the warm-up queued no build");
+    {
+        let mut ins = tx
+            .prepare(
+                "INSERT INTO reports (build, context, state, description, created_at,
+                                      attempts, next_attempt_ms)
+                 VALUES (?1, ?2, 'queued', 'queued', '2026-01-01T00:00:00Z', 3,
+                         CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
+                         + 86400000)",
+            )
+            .expect("stmt");
+        for i in 0..n {
+            let build = builds[(i as usize) % builds.len()];
+            ins.execute(rusqlite::params![build, format!("bench/{i}")])
+                .expect("insert");
+        }
+    }
+    tx.commit().expect("commit");
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -278,9 +318,19 @@ fn main() {
     println!("| server | acknowledged | per second | p50 ms | p99 ms | peak RSS MiB | in store |");
     println!("|---|---|---|---|---|---|---|");
 
-    let (mut child, addr) = spawn_daemon(dir.path());
+    let (mut child, mut addr) = spawn_daemon(dir.path());
     // Warm up, then measure.
     let _ = load(&addr, "/hooks/bench", &args, 1, "warm", 202);
+    if args.pending_reports > 0 {
+        // A host outage: N reports pending and backing off (due in a day),
+        // each of its own context (so none supersedes another), over the
+        // builds the warm-up queued.
+        let _ = child.kill();
+        let _ = child.wait();
+        add_pending_reports(&dir.path().join("data/hookci.db"), args.pending_reports);
+        (child, addr) = spawn_daemon(dir.path());
+        println!("({} status reports pending)", args.pending_reports);
+    }
     let mut out = load(&addr, "/hooks/bench", &args, args.seconds, "run", 202);
     let rss = peak_rss_kib(child.id());
     let _ = child.kill();

@@ -122,7 +122,9 @@ pub async fn run(
         max_connections: config.max_connections,
         header_timeout: config.header_timeout,
         drain_timeout: config.request_timeout,
+        reserved_hook_connections: config.reserved_hook_connections,
     };
+    http::raise_open_file_limit(config.max_connections + config.reserved_hook_connections);
     let live = LiveBuilds::default();
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let worker = Worker {

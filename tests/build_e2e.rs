@@ -549,8 +549,9 @@ async fn deliveries_are_forgotten_after_thirty_days_unless_a_build_refers_to_the
     .await;
     // Two tag pushes (no trigger names tags: recorded, nothing built).
     let c0 = up.push(&[("n", "0\n")], "zero");
-    let tag = push_body(&up, "refs/tags/v1", ZERO, &c0, "tag");
-    for id in ["old-tag", "new-tag"] {
+    // Two different tags: the same signed body twice would be a replay.
+    for (id, tag) in [("old-tag", "refs/tags/v1"), ("new-tag", "refs/tags/v2")] {
+        let tag = push_body(&up, tag, ZERO, &c0, "tag");
         let (status, _) = common::send_github(&server.base(), "app", SECRET, id, &tag).await;
         assert_eq!(status, 200);
     }

@@ -163,7 +163,7 @@ fn bad_config_values_are_reported_with_line_column_and_one_sentence() {
         (
             "an unknown key",
             "listn = \"x\"\n".to_owned(),
-            "hookci.toml:1:1: unknown key \"listn\" in the server config; expected one of listen, public_url, data_dir, pipelines_dir, max_parallel_builds, max_queued_builds, max_body_bytes, admin_token, run_as, keep_builds, shutdown_grace, private, max_connections, header_timeout, request_timeout, max_log_bytes, sandbox, limits; did you mean \"listen\"?",
+            "hookci.toml:1:1: unknown key \"listn\" in the server config; expected one of listen, public_url, data_dir, pipelines_dir, max_parallel_builds, max_queued_builds, max_body_bytes, admin_token, run_as, keep_builds, shutdown_grace, private, max_connections, header_timeout, request_timeout, max_log_bytes, max_body_bytes_in_flight, reserved_hook_connections, max_log_streams, max_log_streams_per_client, log_stream_lifetime, sandbox, limits; did you mean \"listen\"?",
         ),
         (
             "a listen address without a port",

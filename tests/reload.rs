@@ -15,7 +15,11 @@ fn pipeline(secret: &str) -> String {
 }
 
 async fn post(base: &str, name: &str, secret: &str, delivery: &str) -> u16 {
-    let body = fixture("github/goscm__push.json");
+    // A body of its own per delivery: the same signed body twice is a replay.
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fixture("github/goscm__push.json")).expect("json");
+    v["hookci_test_delivery"] = delivery.into();
+    let body = serde_json::to_vec(&v).expect("json");
     client()
         .post(format!("{base}/hooks/{name}"))
         .header("X-GitHub-Event", "push")

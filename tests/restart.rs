@@ -29,28 +29,36 @@ async fn acknowledged_deliveries_survive_sigkill_and_are_queued_exactly_once() {
     let (mut child, base) = spawn(dir.path());
 
     let body = Arc::new(fixture("github/goscm__push.json"));
-    let signature = hub_sha256("topsecret", &body);
+    // Each delivery is a body of its own: the same signed body again is a
+    // replay, whatever its delivery id.
+    let distinct = |body: &[u8], id: &str| -> (Vec<u8>, String) {
+        let mut v: serde_json::Value = serde_json::from_slice(body).expect("json");
+        v["hookci_test_delivery"] = id.into();
+        let bytes = serde_json::to_vec(&v).expect("json");
+        let signature = hub_sha256("topsecret", &bytes);
+        (bytes, signature)
+    };
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let http = client();
     // 8 senders, 100 deliveries each at most; the daemon is killed midway.
     let mut senders = Vec::new();
     for s in 0..8 {
-        let (http, base, body, signature, acked) = (
+        let (http, base, body, acked) = (
             http.clone(),
             base.clone(),
             Arc::clone(&body),
-            signature.clone(),
             Arc::clone(&acked),
         );
         senders.push(tokio::spawn(async move {
             for i in 0..100 {
                 let id = format!("d-{s}-{i}");
+                let (bytes, signature) = distinct(&body, &id);
                 let res = http
                     .post(format!("{base}/hooks/hello"))
                     .header("X-GitHub-Event", "push")
                     .header("X-GitHub-Delivery", &id)
                     .header("X-Hub-Signature-256", &signature)
-                    .body(body.as_ref().clone())
+                    .body(bytes)
                     .send()
                     .await;
                 match res {
@@ -103,12 +111,13 @@ async fn acknowledged_deliveries_survive_sigkill_and_are_queued_exactly_once() {
     // The host redelivers one it never heard back about: nothing new is queued.
     let before = count(&db, "SELECT COUNT(*) FROM builds");
     let first = acked.iter().next().expect("one").clone();
+    let (bytes, signature) = distinct(&body, &first);
     let res = http
         .post(format!("{base}/hooks/hello"))
         .header("X-GitHub-Event", "push")
         .header("X-GitHub-Delivery", &first)
         .header("X-Hub-Signature-256", &signature)
-        .body(body.as_ref().clone())
+        .body(bytes)
         .send()
         .await
         .expect("redelivery");

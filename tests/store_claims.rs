@@ -58,6 +58,7 @@ async fn queue(store: &Store, pipeline: &str, branch: &str, count: usize) -> Vec
                     report_context: None,
                 }],
                 skipped: None,
+                body_sha256: None,
             }
         })
         .collect();

@@ -52,6 +52,17 @@ pub struct Config {
     pub request_timeout: Duration,
     /// The largest log kept per build.
     pub max_log_bytes: u64,
+    /// Bytes of request bodies held at once, all clients together (one
+    /// client may hold half); past it, 503 with Retry-After.
+    pub max_body_bytes_in_flight: u64,
+    /// Connection slots, beyond `max_connections`, that only `/hooks` may use.
+    pub reserved_hook_connections: usize,
+    /// Live log streams open at once, all clients together.
+    pub max_log_streams: usize,
+    /// Live log streams one client (IP address) may hold open.
+    pub max_log_streams_per_client: usize,
+    /// How long one live log stream may stay open.
+    pub log_stream_lifetime: Duration,
     /// `[sandbox]`: the defaults every pipeline starts from.
     pub sandbox: crate::pipeline::sandbox::SandboxKeys,
     /// `[limits]`: the defaults every pipeline starts from.
@@ -80,6 +91,11 @@ impl Default for Config {
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_log_bytes: 64 * 1024 * 1024,
+            max_body_bytes_in_flight: 64 * 1024 * 1024,
+            reserved_hook_connections: 64,
+            max_log_streams: 256,
+            max_log_streams_per_client: 16,
+            log_stream_lifetime: Duration::from_secs(3600),
             sandbox: crate::pipeline::sandbox::SandboxKeys::default(),
             limits: crate::pipeline::sandbox::LimitKeys::default(),
             secret_files: Vec::new(),
@@ -267,10 +283,47 @@ fn convert(c: &mut Checker<'_>, raw: RawConfig) -> Config {
     if let Some(n) = positive(c, "max_log_bytes", raw.max_log_bytes.as_ref()) {
         config.max_log_bytes = n;
     }
+    convert_limits(c, &raw, &mut config);
     config.sandbox = crate::pipeline::sandbox::sandbox(c, raw.sandbox.as_ref());
     config.limits = crate::pipeline::sandbox::limits(c, raw.limits.as_ref());
     config.secret_files.clone_from(&c.secret_files);
     config
+}
+
+/// The keys that bound what clients may hold (bodies, connections, streams).
+fn convert_limits(c: &mut Checker<'_>, raw: &RawConfig, config: &mut Config) {
+    if let Some(n) = positive(
+        c,
+        "max_body_bytes_in_flight",
+        raw.max_body_bytes_in_flight.as_ref(),
+    ) {
+        config.max_body_bytes_in_flight = n;
+    }
+    // 0 is allowed: no slots kept for webhooks.
+    if let Some(n) = non_negative(
+        c,
+        "reserved_hook_connections",
+        raw.reserved_hook_connections.as_ref(),
+    ) {
+        config.reserved_hook_connections = n;
+    }
+    if let Some(n) = positive(c, "max_log_streams", raw.max_log_streams.as_ref()) {
+        config.max_log_streams = n;
+    }
+    if let Some(n) = positive(
+        c,
+        "max_log_streams_per_client",
+        raw.max_log_streams_per_client.as_ref(),
+    ) {
+        config.max_log_streams_per_client = n;
+    }
+    if let Some(d) = raw
+        .log_stream_lifetime
+        .as_ref()
+        .and_then(|v| c.duration("log_stream_lifetime", v, false))
+    {
+        config.log_stream_lifetime = d;
+    }
 }
 
 /// A count that must be above zero and fit its type.

@@ -32,6 +32,11 @@ pub(crate) struct RawConfig {
     pub header_timeout: Option<Spanned<String>>,
     pub request_timeout: Option<Spanned<String>>,
     pub max_log_bytes: Option<Spanned<i64>>,
+    pub max_body_bytes_in_flight: Option<Spanned<i64>>,
+    pub reserved_hook_connections: Option<Spanned<i64>>,
+    pub max_log_streams: Option<Spanned<i64>>,
+    pub max_log_streams_per_client: Option<Spanned<i64>>,
+    pub log_stream_lifetime: Option<Spanned<String>>,
     pub sandbox: Option<crate::pipeline::sandbox::RawSandbox>,
     pub limits: Option<crate::pipeline::sandbox::RawLimits>,
 }

@@ -12,7 +12,7 @@ use crate::store::{
 use crate::webhook::{Host, PushEvent, RefKind, ZERO_SHA};
 use axum::Json;
 use axum::extract::FromRequestParts;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -182,6 +182,9 @@ pub async fn rebuild(
     ))
 }
 
+/// The largest body an API call accepts.
+const MAX_API_BODY: u64 = 16 * 1024;
+
 /// The body of a trigger.
 #[derive(Debug, Deserialize)]
 struct TriggerBody {
@@ -195,9 +198,11 @@ struct TriggerBody {
 pub async fn trigger(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,
+    super::body::Client(client): super::body::Client,
     headers: HeaderMap,
-    body: Result<axum::body::Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    // The token is checked before a byte of the body is read.
     require_admin(&state, &headers)?;
     let Ok(Path(name)) = name else {
         return Err(ApiError::not_found("no such pipeline"));
@@ -206,13 +211,11 @@ pub async fn trigger(
     let pipeline = pipelines
         .get(&name)
         .ok_or_else(|| ApiError::not_found("no such pipeline"))?;
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the body is too large for a trigger",
-        ),
-        status => ApiError::new(status, "the request body could not be read"),
-    })?;
+    let rules = super::body::BodyRules {
+        max: MAX_API_BODY,
+        deadline: state.config().request_timeout,
+    };
+    let body = super::body::read(state.bodies(), client, &headers, body, rules).await?;
     let branch = serde_json::from_slice::<TriggerBody>(&body)
         .map_err(|_| ApiError::bad_request(r#"the body must be JSON like {"branch": "main"}"#))?
         .branch;

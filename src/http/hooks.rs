@@ -1,9 +1,12 @@
 //! The webhook routes: `POST /hooks/NAME` and `POST /hooks`.
 //!
-//! Order of checks: pipeline (404), body size (413), host (400), signature
-//! (401), payload (400), repository (422), then the matcher and the store.
-//! The answer is sent only after the store has committed.
+//! Order of checks: pipeline (404), host (400), a declared body size (413),
+//! a signature header of the host's form (401), all before a byte of the body is read; then body size
+//! (413), the body budget (503), signature (401), payload (400), repository
+//! (422), then the matcher and the store. The answer is sent only after the
+//! store has committed.
 
+use super::body::{self, BodyRules, Client, HeldBody};
 use super::delivery_log::{self, Seen};
 use super::{ApiError, AppState};
 use crate::pipeline::matcher::{self, Decision};
@@ -11,9 +14,9 @@ use crate::pipeline::{Concurrency, Pipeline};
 use crate::store::{BuildStatus, NewBuild, NewDelivery, Recorded};
 use crate::webhook::{self, Host, Parsed, ParsedKind, VerifyError};
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::time::SystemTime;
@@ -22,11 +25,12 @@ use std::time::SystemTime;
 pub async fn for_pipeline(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Client(client): Client,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let mut seen = Seen::default();
-    let result = deliver_to(&state, &name, &headers, body, &mut seen).await;
+    let result = deliver_to(&state, &name, client, &headers, body, &mut seen).await;
     let answer = log_and_answer(&name, &headers, &seen, result);
     let known = state
         .pipelines()
@@ -60,6 +64,7 @@ fn log_and_answer(
 async fn deliver_to(
     state: &AppState,
     name: &str,
+    client: std::net::IpAddr,
     headers: &HeaderMap,
     body: Body,
     seen: &mut Seen,
@@ -71,12 +76,16 @@ async fn deliver_to(
             truncate(name, 64)
         )));
     };
-    let body = read_body(state, headers, body).await?;
     let host = match pipeline.host {
         Some(h) => h,
         None => webhook::detect(headers).ok_or_else(unknown_host)?,
     };
     seen.host = Some(host);
+    body::refuse_declared_too_large(headers, state.config().max_body_bytes)?;
+    if pipeline.secret.is_some() {
+        signature_present(host, headers, pipeline.allow_sha1)?;
+    }
+    let body = read_body(state, client, headers, body).await?;
     seen.delivery = Some(webhook::delivery_id(host, headers, &body));
     check_signature(pipeline, host, headers, &body)?;
     let parsed = parse(host, headers, &body)?;
@@ -94,7 +103,8 @@ async fn deliver_to(
         }
     }
     let delivery_id = webhook::delivery_id(host, headers, &body);
-    let delivery = new_delivery(pipeline, host, &delivery_id, &parsed);
+    let mut delivery = new_delivery(pipeline, host, &delivery_id, &parsed);
+    delivery.body_sha256 = signed_digest(pipeline, &body);
     let recorded = state.store().record_deliveries(vec![delivery]).await?;
     seen.recorded(&recorded);
     count_superseded(state, &recorded);
@@ -104,9 +114,14 @@ async fn deliver_to(
 /// `POST /hooks`: one org-wide webhook, routed to every pipeline whose
 /// `repo` matches the payload and whose secret verifies it. Every answer is
 /// counted, under one label for the route.
-pub async fn org_wide(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn org_wide(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let mut seen = Seen::default();
-    let result = deliver_org_wide(&state, &headers, body, &mut seen).await;
+    let result = deliver_org_wide(&state, client, &headers, body, &mut seen).await;
     let answer = log_and_answer("*", &headers, &seen, result);
     let code = answer.status().as_u16();
     state
@@ -117,13 +132,21 @@ pub async fn org_wide(State(state): State<AppState>, headers: HeaderMap, body: B
 
 async fn deliver_org_wide(
     state: &AppState,
+    client: std::net::IpAddr,
     headers: &HeaderMap,
     body: Body,
     seen: &mut Seen,
 ) -> Result<Response, ApiError> {
-    let body = read_body(state, headers, body).await?;
     let host = webhook::detect(headers).ok_or_else(unknown_host)?;
     seen.host = Some(host);
+    // Every pipeline this route can reach has a secret or is unsigned; a
+    // delivery without a signature can only be for an unsigned one.
+    let any_unsigned = state.pipelines().values().any(|p| p.secret.is_none());
+    body::refuse_declared_too_large(headers, state.config().max_body_bytes)?;
+    if !any_unsigned {
+        signature_present(host, headers, true)?;
+    }
+    let body = read_body(state, client, headers, body).await?;
     seen.delivery = Some(webhook::delivery_id(host, headers, &body));
     // The repository is needed to route, so this route parses before it
     // verifies; nothing is recorded until a pipeline's secret verifies.
@@ -161,7 +184,10 @@ async fn deliver_org_wide(
     let delivery_id = webhook::delivery_id(host, headers, &body);
     let deliveries = verified
         .iter()
-        .map(|p| new_delivery(p, host, &delivery_id, &parsed))
+        .map(|p| NewDelivery {
+            body_sha256: signed_digest(p, &body),
+            ..new_delivery(p, host, &delivery_id, &parsed)
+        })
         .collect();
     let recorded = state.store().record_deliveries(deliveries).await?;
     seen.recorded(&recorded);
@@ -169,50 +195,30 @@ async fn deliver_org_wide(
     Ok(answer(state, &delivery_id, &recorded))
 }
 
-/// Reads the body, refusing more than `max_body_bytes` without reading it
-/// whole, and a client too slow to send it.
-async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    let max = state.config().max_body_bytes;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is larger than the limit of {max} bytes"),
-        )
+/// Reads the body under `max_body_bytes`, `request_timeout` and the
+/// daemon's body budget.
+async fn read_body(
+    state: &AppState,
+    client: std::net::IpAddr,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<HeldBody, ApiError> {
+    let rules = BodyRules {
+        max: state.config().max_body_bytes,
+        deadline: state.config().request_timeout,
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max) {
-        return Err(too_large());
-    }
-    let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    let read = axum::body::to_bytes(body, limit);
-    match tokio::time::timeout(state.config().request_timeout, read).await {
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "the body took too long to send",
-        )),
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => {
-            if is_length_limit(&e) {
-                Err(too_large())
-            } else {
-                Err(ApiError::bad_request("the body could not be read"))
-            }
-        }
-    }
+    body::read(state.bodies(), client, headers, body, rules).await
 }
 
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = err.source();
+/// 401 unless the headers carry a signature of `host`'s form: checked with
+/// a throwaway key over no body, before the body is read, so only "missing"
+/// and "malformed" (and what can never verify) count here.
+fn signature_present(host: Host, headers: &HeaderMap, allow_sha1: bool) -> Result<(), ApiError> {
+    let probe = crate::secret::Secret::new("hookci-signature-shape-probe");
+    match webhook::verify(host, headers, b"", &probe, allow_sha1, SystemTime::now()) {
+        Ok(()) | Err(VerifyError::Mismatch) => Ok(()),
+        Err(e) => Err(verify_error(host, e)),
     }
-    false
 }
 
 fn unknown_host() -> ApiError {
@@ -246,16 +252,18 @@ fn check_signature(
         pipeline.allow_sha1,
         SystemTime::now(),
     )
-    .map_err(|e| {
-        let message = match e {
-            VerifyError::Missing => format!("the delivery has no {host} signature"),
-            VerifyError::Malformed
-            | VerifyError::Mismatch
-            | VerifyError::Stale
-            | VerifyError::Sha1NotAllowed => e.to_string(),
-        };
-        ApiError::unauthorized(message)
-    })
+    .map_err(|e| verify_error(host, e))
+}
+
+fn verify_error(host: Host, e: VerifyError) -> ApiError {
+    let message = match e {
+        VerifyError::Missing => format!("the delivery has no {host} signature"),
+        VerifyError::Malformed
+        | VerifyError::Mismatch
+        | VerifyError::Stale
+        | VerifyError::Sha1NotAllowed => e.to_string(),
+    };
+    ApiError::unauthorized(message)
 }
 
 fn parse(host: Host, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ApiError> {
@@ -311,7 +319,18 @@ fn new_delivery(
             None
         },
         builds,
+        body_sha256: None,
     }
+}
+
+/// The body's SHA-256 when the pipeline verified a signature over it: the
+/// same signed bytes again are a replay, whatever their delivery id.
+fn signed_digest(pipeline: &Pipeline, body: &[u8]) -> Option<String> {
+    use sha2::Digest as _;
+    pipeline
+        .secret
+        .is_some()
+        .then(|| hex::encode(sha2::Sha256::digest(body)))
 }
 
 /// Queued builds a delivery superseded ended without running.

@@ -5,12 +5,14 @@
 //! the answer promises.
 
 mod api;
+mod body;
 mod delivery_log;
 mod error;
 mod hooks;
 mod metrics;
 mod pages;
 mod proxy;
+mod streams;
 
 pub use error::ApiError;
 
@@ -47,6 +49,8 @@ struct Inner {
     runner: Arc<Runner>,
     live: LiveBuilds,
     metrics: Arc<Metrics>,
+    bodies: Arc<body::BodyBudget>,
+    streams: Arc<streams::StreamCounts>,
 }
 
 impl AppState {
@@ -59,8 +63,11 @@ impl AppState {
         live: LiveBuilds,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let bodies = body::BodyBudget::new(config.max_body_bytes_in_flight, config.max_body_bytes);
         AppState {
             inner: Arc::new(Inner {
+                bodies,
+                streams: Arc::default(),
                 config,
                 pipelines,
                 store,
@@ -107,6 +114,16 @@ impl AppState {
         &self.inner.runner
     }
 
+    /// The budget of request-body bytes held at once.
+    pub fn bodies(&self) -> &Arc<body::BodyBudget> {
+        &self.inner.bodies
+    }
+
+    /// Live log streams open now.
+    fn streams(&self) -> &Arc<streams::StreamCounts> {
+        &self.inner.streams
+    }
+
     /// The server config.
     pub fn config(&self) -> &Config {
         &self.inner.config
@@ -130,7 +147,16 @@ impl AppState {
 
 /// The application's routes.
 pub fn router(state: AppState) -> Router {
+    let live = Router::new()
+        .route("/builds/{id}/live", get(pages::build_live))
+        .route("/live", get(pages::index_live))
+        .route("/api/builds/{id}/log/stream", get(api::stream_log))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            streams::limit,
+        ));
     Router::new()
+        .merge(live)
         .route("/hooks", post(hooks::org_wide))
         .route("/hooks/{name}", post(hooks::for_pipeline))
         .route("/healthz", get(healthz))
@@ -139,8 +165,6 @@ pub fn router(state: AppState) -> Router {
         .route("/builds/{id}", get(pages::build_page))
         .route("/badge/{file}", get(pages::badge))
         .route("/builds/{id}/log", get(pages::log_part))
-        .route("/builds/{id}/live", get(pages::build_live))
-        .route("/live", get(pages::index_live))
         .route("/pipelines/{name}", get(pages::pipeline_page))
         .route("/api/pipelines", get(api::list_pipelines))
         .route("/api/pipelines/{name}/trigger", post(api::trigger))
@@ -149,7 +173,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/builds/{id}/cancel", post(api::cancel_build))
         .route("/api/builds/{id}/rebuild", post(api::rebuild))
         .route("/api/builds/{id}/log", get(api::get_log))
-        .route("/api/builds/{id}/log/stream", get(api::stream_log))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(
@@ -188,6 +211,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// How long in-flight requests get to finish on shutdown.
     pub drain_timeout: Duration,
+    /// Connection slots beyond `max_connections` that only `/hooks` may use.
+    pub reserved_hook_connections: usize,
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
@@ -198,7 +223,9 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let general = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let reserved = Arc::new(Semaphore::new(limits.reserved_hook_connections));
+    let mut accept_warnings = RateLimitedWarning::default();
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -207,19 +234,28 @@ pub async fn serve(
         .max_buf_size(64 * 1024);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(p) => p,
+        // A general slot when there is one; else one of the slots kept for
+        // webhooks, so that clients holding every general slot (slow bodies,
+        // idle sockets, log streams) cannot stop pushes.
+        let (permit, hooks_only) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            permit = Arc::clone(&general).acquire_owned() => match permit {
+                Ok(p) => (p, false),
                 Err(_) => break,
             },
-            () = &mut shutdown => break,
+            permit = Arc::clone(&reserved).acquire_owned() => match permit {
+                Ok(p) => (p, true),
+                Err(_) => break,
+            },
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    // EMFILE and friends: back off instead of spinning, and
+                    // say so at most once a minute.
+                    accept_warnings.warn(&e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -227,7 +263,26 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let router = router.clone();
+        let service = hyper::service::service_fn(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(body::Peer(peer));
+                let router = router.clone();
+                async move {
+                    if hooks_only && !is_hook_path(req.uri().path()) {
+                        let mut res =
+                            ApiError::unavailable("every connection slot is taken; retry later", 5)
+                                .into_response();
+                        res.headers_mut().insert(
+                            axum::http::header::CONNECTION,
+                            axum::http::HeaderValue::from_static("close"),
+                        );
+                        return Ok(res);
+                    }
+                    tower::ServiceExt::oneshot(router, req).await
+                }
+            },
+        );
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -243,5 +298,60 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("in-flight requests did not finish in time");
+    }
+}
+
+/// `/hooks` and `/hooks/NAME`: the routes the reserved slots serve.
+fn is_hook_path(path: &str) -> bool {
+    path == "/hooks" || path.starts_with("/hooks/")
+}
+
+/// A warning logged at most once a minute, with the count of those held back.
+#[derive(Debug, Default)]
+struct RateLimitedWarning {
+    last: Option<std::time::Instant>,
+    held_back: u64,
+}
+
+impl RateLimitedWarning {
+    fn warn(&mut self, e: &std::io::Error) {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
+        {
+            self.held_back += 1;
+            return;
+        }
+        tracing::warn!(error = %e, repeated = self.held_back, "accept failed");
+        self.last = Some(now);
+        self.held_back = 0;
+    }
+}
+
+/// Raises the soft limit of open files to the hard limit (every connection,
+/// log and step pipe is one), and warns when the connections allowed could
+/// still use up the files a running build needs.
+pub fn raise_open_file_limit(connections: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let soft = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot raise the open-file limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => return,
+    };
+    // Half the files for connections, the rest for builds and the store.
+    if (connections as u64).saturating_mul(2) > soft {
+        tracing::warn!(
+            limit = soft,
+            connections,
+            "max_connections plus reserved_hook_connections is above half the open-file limit; \
+             raise LimitNOFILE or lower max_connections"
+        );
     }
 }

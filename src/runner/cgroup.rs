@@ -551,7 +551,10 @@ pub fn kill_stale() -> usize {
         }
         let leaf = dead.join(DAEMON_LEAF);
         let alive = if leaf.is_dir() {
-            !members(&leaf).is_empty()
+            // A hookci started by that one (a test's daemon, hookci building
+            // hookci) makes its own cgroups inside this leaf: alive while
+            // anything in the leaf's tree is.
+            tree_has_members(&leaf)
         } else {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() && !zombie(pid)
         };
@@ -567,11 +570,7 @@ pub fn kill_stale() -> usize {
             })
             .unwrap_or_default();
         for step in &steps {
-            killed += members(step).len();
-            kill_all(step);
-        }
-        for step in &steps {
-            remove_when_empty(step, Duration::from_secs(5));
+            killed += remove_tree(step);
         }
         let _ = std::fs::remove_dir(&dead);
         // Its v1 limit groups: empty now that the cgroup is.
@@ -593,6 +592,40 @@ pub fn kill_stale() -> usize {
             }
         }
     }
+    killed
+}
+
+/// True if a process is in `dir` or any cgroup below it.
+fn tree_has_members(dir: &Path) -> bool {
+    !members(dir).is_empty() || subdirs(dir).iter().any(|d| tree_has_members(d))
+}
+
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kills what is left in the cgroup tree at `dir` and removes it, deepest
+/// first (a cgroup with children cannot be removed); how many processes
+/// were killed. Waits at most a second per cgroup for killed processes to
+/// be reaped.
+fn remove_tree(dir: &Path) -> usize {
+    let mut killed = 0;
+    for sub in subdirs(dir) {
+        killed += remove_tree(&sub);
+    }
+    let left = members(dir).len();
+    if left > 0 {
+        killed += left;
+        kill_all(dir);
+    }
+    remove_when_empty(dir, Duration::from_secs(1));
     killed
 }
 

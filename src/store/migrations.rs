@@ -149,6 +149,39 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX builds_queued_by_pipeline ON builds (pipeline, id) WHERE status = 'queued';
     CREATE INDEX builds_queued_by_ref ON builds (pipeline, ref, id) WHERE status = 'queued';
     "#,
+    // 7: an older pending report of the same (repo, commit, context) is
+    // superseded when a newer one is written, by a trigger and with indexes,
+    // so that the reporter's pass is a read and never holds the writer that
+    // webhooks wait for (a host outage leaves thousands pending). Then once
+    // what is pending now.
+    r#"
+    CREATE INDEX builds_by_commit ON builds (repo, commit_sha);
+    CREATE INDEX reports_by_context ON reports (context, outcome, build);
+    CREATE TRIGGER report_supersede AFTER INSERT ON reports
+        BEGIN
+            UPDATE reports SET outcome = 'superseded'
+            WHERE outcome = 'pending' AND context = NEW.context AND id < NEW.id
+              AND build IN (
+                  SELECT ob.id FROM builds nb
+                  JOIN builds ob ON ob.repo = nb.repo AND ob.commit_sha = nb.commit_sha
+                  WHERE nb.id = NEW.build);
+        END;
+    UPDATE reports SET outcome = 'superseded'
+    WHERE outcome = 'pending' AND EXISTS (
+        SELECT 1 FROM reports newer
+        JOIN builds nb ON nb.id = newer.build
+        JOIN builds ob ON ob.id = reports.build
+        WHERE newer.context = reports.context AND newer.id > reports.id
+          AND nb.repo = ob.repo AND nb.commit_sha = ob.commit_sha);
+    "#,
+    // 8: the SHA-256 of a signed delivery's body: the same signed body is a
+    // redelivery whatever its (unsigned) delivery id says. Kept on the
+    // delivery's row, so it is remembered exactly as long as the delivery.
+    r#"
+    ALTER TABLE deliveries ADD COLUMN body_sha256 TEXT;
+    CREATE INDEX deliveries_by_body ON deliveries (pipeline, body_sha256)
+        WHERE body_sha256 IS NOT NULL;
+    "#,
 ];
 
 /// Brings the schema up to date. Refuses a database written by a newer

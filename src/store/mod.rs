@@ -128,6 +128,9 @@ pub struct NewDelivery {
     pub builds: Vec<NewBuild>,
     /// Why nothing builds, when `builds` is empty.
     pub skipped: Option<String>,
+    /// Hex SHA-256 of a signed body: a body seen before for this pipeline
+    /// is a redelivery whatever its delivery id. `None` for unsigned ones.
+    pub body_sha256: Option<String>,
 }
 
 /// What recording a delivery did: the answer the host gets, now and on

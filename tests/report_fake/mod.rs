@@ -330,6 +330,7 @@ pub async fn queue(
                 report_context: Some(context.to_owned()),
             }],
             skipped: None,
+            body_sha256: None,
         }])
         .await
         .expect("record the delivery");
