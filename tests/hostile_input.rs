@@ -227,7 +227,9 @@ async fn everything_in_the_data_dir_is_private_to_the_daemons_user() {
     let (_daemon, base) = common::spawn_daemon(dir.path(), "max_parallel_builds = 1");
     for n in 0..2 {
         // The second build reuses the parked workspace.
-        let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "x");
+        // A body of its own each time: the same signed body is a replay.
+        let message = format!("x {n}");
+        let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, &message);
         let id = common::queue_github(&base, "app", SECRET, &format!("m-{n}"), &body).await[0];
         let b = common::wait_final(&base, id).await;
         assert_eq!(b["status"], "success", "{b}");

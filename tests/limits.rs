@@ -37,7 +37,11 @@ fn pipeline(limits: &str, steps: &str) -> String {
 async fn run_all(pipelines: &[(&str, String)]) -> Vec<(serde_json::Value, String)> {
     let up = Upstream::new("limits");
     let commit = up.push(&[("README", "x\n")], "limits");
-    let refs: Vec<(&str, &str)> = pipelines.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let with_url: Vec<(&str, String)> = pipelines
+        .iter()
+        .map(|(n, t)| (*n, common::with_clone_url(&up.url(), t)))
+        .collect();
+    let refs: Vec<(&str, &str)> = with_url.iter().map(|(n, t)| (*n, t.as_str())).collect();
     let server = TestServer::start(&refs, |c| c.max_parallel_builds = 1).await;
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "limits");
     let mut out = Vec::new();

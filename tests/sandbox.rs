@@ -131,8 +131,10 @@ impl Layout {
         self.root.path().canonicalize().expect("canonical")
     }
 
-    fn pipeline(&self, name: &str, toml: &str) {
-        let text = format!("repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\n{toml}");
+    fn pipeline(&self, name: &str, clone_url: &str, toml: &str) {
+        let text = format!(
+            "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {clone_url:?}\n{toml}"
+        );
         std::fs::write(self.pipelines.join(format!("{name}.toml")), text).expect("pipeline");
     }
 
@@ -185,6 +187,7 @@ async fn leak_scenario(sandbox: &str) -> (Vec<String>, String, String) {
     // (running, workspace in place) until the test opens the gate.
     l.pipeline(
         "b",
+        &up.url(),
         &format!(
             "[secrets]\nB_TOKEN = {{ file = \"{}\" }}\n[sandbox]\nread_only = [\"{}\"]\n\
              [[steps]]\nname = \"hold\"\nrun = '''\n\
@@ -206,9 +209,10 @@ async fn leak_scenario(sandbox: &str) -> (Vec<String>, String, String) {
         config = l.config.display(),
         secret = secret_file.display(),
     );
-    l.pipeline("a", &reach);
+    l.pipeline("a", &up.url(), &reach);
     l.pipeline(
         "a-wide",
+        &up.url(),
         &format!(
             "[sandbox]\nread_only = [\"{}\"]\n{reach}",
             l.root().display()
@@ -295,7 +299,10 @@ async fn reach_loopback(network: bool) -> String {
         "[sandbox]\nnetwork = {network}\n[[steps]]\nname = \"connect\"\nshell = \"bash\"\n\
          run = 'if echo hi > /dev/tcp/127.0.0.1/{port}; then echo REACHED; else echo UNREACHABLE; fi'\n"
     );
-    let pipeline = format!("repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\n{steps}");
+    let pipeline = format!(
+        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {:?}\n{steps}",
+        up.url()
+    );
     let server = TestServer::start(&[("net", &pipeline)], |c| c.max_parallel_builds = 1).await;
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "net");
     let id = common::queue_github(&server.base(), "net", SECRET, "n-1", &body).await[0];
@@ -355,8 +362,9 @@ async fn escape(enabled: bool, needle: &str) -> Vec<i32> {
          sleep 0.5; echo started"
     );
     let pipeline = format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\n[sandbox]\nenabled = {enabled}\n\
-         [[steps]]\nname = \"escape\"\nrun = '''\n{run}\n'''\n"
+        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {:?}\n[sandbox]\nenabled = {enabled}\n\
+         [[steps]]\nname = \"escape\"\nrun = '''\n{run}\n'''\n",
+        up.url()
     );
     let server = TestServer::start(&[("esc", &pipeline)], |c| c.max_parallel_builds = 1).await;
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "escape");
@@ -400,10 +408,12 @@ async fn a_pipelines_secrets_go_only_to_its_own_steps() {
     std::fs::write(&file, &theirs).expect("secret");
     let show = "[[steps]]\nname = \"env\"\nrun = 'printf \"B64:\"; env | base64 -w0; echo'\n";
     let a = format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\n[secrets]\nMINE = \"{mine}\"\n{show}"
+        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {:?}\n[secrets]\nMINE = \"{mine}\"\n{show}",
+        up.url()
     );
     let b = format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\n[secrets]\nTHEIRS = {{ file = \"{}\" }}\n{show}",
+        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {:?}\n[secrets]\nTHEIRS = {{ file = \"{}\" }}\n{show}",
+        up.url(),
         file.display()
     );
     let server = TestServer::start(&[("a", &a), ("b", &b)], |c| c.max_parallel_builds = 2).await;
