@@ -390,7 +390,7 @@ async fn a_full_queue_is_answered_503_with_retry_after_and_records_nothing() {
     let (s1, _, _) = github(&server, "/hooks/hello", "push", "q1", &body, SECRET).await;
     assert_eq!(s1, 202);
     // A body of its own: the same signed body twice is a replay.
-    let mut other: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let mut other: Value = serde_json::from_slice(&body).expect("json");
     other["head_commit"]["message"] = "another push".into();
     let body = serde_json::to_vec(&other).expect("json");
     let (s2, json, headers) = github(&server, "/hooks/hello", "push", "q2", &body, SECRET).await;
