@@ -223,18 +223,24 @@ async fn a_webhook_is_answered_while_1024_slow_sockets_hold_the_api() {
     let upstream = gitserve::Upstream::new("slow");
     let commit = upstream.push(&[("README", "hello\n")], "first");
     let dir = tempfile::tempdir().expect("temp dir");
-    let flag = dir.path().join("go");
+    // The go file lives outside hookci's directories, which the step's
+    // sandbox masks, and is shown to the step read-only.
+    let marks = tempfile::tempdir().expect("marks dir");
+    let flag = marks.path().join("go");
     // The step runs until the test says go (bounded: 120 s).
     let pipeline = format!(
         r#"
 repo = "Codertocat/Hello-World"
 secret = "topsecret"
 clone_url = "{}"
+[sandbox]
+read_only = ["{}"]
 [[steps]]
 name = "wait"
 run = "i=0; while [ ! -e '{}' ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; test -e '{}'"
 "#,
         upstream.url(),
+        marks.path().display(),
         flag.display(),
         flag.display()
     );
