@@ -84,6 +84,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let mut config = config;
+    // `listen = "...:0"` without a public_url: links (build URLs in answers
+    // and statuses) name the port the kernel chose, not port 0.
+    if let Ok(bound) = listener.local_addr() {
+        if config.public_url == format!("http://{}", config.listen)
+            && config.listen != bound.to_string()
+        {
+            config.public_url = format!("http://{bound}");
+        }
+    }
     require_pipelines_dir(&config)?;
     crate::runner::private_dirs::prepare(
         &config.data_dir,

@@ -173,6 +173,34 @@ fn the_client_commands_reach_the_configured_listen_address() {
     );
 }
 
+/// `listen = "127.0.0.1:0"` without a public_url: the links hookci gives
+/// out name the port it got, not port 0.
+#[tokio::test]
+async fn links_name_the_bound_port_when_listen_asks_for_any() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+    std::fs::write(
+        dir.path().join("pipelines/app.toml"),
+        "repo = \"Codertocat/Hello-World\"\nsecret = \"s\"\n[[steps]]\nname = \"t\"\nrun = \"true\"\n",
+    )
+    .unwrap();
+    let (_guard, base) = common::spawn_daemon(dir.path(), "max_parallel_builds = 0");
+    let body = common::github_push(
+        "https://github.com/Codertocat/Hello-World.git",
+        "refs/heads/main",
+        common::ZERO,
+        &"a".repeat(40),
+        "x",
+    );
+    let (status, json) = common::send_github(&base, "app", "s", "port-1", &body).await;
+    assert_eq!(status, 202, "{json}");
+    let url = json["builds"][0]["url"].as_str().expect("url");
+    assert!(
+        url.starts_with(&format!("{base}/builds/")),
+        "{url} is not under {base}"
+    );
+}
+
 /// `{ credential = "NAME" }` reads `$CREDENTIALS_DIRECTORY/NAME`, the file
 /// systemd's `LoadCredential=` gives the service.
 #[test]
