@@ -284,7 +284,7 @@ async fn a_running_builds_page_follows_its_log_with_a_script_its_policy_allows()
     let go = dir.path().join("go");
     let steps = format!(
         "[sandbox]\nread_only = [\"{}\"]\n\
-         [[steps]]\nname = \"long\"\nrun = '''\necho started-marker\n\
+         [[steps]]\nname = \"long\"\nrun = '''\nprintf 'started-%s\\n' marker\n\
          while [ ! -e {} ]; do sleep 0.05; done\n\
          printf '\\033[1;31mafter-go <i>\\033[0m\\n'\n'''\n\
          [[steps]]\nname = \"second\"\nrun = \"echo second-step; sleep 41337\"\n",
