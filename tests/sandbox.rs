@@ -10,7 +10,6 @@ mod gitserve;
 use base64::Engine as _;
 use common::{TestServer, ZERO};
 use gitserve::Upstream;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 const SECRET: &str = "sandbox-secret";
@@ -41,15 +40,9 @@ fn canary(what: &str) -> String {
 
 /// The daemon binary, killed when dropped (a failing test leaves nothing).
 struct Daemon {
-    child: std::process::Child,
+    /// Killed when dropped.
+    child: common::Daemon,
     base: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Starts `hookci serve --config CONFIG` with `env` added to its
@@ -65,7 +58,7 @@ fn serve_as(config: &Path, env: &[(&str, &str)], user: Option<u32>) -> Daemon {
     if let Some(id) = user {
         cmd.uid(id).gid(id);
     }
-    let mut child = cmd
+    let child = cmd
         .arg("serve")
         .arg("--config")
         .arg(config)
@@ -76,28 +69,8 @@ fn serve_as(config: &Path, env: &[(&str, &str)], user: Option<u32>) -> Daemon {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn hookci");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let mut daemon = Daemon {
-        child,
-        base: String::new(),
-    };
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("hookci exited before listening")
-            .expect("read stderr");
-        if let Some(rest) = line.split("address=").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .expect("an address")
-                .to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    daemon.base = format!("http://{addr}");
-    daemon
+    let (child, base) = common::listening(child);
+    Daemon { child, base }
 }
 
 /// What every path of a test lives in: a config directory, a data

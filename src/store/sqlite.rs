@@ -843,7 +843,7 @@ impl Backend for SqliteBackend {
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<ReportJob>, StoreError>> {
         // A read: older reports were superseded when newer ones were
-        // written (migration 6's trigger), out of the webhook writer's way.
+        // written (migration 7's trigger), out of the webhook writer's way.
         Box::pin(self.read(move |conn| {
             let sql = format!(
                 "SELECT r.id, r.context, r.state, r.description, r.attempts, r.created_ms,

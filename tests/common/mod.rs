@@ -180,7 +180,6 @@ pub fn spawn_daemon(dir: &Path, extra: &str) -> (Daemon, String) {
 
 /// [`spawn_daemon`] on a given `listen` address.
 pub fn spawn_daemon_listening(dir: &Path, listen: &str, extra: &str) -> (Daemon, String) {
-    use std::io::{BufRead, BufReader};
     let config = dir.join("hookci.toml");
     std::fs::create_dir_all(dir.join("pipelines")).expect("pipelines dir");
     std::fs::write(
@@ -202,6 +201,14 @@ pub fn spawn_daemon_listening(dir: &Path, listen: &str, extra: &str) -> (Daemon,
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn hookci");
+    listening(child)
+}
+
+/// Waits until the `hookci serve` in `child` (stderr piped) says it
+/// listens; returns it guarded, with its base URL. Its stderr is drained
+/// from then on, so it never blocks on a full pipe.
+pub fn listening(child: std::process::Child) -> (Daemon, String) {
+    use std::io::{BufRead, BufReader};
     let mut child = Daemon(child);
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
