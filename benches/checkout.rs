@@ -1,0 +1,250 @@
+//! What a push costs in git work: `cargo bench --bench checkout`.
+//!
+//! A repository of 3,000 files and 10,000 commits (made with `git
+//! fast-import`, packed) is mirrored once. Then each round pushes one new
+//! commit upstream and times, from the push on:
+//! - `fresh`: hookci's incremental fetch, then a checkout into a new
+//!   workspace (the mirror's objects borrowed);
+//! - `pool`: the same fetch, then a checkout into a parked workspace of an
+//!   earlier round (only the changed paths are written);
+//! - `git CLI`: the baseline, in the same run: `git fetch` into a bare
+//!   mirror, then `git clone --shared --no-checkout` and `git checkout` of
+//!   the commit, which is what a shell script would do.
+//!
+//! The targets (issue 3): fetch and fresh checkout under 250 ms, from the
+//! pool under 50 ms. `--rounds N` changes the number of rounds (default 7).
+//! The tests check what these paths do (tests/checkout_git.rs); only their
+//! speed is here, where a loaded machine makes a slow run, not a failure.
+
+use hookci::runner::checkout::{CloneSpec, Mirrors};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WHO: &str = "Ada Tester <ada@example.com> 1700000000 +0000";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn fast_import(bare: &Path, stream: &str) {
+    let mut child = Command::new("git")
+        .args(["fast-import", "--quiet"])
+        .current_dir(bare)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("git fast-import");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stream.as_bytes())
+        .expect("write");
+    assert!(child.wait().expect("wait").success());
+}
+
+/// One commit of `files` files, then `commits - 1` commits that each change
+/// one file.
+fn big_history(files: usize, commits: usize) -> String {
+    let mut out = format!("commit refs/heads/main\ncommitter {WHO}\ndata 4\nbig\n");
+    for i in 0..files {
+        let body = format!("file {i}\n{}", "line of text\n".repeat(20));
+        let _ = write!(
+            out,
+            "M 644 inline d{}/s{}/f{i}.txt\ndata {}\n{body}\n",
+            i % 30,
+            i % 7,
+            body.len()
+        );
+    }
+    for c in 1..commits {
+        let i = (c * 7919) % files;
+        let body = format!("file {i} revision {c}\n");
+        let _ = write!(
+            out,
+            "commit refs/heads/main\ncommitter {WHO}\ndata 6\nc{c:04}\n\nM 644 inline d{}/s{}/f{i}.txt\ndata {}\n{body}\n",
+            i % 30,
+            i % 7,
+            body.len()
+        );
+    }
+    out
+}
+
+/// Pushes one commit that adds a file; returns its id.
+fn push(bare: &Path, round: usize) -> String {
+    fast_import(
+        bare,
+        &format!(
+            "commit refs/heads/main\ncommitter {WHO}\ndata 5\npush\nfrom refs/heads/main^0\n\
+             M 644 inline d{round}/new-{round}.txt\ndata 4\nnew\n\n"
+        ),
+    );
+    // The setup's writes reach the disk first: their writeback would
+    // otherwise be timed as part of the checkout.
+    let _ = Command::new("sync").status();
+    git(bare, &["rev-parse", "main"])
+}
+
+fn summary(name: &str, times: &mut [Duration], baseline: Option<Duration>) -> Duration {
+    times.sort();
+    let median = times[times.len() / 2];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let ratio = baseline.map_or_else(String::new, |b| {
+        format!("{:.2}", median.as_secs_f64() / b.as_secs_f64())
+    });
+    println!(
+        "| {name:<26} | {:>8.1} | {:>8.1} | {:>8.1} | {ratio:>6} |",
+        ms(times[0]),
+        ms(median),
+        ms(times[times.len() - 1])
+    );
+    median
+}
+
+async fn main_async(rounds: usize) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let root = tmp.path();
+    let bare = root.join("upstream.git");
+    std::fs::create_dir_all(&bare).expect("mkdir");
+    git(&bare, &["init", "-q", "--bare", "-b", "main"]);
+    eprintln!("making the repository (3,000 files, 10,000 commits)...");
+    fast_import(&bare, &big_history(3_000, 10_000));
+    git(&bare, &["repack", "-adq"]);
+    let first = git(&bare, &["rev-parse", "main"]);
+    let url = bare.display().to_string();
+    let spec = CloneSpec {
+        url: url.clone(),
+        ssh_key: None,
+        token: None,
+        submodules: false,
+        accept_new_host_keys: false,
+    };
+
+    // hookci's mirrors, and the baseline's own bare mirror.
+    let mirrors = Mirrors::new(root.join("data/repos"));
+    let (mirror, _) = mirrors
+        .fetch(&spec, "refs/heads/main", &first)
+        .await
+        .expect("first fetch");
+    let cli_mirror = root.join("cli-mirror.git");
+    git(
+        root,
+        &["clone", "-q", "--mirror", &url, &cli_mirror.display().to_string()],
+    );
+    // A parked workspace for the pool rounds.
+    let parked = root.join("builds/seed/src");
+    mirrors
+        .checkout(&mirror, &spec, &first, &parked)
+        .await
+        .expect("checkout");
+    assert!(mirrors.park(&parked), "the pool took the workspace");
+
+    let (mut fresh, mut pool, mut cli) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // hookci, a fresh workspace.
+        let commit = push(&bare, 3 * round);
+        let started = Instant::now();
+        let (_, got) = mirrors
+            .fetch(&spec, "refs/heads/main", &commit)
+            .await
+            .expect("fetch");
+        let ws = root.join(format!("builds/fresh-{round}/src"));
+        mirrors
+            .checkout(&mirror, &spec, &got, &ws)
+            .await
+            .expect("checkout");
+        fresh.push(started.elapsed());
+        // Fresh workspaces go away, as after a build that isn't pooled.
+        mirrors.forget(&ws);
+        std::fs::remove_dir_all(root.join(format!("builds/fresh-{round}"))).expect("rm");
+
+        // hookci, from the pool: wait until the parked one is clean.
+        let until = Instant::now() + Duration::from_secs(60);
+        while mirrors.parked(&mirror) != (1, 0) {
+            assert!(Instant::now() < until, "the pool never settled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let commit = push(&bare, 3 * round + 1);
+        let started = Instant::now();
+        let (_, got) = mirrors
+            .fetch(&spec, "refs/heads/main", &commit)
+            .await
+            .expect("fetch");
+        let ws = root.join(format!("builds/pool-{round}/src"));
+        mirrors
+            .checkout(&mirror, &spec, &got, &ws)
+            .await
+            .expect("checkout");
+        pool.push(started.elapsed());
+        assert_eq!(mirrors.parked(&mirror), (0, 0), "taken from the pool");
+        assert!(mirrors.park(&ws), "parked again");
+
+        // The git CLI.
+        let commit = push(&bare, 3 * round + 2);
+        let started = Instant::now();
+        git(&cli_mirror, &["fetch", "-q", "origin", "+refs/heads/*:refs/heads/*"]);
+        let ws = root.join(format!("cli-{round}"));
+        let ws_s = ws.display().to_string();
+        git(
+            root,
+            &[
+                "clone",
+                "-q",
+                "--shared",
+                "--no-checkout",
+                &cli_mirror.display().to_string(),
+                &ws_s,
+            ],
+        );
+        git(&ws, &["checkout", "-q", "--detach", &commit]);
+        cli.push(started.elapsed());
+        std::fs::remove_dir_all(&ws).expect("rm");
+    }
+
+    println!("\nfetch + checkout of one pushed commit, {rounds} rounds (ms)\n");
+    println!(
+        "| {:<26} | {:>8} | {:>8} | {:>8} | {:>6} |",
+        "path", "min", "median", "max", "vs git"
+    );
+    println!("|{:-<28}|{:->10}|{:->10}|{:->10}|{:->8}|", "", "", "", "", "");
+    let base = summary("git CLI (baseline)", &mut cli, None);
+    summary("hookci, fresh workspace", &mut fresh, Some(base));
+    summary("hookci, from the pool", &mut pool, Some(base));
+    println!("\ntargets: fresh median < 250 ms, pool median < 50 ms");
+}
+
+fn main() {
+    let mut rounds = 7;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--rounds" {
+            rounds = args
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("--rounds N");
+        }
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(main_async(rounds));
+}
