@@ -61,7 +61,11 @@ async fn a_build_interrupted_by_sigkill_runs_again_as_attempt_2_and_succeeds() {
         assert!(Instant::now() < until, "the step never started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Both sleeps have started (the escapee forks before the mark).
+    while processes_with("sleep 41341") == 0 || processes_with("sleep 41342") == 0 {
+        assert!(Instant::now() < until, "the step's sleeps never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     daemon.kill().expect("SIGKILL");
     daemon.wait().expect("reap");
     // Without the sandbox, the step's shell and its sleep outlive a
