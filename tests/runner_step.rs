@@ -324,7 +324,7 @@ async fn a_leftover_ignoring_sigterm_after_a_clean_exit_is_killed_too() {
 #[tokio::test]
 async fn cancelling_the_token_stops_the_step() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = spec(dir.path(), "cancel", "echo running; sleep 31343");
+    let spec = spec(dir.path(), "cancel", "echo running; sleep 31349");
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     tokio::spawn(async move {
@@ -336,7 +336,7 @@ async fn cancelling_the_token_stops_the_step() {
     assert_eq!(outcome, StepOutcome::Cancelled);
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(text.starts_with("running\n"), "{text}");
-    assert_eq!(processes_with("31343"), Vec::<String>::new());
+    assert_eq!(processes_with("31349"), Vec::<String>::new());
 
     // Already cancelled: nothing starts.
     let spec2 = StepSpec {
