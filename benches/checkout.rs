@@ -146,7 +146,13 @@ async fn main_async(rounds: usize) {
     let cli_mirror = root.join("cli-mirror.git");
     git(
         root,
-        &["clone", "-q", "--mirror", &url, &cli_mirror.display().to_string()],
+        &[
+            "clone",
+            "-q",
+            "--mirror",
+            &url,
+            &cli_mirror.display().to_string(),
+        ],
     );
     // A parked workspace for the pool rounds.
     let parked = root.join("builds/seed/src");
@@ -199,7 +205,10 @@ async fn main_async(rounds: usize) {
         // The git CLI.
         let commit = push(&bare, 3 * round + 2);
         let started = Instant::now();
-        git(&cli_mirror, &["fetch", "-q", "origin", "+refs/heads/*:refs/heads/*"]);
+        git(
+            &cli_mirror,
+            &["fetch", "-q", "origin", "+refs/heads/*:refs/heads/*"],
+        );
         let ws = root.join(format!("cli-{round}"));
         let ws_s = ws.display().to_string();
         git(
@@ -223,7 +232,10 @@ async fn main_async(rounds: usize) {
         "| {:<26} | {:>8} | {:>8} | {:>8} | {:>6} |",
         "path", "min", "median", "max", "vs git"
     );
-    println!("|{:-<28}|{:->10}|{:->10}|{:->10}|{:->8}|", "", "", "", "", "");
+    println!(
+        "|{:-<28}|{:->10}|{:->10}|{:->10}|{:->8}|",
+        "", "", "", "", ""
+    );
     let base = summary("git CLI (baseline)", &mut cli, None);
     summary("hookci, fresh workspace", &mut fresh, Some(base));
     summary("hookci, from the pool", &mut pool, Some(base));
