@@ -5,8 +5,9 @@
 //! commit upstream and times, from the push on:
 //! - `fresh`: hookci's incremental fetch, then a checkout into a new
 //!   workspace (the mirror's objects borrowed);
-//! - `pool`: the same fetch, then a checkout into a parked workspace of an
-//!   earlier round (only the changed paths are written);
+//! - `pool`: the same fetch, then a checkout into the fresh round's
+//!   workspace, parked as after a build (only the changed paths are
+//!   written);
 //! - `git CLI`: the baseline, in the same run: `git fetch` into a bare
 //!   mirror, then `git clone --shared --no-checkout` and `git checkout` of
 //!   the commit, which is what a shell script would do.
@@ -154,14 +155,6 @@ async fn main_async(rounds: usize) {
             &cli_mirror.display().to_string(),
         ],
     );
-    // A parked workspace for the pool rounds.
-    let parked = root.join("builds/seed/src");
-    mirrors
-        .checkout(&mirror, &spec, &first, &parked)
-        .await
-        .expect("checkout");
-    assert!(mirrors.park(&parked), "the pool took the workspace");
-
     let (mut fresh, mut pool, mut cli) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         // hookci, a fresh workspace.
@@ -177,16 +170,15 @@ async fn main_async(rounds: usize) {
             .await
             .expect("checkout");
         fresh.push(started.elapsed());
-        // Fresh workspaces go away, as after a build that isn't pooled.
-        mirrors.forget(&ws);
-        std::fs::remove_dir_all(root.join(format!("builds/fresh-{round}"))).expect("rm");
-
-        // hookci, from the pool: wait until the parked one is clean.
+        // It is parked, as after a build, for the pool round.
+        assert!(mirrors.park(&ws), "the pool took the workspace");
         let until = Instant::now() + Duration::from_secs(60);
         while mirrors.parked(&mirror) != (1, 0) {
             assert!(Instant::now() < until, "the pool never settled");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+
+        // hookci, from the pool.
         let commit = push(&bare, 3 * round + 1);
         let started = Instant::now();
         let (_, got) = mirrors
@@ -200,7 +192,14 @@ async fn main_async(rounds: usize) {
             .expect("checkout");
         pool.push(started.elapsed());
         assert_eq!(mirrors.parked(&mirror), (0, 0), "taken from the pool");
-        assert!(mirrors.park(&ws), "parked again");
+        // Gone, so that the next fresh round finds the pool empty.
+        mirrors.forget(&ws);
+        for dir in [
+            format!("builds/fresh-{round}"),
+            format!("builds/pool-{round}"),
+        ] {
+            let _ = std::fs::remove_dir_all(root.join(dir));
+        }
 
         // The git CLI.
         let commit = push(&bare, 3 * round + 2);
