@@ -10,6 +10,7 @@ mod delivery_log;
 mod error;
 mod hooks;
 mod metrics;
+mod origin;
 mod pages;
 mod proxy;
 mod streams;
@@ -175,6 +176,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/builds/{id}/log", get(api::get_log))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::refuse_cross_site,
+        ))
         .layer(axum::middleware::map_response(
             proxy::no_buffering_for_streams,
         ))
@@ -301,7 +306,8 @@ pub async fn serve(
     }
 }
 
-/// `/hooks` and `/hooks/NAME`: the routes the reserved slots serve.
+/// `/hooks` and `/hooks/NAME`: the routes the reserved slots serve, and
+/// the only writes another site may send.
 fn is_hook_path(path: &str) -> bool {
     path == "/hooks" || path.starts_with("/hooks/")
 }
