@@ -452,6 +452,52 @@ async fn the_org_wide_route_queues_for_each_pipeline_whose_secret_verifies() {
 }
 
 #[tokio::test]
+async fn a_private_servers_org_wide_route_answers_every_stranger_401_alike() {
+    let server = TestServer::start(&[("hello", HELLO)], |c| c.private = true).await;
+    let served = fixture("github/goscm__push.json");
+    let unserved = fixture("github/goscm__push_branch_create.json");
+    let mut answers = Vec::new();
+    for (name, body, secret) in [
+        ("a served repository, a wrong secret", &served, "wrong"),
+        ("a repository no pipeline builds", &unserved, "wrong"),
+        (
+            "a repository no pipeline builds, signed with the secret",
+            &unserved,
+            SECRET,
+        ),
+        (
+            "a payload that is not JSON",
+            &b"{not json".to_vec(),
+            "wrong",
+        ),
+    ] {
+        let (status, json, _) = github(&server, "/hooks", "push", name, body, secret).await;
+        assert_eq!(status, 401, "{name}: {json}");
+        answers.push((name, json));
+    }
+    // No event header of any host.
+    let res = client()
+        .post(server.url("/hooks"))
+        .header("Content-Type", "application/json")
+        .body(served.clone())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status().as_u16(), 401);
+    answers.push(("no event header", res.json().await.expect("json")));
+    for (name, json) in &answers {
+        assert_eq!(
+            json, &answers[0].1,
+            "{name} must read like every other refusal"
+        );
+    }
+    // The one who holds the secret builds.
+    let (status, json, _) = github(&server, "/hooks", "push", "org-ok", &served, SECRET).await;
+    assert_eq!(status, 202, "{json}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn healthz_answers_ok() {
     let server = start().await;
     let res = client()
