@@ -186,9 +186,35 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// How long `/healthz` waits for the store's writer.
+const WRITER_ANSWER: Duration = Duration::from_secs(3);
+
+/// `GET /healthz`: 200 once a round trip through the store's writer
+/// thread (an empty write transaction) answers within [`WRITER_ANSWER`];
+/// else 503 with a sentence (the detail is logged).
 async fn healthz(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    match tokio::time::timeout(WRITER_ANSWER, state.store().ping_writer()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "the store's writer failed a health check");
+            return Err(ApiError::unavailable(
+                "the store cannot write; the daemon's log says why",
+                5,
+            ));
+        }
+        Err(_) => {
+            tracing::error!("the store's writer did not answer a health check in time");
+            return Err(ApiError::unavailable(
+                format!(
+                    "the store's writer did not answer within {} s",
+                    WRITER_ANSWER.as_secs()
+                ),
+                5,
+            ));
+        }
+    }
     let queued = state.store().queued_count().await?;
     Ok(axum::Json(
         serde_json::json!({ "status": "ok", "queued": queued }),

@@ -12,6 +12,8 @@
 mod migrations;
 mod sqlite;
 
+pub use sqlite::{Damage, check_file};
+
 use crate::pipeline::PathFilter;
 use crate::webhook::{Host, PushEvent};
 use serde::{Deserialize, Serialize};
@@ -808,6 +810,13 @@ impl Store {
     /// See [`Backend::activity`].
     pub async fn activity(&self) -> Result<Activity, StoreError> {
         self.backend.activity().await
+    }
+
+    /// A round trip through the writer: an empty write transaction,
+    /// answered once it committed. A writer that is stuck (a lock held
+    /// elsewhere, a disk that does not answer) or gone fails it.
+    pub async fn ping_writer(&self) -> Result<(), StoreError> {
+        self.backend.record_deliveries(Vec::new()).await.map(|_| ())
     }
 
     /// How many builds are queued.
