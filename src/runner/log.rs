@@ -61,6 +61,8 @@ pub struct LogWriter {
     /// Reused for masked output, so a write allocates nothing in the steady
     /// state.
     scratch: Vec<u8>,
+    /// Why a write to the file first failed (the log is incomplete).
+    failed: Option<String>,
 }
 
 impl LogWriter {
@@ -90,6 +92,7 @@ impl LogWriter {
             echo: None,
             progress,
             scratch: Vec::new(),
+            failed: None,
         })
     }
 
@@ -113,6 +116,12 @@ impl LogWriter {
     /// Bytes in the file so far.
     pub fn bytes_written(&self) -> u64 {
         self.written
+    }
+
+    /// Why the log is incomplete, when a write to its file failed (such as
+    /// "No space left on device"); `None` while every byte was written.
+    pub fn write_error(&self) -> Option<String> {
+        self.failed.clone()
     }
 
     /// True once the cap was reached and step output is being dropped.
@@ -222,10 +231,16 @@ impl LogWriter {
         if bytes.is_empty() {
             return Ok(());
         }
-        self.file.write_all(bytes).await?;
         // tokio's File finishes a write on the blocking pool; flush waits
         // for it, so followers are only told about bytes in the file.
-        self.file.flush().await?;
+        let written = match self.file.write_all(bytes).await {
+            Ok(()) => self.file.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            self.failed.get_or_insert_with(|| describe(&e));
+            return Err(e);
+        }
         self.written += bytes.len() as u64;
         self.last_byte = bytes.last().copied();
         let written = self.written;
@@ -236,6 +251,14 @@ impl LogWriter {
             let _ = stdout.flush().await;
         }
         Ok(())
+    }
+}
+
+/// An I/O error in words without its code: "No space left on device".
+pub fn describe(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_owned(),
+        None => e.to_string(),
     }
 }
 
