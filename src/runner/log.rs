@@ -55,8 +55,10 @@ pub struct LogWriter {
     /// The cap was reached: step output is dropped from now on.
     truncated: bool,
     /// A duplicate of stdout when echoing; written on the blocking pool
-    /// like the file, so a slow terminal does not stall the runtime.
-    echo: Option<File>,
+    /// like the file, so a slow terminal does not stall the runtime. What
+    /// goes there passes a [`visible::ViewMask`]: a terminal shows a
+    /// secret split by an escape sequence whole.
+    echo: Option<(File, visible::ViewMask)>,
     progress: watch::Sender<Progress>,
     /// Reused for masked output, so a write allocates nothing in the steady
     /// state.
@@ -97,14 +99,14 @@ impl LogWriter {
     }
 
     /// Also copies everything written to the file (masked) to this
-    /// process's stdout, for `hookci run` in a terminal.
-    pub fn echo_to_stdout(&mut self, on: bool) -> io::Result<()> {
-        self.echo = if on {
-            let fd = io::stdout().as_fd().try_clone_to_owned()?;
-            Some(File::from_std(std::fs::File::from(fd)))
-        } else {
-            None
-        };
+    /// process's stdout, for `hookci run` in a terminal: each line as the
+    /// terminal will show it is masked too, with these secrets (the log's).
+    pub fn echo_to_stdout(&mut self, secrets: &[Secret]) -> io::Result<()> {
+        let fd = io::stdout().as_fd().try_clone_to_owned()?;
+        self.echo = Some((
+            File::from_std(std::fs::File::from(fd)),
+            visible::ViewMask::new(secrets),
+        ));
         Ok(())
     }
 
@@ -189,6 +191,10 @@ impl LogWriter {
         if result.is_ok() {
             result = self.file.sync_data().await;
         }
+        if let Some((stdout, view)) = &mut self.echo {
+            let _ = stdout.write_all(&view.finish()).await;
+            let _ = stdout.flush().await;
+        }
         self.progress.send_modify(|p| p.finished = true);
         result
     }
@@ -245,9 +251,10 @@ impl LogWriter {
         self.last_byte = bytes.last().copied();
         let written = self.written;
         self.progress.send_modify(|p| p.written = written);
-        if let Some(stdout) = &mut self.echo {
+        if let Some((stdout, view)) = &mut self.echo {
+            let shown = view.push(bytes);
             // A closed terminal must not fail the build.
-            let _ = stdout.write_all(bytes).await;
+            let _ = stdout.write_all(&shown).await;
             let _ = stdout.flush().await;
         }
         Ok(())
