@@ -116,7 +116,7 @@ pub async fn watchdog_loop(notifier: Notifier, store: Store, interval: Duration)
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match store.record_deliveries(Vec::new()).await {
+        match store.ping_writer().await {
             Ok(_) => {
                 let status = status_line(&store).await;
                 notifier.send(&format!("WATCHDOG=1\nSTATUS={status}"));

@@ -104,7 +104,7 @@ pub fn run(
         let log_path = scratch.path().join("build.log");
         let mut log = LogWriter::create(&log_path, &secrets, u64::MAX)
             .map_err(|e| Failure::usage(format!("cannot write the log: {e}")))?;
-        log.echo_to_stdout(true)
+        log.echo_to_stdout(&secrets)
             .map_err(|e| Failure::usage(format!("cannot write to the terminal: {e}")))?;
         if workdir.is_none() {
             if let Some(url) = &pipeline.clone_url {

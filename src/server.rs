@@ -37,6 +37,22 @@ pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
 /// Opens the store in `config.data_dir`.
 pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     let path = config.data_dir.join(DB_FILE);
+    if let Err(damage) = crate::store::check_file(&path) {
+        let why = match damage {
+            crate::store::Damage::NotADatabase => "is not a SQLite database".to_owned(),
+            crate::store::Damage::Corrupt(findings) => {
+                for finding in &findings {
+                    tracing::error!(path = %path.display(), finding = %finding, "the store is damaged");
+                }
+                "is damaged (SQLite's quick_check found errors)".to_owned()
+            }
+            crate::store::Damage::Unreadable(e) => format!("cannot be read ({e})"),
+        };
+        anyhow::bail!(
+            "the store {} {why}; restore it from a backup, or move it away to start with an empty store",
+            path.display()
+        );
+    }
     Store::open_sqlite(
         &path,
         StoreOptions {

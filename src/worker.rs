@@ -344,10 +344,12 @@ impl Worker {
                             stop: &stop,
                         };
                         let (ended, _) = self.runner.run(job, &mut log).await;
+                        let mut lost = log.write_error();
                         if let Err(e) = log.finish().await {
                             tracing::warn!(build = id, error = %e, "cannot finish the build log");
+                            lost.get_or_insert_with(|| crate::runner::log::describe(&e));
                         }
-                        ended
+                        unlogged(ended, lost)
                     }
                 }
             }
@@ -365,23 +367,17 @@ impl Worker {
     /// the build `running` until the next restart.
     async fn record(&self, build: &Build, ended: Ended) {
         let (id, pipeline) = (build.id, build.pipeline.as_str());
-        for attempt in 1..=5u32 {
-            let result = match &ended {
+        let recorded = crate::store::retried("the build's end", id, || async {
+            match &ended {
                 Ended::Finished(status, reason) => {
                     self.store.finish(id, *status, reason.clone()).await
                 }
                 Ended::Requeue(reason) => self.store.requeue(id, reason.clone()).await,
-            };
-            match result {
-                Ok(()) => {
-                    log_end(build, &ended);
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(build = id, attempt, error = %e, "cannot record the build's end");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-                }
             }
+        })
+        .await;
+        if recorded.is_ok() {
+            log_end(build, &ended);
         }
         if matches!(ended, Ended::Finished(..)) {
             self.prune(pipeline).await;
@@ -405,6 +401,25 @@ impl Worker {
             }
             Err(e) => tracing::warn!(pipeline, error = %e, "cannot prune old builds"),
         }
+    }
+}
+
+/// A build whose log could not be written whole (a full disk) does not
+/// end `success` or `failure` as if its log told the story: it is an
+/// `error` that says why, and a step's failure stays in the reason.
+fn unlogged(ended: Ended, lost: Option<String>) -> Ended {
+    match (ended, lost) {
+        (Ended::Finished(BuildStatus::Success | BuildStatus::Failure, reason), Some(why)) => {
+            let why = format!("the build log could not be written: {why}");
+            Ended::Finished(
+                BuildStatus::Error,
+                Some(match reason {
+                    Some(r) => format!("{why}; {r}"),
+                    None => why,
+                }),
+            )
+        }
+        (ended, _) => ended,
     }
 }
 

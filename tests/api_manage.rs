@@ -48,7 +48,10 @@ async fn get(server: &TestServer, path: &str) -> (u16, Value) {
 }
 
 async fn post(server: &TestServer, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
-    let mut req = client().post(server.url(path)).body(body.to_owned());
+    let mut req = client()
+        .post(server.url(path))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -425,5 +428,124 @@ async fn a_trigger_whose_fetch_fails_answers_502_without_gits_words() {
         Vec::<i64>::new(),
         "a failed trigger queues nothing"
     );
+    server.stop().await;
+}
+
+/// A write as a browser sends it: `headers` as given (Origin,
+/// Sec-Fetch-Site, Content-Type), Basic credentials as a browser re-sends
+/// them to a server it has signed in to.
+async fn browser_post(
+    server: &TestServer,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
+    let mut req = client()
+        .post(server.url(path))
+        .basic_auth("me", Some(ADMIN))
+        .body(body.to_owned());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = req.send().await.expect("request");
+    let status = res.status().as_u16();
+    (status, res.json().await.expect("a JSON answer"))
+}
+
+#[tokio::test]
+async fn writes_from_another_site_are_refused_even_with_the_admin_token() {
+    let up = Upstream::new("cross-site");
+    up.push(&[("marker.txt", "x\n")], "first");
+    let server = start(&[("hello", &pipeline(Some(&up.url())))], 0).await;
+    let id = queue(&server, "main", 1).await;
+    let trigger = "/api/pipelines/hello/trigger";
+    let cancel = format!("/api/builds/{id}/cancel");
+    let json = ("content-type", "application/json");
+    let forged: [&[(&str, &str)]; 4] = [
+        &[
+            ("origin", "https://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+            json,
+        ],
+        &[("origin", "https://evil.example"), json],
+        &[("sec-fetch-site", "same-site"), json],
+        &[("origin", "null"), json],
+    ];
+    for headers in forged {
+        for path in [trigger, &cancel, &format!("/api/builds/{id}/rebuild")] {
+            let (status, answer) =
+                browser_post(&server, path, headers, r#"{"branch":"main"}"#).await;
+            assert_eq!(status, 403, "{path} {headers:?}: {answer}");
+            let sentence = answer["error"].as_str().expect("a sentence");
+            assert!(sentence.contains("another site"), "{sentence}");
+        }
+    }
+    // A text/plain body (what a cross-site form can send) is not JSON,
+    // whatever it holds.
+    let (status, answer) = browser_post(
+        &server,
+        trigger,
+        &[("content-type", "text/plain")],
+        r#"{"branch":"main","x":"="}"#,
+    )
+    .await;
+    assert_eq!(status, 415, "{answer}");
+    let (status, answer) = browser_post(&server, trigger, &[], r#"{"branch":"main"}"#).await;
+    assert_eq!(status, 415, "no Content-Type: {answer}");
+    let (_, list) = get(&server, "/api/builds").await;
+    assert_eq!(ids(&list), vec![id], "nothing was queued");
+    assert_eq!(
+        list["builds"][0]["status"], "queued",
+        "nothing was cancelled"
+    );
+
+    // The pages' own script: same origin, JSON.
+    let own = server.base();
+    let (status, answer) = browser_post(
+        &server,
+        &cancel,
+        &[("origin", &own), ("sec-fetch-site", "same-origin"), json],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = browser_post(
+        &server,
+        trigger,
+        &[("origin", &own), ("sec-fetch-site", "same-origin"), json],
+        r#"{"branch":"main"}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    // A client that is not a browser (curl, hookci) sends neither header.
+    let (status, answer) = post(
+        &server,
+        &format!("/api/builds/{id}/rebuild"),
+        Some(ADMIN),
+        "",
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    // Webhooks come from other sites by nature.
+    let body = common::github_push(
+        "/nonexistent",
+        "refs/heads/main",
+        ZERO,
+        &"b".repeat(40),
+        "m",
+    );
+    let res = client()
+        .post(server.url("/hooks/hello"))
+        .header("origin", "https://github.com")
+        .header("sec-fetch-site", "cross-site")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "cross-site-hook")
+        .header("x-hub-signature-256", common::hub_sha256(SECRET, &body))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("hook");
+    assert_eq!(res.status().as_u16(), 202);
     server.stop().await;
 }

@@ -394,3 +394,129 @@ async fn a_secret_split_by_an_escape_sequence_is_masked_on_the_page_and_in_hookc
     }
     server.stop().await;
 }
+
+#[test]
+fn hookci_run_prints_a_secret_split_by_an_escape_sequence_masked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pipelines = dir.path().join("pipelines");
+    std::fs::create_dir_all(&pipelines).expect("pipelines dir");
+    let config = dir.path().join("hookci.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\npipelines_dir = \"{}\"\n",
+            dir.path().join("data").display(),
+            pipelines.display()
+        ),
+    )
+    .expect("config");
+    std::fs::write(
+        pipelines.join("app.toml"),
+        "repo = \"acme/app\"\nsecret = \"hook-secret\"\nclone_url = \"/nowhere\"\n\
+         [secrets]\nMINE = \"mine-secret-444\"\n\
+         [[steps]]\nname = \"t\"\nrun = '''\n\
+         printf 'ansi split: %s\\033[0m%s\\n' \"$(echo $MINE | cut -c1-3)\" \"$(echo $MINE | cut -c4-)\"\n\
+         printf 'colour \\033[32mok\\033[0m\\n'\n'''\n",
+    )
+    .expect("pipeline");
+    let work = tempfile::tempdir().expect("work dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookci"))
+        .args([
+            "--config",
+            config.to_str().expect("utf-8"),
+            "run",
+            "app",
+            "--workdir",
+        ])
+        .arg(work.path())
+        .env_remove("HOOKCI_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run hookci");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ansi split: ***"), "{stdout}");
+    assert!(
+        !terminal_text(&stdout).contains("mine-secret-444"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\u{1b}[32mok"),
+        "other lines keep their colours: {stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hookci_logs_follow_shows_an_unfinished_line_at_once_with_secrets() {
+    let up = Upstream::new("progress");
+    let commit = up.push(&[("README", "x\n")], "x");
+    let marks = tempfile::tempdir().expect("marks dir");
+    let go = marks.path().join("go");
+    let toml = format!(
+        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {:?}\n\
+         [secrets]\nMINE = \"mine-secret-444\"\n\
+         [sandbox]\nread_only = [{:?}]\n\
+         [[steps]]\nname = \"t\"\nrun = '''\n\
+         printf 'progress %s...' $((6 * 7))\n\
+         i=0; while [ ! -e {:?} ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done\n\
+         echo ' done'\n'''\n",
+        up.url(),
+        marks.path(),
+        go,
+    );
+    let server = start(&toml).await;
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "x");
+    let id = common::queue_github(&server.base(), "app", SECRET, "progress", &body).await[0];
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookci"))
+        .args([
+            "logs",
+            &id.to_string(),
+            "--follow",
+            "--server",
+            &server.base(),
+        ])
+        .env_remove("HOOKCI_CONFIG")
+        .env_remove("HOOKCI_TOKEN")
+        .env_remove("HOOKCI_SERVER")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run hookci logs");
+    let mut stdout = child.stdout.take().expect("stdout");
+    // The line is unfinished until the test says go: it must show before.
+    // (The step's own line in the log shows the script, not its output.)
+    let mut seen = Vec::new();
+    let shown = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("progress 42...") {
+            let n = stdout.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    std::fs::write(&go, "").expect("go");
+    assert!(
+        shown.is_ok() && String::from_utf8_lossy(&seen).contains("progress 42..."),
+        "an unfinished line was held back: {}",
+        String::from_utf8_lossy(&seen)
+    );
+    let b = common::wait_final(&server.base(), id).await;
+    assert_eq!(b["status"], "success", "{b}");
+    let raw = log(&server, id);
+    assert!(
+        raw.contains("progress 42... done\n"),
+        "the step waited: {raw}"
+    );
+    let _ = child.wait().await;
+    server.stop().await;
+}

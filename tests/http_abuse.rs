@@ -389,3 +389,85 @@ async fn live_streams_are_capped_per_client_and_end_after_their_lifetime() {
     }
     assert_eq!(again, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_is_answered_while_1024_sockets_that_send_nothing_hold_every_slot() {
+    raise_nofile();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Fewer slots than sockets: 64 general and 16 kept for /hooks, all
+    // taken by sockets that never send a request line (which route they
+    // want is not known, so they take the reserved slots too).
+    let daemon = Daemon::start(
+        dir.path(),
+        &[("hello", PIPELINE)],
+        "max_parallel_builds = 0\nmax_connections = 64\nreserved_hook_connections = 16",
+    );
+    let addr = daemon.addr();
+    let silent: Vec<TcpStream> = (0..1024)
+        .map(|_| TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    // As in the test above: 3 s rather than the issue's 1 s, for a loaded
+    // box; without eviction the answer waits for the 10 s header timeout
+    // of the sockets ahead of it, batch by batch.
+    let body = common::github_push(
+        "https://example.invalid/x.git",
+        "refs/heads/main",
+        ZERO,
+        "2222222222222222222222222222222222222222",
+        "while silent sockets wait",
+    );
+    let started = std::time::Instant::now();
+    let answered = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        send_github(&daemon.base, "hello", SECRET, "silent-1", &body),
+    )
+    .await;
+    eprintln!(
+        "webhook answered in {:?} with 1,024 silent sockets open",
+        started.elapsed()
+    );
+    let (status, json) = answered.expect("the webhook was answered while every slot was held");
+    assert_eq!(status, 202, "{json}");
+    drop(silent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_declared_but_not_sent_holds_none_of_the_budget() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // One client (every socket here is 127.0.0.1) may hold half the
+    // budget: 1 MiB, exactly what the staller declares.
+    let daemon = Daemon::start(
+        dir.path(),
+        &[("hello", PIPELINE)],
+        "max_parallel_builds = 0\nmax_body_bytes = 1048576\nmax_body_bytes_in_flight = 2097152\nrequest_timeout = \"120s\"",
+    );
+    let mut staller = TcpStream::connect(daemon.addr()).expect("connect");
+    let head = format!(
+        "POST /hooks/hello HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n\
+         X-Hub-Signature-256: sha256={}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        "0".repeat(64),
+        MIB
+    );
+    staller.write_all(head.as_bytes()).expect("write");
+    // hyper says `100 Continue` once the handler starts reading the body:
+    // past every check, with whatever it sets aside for it set aside.
+    staller
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    let n = staller.read(&mut buf).expect("100 Continue");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 100"), "{text}");
+    // It sends nothing more. A signed push from the same address is taken.
+    let body = common::github_push(
+        "https://example.invalid/x.git",
+        "refs/heads/main",
+        ZERO,
+        "3333333333333333333333333333333333333333",
+        "while a body stalls",
+    );
+    let (status, json) = send_github(&daemon.base, "hello", SECRET, "stall-1", &body).await;
+    assert_eq!(status, 202, "{json}");
+    drop(staller);
+}

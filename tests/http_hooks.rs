@@ -452,6 +452,52 @@ async fn the_org_wide_route_queues_for_each_pipeline_whose_secret_verifies() {
 }
 
 #[tokio::test]
+async fn a_private_servers_org_wide_route_answers_every_stranger_401_alike() {
+    let server = TestServer::start(&[("hello", HELLO)], |c| c.private = true).await;
+    let served = fixture("github/goscm__push.json");
+    let unserved = fixture("github/goscm__push_branch_create.json");
+    let mut answers = Vec::new();
+    for (name, body, secret) in [
+        ("a served repository, a wrong secret", &served, "wrong"),
+        ("a repository no pipeline builds", &unserved, "wrong"),
+        (
+            "a repository no pipeline builds, signed with the secret",
+            &unserved,
+            SECRET,
+        ),
+        (
+            "a payload that is not JSON",
+            &b"{not json".to_vec(),
+            "wrong",
+        ),
+    ] {
+        let (status, json, _) = github(&server, "/hooks", "push", name, body, secret).await;
+        assert_eq!(status, 401, "{name}: {json}");
+        answers.push((name, json));
+    }
+    // No event header of any host.
+    let res = client()
+        .post(server.url("/hooks"))
+        .header("Content-Type", "application/json")
+        .body(served.clone())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status().as_u16(), 401);
+    answers.push(("no event header", res.json().await.expect("json")));
+    for (name, json) in &answers {
+        assert_eq!(
+            json, &answers[0].1,
+            "{name} must read like every other refusal"
+        );
+    }
+    // The one who holds the secret builds.
+    let (status, json, _) = github(&server, "/hooks", "push", "org-ok", &served, SECRET).await;
+    assert_eq!(status, 202, "{json}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn healthz_answers_ok() {
     let server = start().await;
     let res = client()
@@ -490,11 +536,28 @@ async fn connections_past_the_bound_wait_until_one_is_free() {
         c.header_timeout = Duration::from_secs(60);
     })
     .await;
-    let idle1 = TcpStream::connect(server.addr).await.expect("connect");
-    let idle2 = TcpStream::connect(server.addr).await.expect("connect");
-    // No wait is needed for the server to take them: the kernel's accept
-    // queue is first in, first out, so they hold the two slots before the
-    // third connection below is even accepted.
+    // Two requests in progress: their heads are in, their bodies are slow.
+    // (Connections that have not sent a head are closed to make room: see
+    // tests/http_abuse.rs.)
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+        let head = format!(
+            "POST /hooks/hello HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n\
+             X-Hub-Signature-256: sha256={}\r\nContent-Length: 100\r\n\
+             Expect: 100-continue\r\n\r\n",
+            "0".repeat(64)
+        );
+        tcp.write_all(head.as_bytes()).await.expect("write");
+        // `100 Continue`: the handler is reading the body.
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut buf))
+            .await
+            .expect("100 Continue in time")
+            .expect("read");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 100"), "{:?}", &buf[..n]);
+        busy.push(tcp);
+    }
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_millis(700))
@@ -504,8 +567,7 @@ async fn connections_past_the_bound_wait_until_one_is_free() {
         http.get(server.url("/healthz")).send().await.is_err(),
         "a third connection was served"
     );
-    drop(idle1);
-    drop(idle2);
+    drop(busy);
     let res = client()
         .get(server.url("/healthz"))
         .send()

@@ -211,6 +211,7 @@ pub async fn trigger(
     let pipeline = pipelines
         .get(&name)
         .ok_or_else(|| ApiError::not_found("no such pipeline"))?;
+    super::origin::require_json(&headers)?;
     let rules = super::body::BodyRules {
         max: MAX_API_BODY,
         deadline: state.config().request_timeout,

@@ -84,6 +84,13 @@ impl BodyBudget {
         self.used.lock().unwrap_or_else(|e| e.into_inner()).total
     }
 
+    /// True when `client` could take `n` more bytes now.
+    fn fits(&self, client: IpAddr, n: usize) -> bool {
+        let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = used.by_client.get(&client).copied().unwrap_or(0);
+        used.total.saturating_add(n) <= self.total && mine.saturating_add(n) <= self.per_client
+    }
+
     fn try_take(&self, client: IpAddr, n: usize) -> bool {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         let mine = used.by_client.get(&client).copied().unwrap_or(0);
@@ -207,14 +214,15 @@ pub async fn read(
             5,
         )
     };
-    // A declared length is taken up front, so that a body that cannot fit
-    // is refused before its first byte.
+    // A declared length that cannot fit now is refused before its first
+    // byte; one that fits is not set aside, though: the bytes are taken as
+    // they arrive, so a client that declares much and sends nothing holds
+    // nothing.
     if let Some(n) = declared {
-        if !lease.grow(usize::try_from(n).unwrap_or(usize::MAX)) {
+        if !budget.fits(client, usize::try_from(n).unwrap_or(usize::MAX)) {
             return Err(busy());
         }
     }
-    let prepaid = lease.bytes;
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     let read = async {
         let mut body = body;
@@ -229,7 +237,7 @@ pub async fn read(
             if len > limit {
                 return Err(too_large());
             }
-            if len > prepaid && !lease.grow(len - prepaid.max(len - data.len())) {
+            if !lease.grow(data.len()) {
                 return Err(busy());
             }
             chunks.push(data);

@@ -122,12 +122,35 @@ pub async fn org_wide(
 ) -> Response {
     let mut seen = Seen::default();
     let result = deliver_org_wide(&state, client, &headers, body, &mut seen).await;
-    let answer = log_and_answer("*", &headers, &seen, result);
+    let answer = match result {
+        // A private server tells a stranger nothing of its pipelines:
+        // whether a repository has one, which host it expects, what its
+        // payload lacked. The log keeps the real reason.
+        Err(e) if state.config().private && is_strangers_error(&e) => {
+            delivery_log::log("*", &headers, &seen, e.status(), Some(&e));
+            ApiError::unauthorized("no pipeline verified this delivery").into_response()
+        }
+        result => log_and_answer("*", &headers, &seen, result),
+    };
     let code = answer.status().as_u16();
     state
         .metrics()
         .webhook_delivery(Some(crate::metrics::ORG_WIDE), code);
     answer
+}
+
+/// The refusals of the org-wide route that depend on what the server
+/// serves (no event header of a known host, a payload that does not parse
+/// or names no served repository, no signature that verifies): answered as
+/// one 401 in private mode. Limits (408, 413, 503) are the same for all.
+fn is_strangers_error(e: &ApiError) -> bool {
+    matches!(
+        e.status(),
+        StatusCode::BAD_REQUEST
+            | StatusCode::UNAUTHORIZED
+            | StatusCode::NOT_FOUND
+            | StatusCode::UNPROCESSABLE_ENTITY
+    )
 }
 
 async fn deliver_org_wide(

@@ -9,7 +9,9 @@ mod body;
 mod delivery_log;
 mod error;
 mod hooks;
+mod idle;
 mod metrics;
+mod origin;
 mod pages;
 mod proxy;
 mod streams;
@@ -175,15 +177,45 @@ pub fn router(state: AppState) -> Router {
         .route("/api/builds/{id}/log", get(api::get_log))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::refuse_cross_site,
+        ))
         .layer(axum::middleware::map_response(
             proxy::no_buffering_for_streams,
         ))
         .with_state(state)
 }
 
+/// How long `/healthz` waits for the store's writer.
+const WRITER_ANSWER: Duration = Duration::from_secs(3);
+
+/// `GET /healthz`: 200 once a round trip through the store's writer
+/// thread (an empty write transaction) answers within [`WRITER_ANSWER`];
+/// else 503 with a sentence (the detail is logged).
 async fn healthz(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    match tokio::time::timeout(WRITER_ANSWER, state.store().ping_writer()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "the store's writer failed a health check");
+            return Err(ApiError::unavailable(
+                "the store cannot write; the daemon's log says why",
+                5,
+            ));
+        }
+        Err(_) => {
+            tracing::error!("the store's writer did not answer a health check in time");
+            return Err(ApiError::unavailable(
+                format!(
+                    "the store's writer did not answer within {} s",
+                    WRITER_ANSWER.as_secs()
+                ),
+                5,
+            ));
+        }
+    }
     let queued = state.store().queued_count().await?;
     Ok(axum::Json(
         serde_json::json!({ "status": "ok", "queued": queued }),
@@ -217,6 +249,13 @@ pub struct Limits {
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
 /// accepting and lets in-flight requests finish (up to `drain_timeout`).
+///
+/// When every slot is taken, a new connection is accepted anyway and the
+/// connection that has waited longest without a complete request head (a
+/// socket that sent nothing or part of its headers, or a keep-alive
+/// connection idle between requests) is closed to make room: which route a
+/// connection wants is known only once its head is in, so sockets that
+/// never send one could otherwise hold every slot, the reserved ones too.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -225,6 +264,7 @@ pub async fn serve(
 ) {
     let general = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let reserved = Arc::new(Semaphore::new(limits.reserved_hook_connections));
+    let waiting = Arc::new(idle::Waiting::default());
     let mut accept_warnings = RateLimitedWarning::default();
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -236,38 +276,76 @@ pub async fn serve(
     loop {
         // A general slot when there is one; else one of the slots kept for
         // webhooks, so that clients holding every general slot (slow bodies,
-        // idle sockets, log streams) cannot stop pushes.
-        let (permit, hooks_only) = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            permit = Arc::clone(&general).acquire_owned() => match permit {
-                Ok(p) => (p, false),
-                Err(_) => break,
-            },
-            permit = Arc::clone(&reserved).acquire_owned() => match permit {
-                Ok(p) => (p, true),
-                Err(_) => break,
-            },
+        // log streams) cannot stop pushes.
+        let slot = match Arc::clone(&general).try_acquire_owned() {
+            Ok(p) => Some((p, false)),
+            Err(_) => Arc::clone(&reserved)
+                .try_acquire_owned()
+                .ok()
+                .map(|p| (p, true)),
         };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning, and
-                    // say so at most once a minute.
-                    accept_warnings.warn(&e);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+        let (permit, hooks_only, accepted) = match slot {
+            Some((p, hooks_only)) => (p, hooks_only, None),
+            None => tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                permit = Arc::clone(&general).acquire_owned() => match permit {
+                    Ok(p) => (p, false, None),
+                    Err(_) => break,
+                },
+                permit = Arc::clone(&reserved).acquire_owned() => match permit {
+                    Ok(p) => (p, true, None),
+                    Err(_) => break,
+                },
+                accepted = listener.accept() => {
+                    // Every slot is taken and someone new is here: the
+                    // longest wait without a request head ends, and its
+                    // slot (freed as that connection closes) is this one's.
+                    waiting.evict_oldest();
+                    let (p, hooks_only) = tokio::select! {
+                        biased;
+                        () = &mut shutdown => break,
+                        permit = Arc::clone(&general).acquire_owned() => match permit {
+                            Ok(p) => (p, false),
+                            Err(_) => break,
+                        },
+                        permit = Arc::clone(&reserved).acquire_owned() => match permit {
+                            Ok(p) => (p, true),
+                            Err(_) => break,
+                        },
+                    };
+                    (p, hooks_only, Some(accepted))
                 }
             },
-            () = &mut shutdown => break,
+        };
+        let accepted = match accepted {
+            Some(a) => a,
+            None => tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut shutdown => break,
+            },
+        };
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning, and
+                // say so at most once a minute.
+                accept_warnings.warn(&e);
+                drop(permit);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let conn_state = waiting.connected();
+        let service_state = Arc::clone(&conn_state);
         let service = hyper::service::service_fn(
             move |mut req: axum::http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(body::Peer(peer));
                 let router = router.clone();
+                // The head is in: not evictable until the answer is sent.
+                let busy = service_state.begin();
                 async move {
                     if hooks_only && !is_hook_path(req.uri().path()) {
                         let mut res =
@@ -277,9 +355,10 @@ pub async fn serve(
                             axum::http::header::CONNECTION,
                             axum::http::HeaderValue::from_static("close"),
                         );
-                        return Ok(res);
+                        return Ok(busy.hold(res));
                     }
-                    tower::ServiceExt::oneshot(router, req).await
+                    let res = tower::ServiceExt::oneshot(router, req).await?;
+                    Ok::<_, std::convert::Infallible>(busy.hold(res))
                 }
             },
         );
@@ -287,8 +366,15 @@ pub async fn serve(
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            tokio::select! {
+                ended = conn => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                () = conn_state.evicted() => {
+                    tracing::debug!(peer = %peer, "closed a connection without a request head to make room");
+                }
             }
         });
     }
@@ -301,7 +387,8 @@ pub async fn serve(
     }
 }
 
-/// `/hooks` and `/hooks/NAME`: the routes the reserved slots serve.
+/// `/hooks` and `/hooks/NAME`: the routes the reserved slots serve, and
+/// the only writes another site may send.
 fn is_hook_path(path: &str) -> bool {
     path == "/hooks" || path.starts_with("/hooks/")
 }

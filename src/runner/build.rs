@@ -401,7 +401,10 @@ impl Runner {
             // only after both, so the store sees running before its end.
             let mark_started = async {
                 if let Some(store) = store {
-                    let _ = store.step_started(build.id, idx).await;
+                    let _ = crate::store::retried("a step's start", build.id, || {
+                        store.step_started(build.id, idx)
+                    })
+                    .await;
                 }
             };
             let ((), outcome) = tokio::join!(mark_started, run_step(&spec, log, cancel));
@@ -426,7 +429,10 @@ impl Runner {
                 ))
                 .await;
             if let Some(store) = store {
-                let _ = store.step_finished(build.id, idx, status, exit_code).await;
+                let _ = crate::store::retried("a step's end", build.id, || {
+                    store.step_finished(build.id, idx, status, exit_code)
+                })
+                .await;
             }
             summary.push(StepSummary {
                 name: step.name.clone(),

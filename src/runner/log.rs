@@ -55,12 +55,16 @@ pub struct LogWriter {
     /// The cap was reached: step output is dropped from now on.
     truncated: bool,
     /// A duplicate of stdout when echoing; written on the blocking pool
-    /// like the file, so a slow terminal does not stall the runtime.
-    echo: Option<File>,
+    /// like the file, so a slow terminal does not stall the runtime. What
+    /// goes there passes a [`visible::ViewMask`]: a terminal shows a
+    /// secret split by an escape sequence whole.
+    echo: Option<(File, visible::ViewMask)>,
     progress: watch::Sender<Progress>,
     /// Reused for masked output, so a write allocates nothing in the steady
     /// state.
     scratch: Vec<u8>,
+    /// Why a write to the file first failed (the log is incomplete).
+    failed: Option<String>,
 }
 
 impl LogWriter {
@@ -90,18 +94,19 @@ impl LogWriter {
             echo: None,
             progress,
             scratch: Vec::new(),
+            failed: None,
         })
     }
 
     /// Also copies everything written to the file (masked) to this
-    /// process's stdout, for `hookci run` in a terminal.
-    pub fn echo_to_stdout(&mut self, on: bool) -> io::Result<()> {
-        self.echo = if on {
-            let fd = io::stdout().as_fd().try_clone_to_owned()?;
-            Some(File::from_std(std::fs::File::from(fd)))
-        } else {
-            None
-        };
+    /// process's stdout, for `hookci run` in a terminal: each line as the
+    /// terminal will show it is masked too, with these secrets (the log's).
+    pub fn echo_to_stdout(&mut self, secrets: &[Secret]) -> io::Result<()> {
+        let fd = io::stdout().as_fd().try_clone_to_owned()?;
+        self.echo = Some((
+            File::from_std(std::fs::File::from(fd)),
+            visible::ViewMask::new(secrets),
+        ));
         Ok(())
     }
 
@@ -113,6 +118,12 @@ impl LogWriter {
     /// Bytes in the file so far.
     pub fn bytes_written(&self) -> u64 {
         self.written
+    }
+
+    /// Why the log is incomplete, when a write to its file failed (such as
+    /// "No space left on device"); `None` while every byte was written.
+    pub fn write_error(&self) -> Option<String> {
+        self.failed.clone()
     }
 
     /// True once the cap was reached and step output is being dropped.
@@ -180,6 +191,10 @@ impl LogWriter {
         if result.is_ok() {
             result = self.file.sync_data().await;
         }
+        if let Some((stdout, view)) = &mut self.echo {
+            let _ = stdout.write_all(&view.finish()).await;
+            let _ = stdout.flush().await;
+        }
         self.progress.send_modify(|p| p.finished = true);
         result
     }
@@ -222,20 +237,35 @@ impl LogWriter {
         if bytes.is_empty() {
             return Ok(());
         }
-        self.file.write_all(bytes).await?;
         // tokio's File finishes a write on the blocking pool; flush waits
         // for it, so followers are only told about bytes in the file.
-        self.file.flush().await?;
+        let written = match self.file.write_all(bytes).await {
+            Ok(()) => self.file.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            self.failed.get_or_insert_with(|| describe(&e));
+            return Err(e);
+        }
         self.written += bytes.len() as u64;
         self.last_byte = bytes.last().copied();
         let written = self.written;
         self.progress.send_modify(|p| p.written = written);
-        if let Some(stdout) = &mut self.echo {
+        if let Some((stdout, view)) = &mut self.echo {
+            let shown = view.push(bytes);
             // A closed terminal must not fail the build.
-            let _ = stdout.write_all(bytes).await;
+            let _ = stdout.write_all(&shown).await;
             let _ = stdout.flush().await;
         }
         Ok(())
+    }
+}
+
+/// An I/O error in words without its code: "No space left on device".
+pub fn describe(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_owned(),
+        None => e.to_string(),
     }
 }
 

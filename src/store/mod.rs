@@ -12,6 +12,8 @@
 mod migrations;
 mod sqlite;
 
+pub use sqlite::{Damage, check_file};
+
 use crate::pipeline::PathFilter;
 use crate::webhook::{Host, PushEvent};
 use serde::{Deserialize, Serialize};
@@ -810,6 +812,13 @@ impl Store {
         self.backend.activity().await
     }
 
+    /// A round trip through the writer: an empty write transaction,
+    /// answered once it committed. A writer that is stuck (a lock held
+    /// elsewhere, a disk that does not answer) or gone fails it.
+    pub async fn ping_writer(&self) -> Result<(), StoreError> {
+        self.backend.record_deliveries(Vec::new()).await.map(|_| ())
+    }
+
     /// How many builds are queued.
     pub async fn queued_count(&self) -> Result<u64, StoreError> {
         self.backend.queued_count().await
@@ -828,6 +837,31 @@ impl Store {
 }
 
 /// Now, as RFC 3339 UTC with milliseconds.
+/// Runs a write that must not be lost (a build's end, a step's state) up
+/// to 5 times, 0.2 s, 0.4 s, ... apart: a full disk or a lock held
+/// elsewhere often passes. Each failure is logged with `what` and `build`.
+pub async fn retried<F, Fut>(what: &str, build: i64, mut write: F) -> Result<(), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), StoreError>>,
+{
+    let mut last = Ok(());
+    for attempt in 1..=5u32 {
+        last = write().await;
+        match &last {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::error!(build, attempt, error = %e, "cannot record {what}");
+                if attempt < 5 {
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)))
+                        .await;
+                }
+            }
+        }
+    }
+    last
+}
+
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
     let now = now

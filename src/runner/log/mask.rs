@@ -136,6 +136,19 @@ impl Masker {
         mask_whole(self.matcher.as_ref(), input, out);
     }
 
+    /// The length of the longest suffix of `text` that more text could
+    /// still turn into a secret (less than the longest secret's length).
+    pub fn open_tail(&self, text: &[u8]) -> usize {
+        self.matcher.as_ref().map_or(0, |m| m.open_tail(text))
+    }
+
+    /// Where secrets occur in `text`, as the masker would mask them.
+    pub fn spans(&self, text: &[u8]) -> Vec<(usize, usize)> {
+        self.matcher.as_ref().map_or_else(Vec::new, |m| {
+            m.ac.find_iter(text).map(|m| (m.start(), m.end())).collect()
+        })
+    }
+
     /// True when some secret occurs in `text`.
     pub fn finds(&self, text: &[u8]) -> bool {
         self.matcher.as_ref().is_some_and(|m| m.ac.is_match(text))

@@ -33,12 +33,32 @@ fn hidden(b: u8) -> bool {
 /// final byte), OSC sequences (`ESC ]` … BEL or `ESC \`), other two-byte
 /// escapes and control characters dropped; tab and newline kept.
 pub fn visible_text(line: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(line.len());
+    scan(line).text
+}
+
+/// A line's visible text, where each of its bytes is in the line, and
+/// where an escape sequence the line ends in the middle of starts.
+struct Scan {
+    text: Vec<u8>,
+    /// `at[i]`: the index in the line of `text[i]`.
+    at: Vec<usize>,
+    /// The start of an escape sequence still open at the end of the line.
+    open_escape: Option<usize>,
+}
+
+fn scan(line: &[u8]) -> Scan {
+    let mut out = Scan {
+        text: Vec::with_capacity(line.len()),
+        at: Vec::with_capacity(line.len()),
+        open_escape: None,
+    };
     let mut i = 0;
     while i < line.len() {
         let b = line[i];
+        let start = i;
         i += 1;
         if b == 0x1b {
+            let mut closed = false;
             match line.get(i) {
                 Some(b'[') => {
                     i += 1;
@@ -46,6 +66,7 @@ pub fn visible_text(line: &[u8]) -> Vec<u8> {
                         let c = line[i];
                         i += 1;
                         if (0x40..=0x7e).contains(&c) {
+                            closed = true;
                             break;
                         }
                     }
@@ -56,19 +77,28 @@ pub fn visible_text(line: &[u8]) -> Vec<u8> {
                         let c = line[i];
                         i += 1;
                         if c == 0x07 {
+                            closed = true;
                             break;
                         }
                         if c == 0x1b && line.get(i) == Some(&b'\\') {
                             i += 1;
+                            closed = true;
                             break;
                         }
                     }
                 }
-                Some(_) => i += 1,
+                Some(_) => {
+                    i += 1;
+                    closed = true;
+                }
                 None => {}
             }
+            if !closed {
+                out.open_escape = Some(start);
+            }
         } else if !hidden(b) {
-            out.push(b);
+            out.text.push(b);
+            out.at.push(start);
         }
     }
     out
@@ -91,12 +121,18 @@ pub fn mask_line(masker: &Masker, line: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The most of an unfinished line a [`ViewMask`] holds back; a longer one
-/// is passed on in pieces, each checked on its own.
+/// is passed on in pieces, each checked on its own. Only escape sequences
+/// between the characters of a possible secret make it this long.
 const MAX_HELD: usize = 64 * 1024;
 
 /// [`mask_line`] over a stream of log bytes: complete lines are passed on
-/// (masked where they show a secret); an unfinished line is held until its
-/// newline or [`ViewMask::finish`].
+/// (masked where they show a secret), and of an unfinished line all but
+/// what could still become a secret once more bytes come (at most the
+/// longest secret's length − 1 visible bytes, with the escapes among
+/// them), so `progress...` without a newline shows at once.
+///
+/// A line may so be passed on in pieces: each is cut where no secret of
+/// the line's visible text can cross the cut, and is masked on its own.
 #[derive(Debug)]
 pub struct ViewMask {
     masker: Masker,
@@ -124,16 +160,44 @@ impl ViewMask {
         }
         self.held.extend_from_slice(bytes);
         let mut out = Vec::with_capacity(self.held.len());
-        let complete = match self.held.iter().rposition(|b| *b == b'\n') {
-            Some(nl) => nl + 1,
-            None if self.held.len() > MAX_HELD => self.held.len(),
-            None => 0,
-        };
+        let complete = self
+            .held
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |nl| nl + 1);
         for line in self.held[..complete].split_inclusive(|b| *b == b'\n') {
             self.emit(line, &mut out);
         }
         self.held.drain(..complete);
+        let cut = if self.held.len() > MAX_HELD {
+            self.held.len()
+        } else {
+            self.settled(&self.held)
+        };
+        if cut > 0 {
+            self.emit(&self.held[..cut], &mut out);
+            self.held.drain(..cut);
+        }
         out
+    }
+
+    /// How much of an unfinished line no more bytes can change: up to the
+    /// start of the visible text that may still grow into a secret (or of
+    /// a secret already there that reaches into it), and never into an
+    /// escape sequence that is not finished.
+    fn settled(&self, line: &[u8]) -> usize {
+        let scan = scan(line);
+        let mut keep = scan.text.len() - self.masker.open_tail(&scan.text);
+        for (start, end) in self.masker.spans(&scan.text) {
+            if start < keep && keep < end {
+                keep = start;
+            }
+        }
+        let mut cut = scan.at.get(keep).copied().unwrap_or(line.len());
+        if let Some(open) = scan.open_escape {
+            cut = cut.min(open);
+        }
+        cut
     }
 
     /// True while an unfinished line is held back.
@@ -203,5 +267,57 @@ mod tests {
         assert_eq!(out, b"one\n***\ntwo \x1b[1mx");
         let mut none = ViewMask::new(&[]);
         assert_eq!(none.push(b"min\x1b[0me"), b"min\x1b[0me");
+    }
+
+    #[test]
+    fn an_unfinished_line_is_held_back_only_where_a_secret_could_grow() {
+        let mut v = ViewMask::new(&[Secret::new("mine-secret-444")]);
+        // Nothing here can become the secret: shown at once.
+        assert_eq!(v.push(b"progress..."), b"progress...");
+        assert!(!v.has_held());
+        // "mine-se" could: held, with the escape inside it.
+        assert_eq!(
+            v.push(b" \x1b[1mdone\x1b[0m min\x1b[0me-se"),
+            b" \x1b[1mdone\x1b[0m "
+        );
+        assert_eq!(v.push(b"cret-444 after"), b"*** after");
+        // An escape sequence cut by a chunk is never passed on half.
+        assert_eq!(v.push(b" x\x1b["), b" x");
+        assert_eq!(v.push(b"0m y\n"), b"\x1b[0m y\n");
+        // A secret already whole in the held text goes out masked.
+        let mut v = ViewMask::new(&[Secret::new("abc"), Secret::new("bcdef")]);
+        let mut out = v.push(b"x a\x1b[0mbc");
+        out.extend(v.push(b"d"));
+        out.extend(v.finish());
+        assert!(
+            !visible_text(&out).windows(3).any(|w| w == b"abc"),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn every_split_of_a_stream_shows_no_secret() {
+        let input: &[u8] =
+            b"a min\x1b[0me-secret-444 b\nmine-secret-44 mi\x1b]0;t\x07ne-secret-444\x1b[1m\nz";
+        for i in 0..=input.len() {
+            for j in i..=input.len() {
+                let mut v = ViewMask::new(&[Secret::new("mine-secret-444")]);
+                let mut out = v.push(&input[..i]);
+                out.extend(v.push(&input[i..j]));
+                out.extend(v.push(&input[j..]));
+                out.extend(v.finish());
+                let shown = visible_text(&out);
+                assert!(
+                    !shown.windows(15).any(|w| w == b"mine-secret-444"),
+                    "split at {i}, {j}: {}",
+                    String::from_utf8_lossy(&out)
+                );
+                assert!(
+                    String::from_utf8_lossy(&shown).contains("mine-secret-44 "),
+                    "split at {i}, {j}: {}",
+                    String::from_utf8_lossy(&out)
+                );
+            }
+        }
     }
 }
