@@ -459,11 +459,13 @@ fn say_queued(queued: &Queued) -> Result<ExitCode, ClientError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `hookci rebuild ID`: the same commit again, as a new build.
-pub fn rebuild(target: &Target, id: u64) -> Result<ExitCode, Failure> {
+/// `hookci rebuild ID [--from-failed]`: the same commit again, as a new
+/// build; from the step that failed, with `from_failed`.
+pub fn rebuild(target: &Target, id: u64, from_failed: bool) -> Result<ExitCode, Failure> {
+    let query = if from_failed { "?from=failed" } else { "" };
     run(target, async |api| {
         let res = api
-            .send(api.post(&format!("/api/builds/{id}/rebuild")))
+            .send(api.post(&format!("/api/builds/{id}/rebuild{query}")))
             .await?;
         say_queued(&api.json(res).await?)
     })

@@ -133,6 +133,7 @@ pub fn run(
             source,
             cancel: &cancel,
             stop: &stop,
+            resume: None,
         };
         let (ended, steps) = runner.run(job, &mut log).await;
         interrupt.abort();

@@ -653,7 +653,11 @@ impl StepView {
         if self.allowed {
             html! { span.st.st-allowed title="failed; the pipeline allows this step to fail" { "allowed to fail" } }
         } else {
-            status_label(self.record.status.as_str())
+            html! {
+                (status_label(self.record.status.as_str()))
+                // Why it did not run: "passed in #5".
+                @if let Some(why) = &self.record.reason { span.muted.reason { (why) } }
+            }
         }
     }
 
@@ -694,6 +698,8 @@ pub struct BuildPage<'a> {
     pub provider: Option<Provider>,
     /// The server has an admin token (the action buttons can work).
     pub admin: bool,
+    /// The step a re-run from the failed step starts at, when it can.
+    pub rerun_from: Option<&'a str>,
     pub now: OffsetDateTime,
 }
 
@@ -802,7 +808,11 @@ pub fn facts(page: &BuildPage<'_>) -> Markup {
             dt { "Triggered" }
             dd {
                 @if let Some(of) = origin.rebuild_of {
-                    "rebuild of " (build_link(of)) ", "
+                    "rebuild of " (build_link(of))
+                    @if let Some(resume) = &origin.resume {
+                        " from step " code { (resume.from_name) }
+                    }
+                    ", "
                 }
                 "by " (origin.triggered_by)
             }
@@ -964,6 +974,13 @@ pub fn build(page: &BuildPage<'_>) -> Markup {
             details { summary.muted { "Full commit message" } pre.msg { (b.message) } }
         }
         (actions(page))
+        @if let Some(resume) = page.origin.and_then(|o| o.resume.as_ref()) {
+            p.note {
+                "This build started at step " code { (resume.from_name) } ". The steps before it did not run; "
+                "its checkout is fresh, so files they made in the earlier build are not there "
+                "unless a later step makes them again."
+            }
+        }
         dl #facts { (facts(page)) }
 
         h2 { "Steps" }
@@ -1099,6 +1116,13 @@ fn actions(page: &BuildPage<'_>) -> Markup {
             @if page.admin {
                 @if b.status.is_final() {
                     button.primary type="button" data-post={ "/api/builds/" (b.id) "/rebuild" } data-build=(b.id) { "Re-run" }
+                    @if let Some(step) = page.rerun_from {
+                        button type="button" data-post={ "/api/builds/" (b.id) "/rebuild?from=failed" } data-build=(b.id)
+                            title="A fresh checkout: files the earlier steps made are not there unless a later step makes them again." {
+                            "Re-run from " (step)
+                        }
+                        span.muted { "earlier steps are skipped; their files are not in the fresh checkout" }
+                    }
                 } @else {
                     button type="button" data-post={ "/api/builds/" (b.id) "/cancel" } data-build=(b.id) { "Cancel" }
                 }
