@@ -427,3 +427,72 @@ async fn a_trigger_whose_fetch_fails_answers_502_without_gits_words() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn writes_refuse_a_browsers_basic_credentials_so_no_other_site_can_forge_one() {
+    let server = TestServer::start(&[("hello", &pipeline(None))], |c| {
+        c.max_parallel_builds = 0;
+        c.private = true;
+        c.admin_token = Some(hookci::secret::Secret::new(ADMIN));
+    })
+    .await;
+    let body = common::github_push(
+        "/nonexistent/repo.git",
+        "refs/heads/main",
+        ZERO,
+        &"c".repeat(40),
+        "queued",
+    );
+    let id = common::queue_github(&server.base(), "hello", SECRET, "basic-1", &body).await[0];
+    // What a cross-site form post carries when the browser holds Basic
+    // credentials for this server (a private server's pages ask for them).
+    for path in [
+        format!("/api/builds/{id}/cancel"),
+        format!("/api/builds/{id}/rebuild"),
+        "/api/pipelines/hello/trigger".to_owned(),
+    ] {
+        let res = client()
+            .post(server.url(&path))
+            .basic_auth("me", Some(ADMIN))
+            .header("origin", "https://evil.example")
+            .header("sec-fetch-site", "cross-site")
+            .header("content-type", "text/plain")
+            .body(r#"{"branch":"main","x":"="}"#)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 401, "{path}");
+        let err: Value = res.json().await.expect("json");
+        assert!(
+            err["error"].as_str().is_some_and(|e| e.contains("Bearer")),
+            "{err}"
+        );
+    }
+    // Nothing changed: the build is still queued, nothing else queued.
+    let res = client()
+        .get(server.url(&format!("/api/builds/{id}")))
+        .basic_auth("me", Some(ADMIN))
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(res.status(), 200, "reads still take Basic");
+    let b: Value = res.json().await.expect("json");
+    assert_eq!(b["status"], "queued", "{b}");
+    let (status, _) = post(
+        &server,
+        &format!("/api/builds/{id}/cancel"),
+        Some(ADMIN),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "Bearer works");
+    let res = client()
+        .get(server.url("/api/builds"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("list");
+    let list: Value = res.json().await.expect("json");
+    assert_eq!(list["builds"].as_array().map(Vec::len), Some(1), "{list}");
+    server.stop().await;
+}

@@ -370,18 +370,38 @@ pub struct BuildView {
     reports: Vec<ReportRecord>,
 }
 
-/// Checks `Authorization: Bearer TOKEN` against the admin token. A
-/// browser's `Basic` credentials (any user name, the token as password) are
-/// accepted too, so that the pages of a private server can be opened.
+/// Checks `Authorization: Bearer TOKEN` against the admin token, for the
+/// calls that change something. Only `Bearer`: a browser re-sends cached
+/// `Basic` credentials on a cross-site form post, but no other site can make
+/// it send an `Authorization: Bearer` header (that needs a CORS preflight,
+/// which this server never allows), so a write cannot be forged.
 pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    check_token(state, headers, false)
+}
+
+/// Checks the admin token as `Bearer`, or, with `basic`, as a browser's
+/// `Basic` credentials (any user name, the token as password), which lets
+/// the pages of a private server be opened.
+fn check_token(state: &AppState, headers: &HeaderMap, basic: bool) -> Result<(), ApiError> {
     let Some(expected) = &state.config().admin_token else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "this call needs an admin token, and none is configured (admin_token)",
         ));
     };
-    let given = presented_token(headers)
-        .ok_or_else(|| ApiError::sign_in("this call needs Authorization: Bearer ADMIN_TOKEN"))?;
+    let given = match presented_token(headers) {
+        None => {
+            return Err(ApiError::sign_in(
+                "this call needs Authorization: Bearer ADMIN_TOKEN",
+            ));
+        }
+        Some(Presented::Basic(_)) if !basic => {
+            return Err(ApiError::unauthorized(
+                "a call that changes something takes the admin token only as Authorization: Bearer",
+            ));
+        }
+        Some(Presented::Bearer(token) | Presented::Basic(token)) => token,
+    };
     // Hash both sides so that the comparison's time says nothing of length.
     let a = Sha256::digest(given.trim().as_bytes());
     let b = Sha256::digest(expected.expose().as_bytes());
@@ -392,12 +412,20 @@ pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErr
     }
 }
 
+/// A token as the request presents it.
+enum Presented {
+    /// `Authorization: Bearer T`.
+    Bearer(String),
+    /// `Authorization: Basic base64(user:T)`.
+    Basic(String),
+}
+
 /// The token of `Authorization: Bearer T` or `Basic base64(user:T)`.
-fn presented_token(headers: &HeaderMap) -> Option<String> {
+fn presented_token(headers: &HeaderMap) -> Option<Presented> {
     use base64::Engine;
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     if let Some(token) = value.strip_prefix("Bearer ") {
-        return Some(token.to_owned());
+        return Some(Presented::Bearer(token.to_owned()));
     }
     let encoded = value.strip_prefix("Basic ")?;
     let decoded = base64::engine::general_purpose::STANDARD
@@ -405,13 +433,14 @@ fn presented_token(headers: &HeaderMap) -> Option<String> {
         .ok()?;
     let pair = String::from_utf8(decoded).ok()?;
     let (_user, token) = pair.split_once(':')?;
-    Some(token.to_owned())
+    Some(Presented::Basic(token.to_owned()))
 }
 
-/// Reads are public unless the config says `private = true`.
+/// Reads are public unless the config says `private = true`; then they
+/// take the admin token as `Bearer` or as a browser's `Basic` credentials.
 pub fn require_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if state.config().private {
-        require_admin(state, headers)
+        check_token(state, headers, true)
     } else {
         Ok(())
     }
