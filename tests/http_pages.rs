@@ -1159,3 +1159,104 @@ async fn a_failed_build_re_runs_from_its_failed_step_and_says_what_it_skipped() 
     assert!(page.body.contains("HOOKCI_ADMIN_TOKEN"), "{}", page.body);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_triggered_builds_page_shows_its_origin_palette_colours_and_step_durations_in_either_scheme_and_on_a_phone()
+ {
+    let up = Upstream::new("looks");
+    up.push(&[("README", "x\n")], "looks");
+    let steps = "[[steps]]\nname = \"paint\"\nrun = '''\n# paint\n\
+         printf '\\033[38;5;208mamber\\033[0m \\033[4;38;2;255;0;0mred-underlined\\033[0m\\n'\n'''\n";
+    let toml = common::with_clone_url(&up.url(), &pipeline(steps));
+    let server = start(&[("app", &toml)], 1).await;
+    let res = client()
+        .post(server.url("/api/pipelines/app/trigger"))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(r#"{"branch":"main"}"#)
+        .send()
+        .await
+        .expect("trigger");
+    assert_eq!(res.status().as_u16(), 202);
+    let answer: serde_json::Value = res.json().await.expect("json");
+    let id = answer["id"].as_i64().expect("an id");
+    let b = common::wait_final(&server.base(), id).await;
+    assert_eq!(b["status"], "success", "{b}");
+
+    let page = get(&server, &format!("/builds/{id}")).await;
+    let html = &page.body;
+    // A manual trigger says so, and names no pusher.
+    assert!(
+        html.contains("<dt>Triggered</dt><dd>by admin</dd>"),
+        "{html}"
+    );
+    // The 256-colour palette, 24-bit colour (as the palette's nearest) and
+    // underline, as classes.
+    assert!(html.contains("<span class=\"f208\">amber</span>"), "{html}");
+    assert!(
+        html.contains("<span class=\"f196 un\">red-underlined</span>"),
+        "{html}"
+    );
+    // The step's section heading has its result and duration.
+    assert!(
+        html.contains(
+            "<span class=\"sum\"><span class=\"name\">paint</span><span class=\"st st-success\">success</span><span class=\"dur\">"
+        ),
+        "{html}"
+    );
+    // Dark mode follows the system; a phone gets the narrow layout, in
+    // which the index's wide columns fold away.
+    for path in [format!("/builds/{id}"), "/".to_owned()] {
+        let page = get(&server, &path).await;
+        let style = page.element("style").expect("a style sheet");
+        assert!(
+            style.contains("@media (prefers-color-scheme:dark)"),
+            "{path}"
+        );
+        assert!(style.contains("@media (max-width:640px)"), "{path}");
+        assert!(
+            page.body
+                .contains("<meta name=\"color-scheme\" content=\"light dark\">"),
+            "{path}"
+        );
+        assert!(
+            page.body.contains(
+                "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            ),
+            "{path}"
+        );
+    }
+    let index = get(&server, "/").await;
+    assert!(
+        index.body.contains("<th class=\"wide\">Pipeline</th>"),
+        "{}",
+        index.body
+    );
+    assert!(index.body.contains("<td class=\"wide\">"), "{}", index.body);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_stream_says_when_a_queued_build_ends() {
+    let server = start(&[("app", &pipeline(NOOP))], 0).await;
+    let body = common::github_push(
+        "/nonexistent/repo.git",
+        "refs/heads/main",
+        ZERO,
+        &"d".repeat(40),
+        "to cancel",
+    );
+    let id = deliver(&server, "app", &body, "live-index-end").await;
+    let mut stream = Sse::open(&server, "/live").await;
+    stream.until("event: ready", |_| true).await;
+    let res = client()
+        .post(server.url(&format!("/api/builds/{id}/cancel")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(res.status().as_u16(), 200);
+    stream.until("event: changed", |_| true).await;
+    drop(stream);
+    server.stop().await;
+}
