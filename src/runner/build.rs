@@ -242,7 +242,7 @@ impl Runner {
             .line(&format!(
                 "==> build {} {result} in {}",
                 build.id,
-                short(started.elapsed())
+                crate::text::duration(started.elapsed())
             ))
             .await;
         (ended, summary)
@@ -468,7 +468,7 @@ impl Runner {
                 .line(&format!(
                     "==> step {} {outcome} in {}",
                     step.name,
-                    short(began.elapsed())
+                    crate::text::duration(began.elapsed())
                 ))
                 .await;
             if let Some(store) = store {
@@ -664,9 +664,9 @@ fn dedup_env(env: Vec<(String, String)>) -> Vec<(String, String)> {
 }
 
 fn timed_out(pipeline: &Pipeline) -> Ended {
-    let limit = pipeline
-        .timeout
-        .map_or_else(String::new, |t| format!(" after {}", short(t)));
+    let limit = pipeline.timeout.map_or_else(String::new, |t| {
+        format!(" after {}", humantime::format_duration(t))
+    });
     Ended::Finished(BuildStatus::Failure, Some(format!("timed out{limit}")))
 }
 
@@ -719,17 +719,5 @@ fn remove_dir_all_if_exists(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
-    }
-}
-
-/// A duration as people write it: `850ms`, `12.3s`, `4m 5s`, `1h`.
-pub fn short(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1_000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.1}s", d.as_secs_f64())
-    } else {
-        humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
     }
 }
