@@ -462,11 +462,12 @@ fn say_queued(queued: &Queued) -> Result<ExitCode, ClientError> {
 /// `hookci rebuild ID [--from-failed]`: the same commit again, as a new
 /// build; from the step that failed, with `from_failed`.
 pub fn rebuild(target: &Target, id: u64, from_failed: bool) -> Result<ExitCode, Failure> {
-    let query = if from_failed { "?from=failed" } else { "" };
     run(target, async |api| {
-        let res = api
-            .send(api.post(&format!("/api/builds/{id}/rebuild{query}")))
-            .await?;
+        let mut url = api.url(&format!("/api/builds/{id}/rebuild"));
+        if from_failed {
+            url.set_query(Some("from=failed"));
+        }
+        let res = api.send(api.authorize(api.http.post(url))).await?;
         say_queued(&api.json(res).await?)
     })
 }
