@@ -114,6 +114,10 @@ pub enum Command {
     Rebuild {
         /// The build's id.
         id: u64,
+        /// Start at the step that failed; the steps before it are skipped
+        /// (their files are not in the new build's fresh checkout).
+        #[arg(long)]
+        from_failed: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -225,9 +229,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Cancel { id, server } => server
             .target(cli.config)
             .and_then(|target| client::cancel(&target, id)),
-        Command::Rebuild { id, server } => server
+        Command::Rebuild {
+            id,
+            from_failed,
+            server,
+        } => server
             .target(cli.config)
-            .and_then(|target| client::rebuild(&target, id)),
+            .and_then(|target| client::rebuild(&target, id, from_failed)),
         Command::Trigger {
             pipeline,
             branch,

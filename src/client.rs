@@ -459,12 +459,15 @@ fn say_queued(queued: &Queued) -> Result<ExitCode, ClientError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `hookci rebuild ID`: the same commit again, as a new build.
-pub fn rebuild(target: &Target, id: u64) -> Result<ExitCode, Failure> {
+/// `hookci rebuild ID [--from-failed]`: the same commit again, as a new
+/// build; from the step that failed, with `from_failed`.
+pub fn rebuild(target: &Target, id: u64, from_failed: bool) -> Result<ExitCode, Failure> {
     run(target, async |api| {
-        let res = api
-            .send(api.post(&format!("/api/builds/{id}/rebuild")))
-            .await?;
+        let mut url = api.url(&format!("/api/builds/{id}/rebuild"));
+        if from_failed {
+            url.set_query(Some("from=failed"));
+        }
+        let res = api.send(api.authorize(api.http.post(url))).await?;
         say_queued(&api.json(res).await?)
     })
 }
@@ -472,19 +475,10 @@ pub fn rebuild(target: &Target, id: u64) -> Result<ExitCode, Failure> {
 /// `hookci trigger PIPELINE --branch B`: a build of the branch's head.
 pub fn trigger(target: &Target, pipeline: &str, branch: &str) -> Result<ExitCode, Failure> {
     run(target, async |api| {
+        // One path segment: the name cannot reach another route.
         let path = format!(
             "/api/pipelines/{}/trigger",
-            // A path segment: anything but a pipeline name's own
-            // characters is escaped, so the name cannot reach another route.
-            pipeline
-                .bytes()
-                .map(|b| match b {
-                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'_' | b'-' => {
-                        char::from(b).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect::<String>()
+            crate::text::url_component(pipeline)
         );
         let res = api
             .send(
@@ -820,15 +814,9 @@ fn ago(d: time::Duration) -> String {
     }
 }
 
-/// `22ms`, `42s`, `3m05s`, `1h02m`.
+/// `22ms`, `42s`, `3m 5s`, `1h 2m`, as the pages write it (none below zero).
 fn span(d: time::Duration) -> String {
-    let s = d.whole_seconds().max(0);
-    match s {
-        0 => format!("{}ms", d.whole_milliseconds().max(0)),
-        1..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
+    crate::text::duration(d.try_into().unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -841,8 +829,8 @@ mod tests {
         assert_eq!(span(ms(22)), "22ms");
         assert_eq!(span(ms(-5)), "0ms");
         assert_eq!(span(ms(42_000)), "42s");
-        assert_eq!(span(ms(185_000)), "3m05s");
-        assert_eq!(span(ms(3_720_000)), "1h02m");
+        assert_eq!(span(ms(185_000)), "3m 5s");
+        assert_eq!(span(ms(3_720_000)), "1h 2m");
         assert_eq!(ago(ms(61_000)), "1m ago");
     }
 }

@@ -27,6 +27,7 @@
 //! - [`notify`]: systemd's READY/STATUS/WATCHDOG/RELOADING notifications.
 //! - [`reload`]: what a SIGHUP reload added, changed or kept, in words.
 //! - [`server`]: wires the pieces together: `run(config, listener, shutdown)`.
+//! - [`text`]: durations and URL components, written one way everywhere.
 
 pub mod cli;
 pub mod client;
@@ -43,6 +44,7 @@ pub mod runner;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod text;
 pub mod tomlpos;
 pub mod webhook;
 pub mod worker;

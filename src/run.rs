@@ -4,7 +4,7 @@
 
 use crate::cli::{Failure, load_config};
 use crate::pipeline;
-use crate::runner::build::{Ended, Job, Runner, Source, StopReason, StopSlot, short};
+use crate::runner::build::{Ended, Job, Runner, Source, StopReason, StopSlot};
 use crate::runner::checkout::{Mirrors, display_url};
 use crate::runner::log::LogWriter;
 use crate::store::{Build, BuildStatus, StepStatus};
@@ -133,6 +133,7 @@ pub fn run(
             source,
             cancel: &cancel,
             stop: &stop,
+            resume: None,
         };
         let (ended, steps) = runner.run(job, &mut log).await;
         interrupt.abort();
@@ -145,7 +146,7 @@ pub fn run(
                 "{:<24} {:<10} {:>10}  {}",
                 s.name,
                 s.status.as_str(),
-                short(s.duration),
+                crate::text::duration(s.duration),
                 s.outcome
             );
         }

@@ -183,6 +183,12 @@ pub async fn run(
         pipelines = state.pipelines().len(),
         "listening"
     );
+    // SIGHUP is handled from before READY=1: systemd may reload at once,
+    // and a SIGHUP with no handler yet would end the daemon.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    if let Err(e) = &hup {
+        tracing::warn!(error = %e, "cannot handle SIGHUP; pipelines will not reload");
+    }
     // The store is open and the socket listens: tell systemd (Type=notify).
     let notifier = crate::notify::Notifier::from_env();
     let mut notify_tasks = Vec::new();
@@ -209,6 +215,7 @@ pub async fn run(
         })
     };
     let reload = tokio::spawn(reload_on_sighup(
+        hup.ok(),
         state.config().pipelines_dir.clone(),
         pipelines,
         notifier.clone(),
@@ -249,12 +256,12 @@ pub async fn run(
 /// SIGHUP reloads the pipelines. A file that no longer loads keeps its old
 /// version and is reported; queued builds are never touched.
 async fn reload_on_sighup(
+    hup: Option<tokio::signal::unix::Signal>,
     dir: std::path::PathBuf,
     pipelines: PipelineSet,
     notifier: crate::notify::Notifier,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+    let Some(mut hup) = hup else {
         return;
     };
     while hup.recv().await.is_some() {

@@ -335,15 +335,28 @@ impl Worker {
                             attempt = build.attempt,
                             "build started"
                         );
-                        let job = Job {
-                            build: &build,
-                            pipeline,
-                            store: Some(&self.store),
-                            source: Source::Checkout,
-                            cancel: &cancel,
-                            stop: &stop,
+                        // A rebuild from the failed step starts there.
+                        let origin = self.store.origin(id).await;
+                        let (ended, _) = match &origin {
+                            Err(e) => {
+                                tracing::error!(build = id, error = %e, "cannot read where a build came from");
+                                let why = "cannot read where the build came from".to_owned();
+                                let _ = log.line(&format!("==> {why}")).await;
+                                (Ended::Finished(BuildStatus::Error, Some(why)), Vec::new())
+                            }
+                            Ok(origin) => {
+                                let job = Job {
+                                    build: &build,
+                                    pipeline,
+                                    store: Some(&self.store),
+                                    source: Source::Checkout,
+                                    cancel: &cancel,
+                                    stop: &stop,
+                                    resume: origin.as_ref().and_then(|o| o.resume.as_ref()),
+                                };
+                                self.runner.run(job, &mut log).await
+                            }
                         };
-                        let (ended, _) = self.runner.run(job, &mut log).await;
                         let mut lost = log.write_error();
                         if let Err(e) = log.finish().await {
                             tracing::warn!(build = id, error = %e, "cannot finish the build log");

@@ -432,8 +432,9 @@ async fn a_trigger_whose_fetch_fails_answers_502_without_gits_words() {
 }
 
 /// A write as a browser sends it: `headers` as given (Origin,
-/// Sec-Fetch-Site, Content-Type), Basic credentials as a browser re-sends
-/// them to a server it has signed in to.
+/// Sec-Fetch-Site, Content-Type), with the admin token as the pages' own
+/// script sends it, so that only the checks of where a request comes from
+/// stand between a forged one and the write.
 async fn browser_post(
     server: &TestServer,
     path: &str,
@@ -442,7 +443,7 @@ async fn browser_post(
 ) -> (u16, Value) {
     let mut req = client()
         .post(server.url(path))
-        .basic_auth("me", Some(ADMIN))
+        .bearer_auth(ADMIN)
         .body(body.to_owned());
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -547,5 +548,74 @@ async fn writes_from_another_site_are_refused_even_with_the_admin_token() {
         .await
         .expect("hook");
     assert_eq!(res.status().as_u16(), 202);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn writes_refuse_a_browsers_basic_credentials_so_no_other_site_can_forge_one() {
+    let server = TestServer::start(&[("hello", &pipeline(None))], |c| {
+        c.max_parallel_builds = 0;
+        c.private = true;
+        c.admin_token = Some(hookci::secret::Secret::new(ADMIN));
+    })
+    .await;
+    let body = common::github_push(
+        "/nonexistent/repo.git",
+        "refs/heads/main",
+        ZERO,
+        &"c".repeat(40),
+        "queued",
+    );
+    let id = common::queue_github(&server.base(), "hello", SECRET, "basic-1", &body).await[0];
+    // What a cross-site form post carries when the browser holds Basic
+    // credentials for this server (a private server's pages ask for them).
+    for path in [
+        format!("/api/builds/{id}/cancel"),
+        format!("/api/builds/{id}/rebuild"),
+        "/api/pipelines/hello/trigger".to_owned(),
+    ] {
+        let res = client()
+            .post(server.url(&path))
+            .basic_auth("me", Some(ADMIN))
+            .header("origin", "https://evil.example")
+            .header("sec-fetch-site", "cross-site")
+            .header("content-type", "text/plain")
+            .body(r#"{"branch":"main","x":"="}"#)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 401, "{path}");
+        let err: Value = res.json().await.expect("json");
+        assert!(
+            err["error"].as_str().is_some_and(|e| e.contains("Bearer")),
+            "{err}"
+        );
+    }
+    // Nothing changed: the build is still queued, nothing else queued.
+    let res = client()
+        .get(server.url(&format!("/api/builds/{id}")))
+        .basic_auth("me", Some(ADMIN))
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(res.status(), 200, "reads still take Basic");
+    let b: Value = res.json().await.expect("json");
+    assert_eq!(b["status"], "queued", "{b}");
+    let (status, _) = post(
+        &server,
+        &format!("/api/builds/{id}/cancel"),
+        Some(ADMIN),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "Bearer works");
+    let res = client()
+        .get(server.url("/api/builds"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("list");
+    let list: Value = res.json().await.expect("json");
+    assert_eq!(list["builds"].as_array().map(Vec::len), Some(1), "{list}");
     server.stop().await;
 }

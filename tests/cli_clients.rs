@@ -732,6 +732,38 @@ async fn rebuild_queues_a_finished_builds_commit_again_and_prints_the_new_build(
 }
 
 #[tokio::test]
+async fn rebuild_from_failed_asks_the_server_to_start_at_the_failed_step() {
+    let server = queue_only(&[("app", &pipeline("/nowhere", ECHO))]).await;
+    let id = push(&server, "app", "main", &"5".repeat(40), "rf-1").await;
+    let out = hookci(
+        &["cancel", &id.to_string(), "--server", &server.base()],
+        &[("HOOKCI_TOKEN", ADMIN)],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    // A cancelled build did not fail in a step: the server's sentence, exit 1.
+    let out = hookci(
+        &[
+            "rebuild",
+            &id.to_string(),
+            "--from-failed",
+            "--server",
+            &server.base(),
+        ],
+        &[("HOOKCI_TOKEN", ADMIN)],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(
+        text(&out.stderr).contains("only a failed build can be re-run from its failed step"),
+        "{}",
+        both(&out)
+    );
+    assert_no_token(&out, ADMIN);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn trigger_queues_the_branch_head_and_prints_the_new_build() {
     let up = Upstream::new("trigger");
     let head = up.push(&[("README", "one\n")], "one");

@@ -1001,3 +1001,262 @@ async fn the_index_stream_says_when_a_build_is_queued() {
     drop(stream);
     server.stop().await;
 }
+
+/// The log of build `id` over the API.
+async fn log_text(server: &TestServer, id: i64) -> String {
+    client()
+        .get(server.url(&format!("/api/builds/{id}/log")))
+        .send()
+        .await
+        .expect("log")
+        .text()
+        .await
+        .expect("log text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_build_re_runs_from_its_failed_step_and_says_what_it_skipped() {
+    let up = Upstream::new("resume");
+    let commit = up.push(&[("README", "x\n")], "resume");
+    // `build` leaves a file in the workspace; `test` fails in build 1 only
+    // and says whether that file is there.
+    let steps = "[[steps]]\nname = \"build\"\nrun = \"echo made > built.txt; echo BUILD-RAN-$HOOKCI_BUILD_ID\"\n\
+         [[steps]]\nname = \"lint\"\nrun = \"exit 1\"\nallow_failure = true\n\
+         [[steps]]\nname = \"test\"\nrun = '''\n# the test\n\
+         if test -e built.txt; then echo found-built.$HOOKCI_BUILD_ID; else echo missing-built.$HOOKCI_BUILD_ID; fi\n\
+         test \"$HOOKCI_BUILD_ID\" != 1\n'''\n\
+         [[steps]]\nname = \"after\"\nrun = \"echo AFTER-RAN-$HOOKCI_BUILD_ID\"\n";
+    let toml = common::with_clone_url(&up.url(), &pipeline(steps));
+    let server = start(&[("app", &toml)], 1).await;
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "resume");
+    let id = deliver(&server, "app", &body, "resume-1").await;
+    assert_eq!(id, 1, "a fresh store numbers its first build 1");
+    let first = common::wait_final(&server.base(), id).await;
+    assert_eq!(first["status"], "failure", "{first}");
+    assert!(log_text(&server, id).await.contains("found-built.1"));
+
+    // The failed build's page offers a re-run from `test`, and says that
+    // the earlier steps' files will not be there.
+    let page = get(&server, &format!("/builds/{id}")).await;
+    let html = &page.body;
+    assert!(
+        html.contains(&format!(
+            "data-post=\"/api/builds/{id}/rebuild?from=failed\""
+        )),
+        "{html}"
+    );
+    assert!(html.contains("Re-run from test</button>"), "{html}");
+    assert!(
+        html.contains("their files are not in the fresh checkout"),
+        "{html}"
+    );
+
+    // The API: the token is needed, and `from` takes one word.
+    let url = server.url(&format!("/api/builds/{id}/rebuild?from=failed"));
+    let res = client().post(&url).send().await.expect("rebuild");
+    assert_eq!(res.status().as_u16(), 401);
+    let res = client()
+        .post(server.url(&format!("/api/builds/{id}/rebuild?from=lint")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("rebuild");
+    assert_eq!(res.status().as_u16(), 400);
+    let err: serde_json::Value = res.json().await.expect("json");
+    assert!(
+        err["error"].as_str().is_some_and(|e| e.contains("failed")),
+        "{err}"
+    );
+    let res = client()
+        .post(&url)
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("rebuild");
+    assert_eq!(res.status().as_u16(), 202);
+    let answer: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(answer["rebuild_of"], id, "{answer}");
+    assert_eq!(answer["from_step"], "test", "{answer}");
+    let again = answer["id"].as_i64().expect("an id");
+
+    // It skips what passed (saying where), runs from `test` on, in a fresh
+    // checkout without the file `build` made.
+    let b = common::wait_final(&server.base(), again).await;
+    assert_eq!(b["status"], "success", "{b}");
+    let steps: Vec<(String, String, Option<String>)> = b["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_owned(),
+                s["status"].as_str().unwrap_or_default().to_owned(),
+                s["reason"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    let want =
+        |n: &str, st: &str, r: Option<&str>| (n.to_owned(), st.to_owned(), r.map(str::to_owned));
+    assert_eq!(
+        steps,
+        vec![
+            want("build", "skipped", Some("passed in #1")),
+            want("lint", "skipped", Some("failed in #1, allowed to fail")),
+            want("test", "success", None),
+            want("after", "success", None),
+        ]
+    );
+    let log = log_text(&server, again).await;
+    assert!(!log.contains("BUILD-RAN-2"), "{log}");
+    assert!(
+        log.contains("==> step build: skipped, passed in #1"),
+        "{log}"
+    );
+    assert!(log.contains("missing-built.2"), "{log}");
+    assert!(log.contains("AFTER-RAN-2"), "{log}");
+
+    // Its page says what it is, why the steps were skipped, and that their
+    // files are not there; a build that passed has no such button.
+    let page = get(&server, &format!("/builds/{again}")).await;
+    let html = &page.body;
+    assert!(
+        html.contains(&format!(
+            "rebuild of <a href=\"/builds/{id}\">#{id}</a> from step <code>test</code>, by admin"
+        )),
+        "{html}"
+    );
+    assert!(
+        html.contains("<span class=\"muted reason\">passed in #1</span>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("files they made in the earlier build are not there"),
+        "{html}"
+    );
+    assert!(!html.contains("from=failed"), "{html}");
+    let res = client()
+        .post(server.url(&format!("/api/builds/{again}/rebuild?from=failed")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("rebuild");
+    assert_eq!(res.status().as_u16(), 409);
+    server.stop().await;
+
+    // Without an admin token: no button, and the page says how to set one.
+    let server = TestServer::start(&[("app", &toml)], |c| c.max_parallel_builds = 1).await;
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "resume 2");
+    let id = deliver(&server, "app", &body, "resume-2").await;
+    assert_eq!(
+        common::wait_final(&server.base(), id).await["status"],
+        "failure"
+    );
+    let page = get(&server, &format!("/builds/{id}")).await;
+    assert!(!page.body.contains("from=failed"), "{}", page.body);
+    assert!(!page.body.contains("data-post="), "{}", page.body);
+    assert!(page.body.contains("HOOKCI_ADMIN_TOKEN"), "{}", page.body);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_triggered_builds_page_shows_its_origin_palette_colours_and_step_durations_in_either_scheme_and_on_a_phone()
+ {
+    let up = Upstream::new("looks");
+    up.push(&[("README", "x\n")], "looks");
+    let steps = "[[steps]]\nname = \"paint\"\nrun = '''\n# paint\n\
+         printf '\\033[38;5;208mamber\\033[0m \\033[4;38;2;255;0;0mred-underlined\\033[0m\\n'\n'''\n";
+    let toml = common::with_clone_url(&up.url(), &pipeline(steps));
+    let server = start(&[("app", &toml)], 1).await;
+    let res = client()
+        .post(server.url("/api/pipelines/app/trigger"))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(r#"{"branch":"main"}"#)
+        .send()
+        .await
+        .expect("trigger");
+    assert_eq!(res.status().as_u16(), 202);
+    let answer: serde_json::Value = res.json().await.expect("json");
+    let id = answer["id"].as_i64().expect("an id");
+    let b = common::wait_final(&server.base(), id).await;
+    assert_eq!(b["status"], "success", "{b}");
+
+    let page = get(&server, &format!("/builds/{id}")).await;
+    let html = &page.body;
+    // A manual trigger says so, and names no pusher.
+    assert!(
+        html.contains("<dt>Triggered</dt><dd>by admin</dd>"),
+        "{html}"
+    );
+    // The 256-colour palette, 24-bit colour (as the palette's nearest) and
+    // underline, as classes.
+    assert!(html.contains("<span class=\"f208\">amber</span>"), "{html}");
+    assert!(
+        html.contains("<span class=\"f196 un\">red-underlined</span>"),
+        "{html}"
+    );
+    // The step's section heading has its result and duration.
+    assert!(
+        html.contains(
+            "<span class=\"sum\"><span class=\"name\">paint</span><span class=\"st st-success\">success</span><span class=\"dur\">"
+        ),
+        "{html}"
+    );
+    // Dark mode follows the system; a phone gets the narrow layout, in
+    // which the index's wide columns fold away.
+    for path in [format!("/builds/{id}"), "/".to_owned()] {
+        let page = get(&server, &path).await;
+        let style = page.element("style").expect("a style sheet");
+        assert!(
+            style.contains("@media (prefers-color-scheme:dark)"),
+            "{path}"
+        );
+        assert!(style.contains("@media (max-width:640px)"), "{path}");
+        assert!(
+            page.body
+                .contains("<meta name=\"color-scheme\" content=\"light dark\">"),
+            "{path}"
+        );
+        assert!(
+            page.body.contains(
+                "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            ),
+            "{path}"
+        );
+    }
+    let index = get(&server, "/").await;
+    assert!(
+        index.body.contains("<th class=\"wide\">Pipeline</th>"),
+        "{}",
+        index.body
+    );
+    assert!(index.body.contains("<td class=\"wide\">"), "{}", index.body);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_stream_says_when_a_queued_build_ends() {
+    let server = start(&[("app", &pipeline(NOOP))], 0).await;
+    let body = common::github_push(
+        "/nonexistent/repo.git",
+        "refs/heads/main",
+        ZERO,
+        &"d".repeat(40),
+        "to cancel",
+    );
+    let id = deliver(&server, "app", &body, "live-index-end").await;
+    let mut stream = Sse::open(&server, "/live").await;
+    stream.until("event: ready", |_| true).await;
+    let res = client()
+        .post(server.url(&format!("/api/builds/{id}/cancel")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(res.status().as_u16(), 200);
+    stream.until("event: changed", |_| true).await;
+    drop(stream);
+    server.stop().await;
+}

@@ -315,6 +315,69 @@ async fn a_browser_follows_a_running_build_sees_colours_and_re_runs_it() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_re_runs_a_failed_build_from_its_failed_step() {
+    let Some(bin) = chromium() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "chromium is not installed (apt-get install chromium)"
+        );
+        eprintln!("skipped: chromium is not installed");
+        return;
+    };
+    // `flaky` fails in build 1 only.
+    let steps = "[[steps]]\nname = \"prepare\"\nrun = \"true\"\n\
+         [[steps]]\nname = \"flaky\"\nrun = 'test \"$HOOKCI_BUILD_ID\" != 1'\n";
+    let up = Upstream::new("browser-resume");
+    let server = TestServer::start(
+        &[("app", &common::with_clone_url(&up.url(), &pipeline(steps)))],
+        |c| {
+            c.max_parallel_builds = 1;
+            c.admin_token = Some(hookci::secret::Secret::new(ADMIN));
+        },
+    )
+    .await;
+    let commit = up.push(&[("README", "x\n")], "resume");
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "resume");
+    let id = common::queue_github(&server.base(), "app", SECRET, "browser-r1", &body).await[0];
+    assert_eq!(id, 1, "a fresh store numbers its first build 1");
+    let b = common::wait_final(&server.base(), id).await;
+    assert_eq!(b["status"], "failure", "{b}");
+    let url = server.url(&format!("/builds/{id}"));
+    tokio::task::spawn_blocking(move || {
+        let browser = Browser::start(&bin);
+        let mut page = browser.page();
+        page.call("Page.enable", json!({})).expect("Page.enable");
+        page.call("Page.navigate", json!({ "url": url }))
+            .expect("navigate");
+        let button = "document.querySelector('button[data-post$=\"/rebuild?from=failed\"]')";
+        page.wait_for(&format!(
+            "document.readyState === 'complete' && document.getElementById('token') && {button}"
+        ));
+        page.eval(&format!(
+            "document.getElementById('token').value = '{ADMIN}'; \
+             document.getElementById('token-save').click(); {button}.click(); 1"
+        ))
+        .expect("click");
+        // The new build's page says what it is; once it has run, its
+        // first step shows as skipped, where it passed.
+        page.wait_for(&format!(
+            "location.pathname === '/builds/{next}' && document.getElementById('facts') && \
+             document.getElementById('facts').textContent.indexOf('rebuild of #{id} from step flaky') >= 0 && \
+             document.querySelector('#step-rows tr:nth-child(1)') && \
+             document.querySelector('#step-rows tr:nth-child(1)').textContent.indexOf('passed in #{id}') >= 0",
+            next = id + 1
+        ));
+        drop(page);
+        drop(browser);
+    })
+    .await
+    .expect("the browser session");
+    let again = common::wait_final(&server.base(), id + 1).await;
+    assert_eq!(again["status"], "success", "{again}");
+    server.stop().await;
+}
+
 /// The README's screenshots: `cargo test --test ui_browser -- --ignored`
 /// writes docs/shots/{index,build}-{light,dark}.png and index-400px.png.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

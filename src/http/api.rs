@@ -7,7 +7,8 @@ use crate::pipeline::{Concurrency, Pipeline};
 use crate::runner::build::clone_spec_from;
 use crate::runner::checkout::CheckoutError;
 use crate::store::{
-    Build, BuildFilter, BuildStatus, CancelOutcome, NewBuild, ReportRecord, StepRecord,
+    Build, BuildFilter, BuildOrigin, BuildStatus, CancelOutcome, NewBuild, ReportRecord, Resume,
+    StepRecord,
 };
 use crate::webhook::{Host, PushEvent, RefKind, ZERO_SHA};
 use axum::Json;
@@ -130,12 +131,28 @@ pub async fn list_pipelines(
 /// `POST /api/builds/ID/rebuild`: queues the same commit of the same ref
 /// again, as a new build (attempt 1). Path rules are not applied: the user
 /// asked for this build.
+///
+/// `?from=failed`: the new build starts at the step that failed build ID;
+/// the steps before it are recorded `skipped` ("passed in #ID") and not
+/// run. Its checkout is fresh, so what those steps left in their workspace
+/// is not there.
 pub async fn rebuild(
     State(state): State<AppState>,
     BuildId(id): BuildId,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     require_admin(&state, &headers)?;
+    let Query(query) = query.map_err(|_| ApiError::bad_request("the query string is malformed"))?;
+    let from_failed = match query.get("from").map(String::as_str) {
+        None => false,
+        Some("failed") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "from must be \"failed\" (re-run from the step that failed), or left out",
+            ));
+        }
+    };
     let old = state
         .store()
         .build(id)
@@ -157,6 +174,24 @@ pub async fn rebuild(
             format!("pipeline {} is no longer served", old.pipeline),
         )
     })?;
+    let resume = if from_failed {
+        let steps = state.store().steps(id).await?;
+        let resume = Resume::from_failed(&old, &steps)
+            .map_err(|why| ApiError::new(StatusCode::CONFLICT, why))?;
+        if !resume.fits(pipeline.steps.iter().map(|s| s.name.as_str())) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "the steps of pipeline {} changed since build {id}: re-run it whole",
+                    old.pipeline
+                ),
+            ));
+        }
+        Some(resume)
+    } else {
+        None
+    };
+    let from_step = resume.as_ref().map(|r| r.from_name.clone());
     let host = old.host.as_deref().and_then(|h| h.parse::<Host>().ok());
     let push = PushEvent {
         kind: RefKind::of(&old.git_ref),
@@ -174,12 +209,17 @@ pub async fn rebuild(
         message: old.message,
         pusher: old.pusher,
     };
-    let queued = queue(&state, pipeline, push, host).await?;
-    record_origin(&state, queued, Some(id)).await;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "id": queued, "url": state.build_url(queued), "rebuild_of": id })),
-    ))
+    let origin = BuildOrigin {
+        rebuild_of: Some(id),
+        triggered_by: "admin".to_owned(),
+        resume,
+    };
+    let queued = queue(&state, pipeline, push, host, origin).await?;
+    let mut answer = json!({ "id": queued, "url": state.build_url(queued), "rebuild_of": id });
+    if let Some(step) = from_step {
+        answer["from_step"] = json!(step);
+    }
+    Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
 /// The largest body an API call accepts.
@@ -283,20 +323,27 @@ pub async fn trigger(
         message,
         pusher: "api".to_owned(),
     };
-    let queued = queue(&state, pipeline, push, host).await?;
-    record_origin(&state, queued, None).await;
+    let origin = BuildOrigin {
+        rebuild_of: None,
+        triggered_by: "admin".to_owned(),
+        resume: None,
+    };
+    let queued = queue(&state, pipeline, push, host, origin).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "id": queued, "url": state.build_url(queued) })),
     ))
 }
 
-/// Queues a build no delivery carried; returns its id.
+/// Queues a build no delivery carried, with where it came from (for the
+/// pages, and for the runner of a rebuild from the failed step); returns
+/// its id.
 async fn queue(
     state: &AppState,
     pipeline: &Pipeline,
     push: PushEvent,
     host: Option<Host>,
+    origin: BuildOrigin,
 ) -> Result<i64, ApiError> {
     let build = NewBuild {
         pipeline: pipeline.name.clone(),
@@ -305,26 +352,13 @@ async fn queue(
         supersede: pipeline.concurrency == Concurrency::Supersede,
         report_context: pipeline.report_context(host),
     };
-    let queued = state.store().queue_manual(build, host).await?;
+    let queued = state.store().queue_manual(build, host, origin).await?;
     state.metrics().ended_unrun(
         &pipeline.name,
         BuildStatus::Cancelled,
         queued.superseded_queued,
     );
     Ok(queued.id)
-}
-
-/// Records that build `id` was queued with the admin token (a rebuild of
-/// `rebuild_of`, or a trigger), for the pages. The build is queued already:
-/// a failure here only loses that note, so it is logged, not answered.
-async fn record_origin(state: &AppState, id: i64, rebuild_of: Option<i64>) {
-    let origin = crate::store::BuildOrigin {
-        rebuild_of,
-        triggered_by: "admin".to_owned(),
-    };
-    if let Err(e) = state.store().record_origin(id, origin).await {
-        tracing::warn!(build = id, error = %e, "cannot record where a build came from");
-    }
 }
 
 /// A build as the API shows it.
@@ -337,18 +371,38 @@ pub struct BuildView {
     reports: Vec<ReportRecord>,
 }
 
-/// Checks `Authorization: Bearer TOKEN` against the admin token. A
-/// browser's `Basic` credentials (any user name, the token as password) are
-/// accepted too, so that the pages of a private server can be opened.
+/// Checks `Authorization: Bearer TOKEN` against the admin token, for the
+/// calls that change something. Only `Bearer`: a browser re-sends cached
+/// `Basic` credentials on a cross-site form post, but no other site can make
+/// it send an `Authorization: Bearer` header (that needs a CORS preflight,
+/// which this server never allows), so a write cannot be forged.
 pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    check_token(state, headers, false)
+}
+
+/// Checks the admin token as `Bearer`, or, with `basic`, as a browser's
+/// `Basic` credentials (any user name, the token as password), which lets
+/// the pages of a private server be opened.
+fn check_token(state: &AppState, headers: &HeaderMap, basic: bool) -> Result<(), ApiError> {
     let Some(expected) = &state.config().admin_token else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "this call needs an admin token, and none is configured (admin_token)",
         ));
     };
-    let given = presented_token(headers)
-        .ok_or_else(|| ApiError::sign_in("this call needs Authorization: Bearer ADMIN_TOKEN"))?;
+    let given = match presented_token(headers) {
+        None => {
+            return Err(ApiError::sign_in(
+                "this call needs Authorization: Bearer ADMIN_TOKEN",
+            ));
+        }
+        Some(Presented::Basic(_)) if !basic => {
+            return Err(ApiError::unauthorized(
+                "a call that changes something takes the admin token only as Authorization: Bearer",
+            ));
+        }
+        Some(Presented::Bearer(token) | Presented::Basic(token)) => token,
+    };
     // Hash both sides so that the comparison's time says nothing of length.
     let a = Sha256::digest(given.trim().as_bytes());
     let b = Sha256::digest(expected.expose().as_bytes());
@@ -359,12 +413,20 @@ pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErr
     }
 }
 
+/// A token as the request presents it.
+enum Presented {
+    /// `Authorization: Bearer T`.
+    Bearer(String),
+    /// `Authorization: Basic base64(user:T)`.
+    Basic(String),
+}
+
 /// The token of `Authorization: Bearer T` or `Basic base64(user:T)`.
-fn presented_token(headers: &HeaderMap) -> Option<String> {
+fn presented_token(headers: &HeaderMap) -> Option<Presented> {
     use base64::Engine;
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     if let Some(token) = value.strip_prefix("Bearer ") {
-        return Some(token.to_owned());
+        return Some(Presented::Bearer(token.to_owned()));
     }
     let encoded = value.strip_prefix("Basic ")?;
     let decoded = base64::engine::general_purpose::STANDARD
@@ -372,13 +434,14 @@ fn presented_token(headers: &HeaderMap) -> Option<String> {
         .ok()?;
     let pair = String::from_utf8(decoded).ok()?;
     let (_user, token) = pair.split_once(':')?;
-    Some(token.to_owned())
+    Some(Presented::Basic(token.to_owned()))
 }
 
-/// Reads are public unless the config says `private = true`.
+/// Reads are public unless the config says `private = true`; then they
+/// take the admin token as `Bearer` or as a browser's `Basic` credentials.
 pub fn require_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if state.config().private {
-        require_admin(state, headers)
+        check_token(state, headers, true)
     } else {
         Ok(())
     }

@@ -339,6 +339,9 @@ struct BuildContext {
     origin: Option<crate::store::BuildOrigin>,
     provider: Option<crate::pipeline::Provider>,
     admin: bool,
+    /// The step a re-run from the failed step would start at, when the
+    /// build can be re-run so (see `store::Resume::from_failed`).
+    rerun_from: Option<String>,
 }
 
 impl BuildContext {
@@ -351,8 +354,13 @@ impl BuildContext {
         let pipeline = pipelines.get(&build.pipeline);
         let host = build.host.as_deref().and_then(|h| h.parse().ok());
         let provider = pipeline.map(|p| p.provider_for(host));
+        let rerun_from = crate::store::Resume::from_failed(&build, &records)
+            .ok()
+            .filter(|r| pipeline.is_some_and(|p| r.fits(p.steps.iter().map(|s| s.name.as_str()))))
+            .map(|r| r.from_name);
         let steps = step_views(&build, records, pipeline);
         Ok(BuildContext {
+            rerun_from,
             build,
             steps,
             reports,
@@ -371,6 +379,7 @@ impl BuildContext {
             log,
             provider: self.provider,
             admin: self.admin,
+            rerun_from: self.rerun_from.as_deref(),
             now: time::OffsetDateTime::now_utc(),
         }
     }

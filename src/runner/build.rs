@@ -10,7 +10,7 @@ use super::checkout::{CloneSpec, Mirrors};
 use super::log::LogWriter;
 use super::step::{StepOutcome, StepSpec, run_step};
 use crate::pipeline::{PathFilter, Pipeline};
-use crate::store::{Build, BuildStatus, StepStatus, Store};
+use crate::store::{Build, BuildStatus, Resume, StepStatus, Store};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -117,6 +117,7 @@ impl Runner {
             source,
             cancel,
             stop,
+            resume,
         } = job;
         let mut summary = Vec::new();
         let started = Instant::now();
@@ -135,12 +136,41 @@ impl Runner {
                 build.attempt
             ))
             .await;
+        // A rebuild from the failed step starts there only while the
+        // pipeline still has the same steps up to it; else every step runs.
+        let resume = match resume {
+            Some(r) if r.fits(pipeline.steps.iter().map(|s| s.name.as_str())) => {
+                let _ = log
+                    .line(&format!(
+                        "==> starting at step {}: the steps before it are not run, and \
+                         the files they made are not in this fresh checkout",
+                        r.from_name
+                    ))
+                    .await;
+                Some(r)
+            }
+            Some(r) => {
+                let _ = log
+                    .line(&format!(
+                        "==> the pipeline's steps changed since this rebuild was asked for; \
+                         every step runs, not only from {}",
+                        r.from_name
+                    ))
+                    .await;
+                None
+            }
+            None => None,
+        };
         // Recording the steps overlaps the fetch; it completes before any
         // step starts.
         let record_steps = async {
             if let Some(store) = store {
-                let names = pipeline.steps.iter().map(|s| s.name.clone()).collect();
-                if let Err(e) = store.set_steps(build.id, names).await {
+                let names: Vec<String> = pipeline.steps.iter().map(|s| s.name.clone()).collect();
+                let recorded = match resume {
+                    Some(r) => store.plan_steps(build.id, r.plan(names)).await,
+                    None => store.set_steps(build.id, names).await,
+                };
+                if let Err(e) = recorded {
                     tracing::error!(build = build.id, error = %e, "cannot record the steps");
                 }
             }
@@ -159,6 +189,7 @@ impl Runner {
                             deadline,
                             cancel,
                             stop,
+                            resume,
                         };
                         let commit = build.commit.clone();
                         self.steps(&ctx, log, dir, &home, &commit, &mut summary)
@@ -178,6 +209,7 @@ impl Runner {
                     deadline,
                     cancel,
                     stop,
+                    resume,
                 };
                 self.checkout_and_run(&ctx, log, &workspace, &mut summary, record_steps)
                     .await
@@ -210,7 +242,7 @@ impl Runner {
             .line(&format!(
                 "==> build {} {result} in {}",
                 build.id,
-                short(started.elapsed())
+                crate::text::duration(started.elapsed())
             ))
             .await;
         (ended, summary)
@@ -349,6 +381,7 @@ impl Runner {
             deadline,
             cancel,
             stop,
+            resume,
         } = *ctx;
         let base = self.environment(build, pipeline, commit, cwd, home);
         let keys = pipeline.sandbox.over(&self.sandbox.keys);
@@ -370,6 +403,19 @@ impl Runner {
         for (idx, step) in pipeline.steps.iter().enumerate() {
             if failed.is_some() {
                 break;
+            }
+            // Its own section on the page, saying why it did not run.
+            if let Some(why) = resume.and_then(|r| r.skipped.get(idx)) {
+                let _ = log
+                    .line(&format!("==> step {}: skipped, {}", step.name, why.reason))
+                    .await;
+                summary.push(StepSummary {
+                    name: step.name.clone(),
+                    status: StepStatus::Skipped,
+                    outcome: why.reason.clone(),
+                    duration: Duration::ZERO,
+                });
+                continue;
             }
             let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let (timeout, build_limit) = match (step.timeout, remaining) {
@@ -425,7 +471,7 @@ impl Runner {
                 .line(&format!(
                     "==> step {} {outcome} in {}",
                     step.name,
-                    short(began.elapsed())
+                    crate::text::duration(began.elapsed())
                 ))
                 .await;
             if let Some(store) = store {
@@ -549,6 +595,8 @@ pub struct Job<'a> {
     pub cancel: &'a CancellationToken,
     /// Why it fired, set before it does.
     pub stop: &'a StopSlot,
+    /// A rebuild from the failed step: where it starts.
+    pub resume: Option<&'a Resume>,
 }
 
 /// What every step of one build shares.
@@ -560,6 +608,7 @@ struct StepContext<'a> {
     deadline: Option<Instant>,
     cancel: &'a CancellationToken,
     stop: &'a StopSlot,
+    resume: Option<&'a Resume>,
 }
 
 /// The clone URL and credentials: the pipeline's `clone_url`, else the
@@ -621,9 +670,9 @@ fn dedup_env(env: Vec<(String, String)>) -> Vec<(String, String)> {
 }
 
 fn timed_out(pipeline: &Pipeline) -> Ended {
-    let limit = pipeline
-        .timeout
-        .map_or_else(String::new, |t| format!(" after {}", short(t)));
+    let limit = pipeline.timeout.map_or_else(String::new, |t| {
+        format!(" after {}", humantime::format_duration(t))
+    });
     Ended::Finished(BuildStatus::Failure, Some(format!("timed out{limit}")))
 }
 
@@ -676,17 +725,5 @@ fn remove_dir_all_if_exists(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
-    }
-}
-
-/// A duration as people write it: `850ms`, `12.3s`, `4m 5s`, `1h`.
-pub fn short(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1_000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.1}s", d.as_secs_f64())
-    } else {
-        humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
     }
 }

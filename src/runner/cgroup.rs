@@ -556,7 +556,7 @@ pub fn kill_stale() -> usize {
             // anything in the leaf's tree is.
             tree_has_members(&leaf)
         } else {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() && !zombie(pid)
+            super::step::alive(pid)
         };
         if alive {
             continue;
@@ -627,13 +627,6 @@ fn remove_tree(dir: &Path) -> usize {
     }
     remove_when_empty(dir, Duration::from_secs(1));
     killed
-}
-
-fn zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
-    })
 }
 
 #[cfg(test)]

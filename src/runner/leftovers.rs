@@ -35,7 +35,7 @@ pub fn kill_leftovers(builds: &[(i64, String)], grace: Duration) -> usize {
     let mut alive: Vec<Pid> = found.clone();
     while !alive.is_empty() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(50));
-        alive.retain(|pid| kill(*pid, None).is_ok() && !is_zombie(*pid));
+        alive.retain(|pid| super::step::alive(pid.as_raw()));
     }
     for pid in alive {
         let _ = kill(pid, Signal::SIGKILL);
@@ -68,14 +68,4 @@ fn matching(markers: &[Vec<Vec<u8>>]) -> Vec<Pid> {
         }
     }
     pids
-}
-
-fn is_zombie(pid: Pid) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
 }

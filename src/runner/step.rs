@@ -20,7 +20,7 @@
 mod spawner;
 mod sweep;
 
-pub(crate) use sweep::environ_has_all;
+pub(crate) use sweep::{alive, environ_has_all};
 
 use crate::pipeline::Shell;
 use crate::pipeline::sandbox::LimitKeys;

@@ -182,6 +182,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_by_body ON deliveries (pipeline, body_sha256)
         WHERE body_sha256 IS NOT NULL;
     "#,
+    // 9: a rebuild that starts at the step its build failed in: where it
+    // starts and why each earlier step is not run (JSON, see
+    // `store::Resume`), and that reason on each such step's row.
+    r#"
+    ALTER TABLE build_origins ADD COLUMN resume TEXT;
+    ALTER TABLE steps ADD COLUMN reason TEXT;
+    "#,
 ];
 
 /// Brings the schema up to date. Refuses a database written by a newer

@@ -290,6 +290,19 @@ pub struct StepRecord {
     pub started_at: Option<String>,
     /// RFC 3339 UTC.
     pub finished_at: Option<String>,
+    /// Why a skipped step did not run, when the runner said
+    /// ("passed in #5" in a rebuild from the failed step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A step as the runner records it before the build's first step starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedStep {
+    /// The step's name.
+    pub name: String,
+    /// `Some(why)`: the step will not run and is recorded `skipped` at once.
+    pub skipped: Option<String>,
 }
 
 /// How the worker may pick the next build: each pipeline's concurrency.
@@ -436,15 +449,18 @@ pub trait Backend: Send + Sync + fmt::Debug {
         deliveries: Vec<NewDelivery>,
     ) -> BoxFuture<'_, Result<Vec<Recorded>, StoreError>>;
 
-    /// One build by id.
     /// Queues one build no delivery carried (a rebuild or a trigger), with
-    /// the same admission control and supersede rule as a delivery's.
+    /// the same admission control and supersede rule as a delivery's, and
+    /// where it came from, in one transaction: a worker that claims it
+    /// finds its origin (a rebuild from the failed step needs it to start).
     fn queue_manual(
         &self,
         build: NewBuild,
         host: Option<Host>,
+        origin: BuildOrigin,
     ) -> BoxFuture<'_, Result<Manual, StoreError>>;
 
+    /// One build by id.
     fn build(&self, id: i64) -> BoxFuture<'_, Result<Option<Build>, StoreError>>;
 
     /// Builds, newest first.
@@ -460,8 +476,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// `running` and returns it.
     fn claim_next(&self, policy: ClaimPolicy) -> BoxFuture<'_, Result<Option<Build>, StoreError>>;
 
-    /// Records a build's steps, all pending (replacing those of an earlier attempt).
-    fn set_steps(&self, build: i64, names: Vec<String>) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Records a build's steps, pending or skipped with a reason, in one
+    /// write (replacing those of an earlier attempt).
+    fn set_steps(
+        &self,
+        build: i64,
+        steps: Vec<PlannedStep>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Marks step `idx` running.
     fn step_started(&self, build: i64, idx: usize) -> BoxFuture<'_, Result<(), StoreError>>;
@@ -536,13 +557,6 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// A build's reports, oldest first.
     fn reports(&self, build: i64) -> BoxFuture<'_, Result<Vec<ReportRecord>, StoreError>>;
 
-    /// Records where a build queued by hand came from.
-    fn record_origin(
-        &self,
-        build: i64,
-        origin: BuildOrigin,
-    ) -> BoxFuture<'_, Result<(), StoreError>>;
-
     /// Where a build queued by hand came from; `None` for a pushed build.
     fn origin(&self, build: i64) -> BoxFuture<'_, Result<Option<BuildOrigin>, StoreError>>;
 
@@ -569,6 +583,102 @@ pub struct BuildOrigin {
     pub rebuild_of: Option<i64>,
     /// Who asked for it (`admin`: the admin token).
     pub triggered_by: String,
+    /// For a rebuild from the failed step: where it starts.
+    pub resume: Option<Resume>,
+}
+
+/// Where a rebuild from the failed step starts, and why each step before it
+/// does not run. The new build checks the commit out fresh: files those
+/// steps made in their workspace are not there (see README, "Re-run from
+/// the failed step").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The index of the first step that runs.
+    pub from: usize,
+    /// Its name (the pipeline may have changed since).
+    pub from_name: String,
+    /// The steps before it, in order, each with why it does not run.
+    pub skipped: Vec<SkippedStep>,
+}
+
+/// A step a [`Resume`] does not run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedStep {
+    /// The step's name.
+    pub name: String,
+    /// Why it does not run: "passed in #5".
+    pub reason: String,
+}
+
+impl Resume {
+    /// A rebuild of `build` (with its `steps`) from the step that failed
+    /// it: the last step that failed (a step allowed to fail comes before
+    /// it, and nothing runs after it). The steps before it carry where they
+    /// passed, which for a step skipped by an earlier resume is the build it
+    /// passed in then. Why not, in one sentence.
+    pub fn from_failed(build: &Build, steps: &[StepRecord]) -> Result<Resume, String> {
+        let id = build.id;
+        if build.status != BuildStatus::Failure {
+            return Err(format!(
+                "build {id} is {}: only a failed build can be re-run from its failed step",
+                build.status
+            ));
+        }
+        let Some(from) = steps.iter().rposition(|s| s.status == StepStatus::Failure) else {
+            return Err(format!(
+                "build {id} failed before a step failed: re-run it whole"
+            ));
+        };
+        let skipped = steps[..from]
+            .iter()
+            .map(|s| {
+                let reason = match (s.status, &s.reason) {
+                    (StepStatus::Success, _) => format!("passed in #{id}"),
+                    (StepStatus::Failure, _) => format!("failed in #{id}, allowed to fail"),
+                    (StepStatus::Skipped, Some(why)) => why.clone(),
+                    _ => {
+                        return Err(format!(
+                            "step {} of build {id} did not run: re-run it whole",
+                            s.name
+                        ));
+                    }
+                };
+                Ok(SkippedStep {
+                    name: s.name.clone(),
+                    reason,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Resume {
+            from,
+            from_name: steps[from].name.clone(),
+            skipped,
+        })
+    }
+
+    /// True when a pipeline with these step names still has the steps this
+    /// resume skips, and the one it starts at, in the same places.
+    pub fn fits<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> bool {
+        let mut names = names.into_iter();
+        self.skipped
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(std::iter::once(self.from_name.as_str()))
+            .all(|want| names.next() == Some(want))
+    }
+
+    /// The steps a build of a pipeline with these step names records
+    /// first: the skipped ones with their reason, the rest pending.
+    pub fn plan(&self, names: Vec<String>) -> Vec<PlannedStep> {
+        names
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| PlannedStep {
+                skipped: self.skipped.get(i).map(|s| s.reason.clone()),
+                name,
+            })
+            .collect()
+    }
 }
 
 /// Options for opening a store.
@@ -624,8 +734,9 @@ impl Store {
         &self,
         build: NewBuild,
         host: Option<Host>,
+        origin: BuildOrigin,
     ) -> Result<Manual, StoreError> {
-        let queued = self.backend.queue_manual(build, host).await?;
+        let queued = self.backend.queue_manual(build, host, origin).await?;
         self.wake_workers();
         for id in &queued.cancel_running {
             let _ = self.events.send(StoreEvent::CancelRequested(*id));
@@ -687,9 +798,21 @@ impl Store {
         Ok(claimed)
     }
 
-    /// See [`Backend::set_steps`].
+    /// Records a build's steps, all pending; see [`Backend::set_steps`].
     pub async fn set_steps(&self, build: i64, names: Vec<String>) -> Result<(), StoreError> {
-        self.backend.set_steps(build, names).await
+        let steps = names
+            .into_iter()
+            .map(|name| PlannedStep {
+                name,
+                skipped: None,
+            })
+            .collect();
+        self.backend.set_steps(build, steps).await
+    }
+
+    /// Records a build's steps, some skipped; see [`Backend::set_steps`].
+    pub async fn plan_steps(&self, build: i64, steps: Vec<PlannedStep>) -> Result<(), StoreError> {
+        self.backend.set_steps(build, steps).await
     }
 
     /// See [`Backend::step_started`].
@@ -786,11 +909,6 @@ impl Store {
         self.backend.builds(filter).await
     }
 
-    /// See [`Backend::record_origin`].
-    pub async fn record_origin(&self, build: i64, origin: BuildOrigin) -> Result<(), StoreError> {
-        self.backend.record_origin(build, origin).await
-    }
-
     /// See [`Backend::origin`].
     pub async fn origin(&self, build: i64) -> Result<Option<BuildOrigin>, StoreError> {
         self.backend.origin(build).await
@@ -869,4 +987,93 @@ pub fn now_rfc3339() -> String {
         .unwrap_or(now);
     now.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| now.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed_build(id: i64, status: BuildStatus) -> Build {
+        Build {
+            id,
+            pipeline: "p".into(),
+            repo: "o/r".into(),
+            host: None,
+            event: "push".into(),
+            git_ref: "refs/heads/main".into(),
+            branch: Some("main".into()),
+            tag: None,
+            commit: "a".repeat(40),
+            before: "0".repeat(40),
+            after: "a".repeat(40),
+            status,
+            reason: None,
+            delivery: None,
+            attempt: 1,
+            created_at: String::new(),
+            started_at: None,
+            finished_at: None,
+            clone_url: String::new(),
+            ssh_url: None,
+            web_url: None,
+            message: String::new(),
+            pusher: String::new(),
+            forced: false,
+            path_filters: Vec::new(),
+        }
+    }
+
+    fn step(name: &str, status: StepStatus, reason: Option<&str>) -> StepRecord {
+        StepRecord {
+            name: name.into(),
+            status,
+            exit_code: None,
+            started_at: None,
+            finished_at: None,
+            reason: reason.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_resume_starts_at_the_step_that_failed_the_build_and_says_where_the_others_passed() {
+        use StepStatus::*;
+        let steps = [
+            step("build", Success, None),
+            step("lint", Failure, None),
+            step("test", Failure, None),
+            step("deploy", Skipped, None),
+        ];
+        let r = Resume::from_failed(&failed_build(5, BuildStatus::Failure), &steps).unwrap();
+        assert_eq!((r.from, r.from_name.as_str()), (2, "test"));
+        let reasons: Vec<_> = r.skipped.iter().map(|s| s.reason.as_str()).collect();
+        assert_eq!(reasons, ["passed in #5", "failed in #5, allowed to fail"]);
+        assert!(r.fits(["build", "lint", "test", "deploy", "more"]));
+        assert!(!r.fits(["build", "lint", "tests", "deploy"]));
+        assert!(!r.fits(["build", "test"]));
+        let plan = r.plan(vec!["build".into(), "lint".into(), "test".into()]);
+        assert_eq!(plan[0].skipped.as_deref(), Some("passed in #5"));
+        assert_eq!(plan[2].skipped, None);
+
+        // A resumed build that failed again keeps where its steps passed.
+        let again = [
+            step("build", Skipped, Some("passed in #5")),
+            step("lint", Skipped, Some("failed in #5, allowed to fail")),
+            step("test", Failure, None),
+        ];
+        let r = Resume::from_failed(&failed_build(6, BuildStatus::Failure), &again).unwrap();
+        assert_eq!(r.skipped[0].reason, "passed in #5");
+    }
+
+    #[test]
+    fn only_a_build_that_failed_in_a_step_can_resume() {
+        use StepStatus::*;
+        let ok = [step("build", Success, None)];
+        assert!(Resume::from_failed(&failed_build(1, BuildStatus::Success), &ok).is_err());
+        // Failed before any step failed (a build timeout while fetching).
+        let none = [step("build", Skipped, None)];
+        assert!(Resume::from_failed(&failed_build(1, BuildStatus::Failure), &none).is_err());
+        // A step before the failed one that never ran.
+        let odd = [step("build", Cancelled, None), step("test", Failure, None)];
+        assert!(Resume::from_failed(&failed_build(1, BuildStatus::Failure), &odd).is_err());
+    }
 }

@@ -10,8 +10,8 @@
 use super::migrations;
 use super::{
     Backend, BoxFuture, Build, BuildFilter, BuildOrigin, BuildStatus, CancelOutcome, ClaimPolicy,
-    Manual, NewBuild, NewDelivery, Recorded, Recovery, ReportJob, ReportOutcome, ReportRecord,
-    StepRecord, StepStatus, StoreError, StoreOptions, now_rfc3339,
+    Manual, NewBuild, NewDelivery, PlannedStep, Recorded, Recovery, ReportJob, ReportOutcome,
+    ReportRecord, StepRecord, StepStatus, StoreError, StoreOptions, now_rfc3339,
 };
 use crate::webhook::{Host, RefKind};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -389,6 +389,7 @@ fn queue_manual(
     conn: &Connection,
     build: &NewBuild,
     host: Option<Host>,
+    origin: &BuildOrigin,
     max_queued: u64,
 ) -> Result<Manual, StoreError> {
     let queued: i64 = conn
@@ -399,6 +400,17 @@ fn queue_manual(
     }
     let now = now_rfc3339();
     let id = insert_build(conn, build, None, None, host, &now)?;
+    let resume = origin
+        .resume
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO build_origins (build, rebuild_of, triggered_by, resume)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![id, origin.rebuild_of, origin.triggered_by, resume])?;
     let (cancel_running, superseded_queued) = if build.supersede {
         supersede(conn, &build.pipeline, &build.push.git_ref, id, &now)?
     } else {
@@ -628,9 +640,10 @@ impl Backend for SqliteBackend {
         &self,
         build: NewBuild,
         host: Option<Host>,
+        origin: BuildOrigin,
     ) -> BoxFuture<'_, Result<Manual, StoreError>> {
         let max = self.options.max_queued_builds;
-        Box::pin(self.write(move |conn| queue_manual(conn, &build, host, max)))
+        Box::pin(self.write(move |conn| queue_manual(conn, &build, host, &origin, max)))
     }
 
     fn build(&self, id: i64) -> BoxFuture<'_, Result<Option<Build>, StoreError>> {
@@ -680,15 +693,20 @@ impl Backend for SqliteBackend {
         Box::pin(self.write(move |conn| claim(conn, &policy)))
     }
 
-    fn set_steps(&self, build: i64, names: Vec<String>) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn set_steps(
+        &self,
+        build: i64,
+        steps: Vec<PlannedStep>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.write(move |conn| {
             conn.prepare_cached("DELETE FROM steps WHERE build = ?1")?
                 .execute([build])?;
             let mut insert = conn.prepare_cached(
-                "INSERT INTO steps (build, idx, name, status) VALUES (?1, ?2, ?3, 'pending')",
+                "INSERT INTO steps (build, idx, name, status, reason)
+                 VALUES (?1, ?2, ?3, CASE WHEN ?4 IS NULL THEN 'pending' ELSE 'skipped' END, ?4)",
             )?;
-            for (idx, name) in names.iter().enumerate() {
-                insert.execute(params![build, idx as i64, name])?;
+            for (idx, step) in steps.iter().enumerate() {
+                insert.execute(params![build, idx as i64, step.name, step.skipped])?;
             }
             Ok(())
         }))
@@ -731,7 +749,7 @@ impl Backend for SqliteBackend {
     fn steps(&self, build: i64) -> BoxFuture<'_, Result<Vec<StepRecord>, StoreError>> {
         Box::pin(self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT name, status, exit_code, started_at, finished_at FROM steps
+                "SELECT name, status, exit_code, started_at, finished_at, reason FROM steps
                  WHERE build = ?1 ORDER BY idx",
             )?;
             let rows = stmt.query_map([build], |r| {
@@ -742,6 +760,7 @@ impl Backend for SqliteBackend {
                     exit_code: r.get(2)?,
                     started_at: r.get(3)?,
                     finished_at: r.get(4)?,
+                    reason: r.get(5)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -1018,31 +1037,29 @@ impl Backend for SqliteBackend {
         }))
     }
 
-    fn record_origin(
-        &self,
-        build: i64,
-        origin: BuildOrigin,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.write(move |conn| {
-            conn.prepare_cached(
-                "INSERT OR REPLACE INTO build_origins (build, rebuild_of, triggered_by)
-                 SELECT id, ?2, ?3 FROM builds WHERE id = ?1",
-            )?
-            .execute(params![build, origin.rebuild_of, origin.triggered_by])?;
-            Ok(())
-        }))
-    }
-
     fn origin(&self, build: i64) -> BoxFuture<'_, Result<Option<BuildOrigin>, StoreError>> {
         Box::pin(self.read(move |conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT rebuild_of, triggered_by FROM build_origins WHERE build = ?1",
+                    "SELECT rebuild_of, triggered_by, resume FROM build_origins WHERE build = ?1",
                 )?
                 .query_row([build], |r| {
+                    let resume = r
+                        .get::<_, Option<String>>(2)?
+                        .map(|json| {
+                            serde_json::from_str(&json).map_err(|e| {
+                                rusqlite::Error::FromSqlConversionFailure(
+                                    2,
+                                    rusqlite::types::Type::Text,
+                                    Box::new(e),
+                                )
+                            })
+                        })
+                        .transpose()?;
                     Ok(BuildOrigin {
                         rebuild_of: r.get(0)?,
                         triggered_by: r.get(1)?,
+                        resume,
                     })
                 })
                 .optional()?)

@@ -7,6 +7,7 @@ use crate::report::Phase;
 use crate::store::{
     Build, BuildOrigin, BuildStatus, ReportOutcome, ReportRecord, StepRecord, StepStatus,
 };
+use crate::text::url_component;
 use crate::webhook::Host;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use time::OffsetDateTime;
@@ -315,19 +316,12 @@ fn duration(start: Option<&str>, end: Option<&str>, now: OffsetDateTime) -> Opti
     Some(human_duration(millis.max(0)))
 }
 
-/// Milliseconds as `850ms`, `45s`, `1m 12s` or `2h 5m`.
+/// Milliseconds (none below zero) as `850ms`, `45s`, `1m 12s` or `2h 5m`:
+/// see [`crate::text::duration`].
 pub fn human_duration(millis: i64) -> String {
-    let secs = millis / 1000;
-    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
-    if secs == 0 {
-        format!("{millis}ms")
-    } else if h > 0 {
-        format!("{h}h {m}m")
-    } else if m > 0 {
-        format!("{m}m {s}s")
-    } else {
-        format!("{s}s")
-    }
+    crate::text::duration(std::time::Duration::from_millis(
+        u64::try_from(millis).unwrap_or(0),
+    ))
 }
 
 /// A build's duration cell: total when finished, so far while running.
@@ -354,24 +348,6 @@ fn build_link(id: i64) -> Markup {
     html! { a href={ "/builds/" (id) } { "#" (id) } }
 }
 
-/// `s` percent-encoded for a path segment.
-fn path_segment(s: &str) -> String {
-    query_value(s)
-}
-
-/// `s` percent-encoded for a query string value.
-fn query_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// A pipeline on the index page.
 #[derive(Debug)]
 pub struct PipelineRow {
@@ -395,16 +371,16 @@ impl IndexFilter {
     pub fn link(&self, before: Option<i64>) -> String {
         let mut parts = Vec::new();
         if let Some(p) = &self.pipeline {
-            parts.push(format!("pipeline={}", query_value(p)));
+            parts.push(format!("pipeline={}", url_component(p)));
         }
         if let Some(b) = &self.branch {
-            parts.push(format!("branch={}", query_value(b)));
+            parts.push(format!("branch={}", url_component(b)));
         }
         if let Some(s) = self.status {
             parts.push(format!("status={}", s.as_str()));
         }
         if let Some(e) = &self.event {
-            parts.push(format!("event={}", query_value(e)));
+            parts.push(format!("event={}", url_component(e)));
         }
         if let Some(id) = before {
             parts.push(format!("before={id}"));
@@ -458,7 +434,7 @@ fn builds_table(builds: &[Build], now: OffsetDateTime) -> Markup {
                 @for b in builds {
                     tr {
                         td { (build_link(b.id)) }
-                        td.wide { a href={ "/pipelines/" (path_segment(&b.pipeline)) } { (b.pipeline) } }
+                        td.wide { a href={ "/pipelines/" (url_component(&b.pipeline)) } { (b.pipeline) } }
                         td { (ref_label(b)) }
                         td.wide {
                             span.mono title=(b.commit) { (short(&b.commit, 8)) }
@@ -491,7 +467,7 @@ pub fn index(page: &Index<'_>) -> Markup {
                     tbody {
                         @for p in page.pipelines {
                             tr {
-                                td { a href={ "/pipelines/" (path_segment(&p.name)) } { (p.name) } }
+                                td { a href={ "/pipelines/" (url_component(&p.name)) } { (p.name) } }
                                 td.mono.wide { (p.repo) }
                                 td {
                                     @match &p.latest {
@@ -505,11 +481,11 @@ pub fn index(page: &Index<'_>) -> Markup {
                                 td.wide {
                                     details {
                                         summary {
-                                            img src={ "/badge/" (path_segment(&p.name)) ".svg" } alt={ (p.name) " build status" } height="20";
+                                            img src={ "/badge/" (url_component(&p.name)) ".svg" } alt={ (p.name) " build status" } height="20";
                                         }
                                         code.mono {
-                                            "[![build](" (page.public_url) "/badge/" (path_segment(&p.name)) ".svg)]("
-                                            (page.public_url) "/pipelines/" (path_segment(&p.name)) ")"
+                                            "[![build](" (page.public_url) "/badge/" (url_component(&p.name)) ".svg)]("
+                                            (page.public_url) "/pipelines/" (url_component(&p.name)) ")"
                                         }
                                     }
                                 }
@@ -581,7 +557,7 @@ pub struct PipelinePage<'a> {
 /// `GET /pipelines/NAME`.
 pub fn pipeline(page: &PipelinePage<'_>) -> Markup {
     let p = page.pipeline;
-    let name = path_segment(&p.name);
+    let name = url_component(&p.name);
     let crumbs = html! { span.muted { "›" } span { (p.name) } };
     let body = html! {
         div #pipelines {
@@ -633,7 +609,7 @@ pub fn pipeline(page: &PipelinePage<'_>) -> Markup {
                 p.muted { "No builds." }
             } @else {
                 (builds_table(page.recent, page.now))
-                p.nav { a href={ "/?pipeline=" (query_value(&p.name)) } { "All builds of " (p.name) " →" } }
+                p.nav { a href={ "/?pipeline=" (url_component(&p.name)) } { "All builds of " (p.name) " →" } }
             }
         }
     };
@@ -653,7 +629,11 @@ impl StepView {
         if self.allowed {
             html! { span.st.st-allowed title="failed; the pipeline allows this step to fail" { "allowed to fail" } }
         } else {
-            status_label(self.record.status.as_str())
+            html! {
+                (status_label(self.record.status.as_str()))
+                // Why it did not run: "passed in #5".
+                @if let Some(why) = &self.record.reason { span.muted.reason { (why) } }
+            }
         }
     }
 
@@ -694,6 +674,8 @@ pub struct BuildPage<'a> {
     pub provider: Option<Provider>,
     /// The server has an admin token (the action buttons can work).
     pub admin: bool,
+    /// The step a re-run from the failed step starts at, when it can.
+    pub rerun_from: Option<&'a str>,
     pub now: OffsetDateTime,
 }
 
@@ -802,13 +784,17 @@ pub fn facts(page: &BuildPage<'_>) -> Markup {
             dt { "Triggered" }
             dd {
                 @if let Some(of) = origin.rebuild_of {
-                    "rebuild of " (build_link(of)) ", "
+                    "rebuild of " (build_link(of))
+                    @if let Some(resume) = &origin.resume {
+                        " from step " code { (resume.from_name) }
+                    }
+                    ", "
                 }
                 "by " (origin.triggered_by)
             }
         }
         dt { "Pipeline" }
-        dd { a href={ "/pipelines/" (path_segment(&b.pipeline)) } { (b.pipeline) } }
+        dd { a href={ "/pipelines/" (url_component(&b.pipeline)) } { (b.pipeline) } }
         dt { "Repository" }
         dd.mono {
             @if let Some(url) = web_url(b) { a href=(url) rel="noreferrer" { (b.repo) } } @else { (b.repo) }
@@ -947,7 +933,7 @@ pub fn build(page: &BuildPage<'_>) -> Markup {
     };
     let crumbs = html! {
         span.muted { "›" }
-        a href={ "/pipelines/" (path_segment(&b.pipeline)) } { (b.pipeline) }
+        a href={ "/pipelines/" (url_component(&b.pipeline)) } { (b.pipeline) }
         span.muted { "›" }
         span { "#" (b.id) }
     };
@@ -964,6 +950,13 @@ pub fn build(page: &BuildPage<'_>) -> Markup {
             details { summary.muted { "Full commit message" } pre.msg { (b.message) } }
         }
         (actions(page))
+        @if let Some(resume) = page.origin.and_then(|o| o.resume.as_ref()) {
+            p.note {
+                "This build started at step " code { (resume.from_name) } ". The steps before it did not run; "
+                "its checkout is fresh, so files they made in the earlier build are not there "
+                "unless a later step makes them again."
+            }
+        }
         dl #facts { (facts(page)) }
 
         h2 { "Steps" }
@@ -1099,6 +1092,13 @@ fn actions(page: &BuildPage<'_>) -> Markup {
             @if page.admin {
                 @if b.status.is_final() {
                     button.primary type="button" data-post={ "/api/builds/" (b.id) "/rebuild" } data-build=(b.id) { "Re-run" }
+                    @if let Some(step) = page.rerun_from {
+                        button type="button" data-post={ "/api/builds/" (b.id) "/rebuild?from=failed" } data-build=(b.id)
+                            title="A fresh checkout: files the earlier steps made are not there unless a later step makes them again." {
+                            "Re-run from " (step)
+                        }
+                        span.muted { "earlier steps are skipped; their files are not in the fresh checkout" }
+                    }
                 } @else {
                     button type="button" data-post={ "/api/builds/" (b.id) "/cancel" } data-build=(b.id) { "Cancel" }
                 }
@@ -1142,6 +1142,7 @@ fn step_duration(s: &StepRecord, now: OffsetDateTime) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::text::url_component as query_value;
 
     #[test]
     fn durations_read_as_a_person_would_say_them() {

@@ -248,6 +248,15 @@ pub(crate) fn environ_has_all(pid: i32, entries: &[Vec<u8>]) -> bool {
     })
 }
 
+/// True while process `pid` exists and is not a zombie (dead, not reaped).
+pub(crate) fn alive(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| parse_stat(pid, &stat))
+            .is_some_and(|p| !p.zombie)
+}
+
 /// Every process in `/proc` (those that vanish while being read are
 /// skipped).
 fn scan() -> Vec<Proc> {
