@@ -10,6 +10,7 @@
 //! made the write has committed with `synchronous=FULL`.
 
 mod migrations;
+pub mod outbox;
 mod sqlite;
 
 use crate::pipeline::PathFilter;
@@ -357,13 +358,47 @@ pub enum ReportOutcome {
     Superseded,
 }
 
+/// The build state a report carries, named as a commit status names it:
+/// a queued build reports `pending`. The store keeps the build state; the
+/// name is this type's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportedState(pub BuildStatus);
+
+impl ReportedState {
+    /// The name the API and the pages show.
+    pub fn as_str(self) -> &'static str {
+        match self.0 {
+            BuildStatus::Queued => "pending",
+            other => other.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for ReportedState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ReportedState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for ReportedState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// A report as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReportRecord {
     /// The status context.
     pub context: String,
     /// The build state reported.
-    pub state: String,
+    pub state: ReportedState,
     /// Where it stands.
     pub outcome: ReportOutcome,
     /// Sends tried.
@@ -411,15 +446,64 @@ pub enum StoreError {
     /// The queue holds `max_queued_builds` already; nothing was recorded.
     #[error("the build queue is full")]
     QueueFull,
-    /// The database failed (disk full, I/O error, corruption). Logged in
-    /// detail; callers answer 503 without the detail.
-    #[error("the store is unavailable: {0}")]
-    Unavailable(String),
+    /// The database failed; nothing was recorded. Logged in detail;
+    /// callers answer 503 without the detail, with a Retry-After that
+    /// fits the cause.
+    #[error("the store is unavailable ({}): {}", .0.cause, .0.detail)]
+    Unavailable(Fault),
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
+/// Why the database failed, and what it said (for the log only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// What kind of failure: callers decide by it.
+    pub cause: Cause,
+    /// The backend's own words; never shown to a caller.
+    pub detail: String,
+}
+
+/// What kind of database failure, so that callers need not read words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Contention: the database is locked or busy; a retry soon may pass.
+    Busy,
+    /// The database cannot be reached (connection lost, server down, the
+    /// writer stopped); a retry passes once it is back.
+    Down,
+    /// The database refused the write (disk full, I/O error, corruption, a
+    /// schema it does not know): an operator must act.
+    Failed,
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Cause::Busy => "busy",
+            Cause::Down => "down",
+            Cause::Failed => "failed",
+        })
+    }
+}
+
+impl Cause {
+    /// How long a caller (a Git host, a client) should wait before it
+    /// retries, in seconds.
+    pub fn retry_after_secs(self) -> u32 {
+        match self {
+            Cause::Busy => 1,
+            Cause::Down => 5,
+            Cause::Failed => 30,
+        }
+    }
+}
+
+impl StoreError {
+    /// An [`StoreError::Unavailable`] of `cause`.
+    pub fn unavailable(cause: Cause, detail: impl fmt::Display) -> StoreError {
+        StoreError::Unavailable(Fault {
+            cause,
+            detail: detail.to_string(),
+        })
     }
 }
 

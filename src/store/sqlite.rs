@@ -8,16 +8,24 @@
 //! a delivery waits for nothing but its own commit.
 
 use super::migrations;
+use super::outbox::{self, NewReport, Outbox, StateChange};
 use super::{
     Backend, BoxFuture, Build, BuildFilter, BuildOrigin, BuildStatus, CancelOutcome, ClaimPolicy,
     Manual, NewBuild, NewDelivery, Recorded, Recovery, ReportJob, ReportOutcome, ReportRecord,
-    StepRecord, StepStatus, StoreError, StoreOptions, now_rfc3339,
+    ReportedState, StepRecord, StepStatus, StoreError, StoreOptions, now_rfc3339,
 };
+use super::{Cause, Fault};
 use crate::webhook::{Host, RefKind};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
+
+/// The reason of a build that a dead daemon left running twice.
+const INTERRUPTED_TWICE: &str = "interrupted twice";
+/// The reason of a build re-queued after a dead daemon left it running.
+const INTERRUPTED: &str = "interrupted: the daemon stopped while it ran";
 
 /// The most jobs one transaction takes.
 const MAX_BATCH: usize = 512;
@@ -27,7 +35,7 @@ trait Job: Send {
     /// Runs inside a savepoint; `false` rolls the savepoint back.
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller once the transaction's fate is known.
-    fn finish(self: Box<Self>, committed: Result<(), String>);
+    fn finish(self: Box<Self>, committed: Result<(), Fault>);
 }
 
 struct FnJob<R, F> {
@@ -51,14 +59,47 @@ where
         ok
     }
 
-    fn finish(self: Box<Self>, committed: Result<(), String>) {
+    fn finish(self: Box<Self>, committed: Result<(), Fault>) {
         let answer = match (committed, self.result) {
             (Ok(()), Some(result)) => result,
-            (Ok(()), None) => Err(StoreError::Unavailable("the job did not run".into())),
+            (Ok(()), None) => Err(StoreError::unavailable(
+                Cause::Failed,
+                "the job did not run",
+            )),
             (Err(e), _) => Err(StoreError::Unavailable(e)),
         };
         // The caller may have gone (client hung up); the write stands.
         let _ = self.reply.send(answer);
+    }
+}
+
+/// A column whose text names no known value: a corrupt row is an error,
+/// never read as some default.
+fn bad_text(column: usize, text: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        rusqlite::types::Type::Text,
+        format!("unknown value {text:?}").into(),
+    )
+}
+
+/// What kind of failure a SQLite error is.
+fn fault(e: rusqlite::Error) -> Fault {
+    use rusqlite::ErrorCode;
+    let cause = match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Cause::Busy,
+        Some(ErrorCode::CannotOpen) => Cause::Down,
+        _ => Cause::Failed,
+    };
+    Fault {
+        cause,
+        detail: e.to_string(),
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Unavailable(fault(e))
     }
 }
 
@@ -88,8 +129,9 @@ impl SqliteBackend {
     /// Opens or creates the database, migrates it, and starts the writer.
     pub fn open(path: &Path, options: StoreOptions) -> Result<SqliteBackend, StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::unavailable(Cause::Failed, format!("{}: {e}", dir.display()))
+            })?;
         }
         let mut writer = Connection::open(path)?;
         configure(&writer)?;
@@ -104,7 +146,7 @@ impl SqliteBackend {
         std::thread::Builder::new()
             .name("hookci-store-writer".into())
             .spawn(move || writer_loop(writer, rx))
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::unavailable(Cause::Failed, e))?;
         Ok(SqliteBackend {
             jobs,
             reader: Arc::new(Mutex::new(reader)),
@@ -126,10 +168,10 @@ impl SqliteBackend {
         self.jobs
             .send(job)
             .await
-            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?;
+            .map_err(|_| StoreError::unavailable(Cause::Down, "the store writer has stopped"))?;
         answer
             .await
-            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?
+            .map_err(|_| StoreError::unavailable(Cause::Down, "the store writer has stopped"))?
     }
 
     async fn read<R, F>(&self, work: F) -> Result<R, StoreError>
@@ -145,7 +187,7 @@ impl SqliteBackend {
             work(&conn)
         })
         .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+        .map_err(|e| StoreError::unavailable(Cause::Failed, e))?
     }
 }
 
@@ -161,7 +203,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
         }
         let committed = run_batch(&conn, &mut batch);
         if let Err(e) = &committed {
-            tracing::error!(error = %e, jobs = batch.len(), "store transaction failed");
+            tracing::error!(error = %e.detail, cause = %e.cause, jobs = batch.len(), "store transaction failed");
         }
         for job in batch.drain(..) {
             job.finish(committed.clone());
@@ -169,9 +211,8 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     }
 }
 
-fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(|e| e.to_string())?;
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), Fault> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(fault)?;
     let result = (|| -> rusqlite::Result<()> {
         for job in batch.iter_mut() {
             conn.execute_batch("SAVEPOINT job")?;
@@ -185,7 +226,7 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), String
     })();
     if let Err(e) = result {
         let _ = conn.execute_batch("ROLLBACK");
-        return Err(e.to_string());
+        return Err(fault(e));
     }
     Ok(())
 }
@@ -298,7 +339,7 @@ fn insert_build(
         RefKind::Other => (None, None),
     };
     let filters = serde_json::to_string(&b.path_filters)
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        .map_err(|e| StoreError::unavailable(Cause::Failed, e))?;
     conn.prepare_cached(
         "INSERT INTO builds (pipeline, delivery, delivery_id, repo, host, event, ref, branch,
              tag, commit_sha, before_sha, after_sha, forced, clone_url, ssh_url, web_url,
@@ -329,7 +370,17 @@ fn insert_build(
         now,
         b.report_context,
     ])?;
-    Ok(conn.last_insert_rowid())
+    let id = conn.last_insert_rowid();
+    let change = StateChange {
+        build: id,
+        context: b.report_context.as_deref(),
+        path_rules: !b.path_filters.is_empty(),
+        from: None,
+        to: BuildStatus::Queued,
+        reason: None,
+    };
+    outbox::state_changed(&mut SqlOutbox(conn), change, OffsetDateTime::now_utc())?;
+    Ok(id)
 }
 
 /// Queues one build that no delivery carried (a rebuild, a trigger).
@@ -369,12 +420,22 @@ fn supersede(
     now: &str,
 ) -> Result<(Vec<i64>, u64), StoreError> {
     let reason = format!("superseded by build {newer}");
-    let queued = conn
+    let cancelled = conn
         .prepare_cached(
             "UPDATE builds SET status = 'cancelled', reason = ?4, finished_at = ?5
-         WHERE pipeline = ?1 AND ref = ?2 AND status = 'queued' AND id < ?3",
+         WHERE pipeline = ?1 AND ref = ?2 AND status = 'queued' AND id < ?3
+         RETURNING id, report_context, path_filters",
         )?
-        .execute(params![pipeline, git_ref, newer, reason, now])?;
+        .query_map(params![pipeline, git_ref, newer, reason, now], changed_row)?
+        .collect::<rusqlite::Result<Vec<ChangedRow>>>()?;
+    let queued = cancelled.len();
+    changed(
+        conn,
+        &cancelled,
+        BuildStatus::Queued,
+        BuildStatus::Cancelled,
+        Some(&reason),
+    )?;
     let mut stmt = conn.prepare_cached(
         "UPDATE builds SET cancel_reason = ?4
          WHERE pipeline = ?1 AND ref = ?2 AND status = 'running' AND id < ?3
@@ -433,13 +494,94 @@ fn claim(conn: &Connection, policy: &ClaimPolicy) -> Result<Option<Build>, Store
         "UPDATE builds SET status = 'running', started_at = ?2, finished_at = NULL,
              reason = NULL, cancel_reason = NULL
          WHERE id = ?1 AND status = 'queued'
-         RETURNING {BUILD_COLUMNS}"
+         RETURNING {BUILD_COLUMNS}, report_context"
     );
-    let build = conn
+    let claimed = conn
         .prepare_cached(&sql)?
-        .query_row(params![id, now], build_from_row)
+        .query_row(params![id, now], |r| {
+            Ok((
+                build_from_row(r)?,
+                r.get::<_, Option<String>>(BUILD_COLUMN_COUNT)?,
+            ))
+        })
         .optional()?;
-    Ok(build)
+    let Some((build, context)) = claimed else {
+        return Ok(None);
+    };
+    let change = StateChange {
+        build: build.id,
+        context: context.as_deref(),
+        path_rules: !build.path_filters.is_empty(),
+        from: Some(BuildStatus::Queued),
+        to: BuildStatus::Running,
+        reason: None,
+    };
+    outbox::state_changed(&mut SqlOutbox(conn), change, OffsetDateTime::now_utc())?;
+    Ok(Some(build))
+}
+
+/// The outbox inside the writer's open transaction.
+struct SqlOutbox<'a>(&'a Connection);
+
+impl Outbox for SqlOutbox<'_> {
+    fn write_report(&mut self, report: &NewReport, at: OffsetDateTime) -> Result<(), StoreError> {
+        let created_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
+        self.0
+            .prepare_cached(
+                "INSERT INTO reports (build, context, state, description, created_at, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                report.build,
+                report.context,
+                report.state.as_str(),
+                report.description,
+                rfc3339(at),
+                created_ms
+            ])?;
+        Ok(())
+    }
+}
+
+/// A build whose state an UPDATE changed: `RETURNING id, report_context,
+/// path_filters`.
+type ChangedRow = (i64, Option<String>, String);
+
+fn changed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChangedRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+}
+
+/// Writes the reports for builds an UPDATE moved from `from` to `to`.
+fn changed(
+    conn: &Connection,
+    rows: &[ChangedRow],
+    from: BuildStatus,
+    to: BuildStatus,
+    reason: Option<&str>,
+) -> Result<(), StoreError> {
+    let at = OffsetDateTime::now_utc();
+    for (id, context, filters) in rows {
+        let change = StateChange {
+            build: *id,
+            context: context.as_deref(),
+            path_rules: filters != "[]",
+            from: Some(from),
+            to,
+            reason,
+        };
+        outbox::state_changed(&mut SqlOutbox(conn), change, at)?;
+    }
+    Ok(())
+}
+
+/// `at` as RFC 3339 UTC with milliseconds, as the store keeps times.
+fn rfc3339(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let at = at
+        .replace_nanosecond(at.millisecond() as u32 * 1_000_000)
+        .unwrap_or(at);
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
 /// How many of a pipeline's oldest queued builds a claim looks at before it
@@ -519,6 +661,9 @@ fn oldest_runnable(
 const BUILD_COLUMNS: &str = "id, pipeline, repo, host, event, ref, branch, tag, commit_sha,
     before_sha, after_sha, status, reason, delivery_id, attempt, created_at, started_at,
     finished_at, clone_url, ssh_url, web_url, message, pusher, forced, path_filters";
+
+/// How many columns [`BUILD_COLUMNS`] names.
+const BUILD_COLUMN_COUNT: usize = 25;
 
 fn build_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Build> {
     build_from_row_at(r, 0)
@@ -600,7 +745,7 @@ impl Backend for SqliteBackend {
                     .map(|s| s.as_str())
                     .collect::<Vec<_>>(),
             )
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::unavailable(Cause::Failed, e))?;
             let sql = format!(
                 "SELECT {BUILD_COLUMNS} FROM builds
                  WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR branch = ?2)
@@ -704,11 +849,21 @@ impl Backend for SqliteBackend {
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.write(move |conn| {
             let now = now_rfc3339();
-            conn.prepare_cached(
-                "UPDATE builds SET status = ?2, reason = ?3, finished_at = ?4
-                 WHERE id = ?1 AND status IN ('queued', 'running')",
-            )?
-            .execute(params![build, status.as_str(), reason, now])?;
+            let before: Option<String> = conn
+                .prepare_cached("SELECT status FROM builds WHERE id = ?1")?
+                .query_row([build], |r| r.get(0))
+                .optional()?;
+            let rows = conn
+                .prepare_cached(
+                    "UPDATE builds SET status = ?2, reason = ?3, finished_at = ?4
+                     WHERE id = ?1 AND status IN ('queued', 'running')
+                     RETURNING id, report_context, path_filters",
+                )?
+                .query_map(params![build, status.as_str(), reason, now], changed_row)?
+                .collect::<rusqlite::Result<Vec<ChangedRow>>>()?;
+            if let Some(from) = before.as_deref().and_then(|s| s.parse().ok()) {
+                changed(conn, &rows, from, status, reason.as_deref())?;
+            }
             conn.prepare_cached(
                 "UPDATE steps SET status = 'skipped' WHERE build = ?1 AND status = 'pending'",
             )?
@@ -719,12 +874,22 @@ impl Backend for SqliteBackend {
 
     fn requeue(&self, build: i64, reason: String) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.write(move |conn| {
-            conn.prepare_cached(
-                "UPDATE builds SET status = 'queued', reason = ?2, started_at = NULL,
-                     cancel_reason = NULL
-                 WHERE id = ?1 AND status = 'running'",
-            )?
-            .execute(params![build, reason])?;
+            let rows = conn
+                .prepare_cached(
+                    "UPDATE builds SET status = 'queued', reason = ?2, started_at = NULL,
+                         cancel_reason = NULL
+                     WHERE id = ?1 AND status = 'running'
+                     RETURNING id, report_context, path_filters",
+                )?
+                .query_map(params![build, reason], changed_row)?
+                .collect::<rusqlite::Result<Vec<ChangedRow>>>()?;
+            changed(
+                conn,
+                &rows,
+                BuildStatus::Running,
+                BuildStatus::Queued,
+                Some(&reason),
+            )?;
             Ok(())
         }))
     }
@@ -744,11 +909,20 @@ impl Backend for SqliteBackend {
             };
             match status.as_str() {
                 "queued" => {
-                    conn.prepare_cached(
-                        "UPDATE builds SET status = 'cancelled', reason = ?2, finished_at = ?3
-                         WHERE id = ?1",
-                    )?
-                    .execute(params![build, reason, now_rfc3339()])?;
+                    let rows = conn
+                        .prepare_cached(
+                            "UPDATE builds SET status = 'cancelled', reason = ?2, finished_at = ?3
+                             WHERE id = ?1 RETURNING id, report_context, path_filters",
+                        )?
+                        .query_map(params![build, reason, now_rfc3339()], changed_row)?
+                        .collect::<rusqlite::Result<Vec<ChangedRow>>>()?;
+                    changed(
+                        conn,
+                        &rows,
+                        BuildStatus::Queued,
+                        BuildStatus::Cancelled,
+                        Some(&reason),
+                    )?;
                     conn.prepare_cached(
                         "UPDATE steps SET status = 'skipped' WHERE build = ?1 AND status = 'pending'",
                     )?
@@ -782,28 +956,44 @@ impl Backend for SqliteBackend {
             let now = now_rfc3339();
             let failed = conn
                 .prepare_cached(
-                    "UPDATE builds SET status = 'error', reason = 'interrupted twice',
+                    "UPDATE builds SET status = 'error', reason = ?2,
                          finished_at = ?1
-                     WHERE status = 'running' AND attempt >= 2 RETURNING id",
+                     WHERE status = 'running' AND attempt >= 2
+                     RETURNING id, report_context, path_filters",
                 )?
-                .query_map([&now], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<i64>>>()?;
+                .query_map(params![&now, INTERRUPTED_TWICE], changed_row)?
+                .collect::<rusqlite::Result<Vec<ChangedRow>>>()?;
+            changed(
+                conn,
+                &failed,
+                BuildStatus::Running,
+                BuildStatus::Error,
+                Some(INTERRUPTED_TWICE),
+            )?;
+            let failed = failed.into_iter().map(|(id, ..)| id).collect();
             conn.prepare_cached(
                 "UPDATE steps SET status = 'skipped'
                  WHERE status IN ('pending', 'running')
                    AND build IN (SELECT id FROM builds WHERE status = 'error'
-                                 AND reason = 'interrupted twice')",
+                                 AND reason = ?1)",
             )?
-            .execute([])?;
+            .execute([INTERRUPTED_TWICE])?;
             let requeued = conn
                 .prepare_cached(
                     "UPDATE builds SET status = 'queued', attempt = attempt + 1,
-                         reason = 'interrupted: the daemon stopped while it ran',
-                         started_at = NULL, cancel_reason = NULL
-                     WHERE status = 'running' RETURNING id",
+                         reason = ?1, started_at = NULL, cancel_reason = NULL
+                     WHERE status = 'running' RETURNING id, report_context, path_filters",
                 )?
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<i64>>>()?;
+                .query_map([INTERRUPTED], changed_row)?
+                .collect::<rusqlite::Result<Vec<ChangedRow>>>()?;
+            changed(
+                conn,
+                &requeued,
+                BuildStatus::Running,
+                BuildStatus::Queued,
+                Some(INTERRUPTED),
+            )?;
+            let requeued = requeued.into_iter().map(|(id, ..)| id).collect();
             Ok(Recovery { requeued, failed })
         }))
     }
@@ -821,10 +1011,10 @@ impl Backend for SqliteBackend {
                 .query_map(params![pipeline, keep], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<i64>>>()?;
             let cutoff =
-                time::OffsetDateTime::now_utc() - time::Duration::days(super::DELIVERY_MEMORY_DAYS);
+                OffsetDateTime::now_utc() - time::Duration::days(super::DELIVERY_MEMORY_DAYS);
             let cutoff = cutoff
                 .format(&time::format_description::well_known::Rfc3339)
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                .map_err(|e| StoreError::unavailable(Cause::Failed, e))?;
             conn.prepare_cached(
                 "DELETE FROM deliveries WHERE id IN (
                      SELECT d.id FROM deliveries d
@@ -927,16 +1117,13 @@ impl Backend for SqliteBackend {
                 let state: String = r.get(1)?;
                 Ok(ReportRecord {
                     context: r.get(0)?,
-                    state: if state == "queued" {
-                        "pending".into()
-                    } else {
-                        state
-                    },
+                    state: ReportedState(state.parse().map_err(|()| bad_text(1, &state))?),
                     outcome: match outcome.as_str() {
+                        "pending" => ReportOutcome::Pending,
                         "delivered" => ReportOutcome::Delivered,
                         "failed" => ReportOutcome::Failed,
                         "superseded" => ReportOutcome::Superseded,
-                        _ => ReportOutcome::Pending,
+                        _ => return Err(bad_text(2, &outcome)),
                     },
                     attempts: r.get(3)?,
                     last_error: r.get(4)?,
@@ -1029,5 +1216,61 @@ impl Backend for SqliteBackend {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((newest, active))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    /// A database written before the report rule moved out of SQL (schema
+    /// 8, with migration 3's triggers) migrates, and from then on each state
+    /// change writes its report once: from Rust, not again from a trigger.
+    #[tokio::test]
+    async fn a_database_from_before_the_rust_report_rule_migrates_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookci.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrations::migrate_until(&mut conn, 8).unwrap();
+            conn.execute(
+                "INSERT INTO builds (pipeline, repo, event, ref, branch, commit_sha, before_sha,
+                     after_sha, clone_url, message, pusher, status, created_at, report_context)
+                 VALUES ('app', 'acme/app', 'push', 'refs/heads/main', 'main', 'abc1', '0',
+                     'abc1', 'https://git.example/acme/app.git', 'm', 'me', 'queued',
+                     '2026-01-01T00:00:00.000Z', 'ci/app')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open_sqlite(
+            &path,
+            StoreOptions {
+                max_queued_builds: 10,
+            },
+        )
+        .unwrap();
+        let build = store.claim_next(ClaimPolicy::default()).await.unwrap();
+        let id = build.expect("the old queued build is claimed").id;
+        store.finish(id, BuildStatus::Success, None).await.unwrap();
+        let states: Vec<_> = store
+            .reports(id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.state.as_str())
+            .collect();
+        assert_eq!(states, ["pending", "running", "success"]);
+        let conn = Connection::open(&path).unwrap();
+        let triggers: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'
+                 AND name IN ('report_on_insert', 'report_on_update')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(triggers, 0);
     }
 }

@@ -1034,7 +1034,7 @@ pub fn build(page: &BuildPage<'_>) -> Markup {
                     @for r in page.reports {
                         tr {
                             td.mono { (r.context) }
-                            td.mono title={ "hookci: " (r.state) } { (host_state(page.provider, &r.state)) }
+                            td.mono title={ "hookci: " (r.state) } { (host_state(page.provider, r.state.as_str())) }
                             td { (status_label(report_outcome(r.outcome))) }
                             td.num.wide { (r.attempts) }
                             td.wide { (when(Some(&r.created_at), page.now)) }
