@@ -535,6 +535,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// How many builds are queued.
     fn queued_count(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 
+    /// How many deliveries are remembered (for redeliveries), all pipelines.
+    fn delivery_count(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// True when `delivery_id` is remembered for `pipeline`.
+    fn delivery_recorded(
+        &self,
+        pipeline: String,
+        delivery_id: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+
     /// How many status reports wait in the outbox (to be sent or retried).
     fn pending_reports(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 
@@ -897,6 +907,22 @@ impl Store {
     /// How many builds are queued.
     pub async fn queued_count(&self) -> Result<u64, StoreError> {
         self.backend.queued_count().await
+    }
+
+    /// See [`Backend::delivery_count`].
+    pub async fn delivery_count(&self) -> Result<u64, StoreError> {
+        self.backend.delivery_count().await
+    }
+
+    /// See [`Backend::delivery_recorded`].
+    pub async fn delivery_recorded(
+        &self,
+        pipeline: &str,
+        delivery_id: &str,
+    ) -> Result<bool, StoreError> {
+        self.backend
+            .delivery_recorded(pipeline.to_owned(), delivery_id.to_owned())
+            .await
     }
 
     /// See [`Backend::pending_reports`].

@@ -1144,6 +1144,31 @@ impl Backend for SqliteBackend {
         }))
     }
 
+    fn delivery_count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.read(|conn| {
+            let n: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM deliveries")?
+                .query_row([], |r| r.get(0))?;
+            Ok(n.max(0) as u64)
+        }))
+    }
+
+    fn delivery_recorded(
+        &self,
+        pipeline: String,
+        delivery_id: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT 1 FROM deliveries WHERE pipeline = ?1 AND delivery_id = ?2",
+                )?
+                .query_row(params![pipeline, delivery_id], |_| Ok(()))
+                .optional()?
+                .is_some())
+        }))
+    }
+
     fn queued_count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(self.read(|conn| {
             let n: i64 = conn
