@@ -2,9 +2,10 @@
 //!
 //! This is the only module that speaks SQL. Callers see [`Store`], a cheap
 //! clone handle whose methods are async and backend-neutral; the SQLite
-//! backend lives in [`sqlite`]. A PostgreSQL backend (several build boxes
-//! sharing one queue) is a second implementation of [`Backend`], added here
-//! without touching the HTTP or runner code.
+//! backend lives in [`sqlite`]. A second backend implements [`Backend`]
+//! and [`outbox::Outbox`], calls [`outbox::state_changed`] for every state
+//! change inside the changing transaction, maps its errors to a [`Cause`],
+//! and passes `tests/store_conformance.rs`.
 //!
 //! Invariant: a write method returns `Ok` only after the transaction that
 //! made the write has committed with `synchronous=FULL`.
