@@ -8,6 +8,8 @@
 //! delivery and its builds durably before the host gets its 2xx.
 //!
 //! Module map, in the order a push travels:
+//! - [`model`]: the domain types (push, host, build and step states); depends on
+//!   nothing else in the crate.
 //! - [`config`]: the server config (`hookci.toml`), raw TOML to validated values.
 //! - [`secret`]: secret values and where they come from; never printed.
 //! - [`http`]: axum routes, connection limits, JSON errors. Never runs git or a build.
@@ -34,6 +36,7 @@ pub mod config;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod model;
 pub mod notify;
 pub mod pipeline;
 pub mod reload;

@@ -14,88 +14,19 @@ mod migrations;
 pub mod outbox;
 mod sqlite;
 
+pub use crate::model::{BuildStatus, StepStatus};
+use crate::model::{Host, PushEvent};
 use crate::pipeline::PathFilter;
-use crate::webhook::{Host, PushEvent};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::fmt;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::str::FromStr;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
 /// A boxed future, so that [`Backend`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// A build's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BuildStatus {
-    /// Waiting for a worker.
-    Queued,
-    /// A worker is running it.
-    Running,
-    /// Every step that must pass passed.
-    Success,
-    /// A step failed.
-    Failure,
-    /// The build could not run (clone failed, interrupted twice).
-    Error,
-    /// Cancelled by a user or superseded by a newer push.
-    Cancelled,
-    /// Nothing to build (no changed file matched the trigger's paths).
-    Skipped,
-}
-
-impl BuildStatus {
-    /// The name used in the API and the store.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BuildStatus::Queued => "queued",
-            BuildStatus::Running => "running",
-            BuildStatus::Success => "success",
-            BuildStatus::Failure => "failure",
-            BuildStatus::Error => "error",
-            BuildStatus::Cancelled => "cancelled",
-            BuildStatus::Skipped => "skipped",
-        }
-    }
-
-    /// True once the build will not change state again.
-    pub fn is_final(self) -> bool {
-        match self {
-            BuildStatus::Queued | BuildStatus::Running => false,
-            BuildStatus::Success
-            | BuildStatus::Failure
-            | BuildStatus::Error
-            | BuildStatus::Cancelled
-            | BuildStatus::Skipped => true,
-        }
-    }
-}
-
-impl fmt::Display for BuildStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for BuildStatus {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        Ok(match s {
-            "queued" => BuildStatus::Queued,
-            "running" => BuildStatus::Running,
-            "success" => BuildStatus::Success,
-            "failure" => BuildStatus::Failure,
-            "error" => BuildStatus::Error,
-            "cancelled" => BuildStatus::Cancelled,
-            "skipped" => BuildStatus::Skipped,
-            _ => return Err(()),
-        })
-    }
-}
 
 /// A build to queue: the pipeline and the push that triggers it.
 #[derive(Debug, Clone)]
@@ -228,53 +159,6 @@ pub struct Build {
     /// The path rules the runner decides; empty = none.
     #[serde(skip)]
     pub path_filters: Vec<PathFilter>,
-}
-
-/// A step's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StepStatus {
-    /// Not started yet.
-    Pending,
-    /// Running now.
-    Running,
-    /// Exited 0.
-    Success,
-    /// Exited non-zero, was killed, or timed out.
-    Failure,
-    /// Stopped by a cancel.
-    Cancelled,
-    /// Not run: an earlier step failed, or the build was cancelled first.
-    Skipped,
-}
-
-impl StepStatus {
-    /// The name used in the API and the store.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepStatus::Pending => "pending",
-            StepStatus::Running => "running",
-            StepStatus::Success => "success",
-            StepStatus::Failure => "failure",
-            StepStatus::Cancelled => "cancelled",
-            StepStatus::Skipped => "skipped",
-        }
-    }
-}
-
-impl FromStr for StepStatus {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        Ok(match s {
-            "pending" => StepStatus::Pending,
-            "running" => StepStatus::Running,
-            "success" => StepStatus::Success,
-            "failure" => StepStatus::Failure,
-            "cancelled" => StepStatus::Cancelled,
-            "skipped" => StepStatus::Skipped,
-            _ => return Err(()),
-        })
-    }
 }
 
 /// A step of a build, as stored.

@@ -15,7 +15,7 @@ use super::{
     ReportedState, StepRecord, StepStatus, StoreError, StoreOptions, now_rfc3339,
 };
 use super::{Cause, Fault};
-use crate::webhook::{Host, RefKind};
+use crate::model::{Host, RefKind};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
