@@ -31,7 +31,6 @@
 //! - [`server`]: wires the pieces together: `run(config, listener, shutdown)`.
 
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod http;
 pub mod logging;
@@ -41,7 +40,6 @@ pub mod notify;
 pub mod pipeline;
 pub mod reload;
 pub mod report;
-pub mod run;
 pub mod runner;
 pub mod secret;
 pub mod server;
@@ -49,3 +47,11 @@ pub mod store;
 pub mod tomlpos;
 pub mod webhook;
 pub mod worker;
+
+// `hookci`'s client commands and `hookci run` are children of `cli`; their
+// old paths stay.
+pub use cli::client;
+pub use cli::local_run as run;
+
+/// The `User-Agent` of every request hookci makes (GitHub requires one).
+pub const USER_AGENT: &str = concat!("hookci/", env!("CARGO_PKG_VERSION"));

@@ -2,7 +2,7 @@
 //! streams to the terminal with step headers, then a summary of step
 //! results and durations; exit 0 when the build succeeded, else 1.
 
-use crate::cli::{Failure, load_config};
+use super::{Failure, load_config};
 use crate::pipeline;
 use crate::runner::build::{Ended, Job, Runner, Source, StopReason, StopSlot, short};
 use crate::runner::checkout::{Mirrors, display_url};
@@ -73,7 +73,7 @@ pub fn run(
         // Reuse the daemon's mirror cache: only what is new is fetched.
         runner.mirrors = Mirrors::new(config.data_dir.join("repos"));
         runner.run_as =
-            crate::server::resolve_run_as(&config).map_err(|e| Failure::usage(format!("{e:#}")))?;
+            crate::runner::resolve_run_as(&config).map_err(|e| Failure::usage(format!("{e:#}")))?;
         runner.sandbox = crate::runner::sandbox::Setup::of_config(&config);
         crate::runner::sandbox::log_mode(&config, runner.run_as).await;
 
@@ -116,7 +116,7 @@ pub fn run(
         let interrupt = {
             let (cancel, stop) = (cancel.clone(), Arc::clone(&stop));
             tokio::spawn(async move {
-                crate::cli::shutdown_signal().await;
+                super::shutdown_signal().await;
                 *stop.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(StopReason::Cancel("interrupted".into()));
                 cancel.cancel();
