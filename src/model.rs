@@ -137,6 +137,22 @@ pub struct PushEvent {
 }
 
 impl PushEvent {
+    /// The branch's short name, for a branch push.
+    pub fn branch(&self) -> Option<&str> {
+        match &self.kind {
+            RefKind::Branch(b) => Some(b),
+            RefKind::Tag(_) | RefKind::Other => None,
+        }
+    }
+
+    /// The tag's short name, for a tag push.
+    pub fn tag(&self) -> Option<&str> {
+        match &self.kind {
+            RefKind::Tag(t) => Some(t),
+            RefKind::Branch(_) | RefKind::Other => None,
+        }
+    }
+
     /// `push` for a branch, `tag` for a tag (the value of `HOOKCI_EVENT`).
     pub fn event_name(&self) -> &'static str {
         match self.kind {
@@ -259,5 +275,109 @@ impl FromStr for StepStatus {
             "skipped" => StepStatus::Skipped,
             _ => return Err(()),
         })
+    }
+}
+
+/// A trigger's `paths` and `ignore_paths`, kept as written so the runner can
+/// decide them against the files git says changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathFilter {
+    /// Build only if a changed file matches one of these (empty: any file).
+    pub paths: Vec<String>,
+    /// Changed files matching these do not count.
+    pub ignore_paths: Vec<String>,
+}
+
+impl PathFilter {
+    /// True when the filter accepts every change.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty() && self.ignore_paths.is_empty()
+    }
+}
+
+/// A build: the push it builds, and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Build {
+    /// The build's number, a small integer users can type.
+    pub id: i64,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The push it builds (for a rebuild or a trigger, the push it repeats
+    /// or makes up). Its fields read through: `build.repo`, `build.commit`.
+    pub push: PushEvent,
+    /// The host the delivery came from (`None` for manual triggers).
+    pub host: Option<String>,
+    /// The state.
+    pub status: BuildStatus,
+    /// Why it is in that state, in words.
+    pub reason: Option<String>,
+    /// The delivery id that queued it.
+    pub delivery: Option<String>,
+    /// 1, plus one per interrupted run.
+    pub attempt: i64,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// RFC 3339 UTC.
+    pub started_at: Option<String>,
+    /// RFC 3339 UTC.
+    pub finished_at: Option<String>,
+    /// The path rules the runner decides; empty = none.
+    pub path_filters: Vec<PathFilter>,
+}
+
+/// A build is its push plus its state: the push's fields read through, so
+/// that callers need not copy them (there is no other `Deref` use).
+impl std::ops::Deref for Build {
+    type Target = PushEvent;
+    fn deref(&self) -> &PushEvent {
+        &self.push
+    }
+}
+
+impl Serialize for Build {
+    /// The API's build object: the push's public fields flat beside the
+    /// state (clone URLs, message, pusher and path rules stay inside).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            id: i64,
+            pipeline: &'a str,
+            repo: &'a str,
+            host: Option<&'a str>,
+            event: &'a str,
+            #[serde(rename = "ref")]
+            git_ref: &'a str,
+            branch: Option<&'a str>,
+            tag: Option<&'a str>,
+            commit: &'a str,
+            before: &'a str,
+            status: BuildStatus,
+            reason: Option<&'a str>,
+            delivery: Option<&'a str>,
+            attempt: i64,
+            created_at: &'a str,
+            started_at: Option<&'a str>,
+            finished_at: Option<&'a str>,
+        }
+        Shown {
+            id: self.id,
+            pipeline: &self.pipeline,
+            repo: &self.push.repo,
+            host: self.host.as_deref(),
+            event: self.push.event_name(),
+            git_ref: &self.push.git_ref,
+            branch: self.push.branch(),
+            tag: self.push.tag(),
+            commit: &self.push.commit,
+            before: &self.push.before,
+            status: self.status,
+            reason: self.reason.as_deref(),
+            delivery: self.delivery.as_deref(),
+            attempt: self.attempt,
+            created_at: &self.created_at,
+            started_at: self.started_at.as_deref(),
+            finished_at: self.finished_at.as_deref(),
+        }
+        .serialize(s)
     }
 }

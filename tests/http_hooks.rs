@@ -110,7 +110,7 @@ async fn a_signed_push_is_queued_and_answered_202_after_it_is_stored() {
     assert_eq!(build.status.as_str(), "queued");
     assert_eq!(build.commit, "199eddf46df50de8d02e99bf1c5fdb4101338224");
     assert_eq!(build.git_ref, "refs/heads/master");
-    assert_eq!(build.branch.as_deref(), Some("master"));
+    assert_eq!(build.branch(), Some("master"));
     assert_eq!(build.delivery.as_deref(), Some("delivery-1"));
     server.stop().await;
 }
@@ -166,7 +166,7 @@ async fn a_tag_push_builds_when_a_trigger_names_the_tag() {
     let (status, json, _) = github(&server, "/hooks/drone", "push", "tag-1", &body, SECRET).await;
     assert_eq!(status, 202, "{json}");
     let builds = common::all_builds(&server.store()).await;
-    let tag = builds[0].tag.clone().expect("a tag build");
+    let tag = builds[0].tag().expect("a tag build");
     assert_eq!(tag, "v0.0.1");
     server.stop().await;
 }

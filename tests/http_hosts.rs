@@ -46,9 +46,9 @@ async fn builds(server: &TestServer) -> Vec<Row> {
         .await
         .into_iter()
         .map(|b| Row {
-            commit: b.commit,
-            git_ref: b.git_ref,
-            repo: b.repo,
+            commit: b.push.commit,
+            git_ref: b.push.git_ref,
+            repo: b.push.repo,
             host: b.host.expect("a pushed build has a host"),
             delivery: b.delivery.expect("a pushed build has a delivery"),
         })

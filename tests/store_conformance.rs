@@ -123,7 +123,7 @@ async fn claim(store: &Store, policy: &ClaimPolicy) -> Option<(i64, String, Stri
         .map(|b| {
             assert_eq!(b.status, BuildStatus::Running);
             assert!(b.started_at.is_some());
-            (b.id, b.pipeline, b.git_ref)
+            (b.id, b.pipeline, b.push.git_ref)
         })
 }
 
@@ -285,14 +285,14 @@ async fn queue_records_builds_and_refuses_past_the_limit() {
         assert_eq!(b.pipeline, "app");
         assert_eq!(b.repo, "acme/app");
         assert_eq!(b.git_ref, "refs/heads/main");
-        assert_eq!(b.branch.as_deref(), Some("main"));
+        assert_eq!(b.branch(), Some("main"));
         assert_eq!(b.commit, commit);
         assert_eq!(b.host.as_deref(), Some("github"));
         assert_eq!(b.delivery.as_deref(), Some("d1"));
         assert_eq!(b.attempt, 1);
-        assert_eq!(b.event, "push");
+        assert_eq!(b.event_name(), "push");
         let t = store.build(r.build_ids[1]).await.unwrap().expect("stored");
-        assert_eq!((t.event.as_str(), t.tag.as_deref()), ("tag", Some("v1")));
+        assert_eq!((t.event_name(), t.tag()), ("tag", Some("v1")));
         assert_eq!(store.queued_count().await.unwrap(), 2, "{name}");
         assert_eq!(store.delivery_count().await.unwrap(), 1, "{name}");
 

@@ -3,12 +3,12 @@
 //! results and durations; exit 0 when the build succeeded, else 1.
 
 use super::{Failure, load_config};
+use crate::model::{PushEvent, RefKind, ZERO_SHA};
 use crate::pipeline;
 use crate::runner::build::{Ended, Job, Runner, Source, StopReason, StopSlot, short};
 use crate::runner::checkout::{Mirrors, display_url};
 use crate::runner::log::LogWriter;
 use crate::store::{Build, BuildStatus, StepStatus};
-use crate::webhook::{RefKind, ZERO_SHA};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -92,7 +92,7 @@ pub fn run(
         };
         let mut build = local_build(&pipeline, &git_ref, &commit);
         if let Some((_, message)) = head {
-            build.message = message;
+            build.push.message = message;
         }
         let secrets: Vec<_> = pipeline
             .secrets
@@ -186,24 +186,26 @@ fn head_of(dir: &std::path::Path) -> Option<(String, String)> {
 
 /// A build record for a run that has no delivery and no store.
 fn local_build(pipeline: &pipeline::Pipeline, git_ref: &str, commit: &str) -> Build {
-    let kind = RefKind::of(git_ref);
-    let (branch, tag, event) = match kind {
-        RefKind::Branch(b) => (Some(b), None, "push"),
-        RefKind::Tag(t) => (None, Some(t), "tag"),
-        RefKind::Other => (None, None, "push"),
-    };
     Build {
         id: 0,
         pipeline: pipeline.name.clone(),
-        repo: pipeline.repo.clone(),
+        push: PushEvent {
+            repo: pipeline.repo.clone(),
+            git_ref: git_ref.into(),
+            kind: RefKind::of(git_ref),
+            before: ZERO_SHA.into(),
+            after: commit.into(),
+            commit: commit.into(),
+            created: true,
+            deleted: false,
+            forced: false,
+            clone_url: pipeline.clone_url.clone().unwrap_or_default(),
+            ssh_url: None,
+            web_url: None,
+            message: String::new(),
+            pusher: std::env::var("USER").unwrap_or_default(),
+        },
         host: None,
-        event: event.into(),
-        git_ref: git_ref.into(),
-        branch,
-        tag,
-        commit: commit.into(),
-        before: ZERO_SHA.into(),
-        after: commit.into(),
         status: BuildStatus::Running,
         reason: None,
         delivery: None,
@@ -211,12 +213,6 @@ fn local_build(pipeline: &pipeline::Pipeline, git_ref: &str, commit: &str) -> Bu
         created_at: crate::store::now_rfc3339(),
         started_at: None,
         finished_at: None,
-        clone_url: pipeline.clone_url.clone().unwrap_or_default(),
-        ssh_url: None,
-        web_url: None,
-        message: String::new(),
-        pusher: std::env::var("USER").unwrap_or_default(),
-        forced: false,
         path_filters: Vec::new(),
     }
 }

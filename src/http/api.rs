@@ -158,22 +158,7 @@ pub async fn rebuild(
         )
     })?;
     let host = old.host.as_deref().and_then(|h| h.parse::<Host>().ok());
-    let push = PushEvent {
-        kind: RefKind::of(&old.git_ref),
-        repo: old.repo,
-        git_ref: old.git_ref,
-        before: old.before,
-        after: old.after,
-        commit: old.commit,
-        created: false,
-        deleted: false,
-        forced: old.forced,
-        clone_url: old.clone_url,
-        ssh_url: old.ssh_url,
-        web_url: old.web_url,
-        message: old.message,
-        pusher: old.pusher,
-    };
+    let push = old.push;
     let queued = queue(&state, pipeline, push, host).await?;
     record_origin(&state, queued, Some(id)).await;
     Ok((
@@ -227,7 +212,7 @@ pub async fn trigger(
     }
     let last = state.store().latest_build(&pipeline.name).await?;
     let (clone_url, ssh_url, web_url, last_host) = match (&pipeline.clone_url, last) {
-        (_, Some(b)) => (b.clone_url, b.ssh_url, b.web_url, b.host),
+        (_, Some(b)) => (b.push.clone_url, b.push.ssh_url, b.push.web_url, b.host),
         (Some(url), None) => (url.clone(), None, None, None),
         (None, None) => {
             return Err(ApiError::new(

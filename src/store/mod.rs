@@ -14,9 +14,9 @@ mod migrations;
 pub mod outbox;
 mod sqlite;
 
-pub use crate::model::{BuildStatus, StepStatus};
+use crate::model::PathFilter;
+pub use crate::model::{Build, BuildStatus, StepStatus};
 use crate::model::{Host, PushEvent};
-use crate::pipeline::PathFilter;
 use serde::Serialize;
 use std::fmt;
 use std::future::Future;
@@ -95,70 +95,6 @@ pub struct Manual {
     pub cancel_running: Vec<i64>,
     /// How many queued builds of the pipeline it superseded (cancelled).
     pub superseded_queued: u64,
-}
-
-/// A build as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Build {
-    /// The build's number, a small integer users can type.
-    pub id: i64,
-    /// The pipeline's name.
-    pub pipeline: String,
-    /// The repository's full name.
-    pub repo: String,
-    /// The host the delivery came from (`None` for manual triggers).
-    pub host: Option<String>,
-    /// `push` or `tag`.
-    pub event: String,
-    /// The full ref.
-    #[serde(rename = "ref")]
-    pub git_ref: String,
-    /// The branch, for a branch push.
-    pub branch: Option<String>,
-    /// The tag, for a tag push.
-    pub tag: Option<String>,
-    /// The commit built and reported on.
-    pub commit: String,
-    /// The ref's old value.
-    pub before: String,
-    /// The ref's new value as the host sent it.
-    #[serde(skip)]
-    pub after: String,
-    /// The state.
-    pub status: BuildStatus,
-    /// Why it is in that state, in words.
-    pub reason: Option<String>,
-    /// The delivery id that queued it.
-    pub delivery: Option<String>,
-    /// 1, plus one per interrupted run.
-    pub attempt: i64,
-    /// RFC 3339 UTC.
-    pub created_at: String,
-    /// RFC 3339 UTC.
-    pub started_at: Option<String>,
-    /// RFC 3339 UTC.
-    pub finished_at: Option<String>,
-    /// The clone URL from the payload.
-    #[serde(skip)]
-    pub clone_url: String,
-    /// The ssh clone URL from the payload.
-    #[serde(skip)]
-    pub ssh_url: Option<String>,
-    /// The repository's web page.
-    #[serde(skip)]
-    pub web_url: Option<String>,
-    /// The head commit's message.
-    #[serde(skip)]
-    pub message: String,
-    /// Who pushed.
-    #[serde(skip)]
-    pub pusher: String,
-    /// The push was forced.
-    #[serde(skip)]
-    pub forced: bool,
-    /// The path rules the runner decides; empty = none.
-    #[serde(skip)]
-    pub path_filters: Vec<PathFilter>,
 }
 
 /// A step of a build, as stored.

@@ -114,11 +114,21 @@ mod tests {
         .map(|r| (r.state, r.description))
     }
 
+    /// What, context?, path rules?, from, to, the report wanted.
+    type Row = (
+        &'static str,
+        bool,
+        bool,
+        Option<BuildStatus>,
+        BuildStatus,
+        Option<(BuildStatus, String)>,
+    );
+
     #[test]
     fn the_rule_as_a_table() {
         let yes = |s: BuildStatus, d: &str| Some((s, d.to_owned()));
         #[rustfmt::skip]
-        let rows: &[(&str, bool, bool, Option<BuildStatus>, BuildStatus, Option<(BuildStatus, String)>)] = &[
+        let rows: &[Row] = &[
             ("queued reports queued",              true,  false, None,          Queued,    yes(Queued, "queued")),
             ("no context, no report",              false, false, None,          Queued,    None),
             ("path rules: not while queued",       true,  true,  None,          Queued,    None),

@@ -15,7 +15,7 @@ use super::{
     ReportedState, StepRecord, StepStatus, StoreError, StoreOptions, now_rfc3339,
 };
 use super::{Cause, Fault};
-use crate::model::{Host, RefKind};
+use crate::model::{Host, PushEvent, RefKind, ZERO_SHA};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -669,42 +669,47 @@ fn build_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Build> {
     build_from_row_at(r, 0)
 }
 
-/// A build from the row's columns `at..`, in [`BUILD_COLUMNS`] order.
+/// A build from the row's columns `at..`, in [`BUILD_COLUMNS`] order. A
+/// corrupt value is an error, never read as a default.
 fn build_from_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Build> {
     let status: String = r.get(at + 11)?;
     let filters: String = r.get(at + 24)?;
+    let git_ref: String = r.get(at + 5)?;
+    let before: String = r.get(at + 9)?;
     Ok(Build {
         id: r.get(at)?,
         pipeline: r.get(at + 1)?,
-        repo: r.get(at + 2)?,
+        push: PushEvent {
+            repo: r.get(at + 2)?,
+            kind: RefKind::of(&git_ref),
+            git_ref,
+            created: before == ZERO_SHA,
+            before,
+            after: r.get(at + 10)?,
+            commit: r.get(at + 8)?,
+            deleted: false,
+            forced: r.get(at + 23)?,
+            clone_url: r.get(at + 18)?,
+            ssh_url: r.get(at + 19)?,
+            web_url: r.get(at + 20)?,
+            message: r.get(at + 21)?,
+            pusher: r.get(at + 22)?,
+        },
         host: r.get(at + 3)?,
-        event: r.get(at + 4)?,
-        git_ref: r.get(at + 5)?,
-        branch: r.get(at + 6)?,
-        tag: r.get(at + 7)?,
-        commit: r.get(at + 8)?,
-        before: r.get(at + 9)?,
-        after: r.get(at + 10)?,
-        status: status.parse().map_err(|()| {
-            rusqlite::Error::FromSqlConversionFailure(
-                at + 11,
-                rusqlite::types::Type::Text,
-                format!("unknown build status {status:?}").into(),
-            )
-        })?,
+        status: status.parse().map_err(|()| bad_text(at + 11, &status))?,
         reason: r.get(at + 12)?,
         delivery: r.get(at + 13)?,
         attempt: r.get(at + 14)?,
         created_at: r.get(at + 15)?,
         started_at: r.get(at + 16)?,
         finished_at: r.get(at + 17)?,
-        clone_url: r.get(at + 18)?,
-        ssh_url: r.get(at + 19)?,
-        web_url: r.get(at + 20)?,
-        message: r.get(at + 21)?,
-        pusher: r.get(at + 22)?,
-        forced: r.get(at + 23)?,
-        path_filters: serde_json::from_str(&filters).unwrap_or_default(),
+        path_filters: serde_json::from_str(&filters).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                at + 24,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            )
+        })?,
     })
 }
 

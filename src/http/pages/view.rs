@@ -342,7 +342,7 @@ fn build_duration(b: &Build, now: OffsetDateTime) -> Markup {
 
 /// The ref a build is for: its branch, its tag, or the full ref.
 fn ref_label(b: &Build) -> Markup {
-    match (&b.branch, &b.tag) {
+    match (b.branch(), b.tag()) {
         (Some(branch), _) => html! { span.mono title=(b.git_ref) { (branch) } },
         (None, Some(tag)) => html! { span.mono title=(b.git_ref) { "tag " (tag) } },
         (None, None) => html! { span.mono { (b.git_ref) } },
@@ -607,7 +607,7 @@ pub fn pipeline(page: &PipelinePage<'_>) -> Markup {
                     tbody {
                         @for b in page.branches {
                             tr {
-                                td { a href=(IndexFilter { pipeline: Some(p.name.clone()), branch: b.branch.clone(), ..IndexFilter::default() }.link(None)) { (ref_label(b)) } }
+                                td { a href=(IndexFilter { pipeline: Some(p.name.clone()), branch: b.branch().map(str::to_owned), ..IndexFilter::default() }.link(None)) { (ref_label(b)) } }
                                 td { (build_link(b.id)) }
                                 td { (status_label(b.status.as_str())) }
                                 td.wide { span.mono title=(b.commit) { (short(&b.commit, 8)) } " " span.muted { (subject(&b.message)) } }
@@ -746,7 +746,7 @@ pub fn compare_url(b: &Build) -> Option<String> {
     let before = hex_id(&b.before).filter(|s| s.bytes().any(|c| c != b'0'))?;
     let after = hex_id(&b.after).or_else(|| hex_id(&b.commit))?;
     // A tag push has nothing to compare with.
-    b.branch.as_ref()?;
+    b.branch()?;
     Some(match b.host.as_deref()?.parse::<Host>().ok()? {
         Host::Github | Host::Gitea | Host::Forgejo | Host::Gogs => {
             format!("{web}/compare/{before}...{after}")
@@ -815,7 +815,7 @@ pub fn facts(page: &BuildPage<'_>) -> Markup {
         }
         dt { "Ref" }
         dd {
-            @match (&b.branch, &b.tag) {
+            @match (b.branch(), b.tag()) {
                 (Some(branch), _) => { "branch " span.mono title=(b.git_ref) { (branch) } },
                 (None, Some(tag)) => { "tag " span.mono title=(b.git_ref) { (tag) } },
                 (None, None) => span.mono { (b.git_ref) },
@@ -834,7 +834,7 @@ pub fn facts(page: &BuildPage<'_>) -> Markup {
         }
         dt { "Event" }
         dd {
-            (b.event)
+            (b.event_name())
             @if let Some(host) = &b.host { span.muted { " from " (host) } }
             @if b.forced { span.muted { " (forced)" } }
         }
@@ -1161,15 +1161,23 @@ mod tests {
         Build {
             id: 1,
             pipeline: "p".into(),
-            repo: "o/r".into(),
+            push: crate::model::PushEvent {
+                repo: "o/r".into(),
+                git_ref: "refs/heads/main".into(),
+                kind: crate::model::RefKind::Branch("main".into()),
+                commit: commit.into(),
+                before: before.into(),
+                after: commit.into(),
+                created: false,
+                deleted: false,
+                forced: false,
+                clone_url: String::new(),
+                ssh_url: None,
+                web_url: Some(web.into()),
+                message: String::new(),
+                pusher: String::new(),
+            },
             host: Some(host.into()),
-            event: "push".into(),
-            git_ref: "refs/heads/main".into(),
-            branch: Some("main".into()),
-            tag: None,
-            commit: commit.into(),
-            before: before.into(),
-            after: commit.into(),
             status: BuildStatus::Success,
             reason: None,
             delivery: None,
@@ -1177,12 +1185,6 @@ mod tests {
             created_at: "2026-01-01T00:00:00Z".into(),
             started_at: None,
             finished_at: None,
-            clone_url: String::new(),
-            ssh_url: None,
-            web_url: Some(web.into()),
-            message: String::new(),
-            pusher: String::new(),
-            forced: false,
             path_filters: Vec::new(),
         }
     }
