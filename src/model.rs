@@ -7,6 +7,39 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+use time::OffsetDateTime;
+
+/// `t` as the API, the pages and the store write times: RFC 3339 UTC with
+/// milliseconds.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let t = t
+        .replace_nanosecond(u32::from(t.millisecond()) * 1_000_000)
+        .unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// Reads a time [`rfc3339`] wrote.
+pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// Serializes a time as [`rfc3339`] text (`#[serde(serialize_with)]`).
+pub fn ser_time<S: serde::Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
+}
+
+/// Serializes an optional time as [`rfc3339`] text or null.
+pub fn ser_opt_time<S: serde::Serializer>(
+    t: &Option<OffsetDateTime>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_some(&rfc3339(*t)),
+        None => s.serialize_none(),
+    }
+}
 
 /// An all-zero SHA-1, which hosts send as `before` for a new ref and as
 /// `after` for a deleted one.
@@ -315,12 +348,12 @@ pub struct Build {
     pub delivery: Option<String>,
     /// 1, plus one per interrupted run.
     pub attempt: i64,
-    /// RFC 3339 UTC.
-    pub created_at: String,
-    /// RFC 3339 UTC.
-    pub started_at: Option<String>,
-    /// RFC 3339 UTC.
-    pub finished_at: Option<String>,
+    /// When it was queued.
+    pub created_at: OffsetDateTime,
+    /// When its current run started.
+    pub started_at: Option<OffsetDateTime>,
+    /// When it ended.
+    pub finished_at: Option<OffsetDateTime>,
     /// The path rules the runner decides; empty = none.
     pub path_filters: Vec<PathFilter>,
 }
@@ -355,9 +388,9 @@ impl Serialize for Build {
             reason: Option<&'a str>,
             delivery: Option<&'a str>,
             attempt: i64,
-            created_at: &'a str,
-            started_at: Option<&'a str>,
-            finished_at: Option<&'a str>,
+            created_at: String,
+            started_at: Option<String>,
+            finished_at: Option<String>,
         }
         Shown {
             id: self.id,
@@ -374,9 +407,9 @@ impl Serialize for Build {
             reason: self.reason.as_deref(),
             delivery: self.delivery.as_deref(),
             attempt: self.attempt,
-            created_at: &self.created_at,
-            started_at: self.started_at.as_deref(),
-            finished_at: self.finished_at.as_deref(),
+            created_at: rfc3339(self.created_at),
+            started_at: self.started_at.map(rfc3339),
+            finished_at: self.finished_at.map(rfc3339),
         }
         .serialize(s)
     }

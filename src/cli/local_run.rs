@@ -210,7 +210,7 @@ fn local_build(pipeline: &pipeline::Pipeline, git_ref: &str, commit: &str) -> Bu
         reason: None,
         delivery: None,
         attempt: 1,
-        created_at: crate::store::now_rfc3339(),
+        created_at: time::OffsetDateTime::now_utc(),
         started_at: None,
         finished_at: None,
         path_filters: Vec::new(),

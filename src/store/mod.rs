@@ -23,6 +23,7 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use time::OffsetDateTime;
 use tokio::sync::Notify;
 
 /// A boxed future, so that [`Backend`] can be used as a trait object.
@@ -106,10 +107,12 @@ pub struct StepRecord {
     pub status: StepStatus,
     /// The exit code, once it exited.
     pub exit_code: Option<i64>,
-    /// RFC 3339 UTC.
-    pub started_at: Option<String>,
-    /// RFC 3339 UTC.
-    pub finished_at: Option<String>,
+    /// When it started.
+    #[serde(serialize_with = "crate::model::ser_opt_time")]
+    pub started_at: Option<OffsetDateTime>,
+    /// When it ended.
+    #[serde(serialize_with = "crate::model::ser_opt_time")]
+    pub finished_at: Option<OffsetDateTime>,
 }
 
 /// How the worker may pick the next build: each pipeline's concurrency.
@@ -226,10 +229,12 @@ pub struct ReportRecord {
     pub attempts: i64,
     /// The last failure, as the host answered (never a token).
     pub last_error: Option<String>,
-    /// RFC 3339 UTC.
-    pub created_at: String,
-    /// RFC 3339 UTC.
-    pub delivered_at: Option<String>,
+    /// When it was written.
+    #[serde(serialize_with = "crate::model::ser_time")]
+    pub created_at: OffsetDateTime,
+    /// When the host accepted it.
+    #[serde(serialize_with = "crate::model::ser_opt_time")]
+    pub delivered_at: Option<OffsetDateTime>,
 }
 
 /// Events the store publishes after a commit, for the runners.
@@ -760,10 +765,5 @@ impl Store {
 
 /// Now, as RFC 3339 UTC with milliseconds.
 pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let now = now
-        .replace_nanosecond(now.millisecond() as u32 * 1_000_000)
-        .unwrap_or(now);
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+    crate::model::rfc3339(OffsetDateTime::now_utc())
 }

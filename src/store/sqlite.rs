@@ -574,14 +574,19 @@ fn changed(
     Ok(())
 }
 
-/// `at` as RFC 3339 UTC with milliseconds, as the store keeps times.
-fn rfc3339(at: OffsetDateTime) -> String {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    let at = at
-        .replace_nanosecond(at.millisecond() as u32 * 1_000_000)
-        .unwrap_or(at);
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| at.unix_timestamp().to_string())
+use crate::model::rfc3339;
+
+/// A time column [`rfc3339`] wrote; other text is an error.
+fn time_at(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<OffsetDateTime> {
+    let text: String = r.get(idx)?;
+    crate::model::parse_rfc3339(&text).ok_or_else(|| bad_text(idx, &text))
+}
+
+/// An optional time column.
+fn opt_time_at(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Option<OffsetDateTime>> {
+    let text: Option<String> = r.get(idx)?;
+    text.map(|t| crate::model::parse_rfc3339(&t).ok_or_else(|| bad_text(idx, &t)))
+        .transpose()
 }
 
 /// How many of a pipeline's oldest queued builds a claim looks at before it
@@ -700,9 +705,9 @@ fn build_from_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Build
         reason: r.get(at + 12)?,
         delivery: r.get(at + 13)?,
         attempt: r.get(at + 14)?,
-        created_at: r.get(at + 15)?,
-        started_at: r.get(at + 16)?,
-        finished_at: r.get(at + 17)?,
+        created_at: time_at(r, at + 15)?,
+        started_at: opt_time_at(r, at + 16)?,
+        finished_at: opt_time_at(r, at + 17)?,
         path_filters: serde_json::from_str(&filters).map_err(|e| {
             rusqlite::Error::FromSqlConversionFailure(
                 at + 24,
@@ -838,8 +843,8 @@ impl Backend for SqliteBackend {
                     name: r.get(0)?,
                     status: status.parse().unwrap_or(StepStatus::Pending),
                     exit_code: r.get(2)?,
-                    started_at: r.get(3)?,
-                    finished_at: r.get(4)?,
+                    started_at: opt_time_at(r, 3)?,
+                    finished_at: opt_time_at(r, 4)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -1132,8 +1137,8 @@ impl Backend for SqliteBackend {
                     },
                     attempts: r.get(3)?,
                     last_error: r.get(4)?,
-                    created_at: r.get(5)?,
-                    delivered_at: r.get(6)?,
+                    created_at: time_at(r, 5)?,
+                    delivered_at: opt_time_at(r, 6)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
