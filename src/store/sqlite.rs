@@ -1259,6 +1259,27 @@ mod tests {
     use super::*;
     use crate::store::Store;
 
+    /// A locked database is `Busy` (retry soon), a refused write `Failed`:
+    /// callers pick their Retry-After by the cause, not by words.
+    #[test]
+    fn sqlite_errors_are_classified_by_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookci.db");
+        let holder = Connection::open(&path).unwrap();
+        holder
+            .execute_batch("CREATE TABLE t (x INTEGER NOT NULL); BEGIN EXCLUSIVE")
+            .unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let locked = other.execute("INSERT INTO t VALUES (1)", []).unwrap_err();
+        assert_eq!(fault(locked).cause, Cause::Busy);
+        holder.execute_batch("ROLLBACK").unwrap();
+        let refused = other
+            .execute("INSERT INTO t VALUES (NULL)", [])
+            .unwrap_err();
+        assert_eq!(fault(refused).cause, Cause::Failed);
+    }
+
     /// A database written before the report rule moved out of SQL (schema
     /// 8, with migration 3's triggers) migrates, and from then on each state
     /// change writes its report once: from Rust, not again from a trigger.
