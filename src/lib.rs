@@ -8,6 +8,8 @@
 //! delivery and its builds durably before the host gets its 2xx.
 //!
 //! Module map, in the order a push travels:
+//! - [`model`]: the domain types (push, host, build and step states); depends on
+//!   nothing else in the crate.
 //! - [`config`]: the server config (`hookci.toml`), raw TOML to validated values.
 //! - [`secret`]: secret values and where they come from; never printed.
 //! - [`http`]: axum routes, connection limits, JSON errors. Never runs git or a build.
@@ -30,16 +32,15 @@
 //! - [`text`]: durations and URL components, written one way everywhere.
 
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod model;
 pub mod notify;
 pub mod pipeline;
 pub mod reload;
 pub mod report;
-pub mod run;
 pub mod runner;
 pub mod secret;
 pub mod server;
@@ -48,3 +49,11 @@ pub mod text;
 pub mod tomlpos;
 pub mod webhook;
 pub mod worker;
+
+// `hookci`'s client commands and `hookci run` are children of `cli`; their
+// old paths stay.
+pub use cli::client;
+pub use cli::local_run as run;
+
+/// The `User-Agent` of every request hookci makes (GitHub requires one).
+pub const USER_AGENT: &str = concat!("hookci/", env!("CARGO_PKG_VERSION"));

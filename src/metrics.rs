@@ -22,7 +22,6 @@ use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
 use std::time::{Instant, SystemTime};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// The `Content-Type` of what [`Metrics::render`] writes: OpenMetrics text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -203,16 +202,9 @@ impl Metrics {
         let labels = PipelineLabels {
             pipeline: build.pipeline.clone(),
         };
-        let parse = |t: &str| OffsetDateTime::parse(t, &Rfc3339).ok();
-        let started = build
-            .started_at
-            .as_deref()
-            .and_then(parse)
-            .unwrap_or_else(OffsetDateTime::now_utc);
-        if let Some(created) = parse(&build.created_at) {
-            let wait = (started - created).as_seconds_f64().max(0.0);
-            self.queue_wait.get_or_create(&labels).observe(wait);
-        }
+        let started = build.started_at.unwrap_or_else(OffsetDateTime::now_utc);
+        let wait = (started - build.created_at).as_seconds_f64().max(0.0);
+        self.queue_wait.get_or_create(&labels).observe(wait);
         self.running.inc();
         RunningBuild {
             metrics: self,

@@ -62,22 +62,7 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     .with_context(|| format!("cannot open the store at {}", path.display()))
 }
 
-/// The (uid, gid) steps run as: `run_as` when hookci runs as root, else
-/// none (a warning says `run_as` is ignored).
-pub fn resolve_run_as(config: &Config) -> anyhow::Result<Option<(u32, u32)>> {
-    let Some(name) = &config.run_as else {
-        return Ok(None);
-    };
-    if !nix::unistd::geteuid().is_root() {
-        anyhow::bail!(
-            "run_as = \"{name}\" needs hookci to run as root (it is not): remove run_as, or start hookci as root"
-        );
-    }
-    let user = nix::unistd::User::from_name(name)
-        .with_context(|| format!("cannot look up the run_as user {name}"))?
-        .with_context(|| format!("the run_as user {name} does not exist"))?;
-    Ok(Some((user.uid.as_raw(), user.gid.as_raw())))
-}
+pub use crate::runner::resolve_run_as;
 
 /// A daemon that would serve nothing does not start quietly: a missing
 /// pipelines directory is an error naming its absolute path.

@@ -465,11 +465,7 @@ fn earlier_attempts(path: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// The branch (or tag, or ref) a build is of, for log lines.
 fn build_branch(build: &Build) -> &str {
-    build
-        .branch
-        .as_deref()
-        .or(build.tag.as_deref())
-        .unwrap_or(&build.git_ref)
+    build.branch().or(build.tag()).unwrap_or(&build.git_ref)
 }
 
 /// A build's end, in words: its state, and why where there is a reason.

@@ -342,8 +342,8 @@ async fn a_signed_body_seen_before_is_a_redelivery_whatever_its_delivery_id() {
         assert_eq!(status, 200, "{id}: {again}");
         assert_eq!(again["builds"], first["builds"], "{id}");
     }
-    let db = rusqlite::Connection::open(dir.path().join("data/hookci.db")).expect("db");
-    assert_eq!(common::count(&db, "SELECT COUNT(*) FROM builds"), 1);
+    let store = common::open_store(&dir.path().join("data"));
+    assert_eq!(common::build_count(&store).await, 1);
 }
 
 #[tokio::test]

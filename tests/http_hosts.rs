@@ -41,23 +41,18 @@ async fn send(
     (status, res.json().await.expect("json answer"))
 }
 
-fn builds(server: &TestServer) -> Vec<Row> {
-    let db = server.db();
-    let mut stmt = db
-        .prepare("SELECT commit_sha, ref, repo, host, delivery_id FROM builds ORDER BY id")
-        .expect("stmt");
-    stmt.query_map([], |r| {
-        Ok(Row {
-            commit: r.get(0)?,
-            git_ref: r.get(1)?,
-            repo: r.get(2)?,
-            host: r.get(3)?,
-            delivery: r.get(4)?,
+async fn builds(server: &TestServer) -> Vec<Row> {
+    common::all_builds(&server.store())
+        .await
+        .into_iter()
+        .map(|b| Row {
+            commit: b.push.commit,
+            git_ref: b.push.git_ref,
+            repo: b.push.repo,
+            host: b.host.expect("a pushed build has a host"),
+            delivery: b.delivery.expect("a pushed build has a delivery"),
         })
-    })
-    .expect("query")
-    .collect::<Result<_, _>>()
-    .expect("rows")
+        .collect()
 }
 
 #[tokio::test]
@@ -74,7 +69,7 @@ async fn a_gitlab_push_with_its_token_is_queued() {
     ];
     let (status, json) = send(&server, "gl", &headers, fixture("gitlab/goscm__push.json")).await;
     assert_eq!(status, 202, "{json}");
-    let rows = builds(&server);
+    let rows = builds(&server).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].commit, "2adc9465c4edfc33834e173fe89436a7cb899a1d");
     assert_eq!(rows[0].git_ref, "refs/heads/master");
@@ -112,7 +107,7 @@ async fn a_gitea_push_signed_with_the_published_vector_is_queued() {
     )
     .await;
     assert_eq!(status, 202, "{json}");
-    let rows = builds(&server);
+    let rows = builds(&server).await;
     assert_eq!(rows[0].commit, "67b56589a45103f891bdee7c0546e5d40bc02001");
     assert_eq!(rows[0].host, "gitea");
     assert_eq!(rows[0].repo, "example/example");
@@ -133,7 +128,7 @@ async fn a_gitea_push_signed_with_the_published_vector_is_queued() {
     )
     .await;
     assert_eq!(status, 200, "{json}");
-    assert_eq!(builds(&server).len(), 1);
+    assert_eq!(builds(&server).await.len(), 1);
     server.stop().await;
 }
 
@@ -153,7 +148,7 @@ async fn a_forgejo_push_captured_on_codeberg_is_queued() {
     ];
     let (status, json) = send(&server, "fj", &headers, body).await;
     assert_eq!(status, 202, "{json}");
-    let rows = builds(&server);
+    let rows = builds(&server).await;
     assert_eq!(rows[0].commit, "28c3613ae62640216bea5e7dc71aa65356e4298b");
     assert_eq!(rows[0].git_ref, "refs/heads/fdsafdsa");
     assert_eq!(rows[0].host, "forgejo");
@@ -186,7 +181,7 @@ async fn a_gogs_push_signed_with_the_published_vector_is_queued() {
     )
     .await;
     assert_eq!(status, 202, "{json}");
-    let rows = builds(&server);
+    let rows = builds(&server).await;
     assert_eq!(rows[0].commit, "bffeb74224043ba2feb48d137756c8a9331c449a");
     assert_eq!(rows[0].git_ref, "refs/heads/develop");
     assert_eq!(rows[0].host, "gogs");
@@ -225,7 +220,7 @@ async fn a_bitbucket_cloud_push_with_two_changes_queues_two_builds() {
     let (status, json) = send(&server, "bb", &headers, two).await;
     assert_eq!(status, 202, "{json}");
     assert_eq!(json["builds"].as_array().map(Vec::len), Some(2));
-    let rows = builds(&server);
+    let rows = builds(&server).await;
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[0].commit, "141977fedf5cf35aa290ac87d4b5177ac4cd9de1");
     assert_eq!(rows[0].host, "bitbucket");
@@ -260,7 +255,7 @@ async fn a_bitbucket_server_push_signed_with_the_published_vector_is_queued() {
     )
     .await;
     assert_eq!(status, 202, "{json}");
-    let rows = builds(&server);
+    let rows = builds(&server).await;
     assert_eq!(rows[0].commit, "823b2230a56056231c9425d63758fa87078a66b4");
     assert_eq!(rows[0].git_ref, "refs/heads/master");
     assert_eq!(rows[0].host, "bitbucket-server");
@@ -296,7 +291,7 @@ async fn a_generic_standard_webhooks_delivery_is_queued_and_a_stale_one_refused(
     ];
     let (status, json) = send(&server, "gen", &headers, body.clone()).await;
     assert_eq!(status, 202, "{json}");
-    let rows = builds(&server);
+    let rows = builds(&server).await;
     assert_eq!(rows[0].commit, "2222222222222222222222222222222222222222");
     assert_eq!(rows[0].host, "generic");
     assert_eq!(rows[0].delivery, "msg_1");

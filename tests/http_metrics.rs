@@ -204,10 +204,7 @@ async fn deliveries_are_counted_by_pipeline_and_answer_with_one_label_for_unknow
         "a raw URL segment became a label: {text}"
     );
 
-    let queued_in_store = common::count(
-        &server.db(),
-        "SELECT COUNT(*) FROM builds WHERE status = 'queued'",
-    );
+    let queued_in_store = server.store().queued_count().await.expect("count");
     assert_eq!(queued_in_store, 5);
     assert_eq!(
         value(&samples, "hookci_builds_queued", &[]),
@@ -418,10 +415,7 @@ async fn reports_a_host_keeps_refusing_show_as_pending_in_the_outbox() {
         assert!(std::time::Instant::now() < until, "nothing was sent");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let in_store = common::count(
-        &server.db(),
-        "SELECT COUNT(*) FROM reports WHERE outcome = 'pending'",
-    );
+    let in_store = server.store().pending_reports().await.expect("count");
     assert!(in_store >= 1, "{in_store}");
     let text = scrape(&server).await;
     assert_eq!(scraped(&text), Some(in_store as f64), "{text}");

@@ -57,14 +57,8 @@ async fn sighup_serves_new_pipelines_and_keeps_the_old_version_of_a_broken_one()
     }
     // The broken file kept its previous version: same secret, still served.
     assert_eq!(post(&base, "one", "first", "d").await, 202);
-    let db = rusqlite::Connection::open(dir.path().join("data/hookci.db")).expect("db");
-    let queued: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM builds WHERE status = 'queued'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("count");
+    let store = common::open_store(&dir.path().join("data"));
+    let queued = store.queued_count().await.expect("count");
     assert_eq!(queued, 3, "every acknowledged delivery is still queued");
     daemon.kill().expect("kill");
     daemon.wait().expect("reap");

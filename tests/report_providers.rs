@@ -377,14 +377,14 @@ async fn the_webhook_provider_posts_the_build_signed_per_standard_webhooks() {
                 "reason": r.reason,
                 "context": CONTEXT,
                 "url": target_url(r.build),
-                "created_at": build.created_at,
+                "created_at": hookci::model::rfc3339(build.created_at),
                 "started_at": match r.sent {
                     Sent::Queued => None,
-                    Sent::Running | Sent::Final(_) => build.started_at.clone(),
+                    Sent::Running | Sent::Final(_) => build.started_at.map(hookci::model::rfc3339),
                 },
                 "finished_at": match r.sent {
                     Sent::Queued | Sent::Running => None,
-                    Sent::Final(_) => build.finished_at.clone(),
+                    Sent::Final(_) => build.finished_at.map(hookci::model::rfc3339),
                 },
                 "steps": [],
             }),

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{client, count, fixture, hub_sha256};
+use common::{build_count, client, fixture, hub_sha256};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -97,19 +97,17 @@ async fn acknowledged_deliveries_survive_sigkill_and_are_queued_exactly_once() {
     eprintln!("{} deliveries acknowledged before SIGKILL", acked.len());
 
     let (mut child, base) = spawn(dir.path());
-    let db = rusqlite::Connection::open(dir.path().join("data/hookci.db")).expect("db");
+    let store = common::open_store(&dir.path().join("data"));
+    let builds = common::all_builds(&store).await;
     for id in &acked {
-        let n: i64 = db
-            .query_row(
-                "SELECT COUNT(*) FROM builds WHERE delivery_id = ?1 AND status = 'queued'",
-                [id],
-                |r| r.get(0),
-            )
-            .expect("count");
+        let n = builds
+            .iter()
+            .filter(|b| b.delivery.as_ref() == Some(id) && b.status.as_str() == "queued")
+            .count();
         assert_eq!(n, 1, "acknowledged delivery {id} has {n} queued builds");
     }
     // The host redelivers one it never heard back about: nothing new is queued.
-    let before = count(&db, "SELECT COUNT(*) FROM builds");
+    let before = build_count(&store).await;
     let first = acked.iter().next().expect("one").clone();
     let (bytes, signature) = distinct(&body, &first);
     let res = http
@@ -122,7 +120,7 @@ async fn acknowledged_deliveries_survive_sigkill_and_are_queued_exactly_once() {
         .await
         .expect("redelivery");
     assert_eq!(res.status().as_u16(), 200);
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM builds"), before);
+    assert_eq!(build_count(&store).await, before);
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
 }

@@ -193,22 +193,10 @@ pub async fn rebuild(
     };
     let from_step = resume.as_ref().map(|r| r.from_name.clone());
     let host = old.host.as_deref().and_then(|h| h.parse::<Host>().ok());
-    let push = PushEvent {
-        kind: RefKind::of(&old.git_ref),
-        repo: old.repo,
-        git_ref: old.git_ref,
-        before: old.before,
-        after: old.after,
-        commit: old.commit,
-        created: false,
-        deleted: false,
-        forced: old.forced,
-        clone_url: old.clone_url,
-        ssh_url: old.ssh_url,
-        web_url: old.web_url,
-        message: old.message,
-        pusher: old.pusher,
-    };
+    // The same push, minus what only its first delivery was.
+    let mut push = old.push;
+    push.created = false;
+    push.deleted = false;
     let origin = BuildOrigin {
         rebuild_of: Some(id),
         triggered_by: "admin".to_owned(),
@@ -268,7 +256,7 @@ pub async fn trigger(
     }
     let last = state.store().latest_build(&pipeline.name).await?;
     let (clone_url, ssh_url, web_url, last_host) = match (&pipeline.clone_url, last) {
-        (_, Some(b)) => (b.clone_url, b.ssh_url, b.web_url, b.host),
+        (_, Some(b)) => (b.push.clone_url, b.push.ssh_url, b.push.web_url, b.host),
         (Some(url), None) => (url.clone(), None, None, None),
         (None, None) => {
             return Err(ApiError::new(

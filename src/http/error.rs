@@ -101,9 +101,12 @@ impl From<crate::store::StoreError> for ApiError {
             StoreError::QueueFull => {
                 ApiError::unavailable("the build queue is full; retry later", 60)
             }
-            StoreError::Unavailable(detail) => {
-                tracing::error!(error = %detail, "store unavailable");
-                ApiError::unavailable("the store is unavailable; retry later", 5)
+            StoreError::Unavailable(fault) => {
+                tracing::error!(error = %fault.detail, cause = %fault.cause, "store unavailable");
+                ApiError::unavailable(
+                    "the store is unavailable; retry later",
+                    fault.cause.retry_after_secs(),
+                )
             }
         }
     }

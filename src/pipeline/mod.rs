@@ -94,22 +94,7 @@ pub struct Trigger {
     pub paths: PathFilter,
 }
 
-/// A trigger's `paths` and `ignore_paths`, kept as written so the runner can
-/// decide them against the files git says changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PathFilter {
-    /// Build only if a changed file matches one of these (empty: any file).
-    pub paths: Vec<String>,
-    /// Changed files matching these do not count.
-    pub ignore_paths: Vec<String>,
-}
-
-impl PathFilter {
-    /// True when the filter accepts every change.
-    pub fn is_empty(&self) -> bool {
-        self.paths.is_empty() && self.ignore_paths.is_empty()
-    }
-}
+pub use crate::model::PathFilter;
 
 /// How builds of one branch are ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

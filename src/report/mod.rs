@@ -48,7 +48,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// The `User-Agent` of every report (GitHub requires one).
-pub const USER_AGENT: &str = concat!("hookci/", env!("CARGO_PKG_VERSION"));
+pub use crate::USER_AGENT;
 
 /// How many due reports one look at the outbox takes. More than
 /// `max_in_flight` twice over, so that reports blocked behind an in-flight

@@ -6,6 +6,7 @@
 //! same on every retry, so a receiver can drop repeats.
 
 use super::request::{Outgoing, Report};
+use crate::model::rfc3339;
 use crate::secret::Secret;
 use crate::store::{BuildStatus, StepRecord};
 use crate::webhook::standard_webhooks_signature;
@@ -27,9 +28,9 @@ struct Payload<'a> {
     reason: Option<&'a str>,
     context: &'a str,
     url: &'a str,
-    created_at: &'a str,
-    started_at: Option<&'a str>,
-    finished_at: Option<&'a str>,
+    created_at: String,
+    started_at: Option<String>,
+    finished_at: Option<String>,
     steps: &'a [StepRecord],
 }
 
@@ -80,12 +81,12 @@ pub fn request(
         reason: Some(report.reason).filter(|r| !r.is_empty()),
         context: report.context,
         url: &report.target_url,
-        created_at: &build.created_at,
-        started_at: build.started_at.as_deref().filter(|_| started),
+        created_at: rfc3339(build.created_at),
+        started_at: build.started_at.filter(|_| started).map(rfc3339),
         finished_at: build
             .finished_at
-            .as_deref()
-            .filter(|_| report.state.is_final()),
+            .filter(|_| report.state.is_final())
+            .map(rfc3339),
         steps,
     };
     let body =

@@ -545,13 +545,13 @@ impl Runner {
             ),
             ("HOOKCI_PIPELINE".into(), pipeline.name.clone()),
             ("HOOKCI_REPO".into(), capped(&build.repo)),
-            ("HOOKCI_EVENT".into(), build.event.clone()),
+            ("HOOKCI_EVENT".into(), build.event_name().to_owned()),
             ("HOOKCI_REF".into(), capped(&build.git_ref)),
         ];
-        if let Some(b) = &build.branch {
+        if let Some(b) = build.branch() {
             env.push(("HOOKCI_BRANCH".into(), capped(b)));
         }
-        if let Some(t) = &build.tag {
+        if let Some(t) = build.tag() {
             env.push(("HOOKCI_TAG".into(), capped(t)));
         }
         env.extend([

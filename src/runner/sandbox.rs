@@ -495,7 +495,7 @@ pub fn check(
 ) -> (Vec<String>, Vec<String>) {
     let (mut warnings, mut errors) = (Vec::new(), Vec::new());
     let mut user = None;
-    match crate::server::resolve_run_as(config) {
+    match crate::runner::resolve_run_as(config) {
         Ok(u) => user = u,
         Err(e) => errors.push(format!("{e:#}")),
     }

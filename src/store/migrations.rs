@@ -189,11 +189,26 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE build_origins ADD COLUMN resume TEXT;
     ALTER TABLE steps ADD COLUMN reason TEXT;
     "#,
+    // 10: which state changes write a report is decided in Rust now
+    // (`store::outbox`, shared by every backend), in the transaction that
+    // changes the state; migration 3's triggers go. Migration 7's supersede
+    // trigger stays: it is how this backend keeps "older pending reports of
+    // a key are superseded" cheap, not a rule of what is reported.
+    r#"
+    DROP TRIGGER report_on_insert;
+    DROP TRIGGER report_on_update;
+    "#,
 ];
 
 /// Brings the schema up to date. Refuses a database written by a newer
 /// hookci (more migrations than this build knows).
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    migrate_until(conn, MIGRATIONS.len())
+}
+
+/// Applies the migrations up to number `last` (a test builds an older
+/// database with it).
+pub fn migrate_until(conn: &mut Connection, last: usize) -> rusqlite::Result<()> {
     let version: usize = conn
         .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?
         .try_into()
@@ -204,7 +219,7 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
             MIGRATIONS.len()
         )));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(last).skip(version) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;

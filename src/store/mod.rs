@@ -2,100 +2,34 @@
 //!
 //! This is the only module that speaks SQL. Callers see [`Store`], a cheap
 //! clone handle whose methods are async and backend-neutral; the SQLite
-//! backend lives in [`sqlite`]. A PostgreSQL backend (several build boxes
-//! sharing one queue) is a second implementation of [`Backend`], added here
-//! without touching the HTTP or runner code.
+//! backend lives in [`sqlite`]. A second backend implements [`Backend`]
+//! and [`outbox::Outbox`], calls [`outbox::state_changed`] for every state
+//! change inside the changing transaction, maps its errors to a [`Cause`],
+//! and passes `tests/store_conformance.rs`.
 //!
 //! Invariant: a write method returns `Ok` only after the transaction that
 //! made the write has committed with `synchronous=FULL`.
 
 mod migrations;
+pub mod outbox;
 mod sqlite;
 
 pub use sqlite::{Damage, check_file};
 
-use crate::pipeline::PathFilter;
-use crate::webhook::{Host, PushEvent};
+use crate::model::PathFilter;
+pub use crate::model::{Build, BuildStatus, StepStatus};
+use crate::model::{Host, PushEvent};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::str::FromStr;
 use std::sync::Arc;
+use time::OffsetDateTime;
 use tokio::sync::Notify;
 
 /// A boxed future, so that [`Backend`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// A build's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BuildStatus {
-    /// Waiting for a worker.
-    Queued,
-    /// A worker is running it.
-    Running,
-    /// Every step that must pass passed.
-    Success,
-    /// A step failed.
-    Failure,
-    /// The build could not run (clone failed, interrupted twice).
-    Error,
-    /// Cancelled by a user or superseded by a newer push.
-    Cancelled,
-    /// Nothing to build (no changed file matched the trigger's paths).
-    Skipped,
-}
-
-impl BuildStatus {
-    /// The name used in the API and the store.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BuildStatus::Queued => "queued",
-            BuildStatus::Running => "running",
-            BuildStatus::Success => "success",
-            BuildStatus::Failure => "failure",
-            BuildStatus::Error => "error",
-            BuildStatus::Cancelled => "cancelled",
-            BuildStatus::Skipped => "skipped",
-        }
-    }
-
-    /// True once the build will not change state again.
-    pub fn is_final(self) -> bool {
-        match self {
-            BuildStatus::Queued | BuildStatus::Running => false,
-            BuildStatus::Success
-            | BuildStatus::Failure
-            | BuildStatus::Error
-            | BuildStatus::Cancelled
-            | BuildStatus::Skipped => true,
-        }
-    }
-}
-
-impl fmt::Display for BuildStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for BuildStatus {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        Ok(match s {
-            "queued" => BuildStatus::Queued,
-            "running" => BuildStatus::Running,
-            "success" => BuildStatus::Success,
-            "failure" => BuildStatus::Failure,
-            "error" => BuildStatus::Error,
-            "cancelled" => BuildStatus::Cancelled,
-            "skipped" => BuildStatus::Skipped,
-            _ => return Err(()),
-        })
-    }
-}
 
 /// A build to queue: the pipeline and the push that triggers it.
 #[derive(Debug, Clone)]
@@ -166,117 +100,6 @@ pub struct Manual {
     pub superseded_queued: u64,
 }
 
-/// A build as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Build {
-    /// The build's number, a small integer users can type.
-    pub id: i64,
-    /// The pipeline's name.
-    pub pipeline: String,
-    /// The repository's full name.
-    pub repo: String,
-    /// The host the delivery came from (`None` for manual triggers).
-    pub host: Option<String>,
-    /// `push` or `tag`.
-    pub event: String,
-    /// The full ref.
-    #[serde(rename = "ref")]
-    pub git_ref: String,
-    /// The branch, for a branch push.
-    pub branch: Option<String>,
-    /// The tag, for a tag push.
-    pub tag: Option<String>,
-    /// The commit built and reported on.
-    pub commit: String,
-    /// The ref's old value.
-    pub before: String,
-    /// The ref's new value as the host sent it.
-    #[serde(skip)]
-    pub after: String,
-    /// The state.
-    pub status: BuildStatus,
-    /// Why it is in that state, in words.
-    pub reason: Option<String>,
-    /// The delivery id that queued it.
-    pub delivery: Option<String>,
-    /// 1, plus one per interrupted run.
-    pub attempt: i64,
-    /// RFC 3339 UTC.
-    pub created_at: String,
-    /// RFC 3339 UTC.
-    pub started_at: Option<String>,
-    /// RFC 3339 UTC.
-    pub finished_at: Option<String>,
-    /// The clone URL from the payload.
-    #[serde(skip)]
-    pub clone_url: String,
-    /// The ssh clone URL from the payload.
-    #[serde(skip)]
-    pub ssh_url: Option<String>,
-    /// The repository's web page.
-    #[serde(skip)]
-    pub web_url: Option<String>,
-    /// The head commit's message.
-    #[serde(skip)]
-    pub message: String,
-    /// Who pushed.
-    #[serde(skip)]
-    pub pusher: String,
-    /// The push was forced.
-    #[serde(skip)]
-    pub forced: bool,
-    /// The path rules the runner decides; empty = none.
-    #[serde(skip)]
-    pub path_filters: Vec<PathFilter>,
-}
-
-/// A step's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StepStatus {
-    /// Not started yet.
-    Pending,
-    /// Running now.
-    Running,
-    /// Exited 0.
-    Success,
-    /// Exited non-zero, was killed, or timed out.
-    Failure,
-    /// Stopped by a cancel.
-    Cancelled,
-    /// Not run: an earlier step failed, or the build was cancelled first.
-    Skipped,
-}
-
-impl StepStatus {
-    /// The name used in the API and the store.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepStatus::Pending => "pending",
-            StepStatus::Running => "running",
-            StepStatus::Success => "success",
-            StepStatus::Failure => "failure",
-            StepStatus::Cancelled => "cancelled",
-            StepStatus::Skipped => "skipped",
-        }
-    }
-}
-
-impl FromStr for StepStatus {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        Ok(match s {
-            "pending" => StepStatus::Pending,
-            "running" => StepStatus::Running,
-            "success" => StepStatus::Success,
-            "failure" => StepStatus::Failure,
-            "cancelled" => StepStatus::Cancelled,
-            "skipped" => StepStatus::Skipped,
-            _ => return Err(()),
-        })
-    }
-}
-
 /// A step of a build, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StepRecord {
@@ -286,10 +109,12 @@ pub struct StepRecord {
     pub status: StepStatus,
     /// The exit code, once it exited.
     pub exit_code: Option<i64>,
-    /// RFC 3339 UTC.
-    pub started_at: Option<String>,
-    /// RFC 3339 UTC.
-    pub finished_at: Option<String>,
+    /// When it started.
+    #[serde(serialize_with = "crate::model::ser_opt_time")]
+    pub started_at: Option<OffsetDateTime>,
+    /// When it ended.
+    #[serde(serialize_with = "crate::model::ser_opt_time")]
+    pub finished_at: Option<OffsetDateTime>,
     /// Why a skipped step did not run, when the runner said
     /// ("passed in #5" in a rebuild from the failed step).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -372,23 +197,59 @@ pub enum ReportOutcome {
     Superseded,
 }
 
+/// The build state a report carries, named as a commit status names it:
+/// a queued build reports `pending`. The store keeps the build state; the
+/// name is this type's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportedState(pub BuildStatus);
+
+impl ReportedState {
+    /// The name the API and the pages show.
+    pub fn as_str(self) -> &'static str {
+        match self.0 {
+            BuildStatus::Queued => "pending",
+            other => other.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for ReportedState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ReportedState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for ReportedState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// A report as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReportRecord {
     /// The status context.
     pub context: String,
     /// The build state reported.
-    pub state: String,
+    pub state: ReportedState,
     /// Where it stands.
     pub outcome: ReportOutcome,
     /// Sends tried.
     pub attempts: i64,
     /// The last failure, as the host answered (never a token).
     pub last_error: Option<String>,
-    /// RFC 3339 UTC.
-    pub created_at: String,
-    /// RFC 3339 UTC.
-    pub delivered_at: Option<String>,
+    /// When it was written.
+    #[serde(serialize_with = "crate::model::ser_time")]
+    pub created_at: OffsetDateTime,
+    /// When the host accepted it.
+    #[serde(serialize_with = "crate::model::ser_opt_time")]
+    pub delivered_at: Option<OffsetDateTime>,
 }
 
 /// Events the store publishes after a commit, for the runners.
@@ -426,15 +287,64 @@ pub enum StoreError {
     /// The queue holds `max_queued_builds` already; nothing was recorded.
     #[error("the build queue is full")]
     QueueFull,
-    /// The database failed (disk full, I/O error, corruption). Logged in
-    /// detail; callers answer 503 without the detail.
-    #[error("the store is unavailable: {0}")]
-    Unavailable(String),
+    /// The database failed; nothing was recorded. Logged in detail;
+    /// callers answer 503 without the detail, with a Retry-After that
+    /// fits the cause.
+    #[error("the store is unavailable ({}): {}", .0.cause, .0.detail)]
+    Unavailable(Fault),
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
+/// Why the database failed, and what it said (for the log only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// What kind of failure: callers decide by it.
+    pub cause: Cause,
+    /// The backend's own words; never shown to a caller.
+    pub detail: String,
+}
+
+/// What kind of database failure, so that callers need not read words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Contention: the database is locked or busy; a retry soon may pass.
+    Busy,
+    /// The database cannot be reached (connection lost, server down, the
+    /// writer stopped); a retry passes once it is back.
+    Down,
+    /// The database refused the write (disk full, I/O error, corruption, a
+    /// schema it does not know): an operator must act.
+    Failed,
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Cause::Busy => "busy",
+            Cause::Down => "down",
+            Cause::Failed => "failed",
+        })
+    }
+}
+
+impl Cause {
+    /// How long a caller (a Git host, a client) should wait before it
+    /// retries, in seconds.
+    pub fn retry_after_secs(self) -> u32 {
+        match self {
+            Cause::Busy => 1,
+            Cause::Down => 5,
+            Cause::Failed => 30,
+        }
+    }
+}
+
+impl StoreError {
+    /// An [`StoreError::Unavailable`] of `cause`.
+    pub fn unavailable(cause: Cause, detail: impl fmt::Display) -> StoreError {
+        StoreError::Unavailable(Fault {
+            cause,
+            detail: detail.to_string(),
+        })
     }
 }
 
@@ -468,6 +378,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// How many builds are queued.
     fn queued_count(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// How many deliveries are remembered (for redeliveries), all pipelines.
+    fn delivery_count(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// True when `delivery_id` is remembered for `pipeline`.
+    fn delivery_recorded(
+        &self,
+        pipeline: String,
+        delivery_id: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
 
     /// How many status reports wait in the outbox (to be sent or retried).
     fn pending_reports(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
@@ -942,6 +862,22 @@ impl Store {
         self.backend.queued_count().await
     }
 
+    /// See [`Backend::delivery_count`].
+    pub async fn delivery_count(&self) -> Result<u64, StoreError> {
+        self.backend.delivery_count().await
+    }
+
+    /// See [`Backend::delivery_recorded`].
+    pub async fn delivery_recorded(
+        &self,
+        pipeline: &str,
+        delivery_id: &str,
+    ) -> Result<bool, StoreError> {
+        self.backend
+            .delivery_recorded(pipeline.to_owned(), delivery_id.to_owned())
+            .await
+    }
+
     /// See [`Backend::pending_reports`].
     pub async fn pending_reports(&self) -> Result<u64, StoreError> {
         self.backend.pending_reports().await
@@ -981,12 +917,7 @@ where
 }
 
 pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let now = now
-        .replace_nanosecond(now.millisecond() as u32 * 1_000_000)
-        .unwrap_or(now);
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+    crate::model::rfc3339(OffsetDateTime::now_utc())
 }
 
 #[cfg(test)]
@@ -997,28 +928,30 @@ mod tests {
         Build {
             id,
             pipeline: "p".into(),
-            repo: "o/r".into(),
+            push: PushEvent {
+                repo: "o/r".into(),
+                git_ref: "refs/heads/main".into(),
+                kind: crate::model::RefKind::Branch("main".into()),
+                before: "0".repeat(40),
+                after: "a".repeat(40),
+                commit: "a".repeat(40),
+                created: false,
+                deleted: false,
+                forced: false,
+                clone_url: String::new(),
+                ssh_url: None,
+                web_url: None,
+                message: String::new(),
+                pusher: String::new(),
+            },
             host: None,
-            event: "push".into(),
-            git_ref: "refs/heads/main".into(),
-            branch: Some("main".into()),
-            tag: None,
-            commit: "a".repeat(40),
-            before: "0".repeat(40),
-            after: "a".repeat(40),
             status,
             reason: None,
             delivery: None,
             attempt: 1,
-            created_at: String::new(),
+            created_at: OffsetDateTime::UNIX_EPOCH,
             started_at: None,
             finished_at: None,
-            clone_url: String::new(),
-            ssh_url: None,
-            web_url: None,
-            message: String::new(),
-            pusher: String::new(),
-            forced: false,
             path_filters: Vec::new(),
         }
     }

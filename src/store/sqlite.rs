@@ -8,16 +8,24 @@
 //! a delivery waits for nothing but its own commit.
 
 use super::migrations;
+use super::outbox::{self, NewReport, Outbox, StateChange};
 use super::{
     Backend, BoxFuture, Build, BuildFilter, BuildOrigin, BuildStatus, CancelOutcome, ClaimPolicy,
     Manual, NewBuild, NewDelivery, PlannedStep, Recorded, Recovery, ReportJob, ReportOutcome,
-    ReportRecord, StepRecord, StepStatus, StoreError, StoreOptions, now_rfc3339,
+    ReportRecord, ReportedState, StepRecord, StepStatus, StoreError, StoreOptions, now_rfc3339,
 };
-use crate::webhook::{Host, RefKind};
+use super::{Cause, Fault};
+use crate::model::{Host, PushEvent, RefKind, ZERO_SHA};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
+
+/// The reason of a build that a dead daemon left running twice.
+const INTERRUPTED_TWICE: &str = "interrupted twice";
+/// The reason of a build re-queued after a dead daemon left it running.
+const INTERRUPTED: &str = "interrupted: the daemon stopped while it ran";
 
 /// The most jobs one transaction takes.
 const MAX_BATCH: usize = 512;
@@ -27,7 +35,7 @@ trait Job: Send {
     /// Runs inside a savepoint; `false` rolls the savepoint back.
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller once the transaction's fate is known.
-    fn finish(self: Box<Self>, committed: Result<(), String>);
+    fn finish(self: Box<Self>, committed: Result<(), Fault>);
 }
 
 struct FnJob<R, F> {
@@ -51,14 +59,47 @@ where
         ok
     }
 
-    fn finish(self: Box<Self>, committed: Result<(), String>) {
+    fn finish(self: Box<Self>, committed: Result<(), Fault>) {
         let answer = match (committed, self.result) {
             (Ok(()), Some(result)) => result,
-            (Ok(()), None) => Err(StoreError::Unavailable("the job did not run".into())),
+            (Ok(()), None) => Err(StoreError::unavailable(
+                Cause::Failed,
+                "the job did not run",
+            )),
             (Err(e), _) => Err(StoreError::Unavailable(e)),
         };
         // The caller may have gone (client hung up); the write stands.
         let _ = self.reply.send(answer);
+    }
+}
+
+/// A column whose text names no known value: a corrupt row is an error,
+/// never read as some default.
+fn bad_text(column: usize, text: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        rusqlite::types::Type::Text,
+        format!("unknown value {text:?}").into(),
+    )
+}
+
+/// What kind of failure a SQLite error is.
+fn fault(e: rusqlite::Error) -> Fault {
+    use rusqlite::ErrorCode;
+    let cause = match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Cause::Busy,
+        Some(ErrorCode::CannotOpen) => Cause::Down,
+        _ => Cause::Failed,
+    };
+    Fault {
+        cause,
+        detail: e.to_string(),
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Unavailable(fault(e))
     }
 }
 
@@ -140,8 +181,9 @@ impl SqliteBackend {
     /// Opens or creates the database, migrates it, and starts the writer.
     pub fn open(path: &Path, options: StoreOptions) -> Result<SqliteBackend, StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::unavailable(Cause::Failed, format!("{}: {e}", dir.display()))
+            })?;
         }
         let mut writer = Connection::open(path)?;
         configure(&writer)?;
@@ -156,7 +198,7 @@ impl SqliteBackend {
         std::thread::Builder::new()
             .name("hookci-store-writer".into())
             .spawn(move || writer_loop(writer, rx))
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::unavailable(Cause::Failed, e))?;
         Ok(SqliteBackend {
             jobs,
             reader: Arc::new(Mutex::new(reader)),
@@ -178,10 +220,10 @@ impl SqliteBackend {
         self.jobs
             .send(job)
             .await
-            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?;
+            .map_err(|_| StoreError::unavailable(Cause::Down, "the store writer has stopped"))?;
         answer
             .await
-            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?
+            .map_err(|_| StoreError::unavailable(Cause::Down, "the store writer has stopped"))?
     }
 
     async fn read<R, F>(&self, work: F) -> Result<R, StoreError>
@@ -197,7 +239,7 @@ impl SqliteBackend {
             work(&conn)
         })
         .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+        .map_err(|e| StoreError::unavailable(Cause::Failed, e))?
     }
 }
 
@@ -213,7 +255,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
         }
         let committed = run_batch(&conn, &mut batch);
         if let Err(e) = &committed {
-            tracing::error!(error = %e, jobs = batch.len(), "store transaction failed");
+            tracing::error!(error = %e.detail, cause = %e.cause, jobs = batch.len(), "store transaction failed");
         }
         for job in batch.drain(..) {
             job.finish(committed.clone());
@@ -221,9 +263,8 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     }
 }
 
-fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(|e| e.to_string())?;
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), Fault> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(fault)?;
     let result = (|| -> rusqlite::Result<()> {
         for job in batch.iter_mut() {
             conn.execute_batch("SAVEPOINT job")?;
@@ -237,7 +278,7 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), String
     })();
     if let Err(e) = result {
         let _ = conn.execute_batch("ROLLBACK");
-        return Err(e.to_string());
+        return Err(fault(e));
     }
     Ok(())
 }
@@ -350,7 +391,7 @@ fn insert_build(
         RefKind::Other => (None, None),
     };
     let filters = serde_json::to_string(&b.path_filters)
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        .map_err(|e| StoreError::unavailable(Cause::Failed, e))?;
     conn.prepare_cached(
         "INSERT INTO builds (pipeline, delivery, delivery_id, repo, host, event, ref, branch,
              tag, commit_sha, before_sha, after_sha, forced, clone_url, ssh_url, web_url,
@@ -381,7 +422,17 @@ fn insert_build(
         now,
         b.report_context,
     ])?;
-    Ok(conn.last_insert_rowid())
+    let id = conn.last_insert_rowid();
+    let change = StateChange {
+        build: id,
+        context: b.report_context.as_deref(),
+        path_rules: !b.path_filters.is_empty(),
+        from: None,
+        to: BuildStatus::Queued,
+        reason: None,
+    };
+    outbox::state_changed(&mut SqlOutbox(conn), change, OffsetDateTime::now_utc())?;
+    Ok(id)
 }
 
 /// Queues one build that no delivery carried (a rebuild, a trigger).
@@ -405,7 +456,7 @@ fn queue_manual(
         .as_ref()
         .map(serde_json::to_string)
         .transpose()
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        .map_err(|e| StoreError::unavailable(Cause::Failed, e))?;
     conn.prepare_cached(
         "INSERT INTO build_origins (build, rebuild_of, triggered_by, resume)
          VALUES (?1, ?2, ?3, ?4)",
@@ -433,12 +484,22 @@ fn supersede(
     now: &str,
 ) -> Result<(Vec<i64>, u64), StoreError> {
     let reason = format!("superseded by build {newer}");
-    let queued = conn
+    let cancelled = conn
         .prepare_cached(
             "UPDATE builds SET status = 'cancelled', reason = ?4, finished_at = ?5
-         WHERE pipeline = ?1 AND ref = ?2 AND status = 'queued' AND id < ?3",
+         WHERE pipeline = ?1 AND ref = ?2 AND status = 'queued' AND id < ?3
+         RETURNING id, report_context, path_filters",
         )?
-        .execute(params![pipeline, git_ref, newer, reason, now])?;
+        .query_map(params![pipeline, git_ref, newer, reason, now], changed_row)?
+        .collect::<rusqlite::Result<Vec<ChangedRow>>>()?;
+    let queued = cancelled.len();
+    changed(
+        conn,
+        &cancelled,
+        BuildStatus::Queued,
+        BuildStatus::Cancelled,
+        Some(&reason),
+    )?;
     let mut stmt = conn.prepare_cached(
         "UPDATE builds SET cancel_reason = ?4
          WHERE pipeline = ?1 AND ref = ?2 AND status = 'running' AND id < ?3
@@ -497,13 +558,99 @@ fn claim(conn: &Connection, policy: &ClaimPolicy) -> Result<Option<Build>, Store
         "UPDATE builds SET status = 'running', started_at = ?2, finished_at = NULL,
              reason = NULL, cancel_reason = NULL
          WHERE id = ?1 AND status = 'queued'
-         RETURNING {BUILD_COLUMNS}"
+         RETURNING {BUILD_COLUMNS}, report_context"
     );
-    let build = conn
+    let claimed = conn
         .prepare_cached(&sql)?
-        .query_row(params![id, now], build_from_row)
+        .query_row(params![id, now], |r| {
+            Ok((
+                build_from_row(r)?,
+                r.get::<_, Option<String>>(BUILD_COLUMN_COUNT)?,
+            ))
+        })
         .optional()?;
-    Ok(build)
+    let Some((build, context)) = claimed else {
+        return Ok(None);
+    };
+    let change = StateChange {
+        build: build.id,
+        context: context.as_deref(),
+        path_rules: !build.path_filters.is_empty(),
+        from: Some(BuildStatus::Queued),
+        to: BuildStatus::Running,
+        reason: None,
+    };
+    outbox::state_changed(&mut SqlOutbox(conn), change, OffsetDateTime::now_utc())?;
+    Ok(Some(build))
+}
+
+/// The outbox inside the writer's open transaction.
+struct SqlOutbox<'a>(&'a Connection);
+
+impl Outbox for SqlOutbox<'_> {
+    fn write_report(&mut self, report: &NewReport, at: OffsetDateTime) -> Result<(), StoreError> {
+        let created_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
+        self.0
+            .prepare_cached(
+                "INSERT INTO reports (build, context, state, description, created_at, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                report.build,
+                report.context,
+                report.state.as_str(),
+                report.description,
+                rfc3339(at),
+                created_ms
+            ])?;
+        Ok(())
+    }
+}
+
+/// A build whose state an UPDATE changed: `RETURNING id, report_context,
+/// path_filters`.
+type ChangedRow = (i64, Option<String>, String);
+
+fn changed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChangedRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+}
+
+/// Writes the reports for builds an UPDATE moved from `from` to `to`.
+fn changed(
+    conn: &Connection,
+    rows: &[ChangedRow],
+    from: BuildStatus,
+    to: BuildStatus,
+    reason: Option<&str>,
+) -> Result<(), StoreError> {
+    let at = OffsetDateTime::now_utc();
+    for (id, context, filters) in rows {
+        let change = StateChange {
+            build: *id,
+            context: context.as_deref(),
+            path_rules: filters != "[]",
+            from: Some(from),
+            to,
+            reason,
+        };
+        outbox::state_changed(&mut SqlOutbox(conn), change, at)?;
+    }
+    Ok(())
+}
+
+use crate::model::rfc3339;
+
+/// A time column [`rfc3339`] wrote; other text is an error.
+fn time_at(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<OffsetDateTime> {
+    let text: String = r.get(idx)?;
+    crate::model::parse_rfc3339(&text).ok_or_else(|| bad_text(idx, &text))
+}
+
+/// An optional time column.
+fn opt_time_at(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Option<OffsetDateTime>> {
+    let text: Option<String> = r.get(idx)?;
+    text.map(|t| crate::model::parse_rfc3339(&t).ok_or_else(|| bad_text(idx, &t)))
+        .transpose()
 }
 
 /// How many of a pipeline's oldest queued builds a claim looks at before it
@@ -584,46 +731,54 @@ const BUILD_COLUMNS: &str = "id, pipeline, repo, host, event, ref, branch, tag, 
     before_sha, after_sha, status, reason, delivery_id, attempt, created_at, started_at,
     finished_at, clone_url, ssh_url, web_url, message, pusher, forced, path_filters";
 
+/// How many columns [`BUILD_COLUMNS`] names.
+const BUILD_COLUMN_COUNT: usize = 25;
+
 fn build_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Build> {
     build_from_row_at(r, 0)
 }
 
-/// A build from the row's columns `at..`, in [`BUILD_COLUMNS`] order.
+/// A build from the row's columns `at..`, in [`BUILD_COLUMNS`] order. A
+/// corrupt value is an error, never read as a default.
 fn build_from_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Build> {
     let status: String = r.get(at + 11)?;
     let filters: String = r.get(at + 24)?;
+    let git_ref: String = r.get(at + 5)?;
+    let before: String = r.get(at + 9)?;
     Ok(Build {
         id: r.get(at)?,
         pipeline: r.get(at + 1)?,
-        repo: r.get(at + 2)?,
+        push: PushEvent {
+            repo: r.get(at + 2)?,
+            kind: RefKind::of(&git_ref),
+            git_ref,
+            created: before == ZERO_SHA,
+            before,
+            after: r.get(at + 10)?,
+            commit: r.get(at + 8)?,
+            deleted: false,
+            forced: r.get(at + 23)?,
+            clone_url: r.get(at + 18)?,
+            ssh_url: r.get(at + 19)?,
+            web_url: r.get(at + 20)?,
+            message: r.get(at + 21)?,
+            pusher: r.get(at + 22)?,
+        },
         host: r.get(at + 3)?,
-        event: r.get(at + 4)?,
-        git_ref: r.get(at + 5)?,
-        branch: r.get(at + 6)?,
-        tag: r.get(at + 7)?,
-        commit: r.get(at + 8)?,
-        before: r.get(at + 9)?,
-        after: r.get(at + 10)?,
-        status: status.parse().map_err(|()| {
-            rusqlite::Error::FromSqlConversionFailure(
-                at + 11,
-                rusqlite::types::Type::Text,
-                format!("unknown build status {status:?}").into(),
-            )
-        })?,
+        status: status.parse().map_err(|()| bad_text(at + 11, &status))?,
         reason: r.get(at + 12)?,
         delivery: r.get(at + 13)?,
         attempt: r.get(at + 14)?,
-        created_at: r.get(at + 15)?,
-        started_at: r.get(at + 16)?,
-        finished_at: r.get(at + 17)?,
-        clone_url: r.get(at + 18)?,
-        ssh_url: r.get(at + 19)?,
-        web_url: r.get(at + 20)?,
-        message: r.get(at + 21)?,
-        pusher: r.get(at + 22)?,
-        forced: r.get(at + 23)?,
-        path_filters: serde_json::from_str(&filters).unwrap_or_default(),
+        created_at: time_at(r, at + 15)?,
+        started_at: opt_time_at(r, at + 16)?,
+        finished_at: opt_time_at(r, at + 17)?,
+        path_filters: serde_json::from_str(&filters).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                at + 24,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            )
+        })?,
     })
 }
 
@@ -665,7 +820,7 @@ impl Backend for SqliteBackend {
                     .map(|s| s.as_str())
                     .collect::<Vec<_>>(),
             )
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::unavailable(Cause::Failed, e))?;
             let sql = format!(
                 "SELECT {BUILD_COLUMNS} FROM builds
                  WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR branch = ?2)
@@ -758,8 +913,8 @@ impl Backend for SqliteBackend {
                     name: r.get(0)?,
                     status: status.parse().unwrap_or(StepStatus::Pending),
                     exit_code: r.get(2)?,
-                    started_at: r.get(3)?,
-                    finished_at: r.get(4)?,
+                    started_at: opt_time_at(r, 3)?,
+                    finished_at: opt_time_at(r, 4)?,
                     reason: r.get(5)?,
                 })
             })?;
@@ -775,11 +930,21 @@ impl Backend for SqliteBackend {
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.write(move |conn| {
             let now = now_rfc3339();
-            conn.prepare_cached(
-                "UPDATE builds SET status = ?2, reason = ?3, finished_at = ?4
-                 WHERE id = ?1 AND status IN ('queued', 'running')",
-            )?
-            .execute(params![build, status.as_str(), reason, now])?;
+            let before: Option<String> = conn
+                .prepare_cached("SELECT status FROM builds WHERE id = ?1")?
+                .query_row([build], |r| r.get(0))
+                .optional()?;
+            let rows = conn
+                .prepare_cached(
+                    "UPDATE builds SET status = ?2, reason = ?3, finished_at = ?4
+                     WHERE id = ?1 AND status IN ('queued', 'running')
+                     RETURNING id, report_context, path_filters",
+                )?
+                .query_map(params![build, status.as_str(), reason, now], changed_row)?
+                .collect::<rusqlite::Result<Vec<ChangedRow>>>()?;
+            if let Some(from) = before.as_deref().and_then(|s| s.parse().ok()) {
+                changed(conn, &rows, from, status, reason.as_deref())?;
+            }
             conn.prepare_cached(
                 "UPDATE steps SET status = 'skipped' WHERE build = ?1 AND status = 'pending'",
             )?
@@ -790,12 +955,22 @@ impl Backend for SqliteBackend {
 
     fn requeue(&self, build: i64, reason: String) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.write(move |conn| {
-            conn.prepare_cached(
-                "UPDATE builds SET status = 'queued', reason = ?2, started_at = NULL,
-                     cancel_reason = NULL
-                 WHERE id = ?1 AND status = 'running'",
-            )?
-            .execute(params![build, reason])?;
+            let rows = conn
+                .prepare_cached(
+                    "UPDATE builds SET status = 'queued', reason = ?2, started_at = NULL,
+                         cancel_reason = NULL
+                     WHERE id = ?1 AND status = 'running'
+                     RETURNING id, report_context, path_filters",
+                )?
+                .query_map(params![build, reason], changed_row)?
+                .collect::<rusqlite::Result<Vec<ChangedRow>>>()?;
+            changed(
+                conn,
+                &rows,
+                BuildStatus::Running,
+                BuildStatus::Queued,
+                Some(&reason),
+            )?;
             Ok(())
         }))
     }
@@ -815,11 +990,20 @@ impl Backend for SqliteBackend {
             };
             match status.as_str() {
                 "queued" => {
-                    conn.prepare_cached(
-                        "UPDATE builds SET status = 'cancelled', reason = ?2, finished_at = ?3
-                         WHERE id = ?1",
-                    )?
-                    .execute(params![build, reason, now_rfc3339()])?;
+                    let rows = conn
+                        .prepare_cached(
+                            "UPDATE builds SET status = 'cancelled', reason = ?2, finished_at = ?3
+                             WHERE id = ?1 RETURNING id, report_context, path_filters",
+                        )?
+                        .query_map(params![build, reason, now_rfc3339()], changed_row)?
+                        .collect::<rusqlite::Result<Vec<ChangedRow>>>()?;
+                    changed(
+                        conn,
+                        &rows,
+                        BuildStatus::Queued,
+                        BuildStatus::Cancelled,
+                        Some(&reason),
+                    )?;
                     conn.prepare_cached(
                         "UPDATE steps SET status = 'skipped' WHERE build = ?1 AND status = 'pending'",
                     )?
@@ -853,28 +1037,44 @@ impl Backend for SqliteBackend {
             let now = now_rfc3339();
             let failed = conn
                 .prepare_cached(
-                    "UPDATE builds SET status = 'error', reason = 'interrupted twice',
+                    "UPDATE builds SET status = 'error', reason = ?2,
                          finished_at = ?1
-                     WHERE status = 'running' AND attempt >= 2 RETURNING id",
+                     WHERE status = 'running' AND attempt >= 2
+                     RETURNING id, report_context, path_filters",
                 )?
-                .query_map([&now], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<i64>>>()?;
+                .query_map(params![&now, INTERRUPTED_TWICE], changed_row)?
+                .collect::<rusqlite::Result<Vec<ChangedRow>>>()?;
+            changed(
+                conn,
+                &failed,
+                BuildStatus::Running,
+                BuildStatus::Error,
+                Some(INTERRUPTED_TWICE),
+            )?;
+            let failed = failed.into_iter().map(|(id, ..)| id).collect();
             conn.prepare_cached(
                 "UPDATE steps SET status = 'skipped'
                  WHERE status IN ('pending', 'running')
                    AND build IN (SELECT id FROM builds WHERE status = 'error'
-                                 AND reason = 'interrupted twice')",
+                                 AND reason = ?1)",
             )?
-            .execute([])?;
+            .execute([INTERRUPTED_TWICE])?;
             let requeued = conn
                 .prepare_cached(
                     "UPDATE builds SET status = 'queued', attempt = attempt + 1,
-                         reason = 'interrupted: the daemon stopped while it ran',
-                         started_at = NULL, cancel_reason = NULL
-                     WHERE status = 'running' RETURNING id",
+                         reason = ?1, started_at = NULL, cancel_reason = NULL
+                     WHERE status = 'running' RETURNING id, report_context, path_filters",
                 )?
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<i64>>>()?;
+                .query_map([INTERRUPTED], changed_row)?
+                .collect::<rusqlite::Result<Vec<ChangedRow>>>()?;
+            changed(
+                conn,
+                &requeued,
+                BuildStatus::Running,
+                BuildStatus::Queued,
+                Some(INTERRUPTED),
+            )?;
+            let requeued = requeued.into_iter().map(|(id, ..)| id).collect();
             Ok(Recovery { requeued, failed })
         }))
     }
@@ -892,10 +1092,10 @@ impl Backend for SqliteBackend {
                 .query_map(params![pipeline, keep], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<i64>>>()?;
             let cutoff =
-                time::OffsetDateTime::now_utc() - time::Duration::days(super::DELIVERY_MEMORY_DAYS);
+                OffsetDateTime::now_utc() - time::Duration::days(super::DELIVERY_MEMORY_DAYS);
             let cutoff = cutoff
                 .format(&time::format_description::well_known::Rfc3339)
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                .map_err(|e| StoreError::unavailable(Cause::Failed, e))?;
             conn.prepare_cached(
                 "DELETE FROM deliveries WHERE id IN (
                      SELECT d.id FROM deliveries d
@@ -998,21 +1198,18 @@ impl Backend for SqliteBackend {
                 let state: String = r.get(1)?;
                 Ok(ReportRecord {
                     context: r.get(0)?,
-                    state: if state == "queued" {
-                        "pending".into()
-                    } else {
-                        state
-                    },
+                    state: ReportedState(state.parse().map_err(|()| bad_text(1, &state))?),
                     outcome: match outcome.as_str() {
+                        "pending" => ReportOutcome::Pending,
                         "delivered" => ReportOutcome::Delivered,
                         "failed" => ReportOutcome::Failed,
                         "superseded" => ReportOutcome::Superseded,
-                        _ => ReportOutcome::Pending,
+                        _ => return Err(bad_text(2, &outcome)),
                     },
                     attempts: r.get(3)?,
                     last_error: r.get(4)?,
-                    created_at: r.get(5)?,
-                    delivered_at: r.get(6)?,
+                    created_at: time_at(r, 5)?,
+                    delivered_at: opt_time_at(r, 6)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -1025,6 +1222,31 @@ impl Backend for SqliteBackend {
                 .prepare_cached("SELECT COUNT(*) FROM reports WHERE outcome = 'pending'")?
                 .query_row([], |r| r.get(0))?;
             Ok(n.max(0) as u64)
+        }))
+    }
+
+    fn delivery_count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.read(|conn| {
+            let n: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM deliveries")?
+                .query_row([], |r| r.get(0))?;
+            Ok(n.max(0) as u64)
+        }))
+    }
+
+    fn delivery_recorded(
+        &self,
+        pipeline: String,
+        delivery_id: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT 1 FROM deliveries WHERE pipeline = ?1 AND delivery_id = ?2",
+                )?
+                .query_row(params![pipeline, delivery_id], |_| Ok(()))
+                .optional()?
+                .is_some())
         }))
     }
 
@@ -1098,5 +1320,82 @@ impl Backend for SqliteBackend {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((newest, active))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    /// A locked database is `Busy` (retry soon), a refused write `Failed`:
+    /// callers pick their Retry-After by the cause, not by words.
+    #[test]
+    fn sqlite_errors_are_classified_by_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookci.db");
+        let holder = Connection::open(&path).unwrap();
+        holder
+            .execute_batch("CREATE TABLE t (x INTEGER NOT NULL); BEGIN EXCLUSIVE")
+            .unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let locked = other.execute("INSERT INTO t VALUES (1)", []).unwrap_err();
+        assert_eq!(fault(locked).cause, Cause::Busy);
+        holder.execute_batch("ROLLBACK").unwrap();
+        let refused = other
+            .execute("INSERT INTO t VALUES (NULL)", [])
+            .unwrap_err();
+        assert_eq!(fault(refused).cause, Cause::Failed);
+    }
+
+    /// A database written before the report rule moved out of SQL (schema
+    /// 8, with migration 3's triggers) migrates, and from then on each state
+    /// change writes its report once: from Rust, not again from a trigger.
+    #[tokio::test]
+    async fn a_database_from_before_the_rust_report_rule_migrates_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookci.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrations::migrate_until(&mut conn, 8).unwrap();
+            conn.execute(
+                "INSERT INTO builds (pipeline, repo, event, ref, branch, commit_sha, before_sha,
+                     after_sha, clone_url, message, pusher, status, created_at, report_context)
+                 VALUES ('app', 'acme/app', 'push', 'refs/heads/main', 'main', 'abc1', '0',
+                     'abc1', 'https://git.example/acme/app.git', 'm', 'me', 'queued',
+                     '2026-01-01T00:00:00.000Z', 'ci/app')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open_sqlite(
+            &path,
+            StoreOptions {
+                max_queued_builds: 10,
+            },
+        )
+        .unwrap();
+        let build = store.claim_next(ClaimPolicy::default()).await.unwrap();
+        let id = build.expect("the old queued build is claimed").id;
+        store.finish(id, BuildStatus::Success, None).await.unwrap();
+        let states: Vec<_> = store
+            .reports(id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.state.as_str())
+            .collect();
+        assert_eq!(states, ["pending", "running", "success"]);
+        let conn = Connection::open(&path).unwrap();
+        let triggers: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'
+                 AND name IN ('report_on_insert', 'report_on_update')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(triggers, 0);
     }
 }

@@ -26,7 +26,8 @@ mod gitlab;
 mod json;
 mod signature;
 
-pub use event::{Host, Parsed, ParsedKind, PushEvent, RefKind, ZERO_SHA};
+pub use crate::model::{Host, PushEvent, RefKind, ZERO_SHA};
+pub use event::{Parsed, ParsedKind};
 pub use signature::standard_webhooks_signature;
 
 use crate::secret::Secret;

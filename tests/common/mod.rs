@@ -104,11 +104,14 @@ impl TestServer {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// The SQLite file, opened independently of hookci.
-    pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.db_path()).expect("open db")
+    /// The server's store, through a handle of the test's own (as another
+    /// process of the same box would open it).
+    pub fn store(&self) -> hookci::store::Store {
+        open_store(&self.config.data_dir)
     }
 
+    /// The SQLite file: only for a test that injects a fault no API can
+    /// (another process holding the write lock).
     pub fn db_path(&self) -> PathBuf {
         self.config.data_dir.join("hookci.db")
     }
@@ -139,9 +142,30 @@ pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Counts rows of `sql` (a `SELECT COUNT(*) ...`).
-pub fn count(db: &rusqlite::Connection, sql: &str) -> i64 {
-    db.query_row(sql, [], |r| r.get(0)).expect("count")
+/// Opens the store of a daemon whose `data_dir` is `data_dir`, through
+/// `Store`, as the daemon itself opens it.
+pub fn open_store(data_dir: &Path) -> hookci::store::Store {
+    let config = Config {
+        data_dir: data_dir.to_owned(),
+        ..Config::default()
+    };
+    hookci::server::open_store(&config).expect("open the store")
+}
+
+/// Every build in `store`, oldest first.
+pub async fn all_builds(store: &hookci::store::Store) -> Vec<hookci::store::Build> {
+    let filter = hookci::store::BuildFilter {
+        limit: u32::MAX,
+        ..Default::default()
+    };
+    let mut builds = store.builds(filter).await.expect("list builds");
+    builds.reverse();
+    builds
+}
+
+/// How many builds `store` holds.
+pub async fn build_count(store: &hookci::store::Store) -> usize {
+    all_builds(store).await.len()
 }
 
 /// A daemon a test started: killed (SIGKILL) and reaped when dropped, so a

@@ -11,7 +11,6 @@ use crate::text::url_component;
 use crate::webhook::Host;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// The pages' one style sheet (inline; allowed by its hash): the base
 /// sheet, the log's colour palette, and the dark variant.
@@ -258,10 +257,6 @@ fn subject(message: &str) -> String {
     }
 }
 
-fn parse_time(s: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(s, &Rfc3339).ok()
-}
-
 /// An RFC 3339 time as `2026-01-31 12:34:56 UTC`.
 fn absolute(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
@@ -295,23 +290,23 @@ pub fn ago(then: OffsetDateTime, now: OffsetDateTime) -> String {
 }
 
 /// A stored time, relative to `now`, with the absolute time on hover.
-fn when(s: Option<&str>, now: OffsetDateTime) -> Markup {
-    match s {
+fn when(t: Option<OffsetDateTime>, now: OffsetDateTime) -> Markup {
+    match t {
         None => html! { span.muted { "–" } },
-        Some(s) => match parse_time(s) {
-            Some(t) => html! { time datetime=(s) title=(absolute(t)) { (ago(t, now)) } },
-            None => html! { time { (s) } },
-        },
+        Some(t) => {
+            html! { time datetime=(crate::model::rfc3339(t)) title=(absolute(t)) { (ago(t, now)) } }
+        }
     }
 }
 
 /// From `start` to `end` (or to `now` while it runs), as `1m 12s`.
-fn duration(start: Option<&str>, end: Option<&str>, now: OffsetDateTime) -> Option<String> {
-    let start = parse_time(start?)?;
-    let end = match end {
-        Some(end) => parse_time(end)?,
-        None => now,
-    };
+fn duration(
+    start: Option<OffsetDateTime>,
+    end: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Option<String> {
+    let start = start?;
+    let end = end.unwrap_or(now);
     let millis = i64::try_from((end - start).whole_milliseconds()).unwrap_or(i64::MAX);
     Some(human_duration(millis.max(0)))
 }
@@ -326,8 +321,8 @@ pub fn human_duration(millis: i64) -> String {
 
 /// A build's duration cell: total when finished, so far while running.
 fn build_duration(b: &Build, now: OffsetDateTime) -> Markup {
-    let end = b.finished_at.as_deref();
-    match duration(b.started_at.as_deref(), end, now) {
+    let end = b.finished_at;
+    match duration(b.started_at, end, now) {
         Some(d) if end.is_none() && !b.status.is_final() => html! { (d) span.muted { " so far" } },
         Some(d) => html! { (d) },
         None => html! { span.muted { "–" } },
@@ -336,7 +331,7 @@ fn build_duration(b: &Build, now: OffsetDateTime) -> Markup {
 
 /// The ref a build is for: its branch, its tag, or the full ref.
 fn ref_label(b: &Build) -> Markup {
-    match (&b.branch, &b.tag) {
+    match (b.branch(), b.tag()) {
         (Some(branch), _) => html! { span.mono title=(b.git_ref) { (branch) } },
         (None, Some(tag)) => html! { span.mono title=(b.git_ref) { "tag " (tag) } },
         (None, None) => html! { span.mono { (b.git_ref) } },
@@ -444,7 +439,7 @@ fn builds_table(builds: &[Build], now: OffsetDateTime) -> Markup {
                             (status_label(b.status.as_str()))
                             @if let Some(reason) = &b.reason { span.muted.reason.wide { (reason) } }
                         }
-                        td { (when(Some(&b.created_at), now)) }
+                        td { (when(Some(b.created_at), now)) }
                         td.wide { (build_duration(b, now)) }
                     }
                 }
@@ -583,11 +578,11 @@ pub fn pipeline(page: &PipelinePage<'_>) -> Markup {
                     tbody {
                         @for b in page.branches {
                             tr {
-                                td { a href=(IndexFilter { pipeline: Some(p.name.clone()), branch: b.branch.clone(), ..IndexFilter::default() }.link(None)) { (ref_label(b)) } }
+                                td { a href=(IndexFilter { pipeline: Some(p.name.clone()), branch: b.branch().map(str::to_owned), ..IndexFilter::default() }.link(None)) { (ref_label(b)) } }
                                 td { (build_link(b.id)) }
                                 td { (status_label(b.status.as_str())) }
                                 td.wide { span.mono title=(b.commit) { (short(&b.commit, 8)) } " " span.muted { (subject(&b.message)) } }
-                                td { (when(Some(&b.created_at), page.now)) }
+                                td { (when(Some(b.created_at), page.now)) }
                             }
                         }
                     }
@@ -728,7 +723,7 @@ pub fn compare_url(b: &Build) -> Option<String> {
     let before = hex_id(&b.before).filter(|s| s.bytes().any(|c| c != b'0'))?;
     let after = hex_id(&b.after).or_else(|| hex_id(&b.commit))?;
     // A tag push has nothing to compare with.
-    b.branch.as_ref()?;
+    b.branch()?;
     Some(match b.host.as_deref()?.parse::<Host>().ok()? {
         Host::Github | Host::Gitea | Host::Forgejo | Host::Gogs => {
             format!("{web}/compare/{before}...{after}")
@@ -801,7 +796,7 @@ pub fn facts(page: &BuildPage<'_>) -> Markup {
         }
         dt { "Ref" }
         dd {
-            @match (&b.branch, &b.tag) {
+            @match (b.branch(), b.tag()) {
                 (Some(branch), _) => { "branch " span.mono title=(b.git_ref) { (branch) } },
                 (None, Some(tag)) => { "tag " span.mono title=(b.git_ref) { (tag) } },
                 (None, None) => span.mono { (b.git_ref) },
@@ -820,7 +815,7 @@ pub fn facts(page: &BuildPage<'_>) -> Markup {
         }
         dt { "Event" }
         dd {
-            (b.event)
+            (b.event_name())
             @if let Some(host) = &b.host { span.muted { " from " (host) } }
             @if b.forced { span.muted { " (forced)" } }
         }
@@ -837,11 +832,11 @@ pub fn facts(page: &BuildPage<'_>) -> Markup {
             dd { (b.attempt) span.muted { " (the daemon was interrupted while it ran)" } }
         }
         dt { "Created" }
-        dd { (when(Some(&b.created_at), page.now)) }
+        dd { (when(Some(b.created_at), page.now)) }
         dt { "Started" }
-        dd { (when(b.started_at.as_deref(), page.now)) }
+        dd { (when(b.started_at, page.now)) }
         dt { "Finished" }
-        dd { (when(b.finished_at.as_deref(), page.now)) }
+        dd { (when(b.finished_at, page.now)) }
         dt { "Duration" }
         dd { (build_duration(b, page.now)) }
     }
@@ -1027,11 +1022,11 @@ pub fn build(page: &BuildPage<'_>) -> Markup {
                     @for r in page.reports {
                         tr {
                             td.mono { (r.context) }
-                            td.mono title={ "hookci: " (r.state) } { (host_state(page.provider, &r.state)) }
+                            td.mono title={ "hookci: " (r.state) } { (host_state(page.provider, r.state.as_str())) }
                             td { (status_label(report_outcome(r.outcome))) }
                             td.num.wide { (r.attempts) }
-                            td.wide { (when(Some(&r.created_at), page.now)) }
-                            td.wide { (when(r.delivered_at.as_deref(), page.now)) }
+                            td.wide { (when(Some(r.created_at), page.now)) }
+                            td.wide { (when(r.delivered_at, page.now)) }
                             td { @if let Some(e) = &r.last_error { (e) } }
                         }
                     }
@@ -1132,9 +1127,9 @@ pub fn log_part(build: i64, sections: &[Section], start: u64) -> Markup {
 fn step_duration(s: &StepRecord, now: OffsetDateTime) -> Option<String> {
     match s.status {
         StepStatus::Pending | StepStatus::Skipped => None,
-        StepStatus::Running => duration(s.started_at.as_deref(), None, now),
+        StepStatus::Running => duration(s.started_at, None, now),
         StepStatus::Success | StepStatus::Failure | StepStatus::Cancelled => {
-            duration(s.started_at.as_deref(), s.finished_at.as_deref(), now)
+            duration(s.started_at, s.finished_at, now)
         }
     }
 }
@@ -1162,28 +1157,30 @@ mod tests {
         Build {
             id: 1,
             pipeline: "p".into(),
-            repo: "o/r".into(),
+            push: crate::model::PushEvent {
+                repo: "o/r".into(),
+                git_ref: "refs/heads/main".into(),
+                kind: crate::model::RefKind::Branch("main".into()),
+                commit: commit.into(),
+                before: before.into(),
+                after: commit.into(),
+                created: false,
+                deleted: false,
+                forced: false,
+                clone_url: String::new(),
+                ssh_url: None,
+                web_url: Some(web.into()),
+                message: String::new(),
+                pusher: String::new(),
+            },
             host: Some(host.into()),
-            event: "push".into(),
-            git_ref: "refs/heads/main".into(),
-            branch: Some("main".into()),
-            tag: None,
-            commit: commit.into(),
-            before: before.into(),
-            after: commit.into(),
             status: BuildStatus::Success,
             reason: None,
             delivery: None,
             attempt: 1,
-            created_at: "2026-01-01T00:00:00Z".into(),
+            created_at: time::macros::datetime!(2026-01-01 00:00 UTC),
             started_at: None,
             finished_at: None,
-            clone_url: String::new(),
-            ssh_url: None,
-            web_url: Some(web.into()),
-            message: String::new(),
-            pusher: String::new(),
-            forced: false,
             path_filters: Vec::new(),
         }
     }
@@ -1247,7 +1244,7 @@ mod tests {
         assert_eq!(ago_s(30 * 3600), "yesterday");
         assert_eq!(ago_s(5 * 86_400), "5 days ago");
         assert_eq!(ago_s(90 * 86_400), "2026-10-17");
-        let t = when(Some("2027-01-15T08:00:00Z"), now).into_string();
+        let t = when(Some(time::macros::datetime!(2027-01-15 08:00 UTC)), now).into_string();
         assert!(t.contains("title=\"2027-01-15 08:00:00 UTC\""), "{t}");
     }
 

@@ -4,12 +4,15 @@
 //! server refused a client command; 2 usage, configuration or I/O error.
 //! Errors are one sentence on stderr.
 
-use crate::client::{self, BuildsQuery, Target};
+pub mod client;
+pub mod local_run;
+
 use crate::config::{self, Config};
 use crate::pipeline;
 use crate::secret::Secret;
 use crate::webhook::{self, Host};
 use clap::{Args, Parser, Subcommand};
+use client::{BuildsQuery, Target};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -204,7 +207,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 (None, None, Some(t)) => Some(format!("refs/tags/{t}")),
                 (None, None, None) => None,
             };
-            crate::run::run(cli.config, &pipeline, git_ref, commit, workdir)
+            local_run::run(cli.config, &pipeline, git_ref, commit, workdir)
         }
         Command::Sign { secret, host, file } => sign(&secret, &host, file),
         Command::Builds {

@@ -2,13 +2,13 @@
 //! streams to the terminal with step headers, then a summary of step
 //! results and durations; exit 0 when the build succeeded, else 1.
 
-use crate::cli::{Failure, load_config};
+use super::{Failure, load_config};
+use crate::model::{PushEvent, RefKind, ZERO_SHA};
 use crate::pipeline;
 use crate::runner::build::{Ended, Job, Runner, Source, StopReason, StopSlot};
 use crate::runner::checkout::{Mirrors, display_url};
 use crate::runner::log::LogWriter;
 use crate::store::{Build, BuildStatus, StepStatus};
-use crate::webhook::{RefKind, ZERO_SHA};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -73,7 +73,7 @@ pub fn run(
         // Reuse the daemon's mirror cache: only what is new is fetched.
         runner.mirrors = Mirrors::new(config.data_dir.join("repos"));
         runner.run_as =
-            crate::server::resolve_run_as(&config).map_err(|e| Failure::usage(format!("{e:#}")))?;
+            crate::runner::resolve_run_as(&config).map_err(|e| Failure::usage(format!("{e:#}")))?;
         runner.sandbox = crate::runner::sandbox::Setup::of_config(&config);
         crate::runner::sandbox::log_mode(&config, runner.run_as).await;
 
@@ -92,7 +92,7 @@ pub fn run(
         };
         let mut build = local_build(&pipeline, &git_ref, &commit);
         if let Some((_, message)) = head {
-            build.message = message;
+            build.push.message = message;
         }
         let secrets: Vec<_> = pipeline
             .secrets
@@ -116,7 +116,7 @@ pub fn run(
         let interrupt = {
             let (cancel, stop) = (cancel.clone(), Arc::clone(&stop));
             tokio::spawn(async move {
-                crate::cli::shutdown_signal().await;
+                super::shutdown_signal().await;
                 *stop.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(StopReason::Cancel("interrupted".into()));
                 cancel.cancel();
@@ -187,37 +187,33 @@ fn head_of(dir: &std::path::Path) -> Option<(String, String)> {
 
 /// A build record for a run that has no delivery and no store.
 fn local_build(pipeline: &pipeline::Pipeline, git_ref: &str, commit: &str) -> Build {
-    let kind = RefKind::of(git_ref);
-    let (branch, tag, event) = match kind {
-        RefKind::Branch(b) => (Some(b), None, "push"),
-        RefKind::Tag(t) => (None, Some(t), "tag"),
-        RefKind::Other => (None, None, "push"),
-    };
     Build {
         id: 0,
         pipeline: pipeline.name.clone(),
-        repo: pipeline.repo.clone(),
+        push: PushEvent {
+            repo: pipeline.repo.clone(),
+            git_ref: git_ref.into(),
+            kind: RefKind::of(git_ref),
+            before: ZERO_SHA.into(),
+            after: commit.into(),
+            commit: commit.into(),
+            created: true,
+            deleted: false,
+            forced: false,
+            clone_url: pipeline.clone_url.clone().unwrap_or_default(),
+            ssh_url: None,
+            web_url: None,
+            message: String::new(),
+            pusher: std::env::var("USER").unwrap_or_default(),
+        },
         host: None,
-        event: event.into(),
-        git_ref: git_ref.into(),
-        branch,
-        tag,
-        commit: commit.into(),
-        before: ZERO_SHA.into(),
-        after: commit.into(),
         status: BuildStatus::Running,
         reason: None,
         delivery: None,
         attempt: 1,
-        created_at: crate::store::now_rfc3339(),
+        created_at: time::OffsetDateTime::now_utc(),
         started_at: None,
         finished_at: None,
-        clone_url: pipeline.clone_url.clone().unwrap_or_default(),
-        ssh_url: None,
-        web_url: None,
-        message: String::new(),
-        pusher: std::env::var("USER").unwrap_or_default(),
-        forced: false,
         path_filters: Vec::new(),
     }
 }

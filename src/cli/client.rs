@@ -16,7 +16,7 @@
 //! token is sent only to the config's own server; a `./hookci.toml` found
 //! implicitly gives a server to read from, never a token.
 
-use crate::cli::{Failure, load_config};
+use super::{Failure, load_config};
 use crate::config::Config;
 use crate::secret::Secret;
 use eventsource_stream::Eventsource;
@@ -579,7 +579,7 @@ impl Api {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
         let http = reqwest::Client::builder()
-            .user_agent(crate::report::USER_AGENT)
+            .user_agent(crate::USER_AGENT)
             .connect_timeout(Duration::from_secs(10))
             // Between two reads; the log stream sends a keep-alive every 15 s.
             .read_timeout(Duration::from_secs(60))

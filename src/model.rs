@@ -1,0 +1,416 @@
+//! The domain: what a push is, and the states of a build and its steps.
+//!
+//! *Invariant:* depends on nothing else in the crate; `webhook` produces
+//! these values, `pipeline` matches them, `store` persists them, `runner`
+//! and `report` consume them.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use time::OffsetDateTime;
+
+/// `t` as the API, the pages and the store write times: RFC 3339 UTC with
+/// milliseconds.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let t = t
+        .replace_nanosecond(u32::from(t.millisecond()) * 1_000_000)
+        .unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// Reads a time [`rfc3339`] wrote.
+pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// Serializes a time as [`rfc3339`] text (`#[serde(serialize_with)]`).
+pub fn ser_time<S: serde::Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
+}
+
+/// Serializes an optional time as [`rfc3339`] text or null.
+pub fn ser_opt_time<S: serde::Serializer>(
+    t: &Option<OffsetDateTime>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_some(&rfc3339(*t)),
+        None => s.serialize_none(),
+    }
+}
+
+/// An all-zero SHA-1, which hosts send as `before` for a new ref and as
+/// `after` for a deleted one.
+pub const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
+
+/// A Git host whose webhooks hookci understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Host {
+    /// github.com and GitHub Enterprise Server.
+    Github,
+    /// gitlab.com and self-managed GitLab.
+    Gitlab,
+    /// Gitea.
+    Gitea,
+    /// Forgejo (a Gitea fork; sends Gitea's headers too).
+    Forgejo,
+    /// Gogs.
+    Gogs,
+    /// Bitbucket Cloud.
+    Bitbucket,
+    /// Bitbucket Server / Data Center.
+    BitbucketServer,
+    /// Any sender signing per Standard Webhooks with hookci's generic body.
+    Generic,
+}
+
+impl Host {
+    /// Every host, in the order their names are listed to users.
+    pub const ALL: [Host; 8] = [
+        Host::Github,
+        Host::Gitlab,
+        Host::Gitea,
+        Host::Forgejo,
+        Host::Gogs,
+        Host::Bitbucket,
+        Host::BitbucketServer,
+        Host::Generic,
+    ];
+
+    /// The name used in pipeline files and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Host::Github => "github",
+            Host::Gitlab => "gitlab",
+            Host::Gitea => "gitea",
+            Host::Forgejo => "forgejo",
+            Host::Gogs => "gogs",
+            Host::Bitbucket => "bitbucket",
+            Host::BitbucketServer => "bitbucket-server",
+            Host::Generic => "generic",
+        }
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Host {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Host::ALL.into_iter().find(|h| h.as_str() == s).ok_or(())
+    }
+}
+
+/// What a pushed ref is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "lowercase")]
+pub enum RefKind {
+    /// `refs/heads/NAME`.
+    Branch(String),
+    /// `refs/tags/NAME`.
+    Tag(String),
+    /// Any other ref (notes, pull heads); never built.
+    Other,
+}
+
+impl RefKind {
+    /// Classifies a full ref name.
+    pub fn of(git_ref: &str) -> RefKind {
+        if let Some(b) = git_ref.strip_prefix("refs/heads/") {
+            RefKind::Branch(b.to_owned())
+        } else if let Some(t) = git_ref.strip_prefix("refs/tags/") {
+            RefKind::Tag(t.to_owned())
+        } else {
+            RefKind::Other
+        }
+    }
+}
+
+/// One ref update, as every host's push payload becomes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushEvent {
+    /// The repository's full name as the host reports it (`owner/name`;
+    /// GitLab: `path_with_namespace`; Bitbucket Server: `PROJECT/slug`).
+    pub repo: String,
+    /// The full ref, e.g. `refs/heads/main`.
+    pub git_ref: String,
+    /// Branch or tag, with its short name.
+    pub kind: RefKind,
+    /// The ref's old value; [`ZERO_SHA`] for a new ref.
+    pub before: String,
+    /// The ref's new value; [`ZERO_SHA`] for a deleted ref. For an annotated
+    /// tag this may be the tag object.
+    pub after: String,
+    /// The commit to build and report on: `after`, or the tagged commit for
+    /// an annotated tag where the host says which it is. Empty when deleted.
+    pub commit: String,
+    /// The ref was created by this push.
+    pub created: bool,
+    /// The ref was deleted by this push.
+    pub deleted: bool,
+    /// The push was a force push (where the host says so).
+    pub forced: bool,
+    /// The https (or http) clone URL.
+    pub clone_url: String,
+    /// The ssh clone URL, where the host sends one.
+    pub ssh_url: Option<String>,
+    /// The repository's web page, from which a self-hosted API base is derived.
+    pub web_url: Option<String>,
+    /// The head commit's message; empty where the host sends none.
+    pub message: String,
+    /// Who pushed (login or display name); empty where the host sends none.
+    pub pusher: String,
+}
+
+impl PushEvent {
+    /// The branch's short name, for a branch push.
+    pub fn branch(&self) -> Option<&str> {
+        match &self.kind {
+            RefKind::Branch(b) => Some(b),
+            RefKind::Tag(_) | RefKind::Other => None,
+        }
+    }
+
+    /// The tag's short name, for a tag push.
+    pub fn tag(&self) -> Option<&str> {
+        match &self.kind {
+            RefKind::Tag(t) => Some(t),
+            RefKind::Branch(_) | RefKind::Other => None,
+        }
+    }
+
+    /// `push` for a branch, `tag` for a tag (the value of `HOOKCI_EVENT`).
+    pub fn event_name(&self) -> &'static str {
+        match self.kind {
+            RefKind::Tag(_) => "tag",
+            RefKind::Branch(_) | RefKind::Other => "push",
+        }
+    }
+}
+
+/// A build's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker is running it.
+    Running,
+    /// Every step that must pass passed.
+    Success,
+    /// A step failed.
+    Failure,
+    /// The build could not run (clone failed, interrupted twice).
+    Error,
+    /// Cancelled by a user or superseded by a newer push.
+    Cancelled,
+    /// Nothing to build (no changed file matched the trigger's paths).
+    Skipped,
+}
+
+impl BuildStatus {
+    /// The name used in the API and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildStatus::Queued => "queued",
+            BuildStatus::Running => "running",
+            BuildStatus::Success => "success",
+            BuildStatus::Failure => "failure",
+            BuildStatus::Error => "error",
+            BuildStatus::Cancelled => "cancelled",
+            BuildStatus::Skipped => "skipped",
+        }
+    }
+
+    /// True once the build will not change state again.
+    pub fn is_final(self) -> bool {
+        match self {
+            BuildStatus::Queued | BuildStatus::Running => false,
+            BuildStatus::Success
+            | BuildStatus::Failure
+            | BuildStatus::Error
+            | BuildStatus::Cancelled
+            | BuildStatus::Skipped => true,
+        }
+    }
+}
+
+impl fmt::Display for BuildStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BuildStatus {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Ok(match s {
+            "queued" => BuildStatus::Queued,
+            "running" => BuildStatus::Running,
+            "success" => BuildStatus::Success,
+            "failure" => BuildStatus::Failure,
+            "error" => BuildStatus::Error,
+            "cancelled" => BuildStatus::Cancelled,
+            "skipped" => BuildStatus::Skipped,
+            _ => return Err(()),
+        })
+    }
+}
+
+/// A step's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    /// Not started yet.
+    Pending,
+    /// Running now.
+    Running,
+    /// Exited 0.
+    Success,
+    /// Exited non-zero, was killed, or timed out.
+    Failure,
+    /// Stopped by a cancel.
+    Cancelled,
+    /// Not run: an earlier step failed, or the build was cancelled first.
+    Skipped,
+}
+
+impl StepStatus {
+    /// The name used in the API and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Running => "running",
+            StepStatus::Success => "success",
+            StepStatus::Failure => "failure",
+            StepStatus::Cancelled => "cancelled",
+            StepStatus::Skipped => "skipped",
+        }
+    }
+}
+
+impl FromStr for StepStatus {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Ok(match s {
+            "pending" => StepStatus::Pending,
+            "running" => StepStatus::Running,
+            "success" => StepStatus::Success,
+            "failure" => StepStatus::Failure,
+            "cancelled" => StepStatus::Cancelled,
+            "skipped" => StepStatus::Skipped,
+            _ => return Err(()),
+        })
+    }
+}
+
+/// A trigger's `paths` and `ignore_paths`, kept as written so the runner can
+/// decide them against the files git says changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathFilter {
+    /// Build only if a changed file matches one of these (empty: any file).
+    pub paths: Vec<String>,
+    /// Changed files matching these do not count.
+    pub ignore_paths: Vec<String>,
+}
+
+impl PathFilter {
+    /// True when the filter accepts every change.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty() && self.ignore_paths.is_empty()
+    }
+}
+
+/// A build: the push it builds, and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Build {
+    /// The build's number, a small integer users can type.
+    pub id: i64,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The push it builds (for a rebuild or a trigger, the push it repeats
+    /// or makes up). Its fields read through: `build.repo`, `build.commit`.
+    pub push: PushEvent,
+    /// The host the delivery came from (`None` for manual triggers).
+    pub host: Option<String>,
+    /// The state.
+    pub status: BuildStatus,
+    /// Why it is in that state, in words.
+    pub reason: Option<String>,
+    /// The delivery id that queued it.
+    pub delivery: Option<String>,
+    /// 1, plus one per interrupted run.
+    pub attempt: i64,
+    /// When it was queued.
+    pub created_at: OffsetDateTime,
+    /// When its current run started.
+    pub started_at: Option<OffsetDateTime>,
+    /// When it ended.
+    pub finished_at: Option<OffsetDateTime>,
+    /// The path rules the runner decides; empty = none.
+    pub path_filters: Vec<PathFilter>,
+}
+
+/// A build is its push plus its state: the push's fields read through, so
+/// that callers need not copy them (there is no other `Deref` use).
+impl std::ops::Deref for Build {
+    type Target = PushEvent;
+    fn deref(&self) -> &PushEvent {
+        &self.push
+    }
+}
+
+impl Serialize for Build {
+    /// The API's build object: the push's public fields flat beside the
+    /// state (clone URLs, message, pusher and path rules stay inside).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            id: i64,
+            pipeline: &'a str,
+            repo: &'a str,
+            host: Option<&'a str>,
+            event: &'a str,
+            #[serde(rename = "ref")]
+            git_ref: &'a str,
+            branch: Option<&'a str>,
+            tag: Option<&'a str>,
+            commit: &'a str,
+            before: &'a str,
+            status: BuildStatus,
+            reason: Option<&'a str>,
+            delivery: Option<&'a str>,
+            attempt: i64,
+            created_at: String,
+            started_at: Option<String>,
+            finished_at: Option<String>,
+        }
+        Shown {
+            id: self.id,
+            pipeline: &self.pipeline,
+            repo: &self.push.repo,
+            host: self.host.as_deref(),
+            event: self.push.event_name(),
+            git_ref: &self.push.git_ref,
+            branch: self.push.branch(),
+            tag: self.push.tag(),
+            commit: &self.push.commit,
+            before: &self.push.before,
+            status: self.status,
+            reason: self.reason.as_deref(),
+            delivery: self.delivery.as_deref(),
+            attempt: self.attempt,
+            created_at: rfc3339(self.created_at),
+            started_at: self.started_at.map(rfc3339),
+            finished_at: self.finished_at.map(rfc3339),
+        }
+        .serialize(s)
+    }
+}

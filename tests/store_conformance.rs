@@ -1,0 +1,834 @@
+//! The store contract, run through `Store` against every backend: queue,
+//! claim order and fairness, supersede, cancel, redelivery, the outbox
+//! (which state changes report, and in what order), pruning, steps, and
+//! recovery after a crash.
+//!
+//! A backend joins by one line in [`backends`] (and a [`Fresh`] that makes
+//! it an empty database). Nothing here speaks SQL.
+
+use hookci::pipeline::PathFilter;
+use hookci::store::{
+    BuildFilter, BuildStatus, CancelOutcome, ClaimPolicy, NewBuild, NewDelivery, ReportOutcome,
+    StepStatus, Store, StoreError, StoreOptions,
+};
+use hookci::webhook::{Host, PushEvent, RefKind};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// An empty database of one backend. `open` may be called again on it: a
+/// restart of the daemon.
+trait Fresh {
+    fn open(&self, options: StoreOptions) -> Store;
+}
+
+/// SQLite: a file in a temp dir.
+struct Sqlite(tempfile::TempDir);
+
+impl Fresh for Sqlite {
+    fn open(&self, options: StoreOptions) -> Store {
+        Store::open_sqlite(&self.0.path().join("hookci.db"), options).expect("open the store")
+    }
+}
+
+/// Every backend, each a fresh database. A PostgreSQL backend adds its line.
+fn backends() -> Vec<(&'static str, Box<dyn Fresh>)> {
+    vec![(
+        "sqlite",
+        Box::new(Sqlite(tempfile::tempdir().expect("tempdir"))),
+    )]
+}
+
+fn options(max_queued_builds: u64) -> StoreOptions {
+    StoreOptions { max_queued_builds }
+}
+
+/// Each backend, opened with room for a million queued builds.
+fn stores() -> Vec<(&'static str, Box<dyn Fresh>, Store)> {
+    backends()
+        .into_iter()
+        .map(|(name, db)| {
+            let store = db.open(options(1_000_000));
+            (name, db, store)
+        })
+        .collect()
+}
+
+fn push(branch: &str, n: u64) -> PushEvent {
+    let commit = format!("{n:040x}");
+    PushEvent {
+        repo: "acme/app".to_owned(),
+        git_ref: format!("refs/heads/{branch}"),
+        kind: RefKind::Branch(branch.to_owned()),
+        before: "0".repeat(40),
+        after: commit.clone(),
+        commit,
+        created: false,
+        deleted: false,
+        forced: false,
+        clone_url: "https://git.example/acme/app.git".to_owned(),
+        ssh_url: None,
+        web_url: None,
+        message: "a change".to_owned(),
+        pusher: "octocat".to_owned(),
+    }
+}
+
+static N: AtomicU64 = AtomicU64::new(1);
+
+/// Queues `count` builds of `branch` for `pipeline`, in one write; their ids.
+async fn queue(store: &Store, pipeline: &str, branch: &str, count: usize) -> Vec<i64> {
+    let deliveries = (0..count)
+        .map(|_| {
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            NewDelivery {
+                pipeline: pipeline.to_owned(),
+                delivery_id: format!("delivery-{n}"),
+                host: Host::Github,
+                event: "push".to_owned(),
+                builds: vec![NewBuild {
+                    pipeline: pipeline.to_owned(),
+                    push: push(branch, n),
+                    path_filters: Vec::new(),
+                    supersede: false,
+                    report_context: None,
+                }],
+                skipped: None,
+                body_sha256: None,
+            }
+        })
+        .collect();
+    store
+        .record_deliveries(deliveries)
+        .await
+        .expect("record")
+        .into_iter()
+        .map(|r| r.build_ids[0])
+        .collect()
+}
+
+fn policy(parallel: &[&str]) -> ClaimPolicy {
+    ClaimPolicy {
+        parallel: parallel
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect::<HashSet<_>>(),
+    }
+}
+
+async fn claim(store: &Store, policy: &ClaimPolicy) -> Option<(i64, String, String)> {
+    store
+        .claim_next(policy.clone())
+        .await
+        .expect("claim")
+        .map(|b| {
+            assert_eq!(b.status, BuildStatus::Running);
+            assert!(b.started_at.is_some());
+            (b.id, b.pipeline, b.push.git_ref)
+        })
+}
+
+/// The review's case: a deep queue on one busy branch must not hide a build
+/// of another branch that may run now. Before, a claim read only the oldest
+/// 1,000 queued builds, and the `cold` build waited for the `hot` queue.
+#[tokio::test]
+async fn a_build_that_may_run_is_found_behind_a_deep_queue_of_a_busy_branch() {
+    for (_name, _db, store) in stores() {
+        let p = policy(&[]);
+        let hot = queue(&store, "app", "hot", 1_100).await;
+        assert_eq!(claim(&store, &p).await.map(|c| c.0), Some(hot[0]));
+        // The rest of `hot` waits behind its running build.
+        assert_eq!(claim(&store, &p).await, None);
+        let cold = queue(&store, "app", "cold", 1).await;
+        assert_eq!(
+            claim(&store, &p).await,
+            Some((cold[0], "app".to_owned(), "refs/heads/cold".to_owned()))
+        );
+        // When `hot`'s build ends, its next one goes, oldest first.
+        store
+            .finish(hot[0], BuildStatus::Success, None)
+            .await
+            .expect("finish");
+        assert_eq!(claim(&store, &p).await.map(|c| c.0), Some(hot[1]));
+        assert_eq!(claim(&store, &p).await, None);
+    }
+}
+
+/// Of one ref, builds run one at a time, oldest first; a parallel pipeline's
+/// run side by side.
+#[tokio::test]
+async fn one_ref_runs_oldest_first_unless_its_pipeline_is_parallel() {
+    for (_name, _db, store) in stores() {
+        let p = policy(&["wide"]);
+        let serial = queue(&store, "app", "main", 3).await;
+        let wide = queue(&store, "wide", "main", 3).await;
+        let mut got = Vec::new();
+        while let Some((id, _, _)) = claim(&store, &p).await {
+            got.push(id);
+        }
+        // app's first; all three of wide; app's others wait.
+        let mut want = vec![serial[0]];
+        want.extend(&wide);
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got, want);
+    }
+}
+
+/// A pipeline with a deep queue does not starve another: of the pipelines
+/// with a build that may run, the one with the fewest running goes first.
+#[tokio::test]
+async fn a_deep_queue_does_not_starve_another_pipeline() {
+    for (_name, _db, store) in stores() {
+        let p = policy(&["deep"]);
+        let deep = queue(&store, "deep", "main", 50).await;
+        let other = queue(&store, "other", "main", 2).await;
+        // Both have none running: the older build goes first.
+        assert_eq!(claim(&store, &p).await.map(|c| c.0), Some(deep[0]));
+        // `deep` has one running, `other` none: `other` goes, though younger.
+        assert_eq!(claim(&store, &p).await.map(|c| c.0), Some(other[0]));
+        // One each: the oldest again (`other`'s next waits behind its ref).
+        assert_eq!(claim(&store, &p).await.map(|c| c.0), Some(deep[1]));
+        assert_eq!(claim(&store, &p).await.map(|c| c.0), Some(deep[2]));
+        store
+            .finish(other[0], BuildStatus::Failure, None)
+            .await
+            .expect("finish");
+        // `other` has none running again, `deep` three.
+        assert_eq!(claim(&store, &p).await.map(|c| c.0), Some(other[1]));
+    }
+}
+
+/// A claim still finds the oldest free ref when every build in its first
+/// look waits behind a running one, across many refs.
+#[tokio::test]
+async fn the_oldest_free_ref_wins_when_many_refs_are_queued() {
+    for (_name, _db, store) in stores() {
+        let p = policy(&[]);
+        let busy = queue(&store, "app", "busy", 200).await;
+        assert_eq!(claim(&store, &p).await.map(|c| c.0), Some(busy[0]));
+        let mut firsts = Vec::new();
+        for branch in ["zeta", "alpha", "mid"] {
+            firsts.push(queue(&store, "app", branch, 2).await[0]);
+        }
+        // In id order, not ref order: zeta was queued first.
+        for want in firsts {
+            assert_eq!(claim(&store, &p).await.map(|c| c.0), Some(want));
+        }
+        assert_eq!(claim(&store, &p).await, None);
+    }
+}
+
+/// A build of `branch` with its pipeline's settings.
+fn new_build(pipeline: &str, branch: &str, context: Option<&str>, supersede: bool) -> NewBuild {
+    NewBuild {
+        pipeline: pipeline.to_owned(),
+        push: push(branch, N.fetch_add(1, Ordering::Relaxed)),
+        path_filters: Vec::new(),
+        supersede,
+        report_context: context.map(str::to_owned),
+    }
+}
+
+fn delivery(pipeline: &str, id: &str, builds: Vec<NewBuild>, body: Option<&str>) -> NewDelivery {
+    NewDelivery {
+        pipeline: pipeline.to_owned(),
+        delivery_id: id.to_owned(),
+        host: Host::Github,
+        event: "push".to_owned(),
+        skipped: builds.is_empty().then(|| "no trigger matches".to_owned()),
+        builds,
+        body_sha256: body.map(str::to_owned),
+    }
+}
+
+async fn record_one(store: &Store, d: NewDelivery) -> hookci::store::Recorded {
+    let mut recorded = store.record_deliveries(vec![d]).await.expect("record");
+    assert_eq!(recorded.len(), 1);
+    recorded.remove(0)
+}
+
+async fn status(store: &Store, id: i64) -> BuildStatus {
+    store
+        .build(id)
+        .await
+        .expect("read")
+        .expect("the build")
+        .status
+}
+
+async fn report_states(store: &Store, id: i64) -> Vec<String> {
+    store
+        .reports(id)
+        .await
+        .expect("reports")
+        .iter()
+        .map(|r| r.state.as_str().to_owned())
+        .collect()
+}
+
+/// A delivery's builds are queued and read back as they were pushed;
+/// lists are newest first and filter; a full queue records nothing.
+#[tokio::test]
+async fn queue_records_builds_and_refuses_past_the_limit() {
+    for (name, db) in backends() {
+        let store = db.open(options(3));
+        let mut tag = new_build("app", "main", None, false);
+        tag.push.git_ref = "refs/tags/v1".to_owned();
+        tag.push.kind = RefKind::Tag("v1".to_owned());
+        let main = new_build("app", "main", None, false);
+        let commit = main.push.commit.clone();
+        let r = record_one(&store, delivery("app", "d1", vec![main, tag], None)).await;
+        assert!(!r.duplicate, "{name}");
+        assert_eq!(r.build_ids.len(), 2, "{name}");
+        let b = store.build(r.build_ids[0]).await.unwrap().expect("stored");
+        assert_eq!(b.status, BuildStatus::Queued, "{name}");
+        assert_eq!(b.pipeline, "app");
+        assert_eq!(b.repo, "acme/app");
+        assert_eq!(b.git_ref, "refs/heads/main");
+        assert_eq!(b.branch(), Some("main"));
+        assert_eq!(b.commit, commit);
+        assert_eq!(b.host.as_deref(), Some("github"));
+        assert_eq!(b.delivery.as_deref(), Some("d1"));
+        assert_eq!(b.attempt, 1);
+        assert_eq!(b.event_name(), "push");
+        let t = store.build(r.build_ids[1]).await.unwrap().expect("stored");
+        assert_eq!((t.event_name(), t.tag()), ("tag", Some("v1")));
+        assert_eq!(store.queued_count().await.unwrap(), 2, "{name}");
+        assert_eq!(store.delivery_count().await.unwrap(), 1, "{name}");
+
+        let all = |f: BuildFilter| {
+            let store = store.clone();
+            async move {
+                store
+                    .builds(BuildFilter { limit: 100, ..f })
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|b| b.id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        let (first, second) = (r.build_ids[0], r.build_ids[1]);
+        assert_eq!(all(BuildFilter::default()).await, [second, first], "{name}");
+        let tags = BuildFilter {
+            event: Some("tag".into()),
+            ..BuildFilter::default()
+        };
+        assert_eq!(all(tags).await, [second], "{name}");
+        let before = BuildFilter {
+            before: Some(second),
+            ..BuildFilter::default()
+        };
+        assert_eq!(all(before).await, [first], "{name}");
+        let branch = BuildFilter {
+            branch: Some("main".into()),
+            statuses: vec![BuildStatus::Queued],
+            ..BuildFilter::default()
+        };
+        assert_eq!(all(branch).await, [first], "{name}");
+
+        // Two more do not fit in 3: nothing of that delivery is recorded.
+        let two = vec![
+            new_build("app", "x", None, false),
+            new_build("app", "y", None, false),
+        ];
+        let full = store
+            .record_deliveries(vec![delivery("app", "d2", two, None)])
+            .await;
+        assert!(matches!(full, Err(StoreError::QueueFull)), "{name}");
+        assert_eq!(store.queued_count().await.unwrap(), 2, "{name}");
+        assert_eq!(store.delivery_count().await.unwrap(), 1, "{name}");
+        assert!(
+            !store.delivery_recorded("app", "d2").await.unwrap(),
+            "{name}"
+        );
+    }
+}
+
+/// The same delivery id, or the same signed body under a new id, gets the
+/// first answer and queues nothing; another pipeline's id is its own.
+#[tokio::test]
+async fn a_redelivery_or_a_replayed_body_gets_the_first_answer() {
+    for (name, _db, store) in stores() {
+        let first = record_one(
+            &store,
+            delivery(
+                "app",
+                "d1",
+                vec![new_build("app", "main", None, false)],
+                Some("body-1"),
+            ),
+        )
+        .await;
+        let again = record_one(
+            &store,
+            delivery(
+                "app",
+                "d1",
+                vec![new_build("app", "main", None, false)],
+                Some("body-2"),
+            ),
+        )
+        .await;
+        assert!(again.duplicate, "{name}");
+        assert_eq!(again.build_ids, first.build_ids, "{name}");
+        let replay = record_one(
+            &store,
+            delivery(
+                "app",
+                "other-id",
+                vec![new_build("app", "main", None, false)],
+                Some("body-1"),
+            ),
+        )
+        .await;
+        assert!(replay.duplicate, "{name}");
+        assert_eq!(replay.build_ids, first.build_ids, "{name}");
+        let skipped = record_one(&store, delivery("app", "s1", vec![], None)).await;
+        let skipped_again = record_one(&store, delivery("app", "s1", vec![], None)).await;
+        assert!(skipped_again.duplicate);
+        assert_eq!(skipped_again.skipped, skipped.skipped, "{name}");
+        assert!(skipped.build_ids.is_empty());
+        let elsewhere = record_one(
+            &store,
+            delivery(
+                "other",
+                "d1",
+                vec![new_build("other", "main", None, false)],
+                Some("body-1"),
+            ),
+        )
+        .await;
+        assert!(!elsewhere.duplicate, "{name}");
+        assert_eq!(store.queued_count().await.unwrap(), 2, "{name}");
+        assert!(!store.delivery_recorded("app", "other-id").await.unwrap());
+        assert!(
+            store.delivery_recorded("app", "d1").await.unwrap(),
+            "{name}"
+        );
+    }
+}
+
+/// A supersede pipeline's new build cancels the ref's older queued builds
+/// and asks its running one to stop; other refs and pipelines keep theirs.
+#[tokio::test]
+async fn a_newer_push_supersedes_the_refs_older_builds() {
+    for (name, _db, store) in stores() {
+        let p = policy(&[]);
+        let old = queue(&store, "app", "main", 2).await;
+        let other_ref = queue(&store, "app", "dev", 1).await;
+        let other_pipeline = queue(&store, "lib", "main", 1).await;
+        assert_eq!(claim(&store, &p).await.map(|c| c.0), Some(old[0]));
+        let r = record_one(
+            &store,
+            delivery(
+                "app",
+                "new",
+                vec![new_build("app", "main", None, true)],
+                None,
+            ),
+        )
+        .await;
+        let newer = r.build_ids[0];
+        assert_eq!(r.cancel_running, [old[0]], "{name}");
+        assert_eq!(r.superseded_queued, 1, "{name}");
+        assert_eq!(status(&store, old[0]).await, BuildStatus::Running);
+        let reason = format!("superseded by build {newer}");
+        assert_eq!(
+            store.cancel_reason(old[0]).await.unwrap().as_deref(),
+            Some(reason.as_str()),
+            "{name}"
+        );
+        let cancelled = store.build(old[1]).await.unwrap().expect("kept");
+        assert_eq!(cancelled.status, BuildStatus::Cancelled, "{name}");
+        assert_eq!(cancelled.reason.as_deref(), Some(reason.as_str()));
+        assert!(cancelled.finished_at.is_some());
+        assert_eq!(status(&store, other_ref[0]).await, BuildStatus::Queued);
+        assert_eq!(status(&store, other_pipeline[0]).await, BuildStatus::Queued);
+        // By hand too.
+        let manual = store
+            .queue_manual(
+                new_build("app", "main", None, true),
+                None,
+                hookci::store::BuildOrigin {
+                    rebuild_of: None,
+                    triggered_by: "admin".into(),
+                    resume: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(manual.superseded_queued, 1, "{name}");
+        assert_eq!(status(&store, newer).await, BuildStatus::Cancelled);
+        assert!(manual.cancel_running.is_empty(), "asked once: {name}");
+    }
+}
+
+/// A cancel ends a queued build, asks a running one to stop, and changes
+/// nothing on a finished or unknown one.
+#[tokio::test]
+async fn cancel_by_state() {
+    for (name, _db, store) in stores() {
+        let p = policy(&[]);
+        let ids = queue(&store, "app", "main", 2).await;
+        assert_eq!(claim(&store, &p).await.map(|c| c.0), Some(ids[0]));
+        store.set_steps(ids[1], vec!["a".into()]).await.unwrap();
+        assert_eq!(
+            store.cancel(ids[1], "by hand".into()).await.unwrap(),
+            CancelOutcome::Cancelled {
+                pipeline: "app".into()
+            },
+            "{name}"
+        );
+        let b = store.build(ids[1]).await.unwrap().expect("kept");
+        assert_eq!(
+            (b.status, b.reason.as_deref()),
+            (BuildStatus::Cancelled, Some("by hand"))
+        );
+        let steps = store.steps(ids[1]).await.unwrap();
+        assert_eq!(steps[0].status, StepStatus::Skipped, "{name}");
+        assert_eq!(
+            store.cancel(ids[0], "stop".into()).await.unwrap(),
+            CancelOutcome::Requested,
+            "{name}"
+        );
+        // A second request keeps the first reason.
+        store.cancel(ids[0], "again".into()).await.unwrap();
+        assert_eq!(
+            store.cancel_reason(ids[0]).await.unwrap().as_deref(),
+            Some("stop")
+        );
+        assert_eq!(status(&store, ids[0]).await, BuildStatus::Running);
+        store
+            .finish(ids[0], BuildStatus::Cancelled, Some("stop".into()))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.cancel(ids[0], "late".into()).await.unwrap(),
+            CancelOutcome::AlreadyFinished,
+            "{name}"
+        );
+        assert_eq!(
+            store.cancel(999_999, "none".into()).await.unwrap(),
+            CancelOutcome::NotFound,
+            "{name}"
+        );
+    }
+}
+
+/// Steps are recorded in order; a build's end skips those that never ran.
+#[tokio::test]
+async fn steps_are_recorded_and_the_unrun_ones_skipped_at_the_end() {
+    for (name, _db, store) in stores() {
+        let id = queue(&store, "app", "main", 1).await[0];
+        claim(&store, &policy(&[])).await.expect("claimed");
+        store
+            .set_steps(id, vec!["a".into(), "b".into(), "c".into()])
+            .await
+            .unwrap();
+        store.step_started(id, 0).await.unwrap();
+        store
+            .step_finished(id, 0, StepStatus::Success, Some(0))
+            .await
+            .unwrap();
+        store.step_started(id, 1).await.unwrap();
+        store
+            .step_finished(id, 1, StepStatus::Failure, Some(3))
+            .await
+            .unwrap();
+        store
+            .finish(id, BuildStatus::Failure, Some("step b failed".into()))
+            .await
+            .unwrap();
+        let steps = store.steps(id).await.unwrap();
+        let got: Vec<_> = steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.status, s.exit_code))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", StepStatus::Success, Some(0)),
+                ("b", StepStatus::Failure, Some(3)),
+                ("c", StepStatus::Skipped, None)
+            ],
+            "{name}"
+        );
+        assert!(steps[0].started_at.is_some() && steps[0].finished_at.is_some());
+    }
+}
+
+/// Which state changes write a report (the rule of `store::outbox`), and
+/// the order the outbox hands them out: oldest first, an older pending
+/// state of the same commit and context superseded by a newer one.
+#[tokio::test]
+async fn the_outbox_gets_one_report_per_reported_state_change_in_order() {
+    for (name, _db, store) in stores() {
+        let p = policy(&[]);
+        // Reported: queued, running, the end.
+        let a = record_one(
+            &store,
+            delivery(
+                "app",
+                "a",
+                vec![new_build("app", "a", Some("ci/app"), false)],
+                None,
+            ),
+        )
+        .await
+        .build_ids[0];
+        // No context: nothing.
+        let quiet = queue(&store, "app", "q", 1).await[0];
+        // Path rules: only the end (it may still be skipped until then).
+        let mut with_paths = new_build("app", "p", Some("ci/app"), false);
+        with_paths.path_filters = vec![PathFilter {
+            paths: vec!["src/**".into()],
+            ignore_paths: Vec::new(),
+        }];
+        let paths = record_one(&store, delivery("app", "p", vec![with_paths], None))
+            .await
+            .build_ids[0];
+        // Skipped: nothing at all.
+        let mut skip = new_build("app", "s", Some("ci/app"), false);
+        skip.path_filters = vec![PathFilter {
+            paths: vec!["docs/**".into()],
+            ignore_paths: Vec::new(),
+        }];
+        let skipped = record_one(&store, delivery("app", "s", vec![skip], None))
+            .await
+            .build_ids[0];
+        while let Some((id, _, _)) = claim(&store, &p).await {
+            let end = if id == skipped {
+                BuildStatus::Skipped
+            } else {
+                BuildStatus::Success
+            };
+            store.finish(id, end, None).await.unwrap();
+        }
+        assert_eq!(
+            report_states(&store, a).await,
+            ["pending", "running", "success"],
+            "{name}"
+        );
+        assert!(report_states(&store, quiet).await.is_empty(), "{name}");
+        assert_eq!(report_states(&store, paths).await, ["success"], "{name}");
+        assert!(report_states(&store, skipped).await.is_empty(), "{name}");
+        // A requeue (shutdown) reports queued again.
+        let r = record_one(
+            &store,
+            delivery(
+                "app",
+                "r",
+                vec![new_build("app", "r", Some("ci/app"), false)],
+                None,
+            ),
+        )
+        .await
+        .build_ids[0];
+        claim(&store, &p).await.expect("claimed");
+        store.requeue(r, "shutting down".into()).await.unwrap();
+        assert_eq!(
+            report_states(&store, r).await,
+            ["pending", "running", "pending"],
+            "{name}"
+        );
+        assert_eq!(status(&store, r).await, BuildStatus::Queued);
+
+        // Due: oldest first, and of build `a` (one commit, one context)
+        // only the newest state: the older two are superseded unsent.
+        let due = store.due_reports(i64::MAX, 100).await.unwrap();
+        let order: Vec<_> = due.iter().map(|j| (j.build.id, j.state)).collect();
+        assert_eq!(
+            order,
+            [
+                (a, BuildStatus::Success),
+                (paths, BuildStatus::Success),
+                (r, BuildStatus::Queued),
+            ],
+            "{name}"
+        );
+        assert!(due.windows(2).all(|w| w[0].id < w[1].id));
+        assert_eq!(due[0].context, "ci/app");
+        assert_eq!(store.pending_reports().await.unwrap(), 3, "{name}");
+        let outcomes: Vec<_> = store
+            .reports(a)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.outcome)
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                ReportOutcome::Superseded,
+                ReportOutcome::Superseded,
+                ReportOutcome::Pending
+            ],
+            "{name}"
+        );
+        // Sent, retried later, given up.
+        store
+            .report_attempted(due[0].id, ReportOutcome::Delivered, None, None)
+            .await
+            .unwrap();
+        store
+            .report_attempted(
+                due[1].id,
+                ReportOutcome::Pending,
+                Some(5_000),
+                Some("503".into()),
+            )
+            .await
+            .unwrap();
+        store
+            .report_attempted(due[2].id, ReportOutcome::Failed, None, Some("401".into()))
+            .await
+            .unwrap();
+        let later = store.due_reports(4_999, 100).await.unwrap();
+        assert!(later.is_empty(), "{name}: not due before its retry");
+        assert_eq!(store.next_report_due().await.unwrap(), Some(5_000));
+        let retry = store.due_reports(5_000, 100).await.unwrap();
+        assert_eq!(retry.len(), 1, "{name}");
+        assert_eq!((retry[0].id, retry[0].attempts), (due[1].id, 1));
+        let last = store.reports(a).await.unwrap();
+        assert_eq!(last[2].outcome, ReportOutcome::Delivered);
+        assert!(last[2].delivered_at.is_some());
+        let failed = store.reports(r).await.unwrap();
+        assert_eq!(
+            failed.last().map(|r| r.outcome),
+            Some(ReportOutcome::Failed)
+        );
+        assert_eq!(store.pending_reports().await.unwrap(), 1, "{name}");
+    }
+}
+
+/// Pruning keeps the newest `keep` builds of a pipeline, never a queued
+/// or running one, and returns the ids it deleted.
+#[tokio::test]
+async fn pruning_keeps_the_newest_and_every_unfinished_build() {
+    for (name, _db, store) in stores() {
+        let p = policy(&["app"]);
+        let ids = queue(&store, "app", "main", 5).await;
+        let lib = queue(&store, "lib", "main", 1).await[0];
+        for _ in 0..3 {
+            let (id, ..) = claim(&store, &p).await.expect("claimed");
+            assert!(ids.contains(&id) || id == lib);
+        }
+        // ids[0], ids[1] and lib run (parallel app: lib's none running goes
+        // first after app's first); end everything that runs.
+        let running: Vec<i64> = store
+            .builds(BuildFilter {
+                statuses: vec![BuildStatus::Running],
+                limit: 100,
+                ..BuildFilter::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.id)
+            .collect();
+        for id in &running {
+            store.finish(*id, BuildStatus::Success, None).await.unwrap();
+        }
+        // app: two finished (ids[0], ids[1]), three queued. Keep 1.
+        let mut pruned = store.prune("app".into(), 1).await.unwrap();
+        pruned.sort_unstable();
+        assert_eq!(pruned, [ids[0], ids[1]], "{name}");
+        assert!(store.build(ids[0]).await.unwrap().is_none(), "{name}");
+        for id in &ids[2..] {
+            assert_eq!(status(&store, *id).await, BuildStatus::Queued, "{name}");
+        }
+        assert!(
+            store.build(lib).await.unwrap().is_some(),
+            "another pipeline's"
+        );
+        // A delivery whose build is kept is still remembered.
+        assert!(
+            store
+                .delivery_recorded(
+                    "app",
+                    &store
+                        .build(ids[2])
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .delivery
+                        .unwrap()
+                )
+                .await
+                .unwrap()
+        );
+    }
+}
+
+/// Builds a crashed daemon left running: re-queued once with attempt + 1
+/// (reported queued again), and `error` when interrupted a second time.
+#[tokio::test]
+async fn recovery_after_a_crash_requeues_once_then_errors() {
+    for (name, db) in backends() {
+        let store = db.open(options(100));
+        let r = record_one(
+            &store,
+            delivery(
+                "app",
+                "c",
+                vec![new_build("app", "main", Some("ci/app"), false)],
+                None,
+            ),
+        )
+        .await;
+        let id = r.build_ids[0];
+        let other = queue(&store, "app", "dev", 1).await[0];
+        claim(&store, &policy(&[])).await.expect("claimed");
+        store
+            .set_steps(id, vec!["a".into(), "b".into()])
+            .await
+            .unwrap();
+        store.step_started(id, 0).await.unwrap();
+        drop(store);
+
+        // The daemon died with `id` running; the next one opens the store.
+        let store = db.open(options(100));
+        let recovery = store.recover().await.unwrap();
+        assert_eq!(recovery.requeued, [id], "{name}");
+        assert!(recovery.failed.is_empty());
+        let b = store.build(id).await.unwrap().expect("kept");
+        assert_eq!((b.status, b.attempt), (BuildStatus::Queued, 2), "{name}");
+        assert!(b.started_at.is_none());
+        assert!(b.reason.unwrap_or_default().contains("interrupted"));
+        assert_eq!(status(&store, other).await, BuildStatus::Queued);
+        assert_eq!(
+            report_states(&store, id).await,
+            ["pending", "running", "pending"],
+            "{name}"
+        );
+        let (again, ..) = claim(&store, &policy(&[])).await.expect("claimed");
+        assert_eq!(again, id, "the oldest goes first");
+        drop(store);
+
+        let store = db.open(options(100));
+        let recovery = store.recover().await.unwrap();
+        assert_eq!(recovery.failed, [id], "{name}");
+        let b = store.build(id).await.unwrap().expect("kept");
+        assert_eq!(b.status, BuildStatus::Error, "{name}");
+        assert!(b.finished_at.is_some());
+        assert!(
+            store
+                .steps(id)
+                .await
+                .unwrap()
+                .iter()
+                .all(|s| s.status == StepStatus::Skipped),
+            "{name}"
+        );
+        assert_eq!(
+            report_states(&store, id).await.last().map(String::as_str),
+            Some("error"),
+            "{name}"
+        );
+        // Nothing was running: a third open changes nothing.
+        drop(store);
+        let store = db.open(options(100));
+        assert_eq!(store.recover().await.unwrap(), Default::default());
+    }
+}
