@@ -15,18 +15,16 @@ const ADMIN: &str = "api-admin-token";
 
 /// A pipeline whose one step prints what it was asked to build.
 fn pipeline(clone_url: Option<&str>) -> String {
-    let clone = clone_url
-        .map(|u| format!("clone_url = {u:?}\n"))
-        .unwrap_or_default();
-    format!(
-        r#"repo = "Codertocat/Hello-World"
-secret = "{SECRET}"
-{clone}
-[[steps]]
-name = "show"
-run = 'echo "commit=$HOOKCI_COMMIT branch=$HOOKCI_BRANCH message=$HOOKCI_COMMIT_MESSAGE"; cat marker.txt'
-"#
+    let toml = common::pipeline_toml(SECRET);
+    let toml = match clone_url {
+        Some(url) => toml.clone_url(url),
+        None => toml,
+    };
+    toml.step(
+        "show",
+        r#"echo "commit=$HOOKCI_COMMIT branch=$HOOKCI_BRANCH message=$HOOKCI_COMMIT_MESSAGE"; cat marker.txt"#,
     )
+    .to_string()
 }
 
 async fn start(pipelines: &[(&str, &str)], parallel: usize) -> TestServer {

@@ -23,12 +23,11 @@ fn status_kib(field: &str) -> u64 {
 async fn a_step_printing_a_gibibyte_keeps_the_daemons_memory_flat() {
     let up = Upstream::new("big");
     let commit = up.push(&[("README", "x\n")], "big");
-    let pipeline = format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"s\"\nclone_url = {:?}\n\
-         [secrets]\nTOKEN = \"not-in-the-zeros\"\n\
-         [[steps]]\nname = \"flood\"\nrun = \"head -c 1073741824 /dev/zero\"\n",
-        up.url()
-    );
+    let pipeline = common::pipeline_toml("s")
+        .clone_url(&up.url())
+        .table("[secrets]\nTOKEN = \"not-in-the-zeros\"")
+        .step("flood", "head -c 1073741824 /dev/zero")
+        .to_string();
     let server = TestServer::start(&[("app", &pipeline)], |c| c.max_parallel_builds = 1).await;
     let hwm_before = status_kib("VmHWM:");
 

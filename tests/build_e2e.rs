@@ -17,9 +17,11 @@ const ADMIN: &str = "e2e-admin-token";
 /// A pipeline cloning `clone_url` (a payload's clone URL is trusted only
 /// on the public host the pipeline's host implies; tests clone local ones).
 fn pipeline(clone_url: &str, extra_top: &str, steps: &str) -> String {
-    format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {clone_url:?}\n{extra_top}\n{steps}"
-    )
+    common::pipeline_toml(SECRET)
+        .clone_url(clone_url)
+        .top(extra_top)
+        .raw_steps(steps)
+        .to_string()
 }
 
 async fn start(pipelines: &[(&str, &str)], parallel: usize) -> TestServer {

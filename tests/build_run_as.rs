@@ -23,11 +23,13 @@ async fn steps_run_as_the_run_as_user_in_a_workspace_it_owns() {
     };
     let up = Upstream::new("runas");
     let commit = up.push(&[("README", "x\n")], "x");
-    let pipeline = format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"s\"\nclone_url = {:?}\n[[steps]]\nname = \"who\"\n\
-         run = 'echo \"uid=$(id -u) owner=$(stat -c %u .) home=$(stat -c %u \"$HOME\")\"; touch made-by-step'\n",
-        up.url()
-    );
+    let pipeline = common::pipeline_toml("s")
+        .clone_url(&up.url())
+        .step(
+            "who",
+            r#"echo "uid=$(id -u) owner=$(stat -c %u .) home=$(stat -c %u "$HOME")"; touch made-by-step"#,
+        )
+        .to_string();
     let server = TestServer::start(&[("app", &pipeline)], |c| {
         c.max_parallel_builds = 1;
         c.run_as = Some("nobody".into());

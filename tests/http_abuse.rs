@@ -14,13 +14,12 @@ use std::path::Path;
 
 const SECRET: &str = "topsecret";
 
-const PIPELINE: &str = r#"
-repo = "Codertocat/Hello-World"
-secret = "topsecret"
-[[steps]]
-name = "test"
-run = "true"
-"#;
+/// The one-step pipeline of the GitHub fixtures' repository.
+static PIPELINE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    common::pipeline_toml(SECRET)
+        .step("test", "true")
+        .to_string()
+});
 
 /// Kills the spawned daemon when the test ends, failed or not.
 struct Daemon {
@@ -95,7 +94,7 @@ async fn sixty_unauthenticated_25_mib_bodies_keep_the_daemon_under_200_mb() {
     let dir = tempfile::tempdir().expect("temp dir");
     let daemon = Daemon::start(
         dir.path(),
-        &[("hello", PIPELINE)],
+        &[("hello", PIPELINE.as_str())],
         "max_parallel_builds = 0",
     );
     let before = daemon.rss_kb();
@@ -151,7 +150,7 @@ async fn cheap_checks_come_before_the_body_is_read() {
     let dir = tempfile::tempdir().expect("temp dir");
     let daemon = Daemon::start(
         dir.path(),
-        &[("hello", PIPELINE)],
+        &[("hello", PIPELINE.as_str())],
         "max_parallel_builds = 0",
     );
     let http = client();
@@ -299,7 +298,7 @@ async fn the_admin_token_is_checked_before_an_api_body_is_read() {
     let dir = tempfile::tempdir().expect("temp dir");
     let daemon = Daemon::start(
         dir.path(),
-        &[("hello", PIPELINE)],
+        &[("hello", PIPELINE.as_str())],
         "max_parallel_builds = 0\nadmin_token = \"admin-secret\"",
     );
     // A declared body that never comes, and no token: answered at once.
@@ -331,7 +330,7 @@ async fn a_signed_body_seen_before_is_a_redelivery_whatever_its_delivery_id() {
     let dir = tempfile::tempdir().expect("temp dir");
     let daemon = Daemon::start(
         dir.path(),
-        &[("hello", PIPELINE)],
+        &[("hello", PIPELINE.as_str())],
         "max_parallel_builds = 0",
     );
     let body = fixture("github/goscm__push.json");
@@ -351,7 +350,7 @@ async fn live_streams_are_capped_per_client_and_end_after_their_lifetime() {
     let dir = tempfile::tempdir().expect("temp dir");
     let daemon = Daemon::start(
         dir.path(),
-        &[("hello", PIPELINE)],
+        &[("hello", PIPELINE.as_str())],
         "max_parallel_builds = 0\nmax_log_streams_per_client = 1\nlog_stream_lifetime = \"2s\"",
     );
     let http = client();
@@ -399,7 +398,7 @@ async fn a_webhook_is_answered_while_1024_sockets_that_send_nothing_hold_every_s
     // want is not known, so they take the reserved slots too).
     let daemon = Daemon::start(
         dir.path(),
-        &[("hello", PIPELINE)],
+        &[("hello", PIPELINE.as_str())],
         "max_parallel_builds = 0\nmax_connections = 64\nreserved_hook_connections = 16",
     );
     let addr = daemon.addr();
@@ -438,7 +437,7 @@ async fn a_body_declared_but_not_sent_holds_none_of_the_budget() {
     // budget: 1 MiB, exactly what the staller declares.
     let daemon = Daemon::start(
         dir.path(),
-        &[("hello", PIPELINE)],
+        &[("hello", PIPELINE.as_str())],
         "max_parallel_builds = 0\nmax_body_bytes = 1048576\nmax_body_bytes_in_flight = 2097152\nrequest_timeout = \"120s\"",
     );
     let mut staller = TcpStream::connect(daemon.addr()).expect("connect");

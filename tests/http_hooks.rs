@@ -11,13 +11,12 @@ use tokio::net::TcpStream;
 
 const SECRET: &str = "topsecret";
 
-const HELLO: &str = r#"
-repo = "Codertocat/Hello-World"
-secret = "topsecret"
-[[steps]]
-name = "test"
-run = "true"
-"#;
+/// The one-step pipeline of the GitHub fixtures' repository.
+static HELLO: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    common::pipeline_toml(SECRET)
+        .step("test", "true")
+        .to_string()
+});
 
 const DRONE: &str = r#"
 repo = "bradrydzewski/drone-test-go"
@@ -43,7 +42,7 @@ run = "true"
 async fn start() -> TestServer {
     TestServer::start(
         &[
-            ("hello", HELLO),
+            ("hello", HELLO.as_str()),
             ("drone", DRONE),
             ("releases", RELEASES_ONLY),
         ],
@@ -381,7 +380,7 @@ async fn a_payload_for_another_repository_is_answered_422() {
 
 #[tokio::test]
 async fn a_full_queue_is_answered_503_with_retry_after_and_records_nothing() {
-    let server = TestServer::start(&[("hello", HELLO)], |c| c.max_queued_builds = 1).await;
+    let server = TestServer::start(&[("hello", HELLO.as_str())], |c| c.max_queued_builds = 1).await;
     let body = fixture("github/goscm__push.json");
     let (s1, _, _) = github(&server, "/hooks/hello", "push", "q1", &body, SECRET).await;
     assert_eq!(s1, 202);
@@ -425,8 +424,11 @@ async fn an_unavailable_store_is_answered_503_with_retry_after_and_no_detail() {
 #[tokio::test]
 async fn the_org_wide_route_queues_for_each_pipeline_whose_secret_verifies() {
     let other_secret = HELLO.replace("topsecret", "someone-else");
-    let server =
-        TestServer::start(&[("hello", HELLO), ("hello-other", &other_secret)], |_| {}).await;
+    let server = TestServer::start(
+        &[("hello", HELLO.as_str()), ("hello-other", &other_secret)],
+        |_| {},
+    )
+    .await;
     let body = fixture("github/goscm__push.json");
     let (status, json, _) = github(&server, "/hooks", "push", "org-1", &body, SECRET).await;
     assert_eq!(status, 202, "{json}");
@@ -444,7 +446,7 @@ async fn the_org_wide_route_queues_for_each_pipeline_whose_secret_verifies() {
 
 #[tokio::test]
 async fn a_private_servers_org_wide_route_answers_every_stranger_401_alike() {
-    let server = TestServer::start(&[("hello", HELLO)], |c| c.private = true).await;
+    let server = TestServer::start(&[("hello", HELLO.as_str())], |c| c.private = true).await;
     let served = fixture("github/goscm__push.json");
     let unserved = fixture("github/goscm__push_branch_create.json");
     let mut answers = Vec::new();
@@ -504,7 +506,7 @@ async fn healthz_answers_ok() {
 
 #[tokio::test]
 async fn a_client_that_never_finishes_its_headers_is_disconnected() {
-    let server = TestServer::start(&[("hello", HELLO)], |c| {
+    let server = TestServer::start(&[("hello", HELLO.as_str())], |c| {
         c.header_timeout = Duration::from_millis(300);
     })
     .await;
@@ -520,7 +522,7 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
 
 #[tokio::test]
 async fn connections_past_the_bound_wait_until_one_is_free() {
-    let server = TestServer::start(&[("hello", HELLO)], |c| {
+    let server = TestServer::start(&[("hello", HELLO.as_str())], |c| {
         c.max_connections = 2;
         // No slots kept for /hooks: the bound is exactly two connections.
         c.reserved_hook_connections = 0;

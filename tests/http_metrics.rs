@@ -121,9 +121,7 @@ async fn scrape(server: &TestServer) -> String {
 }
 
 fn pipeline(secret: &str) -> String {
-    format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{secret}\"\n[[steps]]\nname = \"t\"\nrun = \"true\"\n"
-    )
+    common::pipeline_toml(secret).step("t", "true").to_string()
 }
 
 /// A push of branch `branch` of the fixture's repository, cloned from
@@ -341,13 +339,14 @@ async fn status_report_sends_are_counted_by_provider_and_outcome() {
     let host = FakeHost::start(vec![Reply::Status(503)]).await;
     let up = Upstream::new("reports");
     let commit = up.push(&[("README", "x\n")], "reports");
-    let toml = format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {:?}\n[status]\nprovider = \"github\"\n\
-         api_url = \"{}\"\ntoken = \"tok\"\ncontext = \"ci/metrics\"\n\
-         [[steps]]\nname = \"t\"\nrun = \"true\"\n",
-        up.url(),
-        host.url()
-    );
+    let toml = common::pipeline_toml(SECRET)
+        .clone_url(&up.url())
+        .table(&format!(
+            "[status]\nprovider = \"github\"\napi_url = \"{}\"\ntoken = \"tok\"\ncontext = \"ci/metrics\"",
+            host.url()
+        ))
+        .step("t", "true")
+        .to_string();
     let server = TestServer::start(&[("app", &toml)], |c| c.max_parallel_builds = 1).await;
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "reports");
     let base = server.base();
@@ -395,13 +394,14 @@ async fn reports_a_host_keeps_refusing_show_as_pending_in_the_outbox() {
     let host = FakeHost::start(vec![Reply::Status(503); 50]).await;
     let up = Upstream::new("pending");
     let commit = up.push(&[("README", "x\n")], "pending");
-    let toml = format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {:?}\n[status]\nprovider = \"github\"\n\
-         api_url = \"{}\"\ntoken = \"tok\"\ncontext = \"ci/pending\"\n\
-         [[steps]]\nname = \"t\"\nrun = \"true\"\n",
-        up.url(),
-        host.url()
-    );
+    let toml = common::pipeline_toml(SECRET)
+        .clone_url(&up.url())
+        .table(&format!(
+            "[status]\nprovider = \"github\"\napi_url = \"{}\"\ntoken = \"tok\"\ncontext = \"ci/pending\"",
+            host.url()
+        ))
+        .step("t", "true")
+        .to_string();
     let server = TestServer::start(&[("app", &toml)], |c| c.max_parallel_builds = 1).await;
     let base = server.base();
     let scraped = |text: &str| value(&parse(text), "hookci_status_reports_pending", &[]);
@@ -424,10 +424,10 @@ async fn reports_a_host_keeps_refusing_show_as_pending_in_the_outbox() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builds_cancelled_or_superseded_before_they_ran_are_counted_as_finished() {
-    let toml = format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nconcurrency = \"supersede\"\n\
-         [[steps]]\nname = \"t\"\nrun = \"true\"\n"
-    );
+    let toml = common::pipeline_toml(SECRET)
+        .top("concurrency = \"supersede\"")
+        .step("t", "true")
+        .to_string();
     // Queue only: nothing runs, so every end here is one without a run.
     let server = TestServer::start(&[("app", &toml)], |c| {
         c.max_parallel_builds = 0;

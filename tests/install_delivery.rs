@@ -15,13 +15,12 @@ use std::time::Duration;
 
 const SECRET: &str = "topsecret";
 
-const HELLO: &str = r#"
-repo = "Codertocat/Hello-World"
-secret = "topsecret"
-[[steps]]
-name = "test"
-run = "true"
-"#;
+/// The one-step pipeline of the GitHub fixtures' repository.
+static HELLO: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    common::pipeline_toml(SECRET)
+        .step("test", "true")
+        .to_string()
+});
 
 /// `application/x-www-form-urlencoded` encoding of one value.
 fn form_encode(bytes: &[u8]) -> String {
@@ -55,7 +54,7 @@ async fn post_form(server: &TestServer, body: &str, signature: &str) -> (u16, Va
 
 #[tokio::test]
 async fn a_form_encoded_github_push_is_verified_over_the_raw_form_and_queued() {
-    let server = TestServer::start(&[("hello", HELLO)], |_| {}).await;
+    let server = TestServer::start(&[("hello", HELLO.as_str())], |_| {}).await;
     let payload = fixture("github/goscm__push.json");
     let body = format!("payload={}", form_encode(&payload));
     // Signed over the raw form body, as GitHub signs it.
@@ -67,7 +66,7 @@ async fn a_form_encoded_github_push_is_verified_over_the_raw_form_and_queued() {
 
 #[tokio::test]
 async fn a_form_signed_over_the_decoded_json_is_refused() {
-    let server = TestServer::start(&[("hello", HELLO)], |_| {}).await;
+    let server = TestServer::start(&[("hello", HELLO.as_str())], |_| {}).await;
     let payload = fixture("github/goscm__push.json");
     let body = format!("payload={}", form_encode(&payload));
     let (status, json) = post_form(&server, &body, &hub_sha256(SECRET, &payload)).await;
@@ -77,7 +76,7 @@ async fn a_form_signed_over_the_decoded_json_is_refused() {
 
 #[tokio::test]
 async fn a_form_without_a_payload_field_is_a_400_naming_the_fix() {
-    let server = TestServer::start(&[("hello", HELLO)], |_| {}).await;
+    let server = TestServer::start(&[("hello", HELLO.as_str())], |_| {}).await;
     let body = "other=1";
     let (status, json) = post_form(&server, body, &hub_sha256(SECRET, body.as_bytes())).await;
     assert_eq!(status, 400, "{json}");
@@ -271,7 +270,7 @@ async fn every_delivery_and_build_is_one_journal_line_in_words() {
 /// Behind nginx, the live streams must not be buffered.
 #[tokio::test]
 async fn event_streams_ask_proxies_not_to_buffer() {
-    let server = TestServer::start(&[("hello", HELLO)], |_| {}).await;
+    let server = TestServer::start(&[("hello", HELLO.as_str())], |_| {}).await;
     let res = client()
         .get(server.url("/live"))
         .send()

@@ -9,9 +9,7 @@ use nix::unistd::Pid;
 use std::time::{Duration, Instant};
 
 fn pipeline(secret: &str) -> String {
-    format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{secret}\"\n[[steps]]\nname = \"t\"\nrun = \"true\"\n"
-    )
+    common::pipeline_toml(secret).step("t", "true").to_string()
 }
 
 async fn post(base: &str, name: &str, secret: &str, delivery: &str) -> u16 {

@@ -23,11 +23,12 @@ async fn wait_for(server: &TestServer, id: i64, want: impl Fn(&Value) -> bool) -
 }
 
 fn pipeline(api: &str) -> String {
-    format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"s\"\n[status]\nprovider = \"github\"\n\
-         api_url = \"{api}\"\ntoken = \"{TOKEN}\"\ncontext = \"ci/e2e\"\n\
-         [[steps]]\nname = \"t\"\nrun = \"sleep 0.3\"\n"
-    )
+    common::pipeline_toml("s")
+        .table(&format!(
+            "[status]\nprovider = \"github\"\napi_url = \"{api}\"\ntoken = \"{TOKEN}\"\ncontext = \"ci/e2e\""
+        ))
+        .step("t", "sleep 0.3")
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

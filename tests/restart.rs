@@ -9,13 +9,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const PIPELINE: &str = r#"
-repo = "Codertocat/Hello-World"
-secret = "topsecret"
-[[steps]]
-name = "test"
-run = "true"
-"#;
+/// The one-step pipeline of the GitHub fixtures' repository.
+static PIPELINE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    common::pipeline_toml("topsecret")
+        .step("test", "true")
+        .to_string()
+});
 
 fn spawn(dir: &Path) -> (common::Daemon, String) {
     common::spawn_daemon(dir, "max_parallel_builds = 0")
@@ -25,7 +24,7 @@ fn spawn(dir: &Path) -> (common::Daemon, String) {
 async fn acknowledged_deliveries_survive_sigkill_and_are_queued_exactly_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
-    std::fs::write(dir.path().join("pipelines/hello.toml"), PIPELINE).expect("pipeline");
+    std::fs::write(dir.path().join("pipelines/hello.toml"), PIPELINE.as_str()).expect("pipeline");
     let (mut child, base) = spawn(dir.path());
 
     let body = Arc::new(fixture("github/goscm__push.json"));

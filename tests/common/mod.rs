@@ -365,3 +365,70 @@ pub async fn wait_final(base: &str, id: i64) -> serde_json::Value {
 pub fn with_clone_url(url: &str, toml: &str) -> String {
     format!("clone_url = {url:?}\n{toml}")
 }
+
+/// A pipeline file for the GitHub fixtures' repository
+/// (`Codertocat/Hello-World`), signed with `secret`: the text most tests
+/// need, written once. Top-level keys, tables and steps may be added in any
+/// order; `Display` puts them where TOML wants them.
+///
+/// ```ignore
+/// let toml = common::pipeline_toml("s").clone_url(&up.url()).step("t", "true");
+/// ```
+#[derive(Clone, Debug)]
+pub struct PipelineToml {
+    top: String,
+    tables: String,
+    steps: String,
+}
+
+/// See [`PipelineToml`].
+pub fn pipeline_toml(secret: &str) -> PipelineToml {
+    PipelineToml {
+        top: format!("repo = \"Codertocat/Hello-World\"\nsecret = {secret:?}\n"),
+        tables: String::new(),
+        steps: String::new(),
+    }
+}
+
+impl PipelineToml {
+    /// `clone_url = URL` (a payload's clone URL is trusted only on the public
+    /// host the pipeline's host implies, so tests that clone local
+    /// repositories set it).
+    pub fn clone_url(self, url: &str) -> Self {
+        self.top(&format!("clone_url = {url:?}"))
+    }
+
+    /// Top-level `key = value` lines, as written.
+    pub fn top(mut self, lines: &str) -> Self {
+        self.top.push_str(lines);
+        self.top.push('\n');
+        self
+    }
+
+    /// A table with its keys (`"[env]\nMARK = \"x\""`), or any text that
+    /// goes after the top-level keys and before the steps.
+    pub fn table(mut self, text: &str) -> Self {
+        self.tables.push_str(text);
+        self.tables.push('\n');
+        self
+    }
+
+    /// A `[[steps]]` entry running `run` (a TOML literal string, so a
+    /// script may hold `"` and `\` as the shell wants them).
+    pub fn step(self, name: &str, run: &str) -> Self {
+        self.raw_steps(&format!("[[steps]]\nname = {name:?}\nrun = '''{run}'''"))
+    }
+
+    /// Steps written by hand (extra keys such as `allow_failure`).
+    pub fn raw_steps(mut self, text: &str) -> Self {
+        self.steps.push_str(text);
+        self.steps.push('\n');
+        self
+    }
+}
+
+impl std::fmt::Display for PipelineToml {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}{}", self.top, self.tables, self.steps)
+    }
+}
