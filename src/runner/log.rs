@@ -24,12 +24,14 @@ pub use follow::{LogFollower, follow_file};
 
 use crate::secret::Secret;
 use mask::Masker;
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use tokio::fs::File;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
+
+/// How much step output one write takes in (a step's reader reads this
+/// much from its pipe at once).
+pub const CHUNK: usize = 1 << 20;
 
 /// What the writer has published so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,26 +43,52 @@ struct Progress {
 }
 
 /// The writer of one build's log file.
+///
+/// The file is written off the async threads: each write hands the writer's
+/// state ([`Sink`], the masker and the buffer) to the blocking pool and
+/// takes it back, so a slow disk never stalls the runtime, and a chunk of
+/// output is copied only twice, from the pipe into the buffer and from the
+/// buffer into the file, as `cat > FILE` does.
 #[derive(Debug)]
 pub struct LogWriter {
     path: PathBuf,
-    file: File,
+    /// `None` only if a write's future was dropped before it ended (its
+    /// task aborted): the log takes nothing more then.
+    inner: Option<Box<Inner>>,
+    /// Bytes in the file, as of the last write that ended.
+    written: u64,
+    /// The cap was reached: step output is dropped from now on.
+    truncated: bool,
+    progress: watch::Sender<Progress>,
+}
+
+/// The writer's state, owned by whichever thread writes.
+#[derive(Debug)]
+struct Inner {
+    sink: Sink,
     masker: Masker,
+    /// The stream's bytes: `buf[..held]` is output the masker held back
+    /// (it may still become part of a secret), new output goes after it.
+    buf: Vec<u8>,
+    held: usize,
+    /// Reused when masked output is more than one piece.
+    scratch: Vec<u8>,
+}
+
+/// The file end of the log: what is written, up to the cap.
+#[derive(Debug)]
+struct Sink {
+    path: PathBuf,
+    file: std::fs::File,
     cap_bytes: u64,
     /// Bytes in the file.
     written: u64,
     /// The last byte in the file, to start hookci's lines on a line of
     /// their own.
     last_byte: Option<u8>,
-    /// The cap was reached: step output is dropped from now on.
     truncated: bool,
-    /// A duplicate of stdout when echoing; written on the blocking pool
-    /// like the file, so a slow terminal does not stall the runtime.
-    echo: Option<File>,
-    progress: watch::Sender<Progress>,
-    /// Reused for masked output, so a write allocates nothing in the steady
-    /// state.
-    scratch: Vec<u8>,
+    /// A duplicate of stdout when echoing (`hookci run` in a terminal).
+    echo: Option<std::fs::File>,
 }
 
 impl LogWriter {
@@ -79,29 +107,42 @@ impl LogWriter {
                 .open(path)?
         };
         let (progress, _) = watch::channel(Progress::default());
+        let masker = Masker::new(secrets);
+        // Zeroed by the allocator (calloc): untouched pages cost nothing.
+        let buf = vec![0; masker.max_held() + CHUNK];
         Ok(LogWriter {
             path: path.to_path_buf(),
-            file: File::from_std(file),
-            masker: Masker::new(secrets),
-            cap_bytes,
+            inner: Some(Box::new(Inner {
+                sink: Sink {
+                    path: path.to_path_buf(),
+                    file,
+                    cap_bytes,
+                    written: 0,
+                    last_byte: None,
+                    truncated: false,
+                    echo: None,
+                },
+                masker,
+                buf,
+                held: 0,
+                scratch: Vec::new(),
+            })),
             written: 0,
-            last_byte: None,
             truncated: false,
-            echo: None,
             progress,
-            scratch: Vec::new(),
         })
     }
 
     /// Also copies everything written to the file (masked) to this
     /// process's stdout, for `hookci run` in a terminal.
     pub fn echo_to_stdout(&mut self, on: bool) -> io::Result<()> {
-        self.echo = if on {
+        let echo = if on {
             let fd = io::stdout().as_fd().try_clone_to_owned()?;
-            Some(File::from_std(std::fs::File::from(fd)))
+            Some(std::fs::File::from(fd))
         } else {
             None
         };
+        self.inner_mut()?.sink.echo = echo;
         Ok(())
     }
 
@@ -126,17 +167,35 @@ impl LogWriter {
         LogFollower::live(self.path.clone(), self.progress.subscribe())
     }
 
-    /// Appends step output. Masked; past the cap, dropped.
-    pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if self.truncated || bytes.is_empty() {
+    /// Where the next step output goes: read up to this buffer's length
+    /// into it, then hand the count to [`LogWriter::commit`]. At least
+    /// [`CHUNK`] bytes; `None` if the writer was lost.
+    pub fn spare(&mut self) -> Option<&mut [u8]> {
+        let inner = self.inner.as_deref_mut()?;
+        Some(&mut inner.buf[inner.held..])
+    }
+
+    /// Appends the `n` bytes of step output put at the start of
+    /// [`LogWriter::spare`]. Masked; past the cap, dropped.
+    pub async fn commit(&mut self, n: usize) -> io::Result<()> {
+        if n == 0 {
             return Ok(());
         }
-        let mut out = std::mem::take(&mut self.scratch);
-        out.clear();
-        self.masker.push(bytes, &mut out);
-        let result = self.write_capped(&out).await;
-        self.scratch = out;
-        result
+        self.with_inner(move |inner| inner.commit(n)).await?
+    }
+
+    /// Appends step output. Masked; past the cap, dropped.
+    pub async fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() && !self.truncated {
+            let spare = self
+                .spare()
+                .ok_or_else(|| io::Error::other("the log writer was lost"))?;
+            let n = spare.len().min(bytes.len());
+            spare[..n].copy_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            self.commit(n).await?;
+        }
+        Ok(())
     }
 
     /// Appends one of hookci's own lines (`==> step test: cargo test`), on a
@@ -145,58 +204,143 @@ impl LogWriter {
     /// cap: they are few and short, and they tell how each step ended.
     /// Control characters in `text` are escaped (`\n`, `\x1b`, ...).
     pub async fn line(&mut self, text: &str) -> io::Result<()> {
-        let mut out = std::mem::take(&mut self.scratch);
-        out.clear();
-        if !self.truncated {
-            self.masker.flush(&mut out);
-        }
-        let mut result = self.write_capped(&out).await;
-        out.clear();
-        if self.last_byte.is_some_and(|b| b != b'\n') {
-            out.push(b'\n');
-        }
         // hookci's own lines carry payload values (refs, URLs): escape
         // control characters so that none can end the line early and
         // forge another.
-        let text = escape_controls(text);
-        self.masker.mask_complete(text.as_bytes(), &mut out);
-        out.push(b'\n');
-        let written = self.write_raw(&out).await;
-        self.scratch = out;
-        if result.is_ok() {
-            result = written;
-        }
-        result
+        let text = escape_controls(text).into_owned();
+        self.with_inner(move |inner| inner.line(&text)).await?
     }
 
     /// Writes what the masker held back and marks the log complete; its
     /// followers end once they have read it all.
     pub async fn finish(mut self) -> io::Result<()> {
-        let mut out = Vec::new();
-        if !self.truncated {
-            self.masker.flush(&mut out);
-        }
-        let mut result = self.write_capped(&out).await;
-        if result.is_ok() {
-            result = self.file.sync_data().await;
-        }
+        let result = self
+            .with_inner(|inner| {
+                let result = inner.flush_held();
+                result.and_then(|()| inner.sink.file.sync_data())
+            })
+            .await
+            .and_then(|r| r);
         self.progress.send_modify(|p| p.finished = true);
         result
     }
 
+    fn inner_mut(&mut self) -> io::Result<&mut Inner> {
+        self.inner
+            .as_deref_mut()
+            .ok_or_else(|| io::Error::other("the log writer was lost"))
+    }
+
+    /// Runs `f` on the writer's state on the blocking pool, then publishes
+    /// what is in the file.
+    async fn with_inner<R: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Inner) -> R + Send + 'static,
+    ) -> io::Result<R> {
+        let mut inner = self
+            .inner
+            .take()
+            .ok_or_else(|| io::Error::other("the log writer was lost"))?;
+        let (inner, result) = tokio::task::spawn_blocking(move || {
+            let result = f(&mut inner);
+            (inner, result)
+        })
+        .await
+        .map_err(|_| io::Error::other("writing the log failed"))?;
+        self.truncated = inner.sink.truncated;
+        if inner.sink.written != self.written {
+            self.written = inner.sink.written;
+            let written = self.written;
+            self.progress.send_modify(|p| p.written = written);
+        }
+        self.inner = Some(inner);
+        Ok(result)
+    }
+}
+
+impl Inner {
+    /// Masks and writes `n` new bytes at `buf[held..]`, keeping back the
+    /// tail that may still become a secret.
+    fn commit(&mut self, n: usize) -> io::Result<()> {
+        let len = self.held + n;
+        if self.sink.truncated {
+            self.held = 0;
+            return Ok(());
+        }
+        let mut first: &[u8] = &[];
+        let mut count = 0usize;
+        let scratch = &mut self.scratch;
+        scratch.clear();
+        let cut = self.masker.mask_final(&self.buf[..len], |piece| {
+            // One piece (no secret in the chunk) is written from the
+            // buffer as it is; more are gathered first, so a step that
+            // prints a secret often costs one write per chunk, not one per
+            // secret.
+            match count {
+                0 => first = piece,
+                1 => {
+                    scratch.extend_from_slice(first);
+                    scratch.extend_from_slice(piece);
+                }
+                _ => scratch.extend_from_slice(piece),
+            }
+            count += 1;
+        });
+        let result = if count <= 1 {
+            self.sink.write_capped(first)
+        } else {
+            self.sink.write_capped(&self.scratch)
+        };
+        if self.sink.truncated {
+            self.held = 0;
+        } else {
+            self.buf.copy_within(cut..len, 0);
+            self.held = len - cut;
+        }
+        result
+    }
+
+    /// Masks and writes what was held back.
+    fn flush_held(&mut self) -> io::Result<()> {
+        let held = std::mem::take(&mut self.held);
+        if self.sink.truncated || held == 0 {
+            return Ok(());
+        }
+        self.scratch.clear();
+        self.masker
+            .mask_complete(&self.buf[..held], &mut self.scratch);
+        self.sink.write_capped(&self.scratch)
+    }
+
+    /// Writes one of hookci's own lines (control characters already
+    /// escaped), after what was held back.
+    fn line(&mut self, text: &str) -> io::Result<()> {
+        let result = self.flush_held();
+        self.scratch.clear();
+        if self.sink.last_byte.is_some_and(|b| b != b'\n') {
+            self.scratch.push(b'\n');
+        }
+        self.masker
+            .mask_complete(text.as_bytes(), &mut self.scratch);
+        self.scratch.push(b'\n');
+        let written = self.sink.write_raw(&self.scratch);
+        result.and(written)
+    }
+}
+
+impl Sink {
     /// Writes masked step output, up to the cap.
-    async fn write_capped(&mut self, out: &[u8]) -> io::Result<()> {
+    fn write_capped(&mut self, out: &[u8]) -> io::Result<()> {
         if self.truncated || out.is_empty() {
             return Ok(());
         }
         let room = self.cap_bytes.saturating_sub(self.written);
         if (out.len() as u64) <= room {
-            return self.write_raw(out).await;
+            return self.write_raw(out);
         }
         // `room < out.len()`, so it fits in a usize.
         let head = &out[..usize::try_from(room).unwrap_or(out.len())];
         self.truncated = true;
-        self.masker.discard();
         let mut notice = Vec::with_capacity(head.len() + 80);
         notice.extend_from_slice(head);
         if notice
@@ -214,26 +358,20 @@ impl LogWriter {
             .as_bytes(),
         );
         tracing::info!(path = %self.path.display(), cap = self.cap_bytes, "build log truncated");
-        self.write_raw(&notice).await
+        self.write_raw(&notice)
     }
 
-    /// Writes bytes that are already masked, then publishes them.
-    async fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+    /// Writes bytes that are already masked.
+    fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
-        self.file.write_all(bytes).await?;
-        // tokio's File finishes a write on the blocking pool; flush waits
-        // for it, so followers are only told about bytes in the file.
-        self.file.flush().await?;
+        self.file.write_all(bytes)?;
         self.written += bytes.len() as u64;
         self.last_byte = bytes.last().copied();
-        let written = self.written;
-        self.progress.send_modify(|p| p.written = written);
         if let Some(stdout) = &mut self.echo {
             // A closed terminal must not fail the build.
-            let _ = stdout.write_all(bytes).await;
-            let _ = stdout.flush().await;
+            let _ = stdout.write_all(bytes);
         }
         Ok(())
     }

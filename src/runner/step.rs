@@ -47,9 +47,6 @@ use tokio::signal::unix::{Signal as UnixSignal, SignalKind, signal};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// The size of each read from a step's output pipe.
-const READ_BUF: usize = 256 * 1024;
-
 /// The most one splice(2) moves from a full log's pipe to /dev/null.
 const DISCARD_CHUNK: usize = 1 << 20;
 
@@ -245,7 +242,7 @@ pub async fn run_step(
     loop {
         tokio::select! {
             () = exited(pgid, &mut sigchld) => break,
-            read = output.pump() => output.take(read, log).await,
+            read = output.pump(log) => output.take(read, log).await,
             () = sleep_until(deadline), if stopping.is_none() => {
                 let after = spec.timeout.unwrap_or_default();
                 let note = format!(
@@ -289,7 +286,7 @@ pub async fn run_step(
                 stopped = Some(n);
                 give_up = Some(Instant::now() + DRAIN_AFTER_SWEEP);
             }
-            read = output.pump() => output.take(read, log).await,
+            read = output.pump(log) => output.take(read, log).await,
             () = sleep_until(give_up) => {
                 tracing::warn!(step = %spec.name, "a step's output stayed open after its processes were stopped");
                 break;
@@ -546,13 +543,13 @@ fn shell_path(shell: Shell) -> Result<&'static Path, String> {
     }
 }
 
-/// The read end of a step's output pipe (its stdout and stderr both), and
-/// its buffer.
+/// The read end of a step's output pipe (its stdout and stderr both). It
+/// is read straight into the log's buffer ([`LogWriter::spare`]), up to
+/// [`crate::runner::log::CHUNK`] at once.
 struct Output<'a> {
     step: &'a str,
     /// `None` once the pipe reached its end.
     pipe: Option<AsyncFd<OwnedFd>>,
-    buf: Vec<u8>,
     /// Past the log's cap, output is no longer read but moved straight from
     /// the pipe to /dev/null with splice(2): no copy through hookci.
     null: Option<std::fs::File>,
@@ -563,7 +560,7 @@ struct Output<'a> {
 /// What one [`Output::pump`] did.
 #[derive(Debug)]
 enum Pumped {
-    /// Read this many bytes into the buffer.
+    /// Read this many bytes into the log's buffer.
     Read(usize),
     /// Moved this many bytes to /dev/null.
     Discarded(usize),
@@ -583,7 +580,6 @@ impl<'a> Output<'a> {
         Output {
             step,
             pipe,
-            buf: vec![0; READ_BUF],
             null: None,
             log_failed: false,
         }
@@ -593,10 +589,11 @@ impl<'a> Output<'a> {
         self.pipe.is_some()
     }
 
-    /// Reads the next chunk from the pipe, or moves it to /dev/null once
-    /// the log is full (never completes once the pipe is closed).
-    /// Cancel-safe: nothing is taken from the pipe until it completes.
-    async fn pump(&mut self) -> Pumped {
+    /// Reads the next chunk from the pipe into the log's buffer, or moves
+    /// it to /dev/null once the log is full (never completes once the pipe
+    /// is closed). Cancel-safe: nothing is taken from the pipe until it
+    /// completes.
+    async fn pump(&mut self, log: &mut LogWriter) -> Pumped {
         use nix::fcntl::{SpliceFFlags, splice};
         let Some(pipe) = &self.pipe else {
             return std::future::pending().await;
@@ -607,8 +604,10 @@ impl<'a> Output<'a> {
                 Err(e) => return Pumped::End(Some(e)),
             };
             let done = ready.try_io(|fd| {
-                let moved = match &self.null {
-                    Some(null) => splice(
+                let moved = match (&self.null, log.spare()) {
+                    (None, Some(spare)) => nix::unistd::read(fd.get_ref(), spare).map(Pumped::Read),
+                    // Past the cap (or with the log lost): to /dev/null.
+                    (Some(null), _) => splice(
                         fd.get_ref(),
                         None,
                         null,
@@ -617,7 +616,7 @@ impl<'a> Output<'a> {
                         SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE,
                     )
                     .map(Pumped::Discarded),
-                    None => nix::unistd::read(fd.get_ref(), &mut self.buf).map(Pumped::Read),
+                    (None, None) => Err(Errno::EIO),
                 };
                 moved.map_err(io::Error::from)
             });
@@ -647,7 +646,7 @@ impl<'a> Output<'a> {
         };
         // The step keeps running whatever happens to its log: output that
         // cannot be written is dropped.
-        if let Err(e) = log.write(&self.buf[..n]).await {
+        if let Err(e) = log.commit(n).await {
             if !self.log_failed {
                 self.log_failed = true;
                 tracing::error!(step = %self.step, error = %e, "writing the build log failed");
