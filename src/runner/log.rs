@@ -18,6 +18,7 @@
 
 mod follow;
 pub mod mask;
+pub mod times;
 pub mod visible;
 
 pub use follow::{LogFollower, follow_file};
@@ -89,6 +90,9 @@ struct Sink {
     truncated: bool,
     /// A duplicate of stdout when echoing (`hookci run` in a terminal).
     echo: Option<std::fs::File>,
+    /// When output arrived ([`times`]); `None` if the sidecar could not be
+    /// made (a log without times is still a log).
+    stamps: Option<times::Stamps>,
 }
 
 impl LogWriter {
@@ -106,6 +110,9 @@ impl LogWriter {
                 .mode(0o600)
                 .open(path)?
         };
+        let stamps = times::Stamps::create(path)
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot record a log's line times"))
+            .ok();
         let (progress, _) = watch::channel(Progress::default());
         let masker = Masker::new(secrets);
         // Zeroed by the allocator (calloc): untouched pages cost nothing.
@@ -121,6 +128,7 @@ impl LogWriter {
                     last_byte: None,
                     truncated: false,
                     echo: None,
+                    stamps,
                 },
                 masker,
                 buf,
@@ -365,6 +373,11 @@ impl Sink {
     fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
+        }
+        if let Some(stamps) = &mut self.stamps {
+            if stamps.stamp(self.written).is_err() {
+                self.stamps = None;
+            }
         }
         self.file.write_all(bytes)?;
         self.written += bytes.len() as u64;
