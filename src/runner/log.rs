@@ -27,8 +27,18 @@ use crate::secret::Secret;
 use mask::Masker;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use tokio::sync::watch;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::{oneshot, watch};
+
+/// The most one splice(2) moves from a full log's pipe to /dev/null.
+const DISCARD_CHUNK: usize = 1 << 20;
+
+/// How often a capture thread looks for hookci's lines and for a stop
+/// while the step prints nothing.
+const CAPTURE_TICK_MS: u16 = 50;
 
 /// How much step output one write takes in (a step's reader reads this
 /// much from its pipe at once).
@@ -45,22 +55,28 @@ struct Progress {
 
 /// The writer of one build's log file.
 ///
-/// The file is written off the async threads: each write hands the writer's
-/// state ([`Sink`], the masker and the buffer) to the blocking pool and
-/// takes it back, so a slow disk never stalls the runtime, and a chunk of
-/// output is copied only twice, from the pipe into the buffer and from the
-/// buffer into the file, as `cat > FILE` does.
+/// The file is written off the async threads, and a chunk of output is
+/// copied only twice, from the pipe into the buffer and from the buffer into
+/// the file, as `cat > FILE` does. While a step runs, its output is read,
+/// masked and written by a thread of its own ([`LogWriter::capture`]),
+/// which owns the writer's state ([`Sink`], the masker and the buffer) until
+/// the step's pipe ends; hookci's lines meanwhile go to that thread. Other
+/// writes hand the state to the blocking pool and take it back.
 #[derive(Debug)]
 pub struct LogWriter {
     path: PathBuf,
-    /// `None` only if a write's future was dropped before it ended (its
-    /// task aborted): the log takes nothing more then.
+    /// `None` while a capture thread has it, or if a write's future was
+    /// dropped before it ended (its task aborted): the log takes nothing
+    /// more then.
     inner: Option<Box<Inner>>,
+    /// The capture thread that has the state, and where hookci's lines go
+    /// meanwhile.
+    capture: Option<(Capture, std::sync::mpsc::Sender<String>)>,
     /// Bytes in the file, as of the last write that ended.
     written: u64,
     /// The cap was reached: step output is dropped from now on.
     truncated: bool,
-    progress: watch::Sender<Progress>,
+    progress: Arc<watch::Sender<Progress>>,
 }
 
 /// The writer's state, owned by whichever thread writes.
@@ -135,9 +151,10 @@ impl LogWriter {
                 held: 0,
                 scratch: Vec::new(),
             })),
+            capture: None,
             written: 0,
             truncated: false,
-            progress,
+            progress: Arc::new(progress),
         })
     }
 
@@ -175,35 +192,87 @@ impl LogWriter {
         LogFollower::live(self.path.clone(), self.progress.subscribe())
     }
 
-    /// Where the next step output goes: read up to this buffer's length
-    /// into it, then hand the count to [`LogWriter::commit`]. At least
-    /// [`CHUNK`] bytes; `None` if the writer was lost.
-    pub fn spare(&mut self) -> Option<&mut [u8]> {
-        let inner = self.inner.as_deref_mut()?;
-        Some(&mut inner.buf[inner.held..])
+    /// Reads a step's output pipe (non-blocking) to its end on a thread of
+    /// its own, masking and writing it as it arrives; past the cap, the
+    /// pipe goes to /dev/null by splice(2), never through hookci's memory.
+    /// Until [`LogWriter::end_capture`], hookci's lines go to that thread,
+    /// in order with the output. Dropping the returned guard stops the
+    /// thread (within [`CAPTURE_TICK_MS`]).
+    pub fn capture(&mut self, pipe: OwnedFd) -> io::Result<CaptureGuard> {
+        let inner = self
+            .inner
+            .take()
+            .ok_or_else(|| io::Error::other("the log writer was lost"))?;
+        let (notes_tx, notes) = std::sync::mpsc::channel();
+        let (done_tx, done) = oneshot::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let progress = Arc::clone(&self.progress);
+        let thread_stop = Arc::clone(&stop);
+        let spawned = std::thread::Builder::new()
+            .name("hookci-capture".into())
+            .spawn(move || {
+                let mut inner = inner;
+                capture_loop(&mut inner, &pipe, &notes, &thread_stop, &progress);
+                let _ = done_tx.send(inner);
+            });
+        match spawned {
+            Ok(_) => {
+                let guard = CaptureGuard(Arc::clone(&stop));
+                let capture = Capture {
+                    stop,
+                    done,
+                    got: None,
+                    closed: false,
+                };
+                self.capture = Some((capture, notes_tx));
+                Ok(guard)
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    /// Appends the `n` bytes of step output put at the start of
-    /// [`LogWriter::spare`]. Masked; past the cap, dropped.
-    pub async fn commit(&mut self, n: usize) -> io::Result<()> {
-        if n == 0 {
-            return Ok(());
+    /// Resolves when the capture thread ended (the pipe's end; at once
+    /// without one). Cancel-safe.
+    pub async fn capture_ended(&mut self) {
+        match &mut self.capture {
+            Some((capture, _)) => capture.ended().await,
+            None => {}
         }
-        self.with_inner(move |inner| inner.commit(n)).await?
+    }
+
+    /// Waits for the capture thread (stopping it first when `stop`: the
+    /// pipe stayed open too long) and takes the writer's state back.
+    pub async fn end_capture(&mut self, stop: bool) {
+        let Some((mut capture, notes)) = self.capture.take() else {
+            return;
+        };
+        if stop {
+            capture.stop.store(true, Ordering::Relaxed);
+        }
+        drop(notes);
+        capture.ended().await;
+        if let Some(inner) = capture.got.take() {
+            self.truncated = inner.sink.truncated;
+            self.written = inner.sink.written;
+            self.inner = Some(inner);
+        }
     }
 
     /// Appends step output. Masked; past the cap, dropped.
-    pub async fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        while !bytes.is_empty() && !self.truncated {
-            let spare = self
-                .spare()
-                .ok_or_else(|| io::Error::other("the log writer was lost"))?;
-            let n = spare.len().min(bytes.len());
-            spare[..n].copy_from_slice(&bytes[..n]);
-            bytes = &bytes[n..];
-            self.commit(n).await?;
+    pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() || self.truncated {
+            return Ok(());
         }
-        Ok(())
+        let bytes = bytes.to_vec();
+        self.with_inner(move |inner| {
+            for piece in bytes.chunks(CHUNK) {
+                let held = inner.held;
+                inner.buf[held..held + piece.len()].copy_from_slice(piece);
+                inner.commit(piece.len())?;
+            }
+            Ok(())
+        })
+        .await?
     }
 
     /// Appends one of hookci's own lines (`==> step test: cargo test`), on a
@@ -216,6 +285,17 @@ impl LogWriter {
         // control characters so that none can end the line early and
         // forge another.
         let text = escape_controls(text).into_owned();
+        if let Some((_, notes)) = &self.capture {
+            match notes.send(text) {
+                Ok(()) => return Ok(()),
+                // The thread ended (the pipe did): take the state back
+                // and write the line here.
+                Err(std::sync::mpsc::SendError(text)) => {
+                    self.end_capture(false).await;
+                    return self.with_inner(move |inner| inner.line(&text)).await?;
+                }
+            }
+        }
         self.with_inner(move |inner| inner.line(&text)).await?
     }
 
@@ -263,6 +343,129 @@ impl LogWriter {
         }
         self.inner = Some(inner);
         Ok(result)
+    }
+}
+
+/// Stops a capture thread when dropped (its step's task was aborted).
+#[derive(Debug)]
+pub struct CaptureGuard(Arc<AtomicBool>);
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A step's output being read by a capture thread.
+#[derive(Debug)]
+struct Capture {
+    stop: Arc<AtomicBool>,
+    done: oneshot::Receiver<Box<Inner>>,
+    /// What the thread handed back when it ended.
+    got: Option<Box<Inner>>,
+    /// The thread ended without handing anything back.
+    closed: bool,
+}
+
+impl Capture {
+    /// Resolves when the thread ended (the pipe's end). Cancel-safe.
+    async fn ended(&mut self) {
+        if self.got.is_some() || self.closed {
+            return;
+        }
+        match (&mut self.done).await {
+            Ok(inner) => self.got = Some(inner),
+            Err(_) => self.closed = true,
+        }
+    }
+}
+
+/// The capture thread: poll, read into the buffer, mask, write, publish;
+/// hookci's lines in between.
+fn capture_loop(
+    inner: &mut Inner,
+    pipe: &OwnedFd,
+    notes: &std::sync::mpsc::Receiver<String>,
+    stop: &AtomicBool,
+    progress: &watch::Sender<Progress>,
+) {
+    use nix::errno::Errno;
+    use nix::fcntl::{SpliceFFlags, splice};
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut null: Option<std::fs::File> = None;
+    let mut failed = false;
+    let publish = |inner: &Inner| {
+        let written = inner.sink.written;
+        progress.send_if_modified(|p| {
+            let changed = p.written != written;
+            p.written = written;
+            changed
+        });
+    };
+    let notes_now = |inner: &mut Inner| {
+        while let Ok(text) = notes.try_recv() {
+            let _ = inner.line(&text);
+        }
+        publish(inner);
+    };
+    loop {
+        notes_now(inner);
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(CAPTURE_TICK_MS)) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "waiting for a step's output failed");
+                return;
+            }
+        }
+        if inner.sink.truncated {
+            if null.is_none() {
+                match std::fs::OpenOptions::new().write(true).open("/dev/null") {
+                    Ok(f) => null = Some(f),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot open /dev/null to discard output");
+                        return;
+                    }
+                }
+            }
+            let Some(null) = &null else { return };
+            let flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
+            match splice(pipe, None, null, None, DISCARD_CHUNK, flags) {
+                Ok(0) => return,
+                Ok(_) | Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "discarding a step's output failed");
+                    return;
+                }
+            }
+        }
+        let held = inner.held;
+        match nix::unistd::read(pipe, &mut inner.buf[held..]) {
+            Ok(0) => {
+                notes_now(inner);
+                return;
+            }
+            Ok(n) => {
+                // The step keeps running whatever happens to its log:
+                // output that cannot be written is dropped.
+                if let Err(e) = inner.commit(n) {
+                    if !failed {
+                        failed = true;
+                        tracing::error!(error = %e, "writing the build log failed");
+                    }
+                }
+                publish(inner);
+            }
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a step's output failed");
+                return;
+            }
+        }
     }
 }
 

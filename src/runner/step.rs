@@ -7,7 +7,7 @@
 //! environment. Its stdout and stderr are one pipe (as GitHub Actions and
 //! Woodpecker do: not a pty, so programs do not take the log for a
 //! terminal), so the log has the step's output in the order it was written;
-//! each chunk read goes to the log as it arrives.
+//! a capture thread of the log reads it and writes each chunk as it arrives.
 //!
 //! On timeout or cancel the step's process group gets SIGTERM, then SIGKILL
 //! after [`StepSpec::kill_grace`]. When a step ends, however it ends, what it
@@ -41,14 +41,10 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use sweep::StepProcs;
-use tokio::io::unix::AsyncFd;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{Signal as UnixSignal, SignalKind, signal};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-/// The most one splice(2) moves from a full log's pipe to /dev/null.
-const DISCARD_CHUNK: usize = 1 << 20;
 
 /// The size asked for a step's output pipe (Linux's default limit for an
 /// unprivileged process): a step that prints fast blocks less often, and
@@ -233,7 +229,15 @@ pub async fn run_step(
         marker: &marker,
         cgroup: cgroup.as_ref(),
     };
-    let mut output = Output::new(pipe, &spec.name);
+    // Read, masked and written by a thread of the log's (see
+    // `LogWriter::capture`); stopped when this function is dropped.
+    let _capture = match log.capture(pipe) {
+        Ok(guard) => Some(guard),
+        Err(e) => {
+            tracing::error!(step = %spec.name, error = %e, "cannot capture a step's output");
+            None
+        }
+    };
 
     let deadline = spec.timeout.map(|t| Instant::now() + t);
     let mut stopping: Option<StepOutcome> = None;
@@ -242,7 +246,6 @@ pub async fn run_step(
     loop {
         tokio::select! {
             () = exited(pgid, &mut sigchld) => break,
-            read = output.pump(log) => output.take(read, log).await,
             () = sleep_until(deadline), if stopping.is_none() => {
                 let after = spec.timeout.unwrap_or_default();
                 let note = format!(
@@ -280,19 +283,22 @@ pub async fn run_step(
     tokio::pin!(sweep);
     let mut stopped: Option<usize> = None;
     let mut give_up: Option<Instant> = None;
-    while output.open() {
+    let mut stop_capture = false;
+    loop {
         tokio::select! {
             n = &mut sweep, if stopped.is_none() => {
                 stopped = Some(n);
                 give_up = Some(Instant::now() + DRAIN_AFTER_SWEEP);
             }
-            read = output.pump(log) => output.take(read, log).await,
+            () = log.capture_ended() => break,
             () = sleep_until(give_up) => {
                 tracing::warn!(step = %spec.name, "a step's output stayed open after its processes were stopped");
+                stop_capture = true;
                 break;
             }
         }
     }
+    log.end_capture(stop_capture).await;
     let stopped = match stopped {
         Some(n) => n,
         None => sweep.await,
@@ -541,151 +547,6 @@ fn shell_path(shell: Shell) -> Result<&'static Path, String> {
             .find(|p| p.is_file())
             .ok_or_else(|| "bash is not installed (looked for /bin/bash and /usr/bin/bash)".into()),
     }
-}
-
-/// The read end of a step's output pipe (its stdout and stderr both). It
-/// is read straight into the log's buffer ([`LogWriter::spare`]), up to
-/// [`crate::runner::log::CHUNK`] at once.
-struct Output<'a> {
-    step: &'a str,
-    /// `None` once the pipe reached its end.
-    pipe: Option<AsyncFd<OwnedFd>>,
-    /// Past the log's cap, output is no longer read but moved straight from
-    /// the pipe to /dev/null with splice(2): no copy through hookci.
-    null: Option<std::fs::File>,
-    /// A log write failed once; said once, not per chunk.
-    log_failed: bool,
-}
-
-/// What one [`Output::pump`] did.
-#[derive(Debug)]
-enum Pumped {
-    /// Read this many bytes into the log's buffer.
-    Read(usize),
-    /// Moved this many bytes to /dev/null.
-    Discarded(usize),
-    /// The pipe's end, or an error reading it.
-    End(Option<io::Error>),
-}
-
-impl<'a> Output<'a> {
-    fn new(pipe: OwnedFd, step: &'a str) -> Output<'a> {
-        let pipe = match register(pipe) {
-            Ok(pipe) => Some(pipe),
-            Err(e) => {
-                tracing::warn!(step, error = %e, "cannot watch a step's output");
-                None
-            }
-        };
-        Output {
-            step,
-            pipe,
-            null: None,
-            log_failed: false,
-        }
-    }
-
-    fn open(&self) -> bool {
-        self.pipe.is_some()
-    }
-
-    /// Reads the next chunk from the pipe into the log's buffer, or moves
-    /// it to /dev/null once the log is full (never completes once the pipe
-    /// is closed). Cancel-safe: nothing is taken from the pipe until it
-    /// completes.
-    async fn pump(&mut self, log: &mut LogWriter) -> Pumped {
-        use nix::fcntl::{SpliceFFlags, splice};
-        let Some(pipe) = &self.pipe else {
-            return std::future::pending().await;
-        };
-        loop {
-            let mut ready = match pipe.readable().await {
-                Ok(ready) => ready,
-                Err(e) => return Pumped::End(Some(e)),
-            };
-            let done = ready.try_io(|fd| {
-                let moved = match (&self.null, log.spare()) {
-                    (None, Some(spare)) => nix::unistd::read(fd.get_ref(), spare).map(Pumped::Read),
-                    // Past the cap (or with the log lost): to /dev/null.
-                    (Some(null), _) => splice(
-                        fd.get_ref(),
-                        None,
-                        null,
-                        None,
-                        DISCARD_CHUNK,
-                        SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE,
-                    )
-                    .map(Pumped::Discarded),
-                    (None, None) => Err(Errno::EIO),
-                };
-                moved.map_err(io::Error::from)
-            });
-            match done {
-                Ok(Ok(Pumped::Read(0) | Pumped::Discarded(0))) => return Pumped::End(None),
-                Ok(Ok(pumped)) => return pumped,
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(Err(e)) => return Pumped::End(Some(e)),
-                // Not readable after all: wait again.
-                Err(_would_block) => {}
-            }
-        }
-    }
-
-    /// Writes what a pump read to the log; closes the pipe at its end.
-    async fn take(&mut self, pumped: Pumped, log: &mut LogWriter) {
-        let n = match pumped {
-            Pumped::Read(n) => n,
-            Pumped::Discarded(_) => return,
-            Pumped::End(error) => {
-                if let Some(e) = error {
-                    tracing::warn!(step = %self.step, error = %e, "reading a step's output failed");
-                }
-                self.pipe = None;
-                return;
-            }
-        };
-        // The step keeps running whatever happens to its log: output that
-        // cannot be written is dropped.
-        if let Err(e) = log.commit(n).await {
-            if !self.log_failed {
-                self.log_failed = true;
-                tracing::error!(step = %self.step, error = %e, "writing the build log failed");
-            }
-        }
-        self.discard_if_full(log);
-    }
-
-    /// Once the log is full, the pipe goes to /dev/null by splice(2). Best
-    /// effort: without /dev/null, the pipe keeps being read (and its bytes
-    /// dropped by the log).
-    fn discard_if_full(&mut self, log: &LogWriter) {
-        if !log.is_truncated() || self.null.is_some() {
-            return;
-        }
-        match std::fs::OpenOptions::new().write(true).open("/dev/null") {
-            Ok(f) => self.null = Some(f),
-            Err(e) => tracing::debug!(error = %e, "cannot open /dev/null to discard output"),
-        }
-    }
-}
-
-impl fmt::Debug for Output<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Output")
-            .field("step", &self.step)
-            .field("open", &self.pipe.is_some())
-            .field("discarding", &self.null.is_some())
-            .finish()
-    }
-}
-
-/// Registers a pipe hookci owns with the reactor.
-#[expect(
-    deprecated,
-    reason = "AsyncFd::new is sound for an OwnedFd, which owns its descriptor; its replacement is unsafe"
-)]
-fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
-    AsyncFd::new(fd)
 }
 
 /// Sleeps until `at`, or forever without one.
