@@ -234,9 +234,8 @@ impl LogWriter {
     /// Resolves when the capture thread ended (the pipe's end; at once
     /// without one). Cancel-safe.
     pub async fn capture_ended(&mut self) {
-        match &mut self.capture {
-            Some((capture, _)) => capture.ended().await,
-            None => {}
+        if let Some((capture, _)) = &mut self.capture {
+            capture.ended().await;
         }
     }
 
