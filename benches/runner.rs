@@ -8,7 +8,8 @@
 //!    against the same command writing to /dev/null, both run as steps of
 //!    the same daemon (so step start-up cancels out).
 //! 3. Log capture, every byte kept: the log cap raised to 2 GiB, a step
-//!    writing 1 GiB to stdout (all of it masked and written to the log)
+//!    writing 1 GiB to stdout (all of it masked, the pipelines having a
+//!    secret, and written to the log)
 //!    against the same command piped to `cat > FILE` on the same disk.
 //!
 //!    Beside the wall-clock times, CPU time, which load on the machine
@@ -240,7 +241,7 @@ fn main() {
     std::fs::create_dir_all(root.join("pipelines")).expect("mkdir");
     let pipeline = |run: &str| {
         format!(
-            "repo = \"bench/big\"\nsecret = \"{SECRET}\"\nclone_url = \"{url}\"\n[env]\nOUT = \"{}\"\n[sandbox]\nread_write = [\"{}\"]\n[[steps]]\nname = \"s\"\nrun = '{run}'\n",
+            "repo = \"bench/big\"\nsecret = \"{SECRET}\"\nclone_url = \"{url}\"\n[env]\nOUT = \"{}\"\n[secrets]\nTOKEN = \"bench-secret-not-in-the-zeros\"\n[sandbox]\nread_write = [\"{}\"]\n[[steps]]\nname = \"s\"\nrun = '{run}'\n",
             out.display(),
             out.display()
         )
