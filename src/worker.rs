@@ -407,6 +407,7 @@ impl Worker {
                 for id in ids {
                     let path = self.runner.log_path(id);
                     let _ = std::fs::remove_file(&path);
+                    let _ = std::fs::remove_file(crate::runner::log::times::times_path(&path));
                     for earlier in earlier_attempts(&path) {
                         let _ = std::fs::remove_file(earlier);
                     }

@@ -372,6 +372,99 @@ async fn logs_follow_of_a_failing_build_prints_its_output_and_exits_1() {
     server.stop().await;
 }
 
+/// The text of each numbered log line of a build page, in order (the
+/// line's number and time left out, entities decoded).
+fn page_log_lines(html: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut rest = html;
+    while let Some(at) = rest.find("<div id=\"L") {
+        rest = &rest[at..];
+        let Some(a) = rest.find("</a>") else { break };
+        let Some(end) = rest.find("</div>") else {
+            break;
+        };
+        let mut inner = &rest[a + 4..end];
+        if inner.starts_with("<span class=\"ts\"") {
+            inner = inner.split_once("</span>").map_or(inner, |(_, r)| r);
+        }
+        let mut text = String::new();
+        let mut in_tag = false;
+        for c in inner.chars() {
+            match c {
+                '<' => in_tag = true,
+                '>' => in_tag = false,
+                c if !in_tag => text.push(c),
+                _ => {}
+            }
+        }
+        lines.push(
+            text.replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&amp;", "&"),
+        );
+        rest = &rest[end..];
+    }
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdout_and_stderr_keep_their_order_in_the_stored_log_the_page_and_hookci_logs() {
+    let up = Upstream::new("order");
+    let commit = up.push(&[("README", "hi\n")], "first");
+    let n = 300;
+    let steps = format!(
+        "[[steps]]\nname = \"both\"\nrun = 'i=0; while [ $i -lt {n} ]; do echo out $i; echo err $i >&2; i=$((i+1)); done'\n"
+    );
+    let server = TestServer::start(&[("app", &pipeline(&up.url(), &steps))], |c| {
+        c.max_parallel_builds = 1;
+    })
+    .await;
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "first");
+    let id = common::queue_github(&server.base(), "app", SECRET, "o-1", &body).await[0];
+    let build = common::wait_final(&server.base(), id).await;
+    assert_eq!(build["status"], "success", "{build}");
+    let expected: Vec<String> = (0..n)
+        .flat_map(|i| [format!("out {i}"), format!("err {i}")])
+        .collect();
+    // The step's own lines, between hookci's.
+    let step_lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("out ") || l.starts_with("err "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let stored = std::fs::read_to_string(server.config.data_dir.join(format!("logs/{id}.log")))
+        .expect("the stored log");
+    assert!(
+        step_lines(&stored) == expected,
+        "stored log reordered: {stored:.600}"
+    );
+
+    let out = hookci(&["logs", &id.to_string(), "--server", &server.base()], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    let printed = text(&out.stdout);
+    assert!(
+        step_lines(&printed) == expected,
+        "hookci logs reordered: {printed:.600}"
+    );
+
+    let page = common::client()
+        .get(server.url(&format!("/builds/{id}")))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("page text");
+    let shown = page_log_lines(&page).join("\n");
+    assert!(
+        step_lines(&shown) == expected,
+        "the page reordered: {shown:.600}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn logs_of_an_unknown_build_exits_1_with_the_servers_sentence() {
     let server = queue_only(&[("app", &pipeline("/nowhere", ECHO))]).await;

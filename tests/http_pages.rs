@@ -1260,3 +1260,146 @@ async fn the_index_stream_says_when_a_queued_build_ends() {
     drop(stream);
     server.stop().await;
 }
+
+/// Each numbered line's (text, time in ms) on a page or in a live event
+/// (HTML); the time is `None` for a line shown without one.
+fn timed_lines(html: &str) -> Vec<(String, Option<u64>)> {
+    let html = html.replace("\\\"", "\"");
+    let mut out = Vec::new();
+    let mut rest = html.as_str();
+    while let Some(at) = rest.find("<div id=\"L") {
+        rest = &rest[at..];
+        let (Some(a), Some(end)) = (rest.find("</a>"), rest.find("</div>")) else {
+            break;
+        };
+        let mut inner = &rest[a + 4..end];
+        let mut ms = None;
+        if let Some(ts) = inner.strip_prefix("<span class=\"ts\" data-ms=\"") {
+            let (num, after) = ts.split_once('"').expect("data-ms");
+            ms = Some(num.parse().expect("a number of ms"));
+            inner = after.split_once("</span>").map_or(after, |(_, r)| r);
+        }
+        out.push((inner.to_owned(), ms));
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// The times of the lines `names`, in that order, from `lines`.
+fn times_of(lines: &[(String, Option<u64>)], names: &[&str]) -> Vec<Option<u64>> {
+    names
+        .iter()
+        .map(|n| {
+            lines
+                .iter()
+                .find(|(text, _)| text == n)
+                .unwrap_or_else(|| panic!("no line {n} in {lines:?}"))
+                .1
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_times_show_on_request_in_order_and_spaced_as_written() {
+    let up = Upstream::new("times");
+    let commit = up.push(&[("README", "x\n")], "times");
+    // The pauses are the step's: what the times must show.
+    let steps = "[[steps]]\nname = \"paced\"\nrun = 'echo tick-one; sleep 0.7; echo tick-two; sleep 0.7; echo tick-three'\n";
+    let server = start(
+        &[("app", &common::with_clone_url(&up.url(), &pipeline(steps)))],
+        1,
+    )
+    .await;
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "times");
+    let id = deliver(&server, "app", &body, "times-1").await;
+    assert_eq!(
+        common::wait_final(&server.base(), id).await["status"],
+        "success"
+    );
+
+    let names = ["tick-one", "tick-two", "tick-three"];
+    let page = get(&server, &format!("/builds/{id}?times=1")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let lines = timed_lines(&page.body);
+    assert!(lines.iter().all(|(_, t)| t.is_some()), "{lines:?}");
+    let t: Vec<u64> = times_of(&lines, &names).into_iter().flatten().collect();
+    assert!(t[0] <= t[1] && t[1] <= t[2], "{t:?}");
+    // 0.7 s apart as written; loose, for a loaded machine.
+    for gap in [t[1] - t[0], t[2] - t[1]] {
+        assert!((400..5000).contains(&gap), "{t:?}");
+    }
+    // The times read as elapsed time, and the page offers to hide them.
+    assert!(page.body.contains(">0:0"), "{}", page.body);
+    assert!(
+        page.body.contains(&format!(
+            "<a id=\"times\" href=\"/builds/{id}\">Hide times</a>"
+        )),
+        "{}",
+        page.body
+    );
+
+    // Without asking: no times anywhere, and a link that asks.
+    let plain = get(&server, &format!("/builds/{id}")).await;
+    assert!(!plain.body.contains("class=\"ts\""), "{}", plain.body);
+    assert!(
+        plain
+            .body
+            .contains(&format!("href=\"/builds/{id}?times=1\"")),
+        "{}",
+        plain.body
+    );
+    assert!(
+        times_of(&timed_lines(&plain.body), &names)
+            .iter()
+            .all(Option::is_none)
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_page_with_times_streams_lines_with_their_times() {
+    let up = Upstream::new("livetimes");
+    let commit = up.push(&[("README", "x\n")], "live times");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let go = dir.path().join("go");
+    let steps = format!(
+        "[sandbox]\nread_only = [\"{}\"]\n\
+         [[steps]]\nname = \"gated\"\nrun = '''\necho before-go\n\
+         while [ ! -e {} ]; do sleep 0.05; done\necho after-go\n'''\n",
+        dir.path().display(),
+        go.display()
+    );
+    let server = start(
+        &[("app", &common::with_clone_url(&up.url(), &pipeline(&steps)))],
+        1,
+    )
+    .await;
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "lt");
+    let id = deliver(&server, "app", &body, "lt-1").await;
+    wait_log(&server, id, "before-go").await;
+
+    let page = get(&server, &format!("/builds/{id}?times=1")).await;
+    let live = attr(&page.body, "data-live")
+        .expect("a live stream")
+        .replace("&amp;", "&");
+    assert!(live.ends_with("&t=1"), "{live}");
+    let before = times_of(&timed_lines(&page.body), &["before-go"])[0].expect("a time");
+    let plain = get(&server, &format!("/builds/{id}")).await;
+    let plain_live = attr(&plain.body, "data-live")
+        .expect("a live stream")
+        .replace("&amp;", "&");
+    assert!(!plain_live.contains("t=1"), "{plain_live}");
+
+    let mut timed = Sse::open(&server, &live).await;
+    let mut untimed = Sse::open(&server, &plain_live).await;
+    std::fs::write(&go, "").expect("go");
+    let event = timed.until("event: log", |e| e.contains("after-go")).await;
+    let after = times_of(&timed_lines(&event), &["after-go"])[0].expect("a time in the stream");
+    assert!(after >= before, "{before} {after}");
+    let event = untimed
+        .until("event: log", |e| e.contains("after-go"))
+        .await;
+    assert!(!event.contains("class=\\\"ts\\\""), "{event}");
+    common::wait_final(&server.base(), id).await;
+    server.stop().await;
+}

@@ -199,6 +199,25 @@ async fn stdout_and_stderr_both_land_in_the_log_in_order() {
     assert_eq!(text, "one\ntwo\nthree\n");
 }
 
+/// The script that alternates a line on stdout and one on stderr `n`
+/// times, with no pause, and the log it must leave.
+fn interleaved(n: usize) -> (String, String) {
+    let script =
+        format!("i=0; while [ $i -lt {n} ]; do echo out $i; echo err $i >&2; i=$((i+1)); done");
+    let expected: String = (0..n).map(|i| format!("out {i}\nerr {i}\n")).collect();
+    (script, expected)
+}
+
+#[tokio::test]
+async fn stdout_and_stderr_alternating_without_pause_keep_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (script, expected) = interleaved(400);
+    let spec = spec(dir.path(), "interleaved", &script);
+    let (outcome, text) = run(&spec, dir.path()).await;
+    assert_eq!(outcome, StepOutcome::Exited(0));
+    assert!(text == expected, "reordered: {text:.400}");
+}
+
 #[tokio::test]
 async fn a_bash_step_runs_in_bash() {
     let dir = tempfile::tempdir().unwrap();

@@ -289,9 +289,13 @@ pub async fn pipeline_page(
 pub async fn build_page(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
-    match build_page_markup(&state, id, &headers).await {
+    // `?times=1`: each log line shows when it arrived. Anything else shows
+    // no times (an unknown parameter changes nothing).
+    let times = query.is_ok_and(|Query(q)| q.get("times").is_some_and(|v| v == "1"));
+    match build_page_markup(&state, id, &headers, times).await {
         Ok(markup) => html(StatusCode::OK, markup),
         Err(e) => e.into_response(),
     }
@@ -301,6 +305,7 @@ async fn build_page_markup(
     state: &AppState,
     id: Result<Path<String>, PathRejection>,
     headers: &HeaderMap,
+    times: bool,
 ) -> Result<Markup, PageError> {
     check_read(state, headers)?;
     let no_such_build = PageError::Page(StatusCode::NOT_FOUND, "There is no such build.");
@@ -324,7 +329,7 @@ async fn build_page_markup(
     let log = match log {
         Some(tail) => {
             let live = !ctx.build.status.is_final();
-            Some(layout_log(state, id, &ctx.steps, tail, live).await)
+            Some(layout_log(state, id, &ctx.steps, tail, live, times).await)
         }
         None => None,
     };
@@ -417,13 +422,14 @@ fn step_views(
 }
 
 /// Lays out a log part for a page: numbered from the line it starts at, in
-/// the section it starts in.
+/// the section it starts in; with each line's time when `times`.
 async fn layout_log(
     state: &AppState,
     id: i64,
     steps: &[view::StepView],
     tail: logtail::LogTail,
     live: bool,
+    times: bool,
 ) -> view::LogPart {
     let names: Vec<String> = steps.iter().map(|s| s.record.name.clone()).collect();
     let (first_line, section) = if tail.skipped > 0 {
@@ -447,6 +453,16 @@ async fn layout_log(
             parser.mask_with(&crate::runner::log::visible::pipeline_secrets(pipeline));
         }
     }
+    if times {
+        let (path, from) = (state.log_path(id), tail.skipped);
+        let found = tokio::task::spawn_blocking(move || {
+            crate::runner::log::times::LineTimes::open(&path, from)
+        })
+        .await;
+        if let Ok(Some(line_times)) = found {
+            parser.with_times(line_times, tail.skipped);
+        }
+    }
     let mut ops = vec![logview::Op::Section(section)];
     let rest = parser.feed(&tail.text, &mut ops);
     // An unfinished last line: a live page leaves it to its stream, which
@@ -464,6 +480,7 @@ async fn layout_log(
         next_line,
         section: section_now,
         in_group,
+        times,
     }
 }
 
@@ -486,6 +503,7 @@ pub async fn log_part(
             return Err(no_such_build);
         };
         let query = query_map(query)?;
+        let times = non_empty(&query, "times").is_some_and(|v| v == "1");
         let before = non_empty(&query, "before")
             .and_then(|b| b.parse::<u64>().ok())
             .ok_or(PageError::Page(
@@ -504,8 +522,8 @@ pub async fn log_part(
             })?;
         let records = state.store().steps(id).await?;
         let steps = step_views(&build, records, None);
-        let part = layout_log(&state, id, &steps, tail.clone(), false).await;
-        Ok::<_, PageError>(view::log_part(id, &part.sections, tail.skipped))
+        let part = layout_log(&state, id, &steps, tail.clone(), false, times).await;
+        Ok::<_, PageError>(view::log_part(id, &part.sections, tail.skipped, times))
     };
     match part.await {
         Ok(markup) => html(StatusCode::OK, markup),

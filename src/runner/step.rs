@@ -4,8 +4,10 @@
 //!
 //! A step is `/bin/sh -ec SCRIPT` (or `bash -ec SCRIPT`) with the script as
 //! one argument; values from a payload reach it only through its
-//! environment. Its stdout and stderr are read concurrently with fixed-size
-//! buffers and each chunk goes to the log as it arrives.
+//! environment. Its stdout and stderr are one pipe (as GitHub Actions and
+//! Woodpecker do: not a pty, so programs do not take the log for a
+//! terminal), so the log has the step's output in the order it was written;
+//! a capture thread of the log reads it and writes each chunk as it arrives.
 //!
 //! On timeout or cancel the step's process group gets SIGTERM, then SIGKILL
 //! after [`StepSpec::kill_grace`]. When a step ends, however it ends, what it
@@ -39,20 +41,12 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use sweep::StepProcs;
-use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{Signal as UnixSignal, SignalKind, signal};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// The size of each read from a step's stdout or stderr.
-const READ_BUF: usize = 256 * 1024;
-
-/// The most one splice(2) moves from a full log's pipe to /dev/null.
-const DISCARD_CHUNK: usize = 1 << 20;
-
-/// The size asked for a step's output pipes (Linux's default limit for an
+/// The size asked for a step's output pipe (Linux's default limit for an
 /// unprivileged process): a step that prints fast blocks less often, and
 /// hookci wakes once per large chunk instead of once per 64 KiB.
 const PIPE_SIZE: i32 = 1 << 20;
@@ -214,8 +208,8 @@ pub async fn run_step(
     })
     .await
     .unwrap_or_else(|| Err("the spawner thread failed".into()));
-    let mut child = match spawned {
-        Ok(child) => child,
+    let (mut child, pipe) = match spawned {
+        Ok(spawned) => spawned,
         Err(why) => return StepOutcome::SpawnFailed(why),
     };
     let Some(pgid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
@@ -235,7 +229,15 @@ pub async fn run_step(
         marker: &marker,
         cgroup: cgroup.as_ref(),
     };
-    let mut output = Output::new(&mut child, &spec.name);
+    // Read, masked and written by a thread of the log's (see
+    // `LogWriter::capture`); stopped when this function is dropped.
+    let _capture = match log.capture(pipe) {
+        Ok(guard) => Some(guard),
+        Err(e) => {
+            tracing::error!(step = %spec.name, error = %e, "cannot capture a step's output");
+            None
+        }
+    };
 
     let deadline = spec.timeout.map(|t| Instant::now() + t);
     let mut stopping: Option<StepOutcome> = None;
@@ -244,18 +246,6 @@ pub async fn run_step(
     loop {
         tokio::select! {
             () = exited(pgid, &mut sigchld) => break,
-            read = read_some(&mut output.stdout, &mut output.buf_out) => {
-                output.take(read, Stream::Out, log).await;
-            }
-            read = read_some(&mut output.stderr, &mut output.buf_err) => {
-                output.take(read, Stream::Err, log).await;
-            }
-            moved = discard_some(&output.discard_out, &output.null) => {
-                output.discarded(moved, Stream::Out);
-            }
-            moved = discard_some(&output.discard_err, &output.null) => {
-                output.discarded(moved, Stream::Err);
-            }
             () = sleep_until(deadline), if stopping.is_none() => {
                 let after = spec.timeout.unwrap_or_default();
                 let note = format!(
@@ -293,30 +283,22 @@ pub async fn run_step(
     tokio::pin!(sweep);
     let mut stopped: Option<usize> = None;
     let mut give_up: Option<Instant> = None;
-    while output.open() {
+    let mut stop_capture = false;
+    loop {
         tokio::select! {
             n = &mut sweep, if stopped.is_none() => {
                 stopped = Some(n);
                 give_up = Some(Instant::now() + DRAIN_AFTER_SWEEP);
             }
-            read = read_some(&mut output.stdout, &mut output.buf_out) => {
-                output.take(read, Stream::Out, log).await;
-            }
-            read = read_some(&mut output.stderr, &mut output.buf_err) => {
-                output.take(read, Stream::Err, log).await;
-            }
-            moved = discard_some(&output.discard_out, &output.null) => {
-                output.discarded(moved, Stream::Out);
-            }
-            moved = discard_some(&output.discard_err, &output.null) => {
-                output.discarded(moved, Stream::Err);
-            }
+            () = log.capture_ended() => break,
             () = sleep_until(give_up) => {
                 tracing::warn!(step = %spec.name, "a step's output stayed open after its processes were stopped");
+                stop_capture = true;
                 break;
             }
         }
     }
+    log.end_capture(stop_capture).await;
     let stopped = match stopped {
         Some(n) => n,
         None => sweep.await,
@@ -449,12 +431,14 @@ fn join_then_exec(env: &[(String, String)]) -> String {
     )
 }
 
-/// Starts the shell, or says in words why it could not be.
+/// Starts the shell with its stdout and stderr on one new pipe, and
+/// returns it with the pipe's read end; or says in words why it could not
+/// be started.
 #[allow(
     unsafe_code,
     reason = "pre_exec: the only way to act between fork and exec; the closure makes only async-signal-safe system calls"
 )]
-fn spawn(spec: &StepSpec, join: &Join) -> Result<Child, String> {
+fn spawn(spec: &StepSpec, join: &Join) -> Result<(Child, OwnedFd), String> {
     if !spec.cwd.is_dir() {
         return Err(format!(
             "the working directory {} is not a directory",
@@ -486,12 +470,16 @@ fn spawn(spec: &StepSpec, join: &Join) -> Result<Child, String> {
         }
     };
     let program = argv[0].clone();
+    let (read, write) = output_pipe().map_err(|e| format!("cannot make the output pipe: {e}"))?;
+    let write_err = write
+        .try_clone()
+        .map_err(|e| format!("cannot make the output pipe: {e}"))?;
     cmd.env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&spec.cwd)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::from(write))
+        .stderr(Stdio::from(write_err))
         .process_group(0);
     let mut switch = None;
     if let Some((uid, gid)) = spec.user {
@@ -529,8 +517,25 @@ fn spawn(spec: &StepSpec, join: &Join) -> Result<Child, String> {
             });
         }
     }
-    cmd.spawn()
-        .map_err(|e| format!("{}: {e}", Path::new(&program).display()))
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("{}: {e}", Path::new(&program).display()))?;
+    // `cmd` holds the parent's copies of the write end: without them the
+    // pipe ends when the step's last process closes it.
+    drop(cmd);
+    Ok((child, read))
+}
+
+/// A new pipe for a step's output: both ends close-on-exec (the child gets
+/// the write end as its fds 1 and 2 only), the read end non-blocking, and
+/// as large as an unprivileged process may ask.
+fn output_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    fcntl(&read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    // Best effort: a smaller pipe is slower, not wrong.
+    let _ = fcntl(&read, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+    Ok((read, write))
 }
 
 fn shell_path(shell: Shell) -> Result<&'static Path, String> {
@@ -541,188 +546,6 @@ fn shell_path(shell: Shell) -> Result<&'static Path, String> {
             .map(Path::new)
             .find(|p| p.is_file())
             .ok_or_else(|| "bash is not installed (looked for /bin/bash and /usr/bin/bash)".into()),
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Stream {
-    Out,
-    Err,
-}
-
-/// A step's two output pipes and their buffers.
-struct Output<'a> {
-    step: &'a str,
-    stdout: Option<tokio::process::ChildStdout>,
-    stderr: Option<tokio::process::ChildStderr>,
-    buf_out: Vec<u8>,
-    buf_err: Vec<u8>,
-    /// Past the log's cap, output is no longer read but moved straight from
-    /// the pipe to /dev/null with splice(2): no copy through hookci.
-    discard_out: Option<AsyncFd<OwnedFd>>,
-    discard_err: Option<AsyncFd<OwnedFd>>,
-    null: Option<std::fs::File>,
-    /// A log write failed once; said once, not per chunk.
-    log_failed: bool,
-}
-
-impl<'a> Output<'a> {
-    fn new(child: &mut Child, step: &'a str) -> Output<'a> {
-        use nix::fcntl::{FcntlArg, fcntl};
-        // Best effort: a smaller pipe is slower, not wrong.
-        if let Some(out) = &child.stdout {
-            let _ = fcntl(out, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
-        }
-        if let Some(err) = &child.stderr {
-            let _ = fcntl(err, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
-        }
-        Output {
-            step,
-            stdout: child.stdout.take(),
-            stderr: child.stderr.take(),
-            buf_out: vec![0; READ_BUF],
-            buf_err: vec![0; READ_BUF],
-            discard_out: None,
-            discard_err: None,
-            null: None,
-            log_failed: false,
-        }
-    }
-
-    fn open(&self) -> bool {
-        self.stdout.is_some()
-            || self.stderr.is_some()
-            || self.discard_out.is_some()
-            || self.discard_err.is_some()
-    }
-
-    /// Once the log is full, hands the pipes over to splice(2) into
-    /// /dev/null. Best effort: a pipe that cannot be converted keeps being
-    /// read (and its bytes dropped by the log).
-    fn discard_if_full(&mut self, log: &LogWriter) {
-        if !log.is_truncated() {
-            return;
-        }
-        if self.null.is_none() {
-            match std::fs::OpenOptions::new().write(true).open("/dev/null") {
-                Ok(f) => self.null = Some(f),
-                Err(_) => return,
-            }
-        }
-        if let Some(out) = self.stdout.take() {
-            match out.into_owned_fd().and_then(register) {
-                Ok(fd) => self.discard_out = Some(fd),
-                Err(e) => tracing::debug!(error = %e, "cannot splice a step's stdout"),
-            }
-        }
-        if let Some(err) = self.stderr.take() {
-            match err.into_owned_fd().and_then(register) {
-                Ok(fd) => self.discard_err = Some(fd),
-                Err(e) => tracing::debug!(error = %e, "cannot splice a step's stderr"),
-            }
-        }
-    }
-
-    /// What a discard returned: at the pipe's end (0 or an error), close it.
-    fn discarded(&mut self, moved: io::Result<usize>, stream: Stream) {
-        if matches!(moved, Ok(n) if n > 0) {
-            return;
-        }
-        match stream {
-            Stream::Out => self.discard_out = None,
-            Stream::Err => self.discard_err = None,
-        }
-    }
-
-    /// Writes what a read returned to the log; closes the pipe at its end.
-    async fn take(&mut self, read: io::Result<usize>, stream: Stream, log: &mut LogWriter) {
-        let (pipe_open, buf) = match stream {
-            Stream::Out => (self.stdout.is_some(), &self.buf_out),
-            Stream::Err => (self.stderr.is_some(), &self.buf_err),
-        };
-        let n = match read {
-            Ok(n) if n > 0 && pipe_open => n,
-            Ok(_) => 0,
-            Err(e) => {
-                tracing::warn!(step = %self.step, error = %e, "reading a step's output failed");
-                0
-            }
-        };
-        if n == 0 {
-            match stream {
-                Stream::Out => self.stdout = None,
-                Stream::Err => self.stderr = None,
-            }
-            return;
-        }
-        // The step keeps running whatever happens to its log: output that
-        // cannot be written is dropped.
-        if let Err(e) = log.write(&buf[..n]).await {
-            if !self.log_failed {
-                self.log_failed = true;
-                tracing::error!(step = %self.step, error = %e, "writing the build log failed");
-            }
-        }
-        self.discard_if_full(log);
-    }
-}
-
-impl fmt::Debug for Output<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Output")
-            .field("step", &self.step)
-            .field("stdout", &self.stdout.is_some())
-            .field("stderr", &self.stderr.is_some())
-            .finish()
-    }
-}
-
-/// Reads from a pipe that may already be closed (then never completes).
-async fn read_some<R: AsyncRead + Unpin>(
-    pipe: &mut Option<R>,
-    buf: &mut [u8],
-) -> io::Result<usize> {
-    match pipe {
-        Some(pipe) => pipe.read(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Registers a pipe hookci now owns with the reactor.
-#[expect(
-    deprecated,
-    reason = "AsyncFd::new is sound for an OwnedFd, which owns its descriptor; its replacement is unsafe"
-)]
-fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
-    AsyncFd::new(fd)
-}
-
-/// Moves what is in a pipe to /dev/null without copying it through hookci
-/// (never completes for a pipe not being discarded). 0 at the pipe's end.
-async fn discard_some(
-    pipe: &Option<AsyncFd<OwnedFd>>,
-    null: &Option<std::fs::File>,
-) -> io::Result<usize> {
-    use nix::fcntl::{SpliceFFlags, splice};
-    let (Some(fd), Some(null)) = (pipe, null) else {
-        return std::future::pending().await;
-    };
-    loop {
-        let mut ready = fd.readable().await?;
-        let moved = ready.try_io(|fd| {
-            splice(
-                fd.get_ref(),
-                None,
-                null,
-                None,
-                DISCARD_CHUNK,
-                SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE,
-            )
-            .map_err(io::Error::from)
-        });
-        if let Ok(result) = moved {
-            return result;
-        }
     }
 }
 

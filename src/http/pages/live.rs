@@ -50,12 +50,12 @@ fn log_event(ops: Vec<logview::Op>) -> Option<Event> {
         .into_iter()
         .map(|op| match op {
             logview::Op::Section(step) => json!({ "s": view::section_key(step) }),
-            logview::Op::Group(no, title) => json!({
-                "g": html! { details.grp { (logview::group_open(no, &title)) } }.into_string()
+            logview::Op::Group(no, at, title) => json!({
+                "g": html! { details.grp { (logview::group_open(no, at, &title)) } }.into_string()
             }),
             logview::Op::EndGroup(_) => json!({ "e": 1 }),
-            logview::Op::Line(no, segments) => {
-                json!({ "l": logview::line_markup(no, &segments).into_string() })
+            logview::Op::Line(no, at, segments) => {
+                json!({ "l": logview::line_markup(no, at, &segments).into_string() })
             }
         })
         .collect();
@@ -93,6 +93,7 @@ pub async fn build_live(
         let line = number(&query, "line")?.max(1);
         let grp = number(&query, "grp")? == 1;
         let n = number(&query, "n").unwrap_or(u64::MAX);
+        let times = non_empty(&query, "t").is_some_and(|v| v == "1");
         let sec = match non_empty(&query, "sec").as_deref() {
             Some("setup") | None => None,
             Some(k) => Some(k.parse::<usize>().map_err(|_| {
@@ -105,30 +106,51 @@ pub async fn build_live(
         if state.store().build(id).await?.is_none() {
             return Err(no_such_build);
         }
-        Ok((id, from, line, grp, sec, n))
+        Ok((id, from, line, grp, sec, n, times))
     };
-    let (id, from, line, grp, sec, n) = match start.await {
+    let (id, from, line, grp, sec, n, times) = match start.await {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(follow_build(state, id, from, line, sec, grp, n, tx));
+    let shown = Shown {
+        from,
+        line,
+        sec,
+        grp,
+        steps: n,
+        times,
+    };
+    tokio::spawn(follow_build(state, id, shown, tx));
     sse(rx)
+}
+
+/// Where a page's log part ended, and how it shows lines.
+#[derive(Debug, Clone, Copy)]
+struct Shown {
+    /// The byte offset to go on from (a line start).
+    from: u64,
+    /// The number of the next line.
+    line: u64,
+    sec: Option<usize>,
+    grp: bool,
+    /// How many steps the page has sections for.
+    steps: u64,
+    /// Lines carry their times.
+    times: bool,
 }
 
 /// Sends a build page's updates to `tx` until the build ends or the page
 /// goes away.
-#[allow(clippy::too_many_arguments)]
-async fn follow_build(
-    state: AppState,
-    id: i64,
-    from: u64,
-    line: u64,
-    sec: Option<usize>,
-    grp: bool,
-    steps_shown: u64,
-    tx: mpsc::Sender<Event>,
-) {
+async fn follow_build(state: AppState, id: i64, shown: Shown, tx: mpsc::Sender<Event>) {
+    let Shown {
+        from,
+        line,
+        sec,
+        grp,
+        steps: steps_shown,
+        times,
+    } = shown;
     // The log is read by its own task: a read is not safe to abandon
     // halfway, which a select would do.
     let (chunks_tx, mut chunks) = mpsc::channel::<Vec<u8>>(4);
@@ -202,6 +224,16 @@ async fn follow_build(
                 let names = ctx.steps.iter().map(|s| s.record.name.clone()).collect();
                 let mut p = logview::LogParser::new(names, sec, line);
                 p.set_in_group(grp);
+                if times {
+                    let path = state.log_path(id);
+                    let found = tokio::task::spawn_blocking(move || {
+                        crate::runner::log::times::LineTimes::open(&path, from)
+                    })
+                    .await;
+                    if let Ok(Some(line_times)) = found {
+                        p.with_times(line_times, from);
+                    }
+                }
                 if let Some(pipeline) = state.pipelines().get(&ctx.build.pipeline) {
                     p.mask_with(&crate::runner::log::visible::pipeline_secrets(pipeline));
                 }
@@ -223,6 +255,7 @@ async fn follow_build(
                 let since = *ended_at.get_or_insert_with(tokio::time::Instant::now);
                 if log_done || since.elapsed() > END_GRACE {
                     if let Some(p) = parser.as_mut() {
+                        p.refresh_times();
                         let mut ops = Vec::new();
                         let rest = p.feed(&pending, &mut ops).to_owned();
                         if !rest.is_empty() {
@@ -245,6 +278,7 @@ async fn follow_build(
             }
         }
         if let Some(p) = parser.as_mut() {
+            p.refresh_times();
             let mut ops = Vec::new();
             let rest = p.feed(&pending, &mut ops).to_owned();
             pending = rest;

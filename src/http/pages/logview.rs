@@ -9,6 +9,7 @@
 //! pages' Content-Security-Policy allows no inline style, so 24-bit colours
 //! are shown in the nearest colour of the 256-colour palette.
 
+use crate::runner::log::times::{LineTimes, format_elapsed};
 use maud::{Markup, html};
 use std::fmt::Write as _;
 
@@ -283,18 +284,20 @@ pub fn segments_markup(segments: &[Segment]) -> Markup {
 pub enum Op {
     /// A new step's section starts (`None`: before the first step).
     Section(Option<usize>),
-    /// A `::group::` line: a fold starts, titled by the rest of the line.
-    Group(u64, Vec<Segment>),
+    /// A `::group::` line (its number, and its time when asked): a fold
+    /// starts, titled by the rest of the line.
+    Group(u64, Option<u64>, Vec<Segment>),
     /// An `::endgroup::` line: the fold ends.
     EndGroup(u64),
-    /// A line of output.
-    Line(u64, Vec<Segment>),
+    /// A line of output: its number, its time (milliseconds since the
+    /// log's start) when asked, its text.
+    Line(u64, Option<u64>, Vec<Segment>),
 }
 
 /// Turns log lines into [`Op`]s. A new section starts at the runner's
 /// `==> step NAME: ...` line for the next step in order, so output that
 /// imitates one for another step starts nothing.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LogParser {
     ansi: Ansi,
     steps: Vec<String>,
@@ -306,6 +309,11 @@ pub struct LogParser {
     /// The build's secrets, to mask what a line shows (see
     /// `runner::log::visible`).
     masker: Option<std::sync::Arc<crate::runner::log::mask::Masker>>,
+    /// Each line's time, when asked for.
+    times: Option<LineTimes>,
+    /// The byte offset of the next line in the log, for its time (counted
+    /// in the text as shown: off by two bytes per invalid UTF-8 byte).
+    offset: u64,
 }
 
 impl LogParser {
@@ -319,7 +327,23 @@ impl LogParser {
             in_group: false,
             next_line: first_line,
             masker: None,
+            times: None,
+            offset: 0,
         }
+    }
+
+    /// New bytes of a live log were read: their times are read when asked.
+    pub fn refresh_times(&mut self) {
+        if let Some(times) = &mut self.times {
+            times.refresh();
+        }
+    }
+
+    /// Gives each line its time from `times`; the next line starts at byte
+    /// `offset` of the log.
+    pub fn with_times(&mut self, times: LineTimes, offset: u64) {
+        self.times = Some(times);
+        self.offset = offset;
     }
 
     /// Masks every secret a line shows once its escape sequences are
@@ -353,6 +377,8 @@ impl LogParser {
     pub fn line(&mut self, raw: &str, out: &mut Vec<Op>) {
         let no = self.next_line;
         self.next_line += 1;
+        let at = self.times.as_mut().map(|t| t.at(self.offset));
+        self.offset += raw.len() as u64 + 1;
         let mut segments = self.ansi.line(raw);
         if let Some(masker) = &self.masker {
             let shown = plain(&segments);
@@ -369,7 +395,7 @@ impl LogParser {
             self.section = Some(next);
             self.in_group = false;
             out.push(Op::Section(Some(next)));
-            out.push(Op::Line(no, segments));
+            out.push(Op::Line(no, at, segments));
             return;
         }
         let trimmed = text.trim_start();
@@ -380,14 +406,14 @@ impl LogParser {
             } else {
                 title.to_owned()
             };
-            out.push(Op::Group(no, vec![(Style::default(), title)]));
+            out.push(Op::Group(no, at, vec![(Style::default(), title)]));
         } else if trimmed.starts_with("::endgroup::") {
             if self.in_group {
                 self.in_group = false;
                 out.push(Op::EndGroup(no));
             }
         } else {
-            out.push(Op::Line(no, segments));
+            out.push(Op::Line(no, at, segments));
         }
     }
 
@@ -419,21 +445,32 @@ pub fn section_at_cut(text: &str, steps: &[String], started: usize) -> Option<us
     started.checked_sub(1)
 }
 
-/// A numbered line: the number links to itself.
-pub fn line_markup(no: u64, segments: &[Segment]) -> Markup {
+/// A line's time, when asked for: since the log's start.
+fn time_markup(at: Option<u64>) -> Markup {
+    html! {
+        @if let Some(ms) = at {
+            span.ts data-ms=(ms) { (format_elapsed(ms)) }
+        }
+    }
+}
+
+/// A numbered line: the number links to itself; then its time, when asked.
+pub fn line_markup(no: u64, at: Option<u64>, segments: &[Segment]) -> Markup {
     html! {
         div id={ "L" (no) } {
             a href={ "#L" (no) } { (no) }
+            (time_markup(at))
             (segments_markup(segments))
         }
     }
 }
 
 /// A group fold's opening, without its end (lines are appended inside).
-pub fn group_open(no: u64, title: &[Segment]) -> Markup {
+pub fn group_open(no: u64, at: Option<u64>, title: &[Segment]) -> Markup {
     html! {
         summary id={ "L" (no) } {
             a href={ "#L" (no) } { (no) }
+            (time_markup(at))
             (segments_markup(title))
         }
     }
@@ -442,8 +479,13 @@ pub fn group_open(no: u64, title: &[Segment]) -> Markup {
 /// A tree of a section's lines: lines and folds.
 #[derive(Debug)]
 enum Node {
-    Line(u64, Vec<Segment>),
-    Group(u64, Vec<Segment>, Vec<(u64, Vec<Segment>)>),
+    Line(u64, Option<u64>, Vec<Segment>),
+    Group(
+        u64,
+        Option<u64>,
+        Vec<Segment>,
+        Vec<(u64, Option<u64>, Vec<Segment>)>,
+    ),
 }
 
 /// A step's section of the log.
@@ -466,7 +508,7 @@ pub fn sections(ops: Vec<Op>) -> Vec<Section> {
                 });
                 in_group = false;
             }
-            Op::Group(no, title) => {
+            Op::Group(no, at, title) => {
                 if out.is_empty() {
                     out.push(Section {
                         step: None,
@@ -474,12 +516,12 @@ pub fn sections(ops: Vec<Op>) -> Vec<Section> {
                     });
                 }
                 if let Some(s) = out.last_mut() {
-                    s.nodes.push(Node::Group(no, title, Vec::new()));
+                    s.nodes.push(Node::Group(no, at, title, Vec::new()));
                 }
                 in_group = true;
             }
             Op::EndGroup(_) => in_group = false,
-            Op::Line(no, segments) => {
+            Op::Line(no, at, segments) => {
                 if out.is_empty() {
                     out.push(Section {
                         step: None,
@@ -488,8 +530,10 @@ pub fn sections(ops: Vec<Op>) -> Vec<Section> {
                 }
                 if let Some(s) = out.last_mut() {
                     match s.nodes.last_mut() {
-                        Some(Node::Group(_, _, lines)) if in_group => lines.push((no, segments)),
-                        _ => s.nodes.push(Node::Line(no, segments)),
+                        Some(Node::Group(_, _, _, lines)) if in_group => {
+                            lines.push((no, at, segments));
+                        }
+                        _ => s.nodes.push(Node::Line(no, at, segments)),
                     }
                 }
             }
@@ -504,11 +548,11 @@ impl Section {
         html! {
             @for node in &self.nodes {
                 @match node {
-                    Node::Line(no, segments) => (line_markup(*no, segments)),
-                    Node::Group(no, title, lines) => {
+                    Node::Line(no, at, segments) => (line_markup(*no, *at, segments)),
+                    Node::Group(no, at, title, lines) => {
                         details.grp {
-                            (group_open(*no, title))
-                            @for (no, segments) in lines { (line_markup(*no, segments)) }
+                            (group_open(*no, *at, title))
+                            @for (no, at, segments) in lines { (line_markup(*no, *at, segments)) }
                         }
                     }
                 }
@@ -621,9 +665,9 @@ mod tests {
             .iter()
             .map(|op| match op {
                 Op::Section(s) => format!("S{s:?}"),
-                Op::Group(n, _) => format!("G{n}"),
+                Op::Group(n, _, _) => format!("G{n}"),
                 Op::EndGroup(n) => format!("E{n}"),
-                Op::Line(n, _) => format!("L{n}"),
+                Op::Line(n, _, _) => format!("L{n}"),
             })
             .collect();
         // The second `==> step build:` is output, not a section.

@@ -58,6 +58,7 @@ button{cursor:pointer;background:#f6f8fa}button.primary{background:#1f883d;color
 .lines div>a:first-child,.grp>summary>a:first-child{position:absolute;left:0;width:4.4em;text-align:right;color:#6e7681;user-select:none}
 .grp>summary{cursor:pointer;color:#d2a8ff;list-style-position:inside}.grp>div{padding-left:6.2em}
 .earlier{padding:.4rem .6rem}
+.ts{color:#8b949e;margin-right:.8em;user-select:none;font-variant-numeric:tabular-nums}
 @media (max-width:640px){body{padding:0 .5rem 1rem}th,td{padding:.25rem .35rem}.wide{display:none}.lines div,.grp>summary{padding-left:3.6em}.lines div>a:first-child,.grp>summary>a:first-child{width:3em}dl{grid-template-columns:max-content minmax(0,1fr)}}
 "#;
 
@@ -653,6 +654,8 @@ pub struct LogPart {
     /// The section and fold the part ends in.
     pub section: Option<usize>,
     pub in_group: bool,
+    /// Lines carry their times (`?times=1`).
+    pub times: bool,
 }
 
 /// The build page's data.
@@ -968,6 +971,11 @@ pub fn build(page: &BuildPage<'_>) -> Markup {
         p.nav {
             a href={ "/api/builds/" (b.id) "/log" } { "Raw log" }
             a href={ "/api/builds/" (b.id) } { "JSON" }
+            @if page.log.is_some_and(|l| l.times) {
+                a #times href={ "/builds/" (b.id) } { "Hide times" }
+            } @else {
+                a #times href={ "/builds/" (b.id) "?times=1" } title="Each line's time since the build started" { "Show times" }
+            }
         }
         @match page.log {
             None => p.note { "The log cannot be read." },
@@ -977,13 +985,13 @@ pub fn build(page: &BuildPage<'_>) -> Markup {
                 } @else {
                     @let shown: Vec<Option<usize>> = std::iter::once(None).chain((0..page.steps.len()).map(Some)).collect();
                     div #log data-live=[live.then(|| format!(
-                            "/builds/{}/live?from={}&line={}&sec={}&grp={}&n={}",
+                            "/builds/{}/live?from={}&line={}&sec={}&grp={}&n={}{}",
                             b.id, log.end, log.next_line, section_key(log.section), u8::from(log.in_group),
-                            page.steps.len()))]
+                            page.steps.len(), if log.times { "&t=1" } else { "" }))]
                         data-sec=(section_key(log.section)) data-grp=(u8::from(log.in_group)) {
                         @if log.skipped > 0 {
                             div.earlier {
-                                button #earlier type="button" data-src={ "/builds/" (b.id) "/log?before=" (log.skipped) } {
+                                button #earlier type="button" data-src={ "/builds/" (b.id) "/log?before=" (log.skipped) @if log.times { "&times=1" } } {
                                     "Show earlier output"
                                 }
                                 " "
@@ -1114,9 +1122,10 @@ fn human_bytes(n: u64) -> String {
 
 /// An earlier part of a log, fetched by the page's "Show earlier output":
 /// one `.part` per section it touches, and the next part's address.
-pub fn log_part(build: i64, sections: &[Section], start: u64) -> Markup {
+pub fn log_part(build: i64, sections: &[Section], start: u64, times: bool) -> Markup {
+    let t = if times { "&times=1" } else { "" };
     html! {
-        div data-next=[(start > 0).then(|| format!("/builds/{build}/log?before={start}"))] {
+        div data-next=[(start > 0).then(|| format!("/builds/{build}/log?before={start}{t}"))] {
             @for sec in sections {
                 div.part data-sec=(section_key(sec.step)) { (sec.body()) }
             }

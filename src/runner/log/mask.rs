@@ -102,27 +102,44 @@ impl Masker {
     /// every byte that is now final; keeps back the tail that may still turn
     /// out to be part of a secret.
     pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        let Some(matcher) = &self.matcher else {
+        if self.matcher.is_none() {
             out.extend_from_slice(input);
             return;
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.extend_from_slice(input);
+        let cut = self.mask_final(&pending, |piece| out.extend_from_slice(piece));
+        pending.drain(..cut);
+        self.pending = pending;
+    }
+
+    /// Masks the stream in `buf` (what an earlier call left final-less,
+    /// then the new bytes) without copying it: hands `emit` the pieces that
+    /// are now final, in order (slices of `buf`, and the mask for each
+    /// secret), and returns how many bytes of `buf` they covered. The rest,
+    /// at most the longest secret − 1 bytes, may still become part of a
+    /// secret: the caller keeps it at the start of the next `buf`. Uses
+    /// none of [`Masker::push`]'s held-back bytes.
+    pub fn mask_final<'b>(&self, buf: &'b [u8], mut emit: impl FnMut(&'b [u8])) -> usize {
+        let Some(matcher) = &self.matcher else {
+            emit(buf);
+            return buf.len();
         };
-        self.pending.extend_from_slice(input);
-        let buf = &self.pending;
         // Every match starting before `hold` is final: all the bytes that
         // could take part in it are already here.
         let hold = buf.len() - matcher.open_tail(buf);
         let mut done = 0;
-        for m in matcher.ac.find_iter(&buf[..]) {
+        for m in matcher.ac.find_iter(buf) {
             if m.start() >= hold {
                 break;
             }
-            out.extend_from_slice(&buf[done..m.start()]);
-            out.extend_from_slice(MASK);
+            emit(&buf[done..m.start()]);
+            emit(MASK);
             done = m.end();
         }
         let cut = done.max(hold);
-        out.extend_from_slice(&buf[done..cut]);
-        self.pending.drain(..cut);
+        emit(&buf[done..cut]);
+        cut
     }
 
     /// Ends the stream: masks and appends what was held back.
@@ -146,6 +163,17 @@ impl Masker {
     pub fn spans(&self, text: &[u8]) -> Vec<(usize, usize)> {
         self.matcher.as_ref().map_or_else(Vec::new, |m| {
             m.ac.find_iter(text).map(|m| (m.start(), m.end())).collect()
+        })
+    }
+
+    /// The longest a tail that [`Masker::mask_final`] leaves can be.
+    pub fn max_held(&self) -> usize {
+        self.matcher.as_ref().map_or(0, |m| {
+            m.patterns
+                .iter()
+                .map(|(p, _)| p.len().saturating_sub(1))
+                .max()
+                .unwrap_or(0)
         })
     }
 
