@@ -1364,8 +1364,8 @@ async fn a_live_page_with_times_streams_lines_with_their_times() {
     let go = dir.path().join("go");
     let steps = format!(
         "[sandbox]\nread_only = [\"{}\"]\n\
-         [[steps]]\nname = \"gated\"\nrun = '''\necho before-go\n\
-         while [ ! -e {} ]; do sleep 0.05; done\necho after-go\n'''\n",
+         [[steps]]\nname = \"gated\"\nrun = '''\nprintf '%s-go\\n' before\n\
+         while [ ! -e {} ]; do sleep 0.05; done\nprintf '%s-go\\n' after\n'''\n",
         dir.path().display(),
         go.display()
     );
@@ -1376,6 +1376,8 @@ async fn a_live_page_with_times_streams_lines_with_their_times() {
     .await;
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "lt");
     let id = deliver(&server, "app", &body, "lt-1").await;
+    // The markers come from printf, so hookci's step line, which echoes
+    // the script, does not hold them: this waits for the step's output.
     wait_log(&server, id, "before-go").await;
 
     let page = get(&server, &format!("/builds/{id}?times=1")).await;
