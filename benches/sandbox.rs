@@ -63,10 +63,13 @@ fn json_of(answer: &str) -> serde_json::Value {
 
 /// Sends a signed GitHub push; returns the build id and when the 202 came.
 fn deliver(addr: &str, pipeline: &str, url: &str, after: &str) -> (i64, SystemTime) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let delivery = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Each body its own (signed bodies are replay-protected).
     let body = serde_json::json!({
         "ref": "refs/heads/main", "before": ZERO, "after": after,
         "created": false, "deleted": false, "forced": false,
-        "head_commit": {"id": after, "message": "bench"},
+        "head_commit": {"id": after, "message": format!("bench {delivery}")},
         "repository": {"full_name": "bench/small", "clone_url": url, "html_url": "http://127.0.0.1/bench/small"},
         "pusher": {"name": "bench"}
     });
@@ -74,8 +77,6 @@ fn deliver(addr: &str, pipeline: &str, url: &str, after: &str) -> (i64, SystemTi
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
     mac.update(&body);
     let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let delivery = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let head = format!(
         "POST /hooks/{pipeline} HTTP/1.1\r\nHost: b\r\nX-GitHub-Event: push\r\n\
          X-GitHub-Delivery: sandbox-bench-{}-{delivery}\r\n\
