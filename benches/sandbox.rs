@@ -7,10 +7,13 @@
 //!    sandbox) and `off` (`[sandbox] enabled = false`), alternating.
 //! 2. Drain: 300 one-step builds (`true`) queued while the daemon runs no
 //!    builds, then drained by a daemon with 2 workers; measured from the
-//!    first build's start to the last one's end. Once with the sandbox on,
-//!    once off.
+//!    first build's start to the last one's end, and as CPU time (user +
+//!    system of the daemon and of every process it reaped, its steps and
+//!    their sandboxes included), which moves less with other load on the
+//!    machine. `--drains N` pairs, off then on, each pair's on/off ratio
+//!    listed; the table shows the medians.
 //!
-//! Run: `cargo bench --bench sandbox` (`-- --runs N --builds N`).
+//! Run: `cargo bench --bench sandbox` (`-- --runs N --builds N --drains N`).
 
 #[path = "support.rs"]
 mod support;
@@ -60,10 +63,13 @@ fn json_of(answer: &str) -> serde_json::Value {
 
 /// Sends a signed GitHub push; returns the build id and when the 202 came.
 fn deliver(addr: &str, pipeline: &str, url: &str, after: &str) -> (i64, SystemTime) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let delivery = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Each body its own (signed bodies are replay-protected).
     let body = serde_json::json!({
         "ref": "refs/heads/main", "before": ZERO, "after": after,
         "created": false, "deleted": false, "forced": false,
-        "head_commit": {"id": after, "message": "bench"},
+        "head_commit": {"id": after, "message": format!("bench {delivery}")},
         "repository": {"full_name": "bench/small", "clone_url": url, "html_url": "http://127.0.0.1/bench/small"},
         "pusher": {"name": "bench"}
     });
@@ -71,8 +77,6 @@ fn deliver(addr: &str, pipeline: &str, url: &str, after: &str) -> (i64, SystemTi
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
     mac.update(&body);
     let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let delivery = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let head = format!(
         "POST /hooks/{pipeline} HTTP/1.1\r\nHost: b\r\nX-GitHub-Event: push\r\n\
          X-GitHub-Delivery: sandbox-bench-{}-{delivery}\r\n\
@@ -118,6 +122,32 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// User + system CPU milliseconds of process `pid` and of the children it
+/// has reaped (`/proc/PID/stat` fields 14 to 17).
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // After the comm: field 3 is the state, so field N is at N - 3.
+    let ticks: u64 = fields[11..15]
+        .iter()
+        .map(|f| f.parse::<u64>().expect("ticks"))
+        .sum();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    ticks as f64 * 1000.0 / hz
+}
+
+/// The 1-minute load average.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 fn stop(mut daemon: std::process::Child) {
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(daemon.id() as i32),
@@ -127,12 +157,13 @@ fn stop(mut daemon: std::process::Child) {
 }
 
 fn main() {
-    let (mut runs, mut builds) = (11usize, 300usize);
+    let (mut runs, mut builds, mut drains) = (11usize, 300usize, 3usize);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--runs" => runs = args.next().and_then(|v| v.parse().ok()).unwrap_or(runs),
             "--builds" => builds = args.next().and_then(|v| v.parse().ok()).unwrap_or(builds),
+            "--drains" => drains = args.next().and_then(|v| v.parse().ok()).unwrap_or(drains),
             _ => {}
         }
     }
@@ -173,10 +204,12 @@ fn main() {
     let mut head = git(&work, &["rev-parse", "HEAD"]);
 
     std::fs::create_dir_all(root.join("pipelines")).expect("mkdir");
+    // A payload's clone URL must be https or ssh: the pipelines name the
+    // local repository themselves.
     let pipeline = |sandbox: &str, run: &str| {
         format!(
             "repo = \"bench/small\"\nsecret = \"{SECRET}\"\nconcurrency = \"parallel\"\n\
-             [env]\nOUT = \"{}\"\n[sandbox]\n{sandbox}\nread_write = [\"{}\"]\n\
+             clone_url = {url:?}\n[env]\nOUT = \"{}\"\n[sandbox]\n{sandbox}\nread_write = [\"{}\"]\n\
              [[steps]]\nname = \"s\"\nrun = '{run}'\n",
             out.display(),
             out.display()
@@ -223,8 +256,9 @@ fn main() {
     stop(daemon);
     let (on_ms, off_ms) = (median(on.clone()), median(off.clone()));
 
-    // 2. Drain `builds` queued builds with 2 workers, on then off.
-    let drain = |pipeline: &str| -> f64 {
+    // 2. Drain `builds` queued builds with 2 workers, off then on, `drains`
+    // times: (wall seconds, CPU milliseconds per build).
+    let drain = |pipeline: &str| -> (f64, f64) {
         let (daemon, addr) = support::spawn_hookci(root, "max_parallel_builds = 0");
         let ids: Vec<i64> = (0..builds)
             .map(|_| deliver(&addr, pipeline, &url, &head).0)
@@ -238,11 +272,33 @@ fn main() {
             first = first.min(ms_of(b["started_at"].as_str().expect("started")));
             last = last.max(ms_of(b["finished_at"].as_str().expect("finished")));
         }
+        let cpu = cpu_ms(daemon.id());
         stop(daemon);
-        (last - first) / 1000.0
+        ((last - first) / 1000.0, cpu / builds as f64)
     };
-    let drain_off = drain("true-off");
-    let drain_on = drain("true-on");
+    let (mut walls_on, mut walls_off, mut cpus_on, mut cpus_off) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for d in 0..drains {
+        let (wall_off, cpu_off) = drain("true-off");
+        let (wall_on, cpu_on) = drain("true-on");
+        eprintln!(
+            "drain {d}: off {wall_off:.2} s {cpu_off:.2} ms/build, on {wall_on:.2} s {cpu_on:.2} ms/build: wall {:+.1}%, cpu {:+.2} ms/build, load {}",
+            (wall_on / wall_off - 1.0) * 100.0,
+            cpu_on - cpu_off,
+            load()
+        );
+        walls_off.push(wall_off);
+        walls_on.push(wall_on);
+        cpus_off.push(cpu_off);
+        cpus_on.push(cpu_on);
+    }
+    let ratios: Vec<f64> = walls_on
+        .iter()
+        .zip(&walls_off)
+        .map(|(on, off)| (on / off - 1.0) * 100.0)
+        .collect();
+    let (drain_on, drain_off) = (median(walls_on), median(walls_off));
+    let (cpu_on, cpu_off) = (median(cpus_on), median(cpus_off));
 
     println!("| benchmark | sandbox on | sandbox off | difference | target |");
     println!("|---|---|---|---|---|");
@@ -251,11 +307,16 @@ fn main() {
         on_ms - off_ms
     );
     println!(
-        "| drain {builds} queued one-step builds, 2 workers | {drain_on:.2} s ({:.1} builds/s) | {drain_off:.2} s ({:.1} builds/s) | {:+.1}% | <= +10% |",
+        "| drain {builds} queued one-step builds, 2 workers (median of {drains}) | {drain_on:.2} s ({:.1} builds/s) | {drain_off:.2} s ({:.1} builds/s) | {:+.1}% | <= +10% |",
         builds as f64 / drain_on,
         builds as f64 / drain_off,
-        (drain_on / drain_off - 1.0) * 100.0
+        median(ratios.clone())
     );
+    println!(
+        "| CPU per drained build (daemon and what it reaped; median of {drains}) | {cpu_on:.2} ms | {cpu_off:.2} ms | {:+.2} ms | |",
+        cpu_on - cpu_off
+    );
+    eprintln!("drain differences (%): {ratios:.1?}");
     eprintln!("push to first step, on (ms): {on:?}");
     eprintln!("push to first step, off (ms): {off:?}");
 }

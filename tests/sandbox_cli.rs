@@ -168,3 +168,79 @@ fn hookci_run_sandboxes_its_steps_with_the_workdir_as_workspace() {
     // The workdir is the step's, read-write.
     assert!(work.path().join("made.txt").exists());
 }
+
+/// Runs `hookci run app` for the pipeline in `dir` on `work`, inside
+/// `script`, which gives it a terminal as its controlling terminal; returns
+/// what the terminal showed.
+fn run_on_a_terminal(dir: &Path, work: &Path) -> String {
+    let command = format!(
+        "'{}' --config '{}' run app --workdir '{}'",
+        env!("CARGO_BIN_EXE_hookci"),
+        dir.join("hookci.toml").display(),
+        work.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("HOOKCI_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script");
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{shown}\n{}", text(&out.stderr));
+    shown
+}
+
+#[test]
+fn a_sandboxed_step_cannot_open_a_terminal_with_or_without_one_around_hookci() {
+    if !have_bwrap() {
+        return;
+    }
+    if Command::new("script").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "this test needs script (util-linux)"
+        );
+        println!("skipped: no script(1)");
+        return;
+    }
+    let dir = setup("");
+    // A step that could open its controlling terminal could push input
+    // into it (TIOCSTI) for the shell behind hookci to run.
+    std::fs::write(
+        dir.path().join("pipelines/app.toml"),
+        "repo = \"acme/app\"\ninsecure_no_signature = true\nclone_url = \"/nowhere\"\n\
+         [[steps]]\nname = \"tty\"\nrun = '''\n\
+         if (: <>/dev/tty) 2>/dev/null; then echo tty-reached; else echo tty-unreachable; fi\n'''\n",
+    )
+    .expect("pipeline");
+    let work = tempfile::tempdir().expect("tmp");
+
+    // The log echoes the script: only a line of its own is the answer.
+    let said = |out: &str, what: &str| out.lines().any(|l| l.trim() == what);
+
+    // hookci on a terminal: the step gets a session of its own.
+    let shown = run_on_a_terminal(dir.path(), work.path());
+    assert!(said(&shown, "tty-unreachable"), "{shown}");
+    assert!(!said(&shown, "tty-reached"), "{shown}");
+
+    // hookci without one (as here, and as a service): none to reach.
+    let out = hookci(
+        dir.path(),
+        &[
+            "run",
+            "app",
+            "--workdir",
+            work.path().to_str().expect("utf-8"),
+        ],
+        None,
+        None,
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(said(&stdout, "tty-unreachable"), "{stdout}");
+}

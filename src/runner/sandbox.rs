@@ -19,6 +19,13 @@
 //! wrapper process gets exactly the step's environment and bwrap passes it
 //! on.
 //!
+//! The step gets a session of its own (`--new-session`, so it cannot push
+//! input into a terminal with TIOCSTI) only when hookci has a controlling
+//! terminal: without one, the step has none to reach either (a process
+//! inherits its controlling terminal, and the sandbox's `/dev` holds no
+//! other terminal of the host), and `setsid` in bwrap costs each step
+//! several milliseconds of scheduler work (a new autogroup).
+//!
 //! Whether bwrap works is probed once per (daemon, build user), with the
 //! flags a step gets.
 
@@ -147,6 +154,7 @@ fn run_probe(user: Option<(u32, u32)>) -> Probe {
     let plan = Plan {
         bwrap: bwrap.to_path_buf(),
         network: false,
+        new_session: true,
         read_only: Vec::new(),
         read_write: Vec::new(),
         cwd: root.to_path_buf(),
@@ -208,6 +216,9 @@ pub struct Plan {
     pub bwrap: PathBuf,
     /// `network`.
     pub network: bool,
+    /// `--new-session`: only needed where hookci has a controlling
+    /// terminal (see [`has_controlling_terminal`]).
+    pub new_session: bool,
     /// `read_only`, plus what the checkout borrows (mirror objects).
     pub read_only: Vec<PathBuf>,
     /// `read_write`, plus the workspace.
@@ -244,6 +255,7 @@ impl Plan {
         Plan {
             bwrap: bwrap.to_path_buf(),
             network: keys.network.unwrap_or(true),
+            new_session: has_controlling_terminal(),
             read_only,
             read_write: keys.read_write.clone().unwrap_or_default(),
             cwd: cwd.to_path_buf(),
@@ -263,16 +275,13 @@ impl Plan {
 
     /// bwrap's arguments, up to the command.
     pub fn args(&self) -> Vec<OsString> {
-        let mut out: Vec<OsString> = [
-            "--unshare-all",
-            "--die-with-parent",
-            "--new-session",
-            "--cap-drop",
-            "ALL",
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect();
+        let mut out: Vec<OsString> = ["--unshare-all", "--die-with-parent", "--cap-drop", "ALL"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        if self.new_session {
+            out.push("--new-session".into());
+        }
         if self.network {
             out.push("--share-net".into());
         }
@@ -367,6 +376,21 @@ fn mount(dest: &Path, order: u8, args: &[OsString]) -> Mount {
 
 fn bind(flag: &str, p: &Path) -> Mount {
     mount(p, 0, &[flag.into(), p.into(), p.into()])
+}
+
+/// Whether this process has a controlling terminal (`tty_nr` in
+/// `/proc/self/stat`); true when that cannot be read, so a step then gets
+/// its own session. Read per build: cheap, and never stale.
+pub fn has_controlling_terminal() -> bool {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return true;
+    };
+    // After `pid (comm)`: state, ppid, pgrp, session, tty_nr.
+    let tty = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].split_ascii_whitespace().nth(4))
+        .and_then(|t| t.parse::<i64>().ok());
+    tty != Some(0)
 }
 
 /// The object directories a checkout borrows through git's `alternates`
@@ -535,4 +559,38 @@ pub fn check(
         }
     }
     (warnings, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(new_session: bool) -> Plan {
+        Plan {
+            bwrap: PathBuf::from("/usr/bin/bwrap"),
+            network: true,
+            new_session,
+            read_only: Vec::new(),
+            read_write: Vec::new(),
+            cwd: PathBuf::from("/"),
+            home: None,
+            masks: Masks::default(),
+        }
+    }
+
+    #[test]
+    fn a_step_gets_a_session_of_its_own_only_when_asked() {
+        let flag = OsString::from("--new-session");
+        assert!(plan(true).args().contains(&flag));
+        assert!(!plan(false).args().contains(&flag));
+    }
+
+    #[test]
+    fn the_controlling_terminal_is_the_one_dev_tty_opens() {
+        let opens = std::fs::OpenOptions::new()
+            .read(true)
+            .open("/dev/tty")
+            .is_ok();
+        assert_eq!(has_controlling_terminal(), opens);
+    }
 }

@@ -369,9 +369,11 @@ async fn exited(pid: Pid, sigchld: &mut Option<UnixSignal>) {
 }
 
 /// SIGTERM to the step now; returns when SIGKILL is due. Under the
-/// sandbox, the group is bwrap alone, which dies of SIGTERM and takes its
-/// pid namespace with it at once: the step's own processes get the SIGTERM
-/// instead, and bwrap ends when the step's shell does.
+/// sandbox, the group's leader is bwrap, which dies of SIGTERM and takes
+/// its pid namespace with it at once: the step's own processes get the
+/// SIGTERM instead (they are in the group too, or in a session of their
+/// own with `--new-session`, found by their marker), and bwrap ends when
+/// the step's shell does.
 fn begin_stop(procs: StepProcs<'_>, sandboxed: bool, grace: Duration) -> Instant {
     if !sandboxed || sweep::signal_inside(procs, Signal::SIGTERM) == 0 {
         sweep::signal_group(procs.pgid, Signal::SIGTERM);

@@ -15,12 +15,20 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::{Pid, getpid};
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// How long to keep waiting for processes to die after SIGKILL (a process
 /// in uninterruptible sleep dies only when its I/O completes).
 const AFTER_KILL: Duration = Duration::from_secs(5);
+
+/// Sandbox inits (see [`sandbox_init`]) killed by a sweep and not yet
+/// reaped: they became hookci's children when their bwrap exited, and no
+/// one else waits for them (without `--new-session` they are not session
+/// leaders, whose zombies [`reap`] takes anyway). Their pids cannot be
+/// reused before they are reaped, and only the sweep reaps them.
+static KILLED_INITS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
 /// One line of `/proc/PID/stat`, the fields that matter here.
 #[derive(Debug, Clone, Copy)]
@@ -84,8 +92,12 @@ pub(super) async fn stop_leftovers(
         // SIGKILL to it takes down everything in that namespace, and
         // nothing in it can survive that: no need to watch it die.
         if kill_at.is_none() && alive.iter().all(|&p| sandbox_init(p, &own_ns)) {
+            let mut inits = KILLED_INITS.lock().unwrap_or_else(|p| p.into_inner());
             for &pid in &alive {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                if !inits.contains(&pid) {
+                    inits.push(pid);
+                }
             }
             break;
         }
@@ -222,20 +234,30 @@ fn descendants(children: &HashMap<i32, Vec<i32>>, root: i32) -> Vec<i32> {
 }
 
 /// Reaps our zombie children that belong to the step: members of its group,
-/// processes this sweep signalled, and session leaders (no child hookci
+/// processes this sweep signalled, session leaders (no child hookci
 /// starts itself is one, so such a zombie is an orphan that escaped a step
-/// with `setsid`, whichever build it came from). Never the shell itself
-/// (the group leader): tokio reaps it, after the sweep.
+/// with `setsid`, whichever build it came from), and the sandbox inits
+/// earlier sweeps killed. Never the shell itself (the group leader): tokio
+/// reaps it, after the sweep.
 fn reap(procs: &[Proc], me: i32, step: StepProcs<'_>, signalled: &HashSet<i32>) {
+    let mut inits = KILLED_INITS.lock().unwrap_or_else(|p| p.into_inner());
     for p in procs {
         if p.zombie
             && p.ppid == me
             && p.pid != step.pgid.as_raw()
-            && (p.pgrp == step.pgid.as_raw() || signalled.contains(&p.pid) || p.session == p.pid)
+            && (p.pgrp == step.pgid.as_raw()
+                || signalled.contains(&p.pid)
+                || p.session == p.pid
+                // Never a group leader: that is how a step's own shell
+                // (tokio's to reap) could look, were the pid reused.
+                || (inits.contains(&p.pid) && p.pgrp != p.pid))
         {
             let _ = waitpid(Pid::from_raw(p.pid), Some(WaitPidFlag::WNOHANG));
+            inits.retain(|&pid| pid != p.pid);
         }
     }
+    // Gone without being reaped here (a parent that was not hookci).
+    inits.retain(|&pid| procs.iter().any(|p| p.pid == pid));
 }
 
 /// True when `/proc/PID/environ` holds exactly this entry.
