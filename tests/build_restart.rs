@@ -39,15 +39,18 @@ async fn a_build_interrupted_by_sigkill_runs_again_as_attempt_2_and_succeeds() {
     std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
     std::fs::write(
         dir.path().join("pipelines/app.toml"),
-        format!(
-            "repo = \"Codertocat/Hello-World\"\nsecret = \"s\"\nclone_url = {:?}\n[env]\nMARK = \"{}\"\n\
-             [sandbox]\nread_write = [\"{}\"]\n\
-             [[steps]]\nname = \"work\"\n\
-             run = 'if [ ! -e \"$MARK\" ]; then setsid env -i /bin/sleep 41342 & touch \"$MARK\"; sleep 41341; fi; echo second run'\n",
-            up.url(),
-            mark.display(),
-            marks.path().display()
-        ),
+        common::pipeline_toml("s")
+            .clone_url(&up.url())
+            .table(&format!("[env]\nMARK = \"{}\"", mark.display()))
+            .table(&format!(
+                "[sandbox]\nread_write = [\"{}\"]",
+                marks.path().display()
+            ))
+            .step(
+                "work",
+                r#"if [ ! -e "$MARK" ]; then setsid env -i /bin/sleep 41342 & touch "$MARK"; sleep 41341; fi; echo second run"#,
+            )
+            .to_string(),
     )
     .expect("pipeline");
     let (mut daemon, base) = spawn_daemon(dir.path(), "max_parallel_builds = 1");

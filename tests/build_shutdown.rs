@@ -28,14 +28,15 @@ async fn sigterm_finishes_what_fits_in_the_grace_and_requeues_the_rest() {
     let mark = marks.path().join("long.mark");
     std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
     let pipe = |run: &str| {
-        format!(
-            "repo = \"Codertocat/Hello-World\"\nsecret = \"s\"\nclone_url = {:?}\n[env]\nMARK = \"{}\"\n\
-             [sandbox]\nread_write = [\"{}\"]\n\
-             [[steps]]\nname = \"work\"\nrun = '{run}'\n",
-            up.url(),
-            mark.display(),
-            marks.path().display()
-        )
+        common::pipeline_toml("s")
+            .clone_url(&up.url())
+            .table(&format!("[env]\nMARK = \"{}\"", mark.display()))
+            .table(&format!(
+                "[sandbox]\nread_write = [\"{}\"]",
+                marks.path().display()
+            ))
+            .step("work", run)
+            .to_string()
     };
     std::fs::write(
         dir.path().join("pipelines/quick.toml"),

@@ -181,7 +181,7 @@ async fn links_name_the_bound_port_when_listen_asks_for_any() {
     std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
     std::fs::write(
         dir.path().join("pipelines/app.toml"),
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"s\"\n[[steps]]\nname = \"t\"\nrun = \"true\"\n",
+        common::pipeline_toml("s").step("t", "true").to_string(),
     )
     .unwrap();
     let (_guard, base) = common::spawn_daemon(dir.path(), "max_parallel_builds = 0");
