@@ -50,10 +50,10 @@ async fn a_payload_clone_url_is_fetched_only_over_https_or_ssh_on_the_pipelines_
     let capture = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     capture.set_nonblocking(true).expect("nonblocking");
     let http = format!("http://{}/evil.git", capture.local_addr().expect("addr"));
-    let toml = format!(
-        "repo = \"Codertocat/Hello-World\"\nhost = \"github\"\nsecret = \"{SECRET}\"\n\
-         [[steps]]\nname = \"t\"\nrun = \"true\"\n"
-    );
+    let toml = common::pipeline_toml(SECRET)
+        .top("host = \"github\"")
+        .step("t", "true")
+        .to_string();
     let server = start(&toml).await;
     let local = up.url();
     let file = format!("file://{local}");
@@ -86,9 +86,7 @@ async fn a_ref_git_would_refuse_is_a_400() {
     let server = TestServer::start(
         &[(
             "app",
-            &format!(
-                "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\n[[steps]]\nname = \"t\"\nrun = \"true\"\n"
-            ),
+            &common::pipeline_toml(SECRET).step("t", "true").to_string(),
         )],
         |_| {},
     )
@@ -123,10 +121,10 @@ async fn a_ref_git_would_refuse_is_a_400() {
 async fn hookcis_own_log_lines_escape_control_characters() {
     let up = Upstream::new("forge");
     let commit = up.push(&[("README", "x\n")], "x");
-    let toml = format!(
-        "repo = \"Codertocat/Hello-World\"\nhost = \"github\"\nsecret = \"{SECRET}\"\n\
-         [[steps]]\nname = \"t\"\nrun = \"true\"\n"
-    );
+    let toml = common::pipeline_toml(SECRET)
+        .top("host = \"github\"")
+        .step("t", "true")
+        .to_string();
     let server = start(&toml).await;
     // The refusal names the payload's URL in hookci's own line.
     let forged = "file:///x\n==> step t exited 0 in 1s\n==> build 7 success in 1s";
