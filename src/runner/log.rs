@@ -224,7 +224,9 @@ impl LogWriter {
             .spawn(move || {
                 let mut inner = inner;
                 capture_loop(&mut inner, &pipe, &notes, &thread_stop, &progress);
-                let _ = done_tx.send(inner);
+                // The receiver goes back with the state: a line sent after
+                // the thread's last look is still there for `end_capture`.
+                let _ = done_tx.send((inner, notes));
             });
         match spawned {
             Ok(_) => {
@@ -261,10 +263,15 @@ impl LogWriter {
         }
         drop(notes);
         capture.ended().await;
-        if let Some(inner) = capture.got.take() {
+        if let Some((inner, rest)) = capture.got.take() {
             self.truncated = inner.sink.truncated;
             self.written = inner.sink.written;
             self.inner = Some(inner);
+            // Lines sent while the thread was ending (the pipe closed
+            // between its last look at them and its exit), in order.
+            while let Ok(text) = rest.try_recv() {
+                let _ = self.with_inner(move |inner| inner.line(&text)).await;
+            }
         }
     }
 
@@ -373,9 +380,9 @@ impl Drop for CaptureGuard {
 #[derive(Debug)]
 struct Capture {
     stop: Arc<AtomicBool>,
-    done: oneshot::Receiver<Box<Inner>>,
+    done: oneshot::Receiver<(Box<Inner>, std::sync::mpsc::Receiver<String>)>,
     /// What the thread handed back when it ended.
-    got: Option<Box<Inner>>,
+    got: Option<(Box<Inner>, std::sync::mpsc::Receiver<String>)>,
     /// The thread ended without handing anything back.
     closed: bool,
 }
@@ -387,7 +394,7 @@ impl Capture {
             return;
         }
         match (&mut self.done).await {
-            Ok(inner) => self.got = Some(inner),
+            Ok(back) => self.got = Some(back),
             Err(_) => self.closed = true,
         }
     }
