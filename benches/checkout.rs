@@ -1,6 +1,6 @@
 //! What a push costs in git work: `cargo bench --bench checkout`.
 //!
-//! A repository of 3,000 files and 10,000 commits (made with `git
+//! The runner bench's repository of 3,000 files and 10,000 commits (`git
 //! fast-import`, packed) is mirrored once. Then each round pushes one new
 //! commit upstream and times, from the push on:
 //! - `fresh`: hookci's incremental fetch, then a checkout into a new
@@ -18,75 +18,16 @@
 //! speed is here, where a loaded machine makes a slow run, not a failure.
 
 use hookci::runner::checkout::{CloneSpec, Mirrors};
-use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "support.rs"]
+mod support;
+
+use support::{big_repo, fast_import, git};
+
 const WHO: &str = "Ada Tester <ada@example.com> 1700000000 +0000";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn fast_import(bare: &Path, stream: &str) {
-    let mut child = Command::new("git")
-        .args(["fast-import", "--quiet"])
-        .current_dir(bare)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("git fast-import");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stream.as_bytes())
-        .expect("write");
-    assert!(child.wait().expect("wait").success());
-}
-
-/// One commit of `files` files, then `commits - 1` commits that each change
-/// one file.
-fn big_history(files: usize, commits: usize) -> String {
-    let mut out = format!("commit refs/heads/main\ncommitter {WHO}\ndata 4\nbig\n");
-    for i in 0..files {
-        let body = format!("file {i}\n{}", "line of text\n".repeat(20));
-        let _ = write!(
-            out,
-            "M 644 inline d{}/s{}/f{i}.txt\ndata {}\n{body}\n",
-            i % 30,
-            i % 7,
-            body.len()
-        );
-    }
-    for c in 1..commits {
-        let i = (c * 7919) % files;
-        let body = format!("file {i} revision {c}\n");
-        let _ = write!(
-            out,
-            "commit refs/heads/main\ncommitter {WHO}\ndata 6\nc{c:04}\n\nM 644 inline d{}/s{}/f{i}.txt\ndata {}\n{body}\n",
-            i % 30,
-            i % 7,
-            body.len()
-        );
-    }
-    out
-}
 
 /// Pushes one commit that adds a file; returns its id.
 fn push(bare: &Path, round: usize) -> String {
@@ -122,12 +63,9 @@ fn summary(name: &str, times: &mut [Duration], baseline: Option<Duration>) -> Du
 async fn main_async(rounds: usize) {
     let tmp = tempfile::tempdir().expect("tmp");
     let root = tmp.path();
-    let bare = root.join("upstream.git");
-    std::fs::create_dir_all(&bare).expect("mkdir");
-    git(&bare, &["init", "-q", "--bare", "-b", "main"]);
     eprintln!("making the repository (3,000 files, 10,000 commits)...");
-    fast_import(&bare, &big_history(3_000, 10_000));
-    git(&bare, &["repack", "-adq"]);
+    // The runner bench's repository.
+    let bare = big_repo(root, 3_000, 10_000);
     let first = git(&bare, &["rev-parse", "main"]);
     let url = bare.display().to_string();
     let spec = CloneSpec {

@@ -23,82 +23,16 @@
 #[path = "support.rs"]
 mod support;
 
+use support::{big_repo, git};
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const SECRET: &str = "bench";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .env("GIT_AUTHOR_NAME", "Bench")
-        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
-        .env("GIT_COMMITTER_NAME", "Bench")
-        .env("GIT_COMMITTER_EMAIL", "bench@example.com")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// A bare repository of `commits` commits over `files` files, made with
-/// `git fast-import` (seconds, not the minutes of 10,000 `git commit`s).
-fn big_repo(root: &Path, files: usize, commits: usize) -> PathBuf {
-    let bare = root.join("big.git");
-    git(
-        root,
-        &[
-            "init",
-            "-q",
-            "--bare",
-            "-b",
-            "main",
-            bare.to_str().expect("utf-8"),
-        ],
-    );
-    let mut child = Command::new("git")
-        .args(["fast-import", "--quiet"])
-        .current_dir(&bare)
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("fast-import");
-    let mut w = std::io::BufWriter::new(child.stdin.take().expect("stdin"));
-    let mut ts = 1_600_000_000u64;
-    for c in 0..commits {
-        ts += 60;
-        let msg = format!("commit {c}");
-        writeln!(w, "commit refs/heads/main").expect("w");
-        writeln!(w, "committer Bench <bench@example.com> {ts} +0000").expect("w");
-        writeln!(w, "data {}\n{msg}", msg.len()).expect("w");
-        if c == 0 {
-            for f in 0..files {
-                let body = format!("// file {f}\nfn f{f}() -> u32 {{ {f} }}\n");
-                writeln!(w, "M 644 inline src/m{}/f{f}.rs", f % 50).expect("w");
-                writeln!(w, "data {}\n{body}", body.len()).expect("w");
-            }
-        } else {
-            let f = c % files;
-            let body = format!("// file {f}, version {c}\nfn f{f}() -> u32 {{ {c} }}\n");
-            writeln!(w, "M 644 inline src/m{}/f{f}.rs", f % 50).expect("w");
-            writeln!(w, "data {}\n{body}", body.len()).expect("w");
-        }
-    }
-    drop(w);
-    assert!(child.wait().expect("fast-import").success());
-    git(&bare, &["repack", "-a", "-d", "-q"]);
-    bare
-}
 
 /// Sends a signed GitHub push; returns the build id and when the 202 came.
 fn deliver(addr: &str, pipeline: &str, url: &str, before: &str, after: &str) -> (i64, SystemTime) {

@@ -1,13 +1,14 @@
 //! What the benchmarks share: the release daemon started on 127.0.0.1:0.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// Starts `hookci serve` with a config in `dir` (data and pipelines under
 /// `dir`, then the `extra` lines), and returns it with its address once it
 /// listens. Its warnings are passed on to stderr; `BENCH_HOOKCI_LOG`
 /// replaces the log filter.
+#[allow(dead_code, reason = "the checkout bench starts no daemon")]
 pub fn spawn_hookci(dir: &Path, extra: &str) -> (Child, String) {
     let config = dir.join("hookci.toml");
     std::fs::write(
@@ -44,4 +45,92 @@ pub fn spawn_hookci(dir: &Path, extra: &str) -> (Child, String) {
         }
     });
     (child, addr)
+}
+
+/// Runs git in `dir` (with `dir` as HOME and a fixed author); its output.
+#[allow(dead_code, reason = "not every bench builds repositories")]
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .env("GIT_AUTHOR_NAME", "Bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
+        .env("GIT_COMMITTER_NAME", "Bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.com")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A bare repository of `commits` commits over `files` files, made with
+/// `git fast-import` (seconds, not the minutes of 10,000 `git commit`s).
+#[allow(dead_code, reason = "not every bench builds repositories")]
+pub fn big_repo(root: &Path, files: usize, commits: usize) -> PathBuf {
+    let bare = root.join("big.git");
+    git(
+        root,
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            bare.to_str().expect("utf-8"),
+        ],
+    );
+    let mut child = fast_import_child(&bare);
+    let mut w = std::io::BufWriter::new(child.stdin.take().expect("stdin"));
+    let mut ts = 1_600_000_000u64;
+    for c in 0..commits {
+        ts += 60;
+        let msg = format!("commit {c}");
+        writeln!(w, "commit refs/heads/main").expect("w");
+        writeln!(w, "committer Bench <bench@example.com> {ts} +0000").expect("w");
+        writeln!(w, "data {}\n{msg}", msg.len()).expect("w");
+        if c == 0 {
+            for f in 0..files {
+                let body = format!("// file {f}\nfn f{f}() -> u32 {{ {f} }}\n");
+                writeln!(w, "M 644 inline src/m{}/f{f}.rs", f % 50).expect("w");
+                writeln!(w, "data {}\n{body}", body.len()).expect("w");
+            }
+        } else {
+            let f = c % files;
+            let body = format!("// file {f}, version {c}\nfn f{f}() -> u32 {{ {c} }}\n");
+            writeln!(w, "M 644 inline src/m{}/f{f}.rs", f % 50).expect("w");
+            writeln!(w, "data {}\n{body}", body.len()).expect("w");
+        }
+    }
+    drop(w);
+    assert!(child.wait().expect("fast-import").success());
+    git(&bare, &["repack", "-a", "-d", "-q"]);
+    bare
+}
+
+fn fast_import_child(bare: &Path) -> Child {
+    Command::new("git")
+        .args(["fast-import", "--quiet"])
+        .current_dir(bare)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("fast-import")
+}
+
+/// Feeds `stream` to `git fast-import` in the bare repository `bare`.
+#[allow(dead_code, reason = "not every bench builds repositories")]
+pub fn fast_import(bare: &Path, stream: &str) {
+    let mut child = fast_import_child(bare);
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stream.as_bytes())
+        .expect("write");
+    assert!(child.wait().expect("wait").success());
 }
