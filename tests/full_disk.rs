@@ -10,7 +10,6 @@ mod prereq;
 
 use common::{TestServer, ZERO};
 use gitserve::Upstream;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -93,60 +92,6 @@ async fn a_build_whose_log_filled_the_disk_ends_error_saying_so() {
     server.stop().await;
 }
 
-/// `hookci serve` with its stderr lines sent to a channel.
-fn serve_with_log(
-    dir: &Path,
-    toml: &str,
-) -> (common::Daemon, String, std::sync::mpsc::Receiver<String>) {
-    std::fs::create_dir_all(dir.join("pipelines")).expect("pipelines dir");
-    std::fs::write(dir.join("pipelines/app.toml"), toml).expect("pipeline");
-    let config = dir.join("hookci.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npipelines_dir = \"{}\"\nmax_parallel_builds = 1\n",
-            dir.join("data").display(),
-            dir.join("pipelines").display()
-        ),
-    )
-    .expect("config");
-    let mut child = common::Daemon(
-        std::process::Command::new(env!("CARGO_BIN_EXE_hookci"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("HOOKCI_LOG", "info")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn hookci"),
-    );
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                // Keep draining: the daemon must never block on its stderr.
-                continue;
-            }
-        }
-    });
-    let addr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("hookci listens");
-        if let Some(rest) = line.split("address=").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .expect("an address")
-                .to_owned();
-        }
-    };
-    (child, format!("http://{addr}"), rx)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_steps_end_that_cannot_be_written_at_once_is_retried() {
     let up = Upstream::new("step-retry");
@@ -165,7 +110,9 @@ async fn a_steps_end_that_cannot_be_written_at_once_is_retried() {
         ),
     );
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_daemon, base, log) = serve_with_log(dir.path(), &toml);
+    std::fs::create_dir_all(dir.path().join("pipelines")).expect("pipelines dir");
+    std::fs::write(dir.path().join("pipelines/app.toml"), &toml).expect("pipeline");
+    let (_daemon, base, log) = common::spawn_daemon_with_log(dir.path(), "max_parallel_builds = 1");
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "x");
     let id = common::queue_github(&base, "app", SECRET, "retry", &body).await[0];
     common::wait_build(&base, id, |b| b["steps"][0]["status"] == "running").await;

@@ -204,6 +204,20 @@ pub fn spawn_daemon(dir: &Path, extra: &str) -> (Daemon, String) {
 
 /// [`spawn_daemon`] on a given `listen` address.
 pub fn spawn_daemon_listening(dir: &Path, listen: &str, extra: &str) -> (Daemon, String) {
+    listening(serve_child(dir, listen, extra))
+}
+
+/// [`spawn_daemon`], also handing over the daemon's stderr lines (see
+/// [`listening_with_log`]).
+pub fn spawn_daemon_with_log(
+    dir: &Path,
+    extra: &str,
+) -> (Daemon, String, std::sync::mpsc::Receiver<String>) {
+    listening_with_log(serve_child(dir, "127.0.0.1:0", extra))
+}
+
+/// `hookci serve` on a config written in `dir`, its stderr piped.
+fn serve_child(dir: &Path, listen: &str, extra: &str) -> std::process::Child {
     let config = dir.join("hookci.toml");
     std::fs::create_dir_all(dir.join("pipelines")).expect("pipelines dir");
     std::fs::write(
@@ -215,7 +229,7 @@ pub fn spawn_daemon_listening(dir: &Path, listen: &str, extra: &str) -> (Daemon,
         ),
     )
     .expect("write config");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_hookci"))
+    std::process::Command::new(env!("CARGO_BIN_EXE_hookci"))
         .arg("serve")
         .arg("--config")
         .arg(&config)
@@ -224,23 +238,35 @@ pub fn spawn_daemon_listening(dir: &Path, listen: &str, extra: &str) -> (Daemon,
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("spawn hookci");
-    listening(child)
+        .expect("spawn hookci")
 }
 
 /// Waits until the `hookci serve` in `child` (stderr piped) says it
 /// listens; returns it guarded, with its base URL. Its stderr is drained
 /// from then on, so it never blocks on a full pipe.
 pub fn listening(child: std::process::Child) -> (Daemon, String) {
+    let (child, base, _lines) = listening_with_log(child);
+    (child, base)
+}
+
+/// [`listening`], also handing over the daemon's stderr lines from the
+/// start, for a test that waits for one of them.
+pub fn listening_with_log(
+    child: std::process::Child,
+) -> (Daemon, String, std::sync::mpsc::Receiver<String>) {
     use std::io::{BufRead, BufReader};
     let mut child = Daemon(child);
     let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Read to the end even once nobody listens: the daemon must never
+        // block on a full pipe.
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
     let addr = loop {
-        let line = lines
-            .next()
-            .expect("hookci exited before listening")
-            .expect("read stderr");
+        let line = rx.recv().expect("hookci exited before listening");
         if let Some(rest) = line.split("address=").nth(1) {
             break rest
                 .split_whitespace()
@@ -249,9 +275,7 @@ pub fn listening(child: std::process::Child) -> (Daemon, String) {
                 .to_owned();
         }
     };
-    // Keep draining stderr so the daemon never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, format!("http://{addr}"))
+    (child, format!("http://{addr}"), rx)
 }
 
 /// An all-zero commit id: `before` of a new ref.
