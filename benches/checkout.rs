@@ -14,7 +14,7 @@
 //!
 //! The targets (issue 3): fetch and fresh checkout under 250 ms, from the
 //! pool under 50 ms. `--rounds N` changes the number of rounds (default 7).
-//! The tests check what these paths do (tests/checkout_git.rs); only their
+//! The tests check what these paths do (tests/suite/checkout_git.rs); only their
 //! speed is here, where a loaded machine makes a slow run, not a failure.
 
 use hookci::runner::checkout::{CloneSpec, Mirrors};

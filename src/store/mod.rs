@@ -5,7 +5,7 @@
 //! backend lives in [`sqlite`]. A second backend implements [`Backend`]
 //! and [`outbox::Outbox`], calls [`outbox::state_changed`] for every state
 //! change inside the changing transaction, maps its errors to a [`Cause`],
-//! and passes `tests/store_conformance.rs`.
+//! and passes `tests/suite/store_conformance.rs`.
 //!
 //! Invariant: a write method returns `Ok` only after the transaction that
 //! made the write has committed with `synchronous=FULL`.

@@ -2,10 +2,8 @@
 //! from a path, over smart HTTP (`git http-backend` behind Basic auth) and
 //! over ssh (a real sshd, when the machine has one).
 
-#[path = "support/gitserve.rs"]
-mod gitserve;
-#[path = "support/prereq.rs"]
-mod prereq;
+use crate::gitserve;
+use crate::prereq;
 
 use gitserve::{HttpGitServer, KeyPair, Sshd, Upstream, git, keygen, try_git};
 use hookci::runner::checkout::{CheckoutError, CloneSpec, Mirrors};

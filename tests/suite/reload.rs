@@ -1,7 +1,7 @@
 //! SIGHUP reloads the pipelines: a new file is served, a broken one keeps
 //! its previous version, and nothing queued is lost.
 
-mod common;
+use crate::common;
 
 use common::{client, fixture, hub_sha256, spawn_daemon};
 use nix::sys::signal::{Signal, kill};

@@ -3,9 +3,8 @@
 //! another pipeline, its network, and the cgroup escape of the security
 //! review (C1).
 
-mod common;
-#[path = "support/gitserve.rs"]
-mod gitserve;
+use crate::common;
+use crate::gitserve;
 
 use base64::Engine as _;
 use common::{TestServer, ZERO};
@@ -105,9 +104,10 @@ impl Layout {
     }
 
     fn pipeline(&self, name: &str, clone_url: &str, toml: &str) {
-        let text = format!(
-            "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {clone_url:?}\n{toml}"
-        );
+        let text = common::pipeline_toml(SECRET)
+            .clone_url(clone_url)
+            .table(toml)
+            .to_string();
         std::fs::write(self.pipelines.join(format!("{name}.toml")), text).expect("pipeline");
     }
 
@@ -272,10 +272,10 @@ async fn reach_loopback(network: bool) -> String {
         "[sandbox]\nnetwork = {network}\n[[steps]]\nname = \"connect\"\nshell = \"bash\"\n\
          run = 'if echo hi > /dev/tcp/127.0.0.1/{port}; then echo REACHED; else echo UNREACHABLE; fi'\n"
     );
-    let pipeline = format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {:?}\n{steps}",
-        up.url()
-    );
+    let pipeline = common::pipeline_toml(SECRET)
+        .clone_url(&up.url())
+        .table(&steps)
+        .to_string();
     let server = TestServer::start(&[("net", &pipeline)], |c| c.max_parallel_builds = 1).await;
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "net");
     let id = common::queue_github(&server.base(), "net", SECRET, "n-1", &body).await[0];
@@ -334,11 +334,11 @@ async fn escape(enabled: bool, needle: &str) -> Vec<i32> {
         "sh -c 'for f in /sys/fs/cgroup/cgroup.procs /sys/fs/cgroup/*/cgroup.procs; do echo $$ > $f 2>/dev/null; done; exec setsid env -i sleep {needle}' &\n\
          sleep 0.5; echo started"
     );
-    let pipeline = format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {:?}\n[sandbox]\nenabled = {enabled}\n\
-         [[steps]]\nname = \"escape\"\nrun = '''\n{run}\n'''\n",
-        up.url()
-    );
+    let pipeline = common::pipeline_toml(SECRET)
+        .clone_url(&up.url())
+        .table(&format!("[sandbox]\nenabled = {enabled}"))
+        .step("escape", &format!("\n{run}\n"))
+        .to_string();
     let server = TestServer::start(&[("esc", &pipeline)], |c| c.max_parallel_builds = 1).await;
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "escape");
     let id = common::queue_github(&server.base(), "esc", SECRET, "e-1", &body).await[0];
@@ -380,15 +380,19 @@ async fn a_pipelines_secrets_go_only_to_its_own_steps() {
     let file = dir.path().join("theirs.secret");
     std::fs::write(&file, &theirs).expect("secret");
     let show = "[[steps]]\nname = \"env\"\nrun = 'printf \"B64:\"; env | base64 -w0; echo'\n";
-    let a = format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {:?}\n[secrets]\nMINE = \"{mine}\"\n{show}",
-        up.url()
-    );
-    let b = format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {:?}\n[secrets]\nTHEIRS = {{ file = \"{}\" }}\n{show}",
-        up.url(),
-        file.display()
-    );
+    let a = common::pipeline_toml(SECRET)
+        .clone_url(&up.url())
+        .table(&format!("[secrets]\nMINE = \"{mine}\""))
+        .raw_steps(show)
+        .to_string();
+    let b = common::pipeline_toml(SECRET)
+        .clone_url(&up.url())
+        .table(&format!(
+            "[secrets]\nTHEIRS = {{ file = {:?} }}",
+            file.display().to_string()
+        ))
+        .raw_steps(show)
+        .to_string();
     let server = TestServer::start(&[("a", &a), ("b", &b)], |c| c.max_parallel_builds = 2).await;
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "secrets");
     let ida = common::queue_github(&server.base(), "a", SECRET, "s-1", &body).await[0];

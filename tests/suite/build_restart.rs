@@ -1,9 +1,8 @@
 //! A daemon killed with SIGKILL mid-build: on restart, what its step left
 //! running is stopped, and the build runs again to success as attempt 2.
 
-mod common;
-#[path = "support/gitserve.rs"]
-mod gitserve;
+use crate::common;
+use crate::gitserve;
 
 use common::{ZERO, spawn_daemon};
 use gitserve::Upstream;

@@ -2,7 +2,7 @@
 //! (exit 2, one sentence naming it), and `/healthz` answers for the store's
 //! writer thread, not just for a read.
 
-mod common;
+use crate::common;
 
 use common::{TestServer, ZERO, client};
 use std::path::Path;

@@ -1,8 +1,7 @@
 //! `hookci run`: a pipeline in the foreground, as a user tries it before
 //! pushing.
 
-#[path = "support/gitserve.rs"]
-mod gitserve;
+use crate::gitserve;
 
 use gitserve::Upstream;
 use std::path::Path;

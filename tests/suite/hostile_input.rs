@@ -3,9 +3,8 @@
 //! messages, secrets hidden behind escape sequences; and a data directory
 //! no other local user can read.
 
-mod common;
-#[path = "support/gitserve.rs"]
-mod gitserve;
+use crate::common;
+use crate::gitserve;
 
 use common::{TestServer, ZERO};
 use gitserve::Upstream;
@@ -14,6 +13,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 const SECRET: &str = "hostile-secret";
+
+/// A step printing the secret `MINE` split by an ANSI escape, then a
+/// coloured word (the masking tests' step, on the server and in `hookci run`).
+const SPLIT_SECRET: &str = r#"
+printf 'ansi split: %s\033[0m%s\n' "$(echo $MINE | cut -c1-3)" "$(echo $MINE | cut -c4-)"
+printf 'colour \033[32mok\033[0m\n'
+"#;
 
 async fn start(pipeline: &str) -> TestServer {
     TestServer::start(&[("app", pipeline)], |c| c.max_parallel_builds = 1).await
@@ -145,14 +151,17 @@ async fn hookcis_own_log_lines_escape_control_characters() {
 async fn a_200000_character_commit_message_still_builds() {
     let up = Upstream::new("huge");
     let commit = up.push(&[("README", "x\n")], "x");
-    let toml = format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {:?}\n\
-         [[steps]]\nname = \"t\"\nrun = '''\n\
-         printf 'env=%s\\n' \"$(printf %s \"$HOOKCI_COMMIT_MESSAGE\" | wc -c)\"\n\
-         printf 'file=%s\\n' \"$(wc -c < \"$HOOKCI_COMMIT_MESSAGE_FILE\")\"\n\
-         printf 'tail=%s\\n' \"$(printf %s \"$HOOKCI_COMMIT_MESSAGE\" | tail -c 40)\"\n'''\n",
-        up.url()
-    );
+    let toml = common::pipeline_toml(SECRET)
+        .clone_url(&up.url())
+        .step(
+            "t",
+            r#"
+printf 'env=%s\n' "$(printf %s "$HOOKCI_COMMIT_MESSAGE" | wc -c)"
+printf 'file=%s\n' "$(wc -c < "$HOOKCI_COMMIT_MESSAGE_FILE")"
+printf 'tail=%s\n' "$(printf %s "$HOOKCI_COMMIT_MESSAGE" | tail -c 40)"
+"#,
+        )
+        .to_string();
     let server = start(&toml).await;
     let message = "m".repeat(200_000);
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, &message);
@@ -214,11 +223,10 @@ async fn everything_in_the_data_dir_is_private_to_the_daemons_user() {
     std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
     std::fs::write(
         dir.path().join("pipelines/app.toml"),
-        format!(
-            "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {:?}\n\
-             [[steps]]\nname = \"t\"\nrun = \"echo built > out.txt; mkdir -p sub; echo x > sub/y\"\n",
-            up.url()
-        ),
+        common::pipeline_toml(SECRET)
+            .clone_url(&up.url())
+            .step("t", "echo built > out.txt; mkdir -p sub; echo x > sub/y")
+            .to_string(),
     )
     .expect("pipeline");
     // Killed when the test ends, passed or failed.
@@ -257,11 +265,10 @@ async fn the_data_dir_is_private_whatever_the_umask() {
     // store, the logs and the directories get their modes explicitly.
     let up = Upstream::new("explicit");
     let commit = up.push(&[("README", "x\n")], "x");
-    let toml = format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {:?}\n\
-         [[steps]]\nname = \"t\"\nrun = \"true\"\n",
-        up.url()
-    );
+    let toml = common::pipeline_toml(SECRET)
+        .clone_url(&up.url())
+        .step("t", "true")
+        .to_string();
     let server = start(&toml).await;
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "x");
     let id = common::queue_github(&server.base(), "app", SECRET, "e", &body).await[0];
@@ -318,14 +325,11 @@ fn terminal_text(text: &str) -> String {
 async fn a_secret_split_by_an_escape_sequence_is_masked_on_the_page_and_in_hookci_logs() {
     let up = Upstream::new("split");
     let commit = up.push(&[("README", "x\n")], "x");
-    let toml = format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {:?}\n\
-         [secrets]\nMINE = \"mine-secret-444\"\n\
-         [[steps]]\nname = \"t\"\nrun = '''\n\
-         printf 'ansi split: %s\\033[0m%s\\n' \"$(echo $MINE | cut -c1-3)\" \"$(echo $MINE | cut -c4-)\"\n\
-         printf 'colour \\033[32mok\\033[0m\\n'\n'''\n",
-        up.url()
-    );
+    let toml = common::pipeline_toml(SECRET)
+        .clone_url(&up.url())
+        .table("[secrets]\nMINE = \"mine-secret-444\"")
+        .step("t", SPLIT_SECRET)
+        .to_string();
     let server = start(&toml).await;
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "x");
     let id = common::queue_github(&server.base(), "app", SECRET, "split", &body).await[0];
@@ -410,11 +414,11 @@ fn hookci_run_prints_a_secret_split_by_an_escape_sequence_masked() {
     .expect("config");
     std::fs::write(
         pipelines.join("app.toml"),
-        "repo = \"acme/app\"\nsecret = \"hook-secret\"\nclone_url = \"/nowhere\"\n\
-         [secrets]\nMINE = \"mine-secret-444\"\n\
-         [[steps]]\nname = \"t\"\nrun = '''\n\
-         printf 'ansi split: %s\\033[0m%s\\n' \"$(echo $MINE | cut -c1-3)\" \"$(echo $MINE | cut -c4-)\"\n\
-         printf 'colour \\033[32mok\\033[0m\\n'\n'''\n",
+        format!(
+            "repo = \"acme/app\"\nsecret = \"hook-secret\"\nclone_url = \"/nowhere\"\n\
+             [secrets]\nMINE = \"mine-secret-444\"\n\
+             [[steps]]\nname = \"t\"\nrun = '''{SPLIT_SECRET}'''\n"
+        ),
     )
     .expect("pipeline");
     let work = tempfile::tempdir().expect("work dir");
@@ -455,18 +459,23 @@ async fn hookci_logs_follow_shows_an_unfinished_line_at_once_with_secrets() {
     let commit = up.push(&[("README", "x\n")], "x");
     let marks = tempfile::tempdir().expect("marks dir");
     let go = marks.path().join("go");
-    let toml = format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = {:?}\n\
-         [secrets]\nMINE = \"mine-secret-444\"\n\
-         [sandbox]\nread_only = [{:?}]\n\
-         [[steps]]\nname = \"t\"\nrun = '''\n\
-         printf 'progress %s...' $((6 * 7))\n\
-         i=0; while [ ! -e {:?} ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done\n\
-         echo ' done'\n'''\n",
-        up.url(),
-        marks.path(),
-        go,
-    );
+    let toml = common::pipeline_toml(SECRET)
+        .clone_url(&up.url())
+        .table(&format!(
+            "[secrets]\nMINE = \"mine-secret-444\"\n[sandbox]\nread_only = [{:?}]",
+            marks.path()
+        ))
+        .step(
+            "t",
+            &format!(
+                "
+printf 'progress %s...' $((6 * 7))
+i=0; while [ ! -e {go:?} ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
+echo ' done'
+"
+            ),
+        )
+        .to_string();
     let server = start(&toml).await;
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "x");
     let id = common::queue_github(&server.base(), "app", SECRET, "progress", &body).await[0];

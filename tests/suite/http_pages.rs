@@ -3,10 +3,9 @@
 //! them. Most of what a page shows was written by whoever can push, so
 //! several tests push markup and check that it arrives as text.
 
-mod common;
-#[path = "support/gitserve.rs"]
-mod gitserve;
-mod report_fake;
+use crate::common;
+use crate::gitserve;
+use crate::report_fake;
 
 use common::{TestServer, ZERO, client};
 use gitserve::Upstream;
@@ -20,7 +19,7 @@ const NOOP: &str = "[[steps]]\nname = \"t\"\nrun = \"true\"\n";
 const STATUS_TOKEN: &str = "ghp_pages_status_token_42";
 
 fn pipeline(steps: &str) -> String {
-    format!("repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\n{steps}")
+    common::pipeline_toml(SECRET).raw_steps(steps).to_string()
 }
 
 async fn start(pipelines: &[(&str, &str)], parallel: usize) -> TestServer {

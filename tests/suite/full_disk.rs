@@ -2,11 +2,9 @@
 //! `success`, and a step's state that cannot be written at once is retried
 //! until it is.
 
-mod common;
-#[path = "support/gitserve.rs"]
-mod gitserve;
-#[path = "support/prereq.rs"]
-mod prereq;
+use crate::common;
+use crate::gitserve;
+use crate::prereq;
 
 use common::{TestServer, ZERO};
 use gitserve::Upstream;

@@ -6,9 +6,8 @@
 //! With `CI=true` a missing `chromium` fails the test; elsewhere it is
 //! skipped with a message.
 
-mod common;
-#[path = "support/gitserve.rs"]
-mod gitserve;
+use crate::common;
+use crate::gitserve;
 
 use common::{TestServer, ZERO};
 use gitserve::Upstream;
@@ -198,7 +197,7 @@ impl Cdp {
 }
 
 fn pipeline(steps: &str) -> String {
-    format!("repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\n{steps}")
+    common::pipeline_toml(SECRET).raw_steps(steps).to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,7 +377,7 @@ async fn a_browser_re_runs_a_failed_build_from_its_failed_step() {
     server.stop().await;
 }
 
-/// The README's screenshots: `cargo test --test ui_browser -- --ignored`
+/// The README's screenshots: `cargo test --test suite ui_browser -- --ignored`
 /// writes docs/shots/{index,build}-{light,dark}.png and index-400px.png.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "writes the README's screenshots"]

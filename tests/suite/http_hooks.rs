@@ -1,7 +1,7 @@
 //! Every row of the answer table in SPEC.md section 5, against the real
 //! server on 127.0.0.1:0 with a real SQLite file.
 
-mod common;
+use crate::common;
 
 use common::{TestServer, build_count, client, fixture, hub_sha256};
 use serde_json::Value;
@@ -531,7 +531,7 @@ async fn connections_past_the_bound_wait_until_one_is_free() {
     .await;
     // Two requests in progress: their heads are in, their bodies are slow.
     // (Connections that have not sent a head are closed to make room: see
-    // tests/http_abuse.rs.)
+    // tests/suite/http_abuse.rs.)
     let mut busy = Vec::new();
     for _ in 0..2 {
         let mut tcp = TcpStream::connect(server.addr).await.expect("connect");

@@ -2,9 +2,8 @@
 //! `rebuild`, `trigger`): the real binary against the real server, as a
 //! user runs them.
 
-mod common;
-#[path = "support/gitserve.rs"]
-mod gitserve;
+use crate::common;
+use crate::gitserve;
 
 use common::{TestServer, ZERO};
 use gitserve::Upstream;
@@ -20,9 +19,10 @@ const SECRET: &str = "clients-secret";
 const ADMIN: &str = "clients-admin-token-7f3a";
 
 fn pipeline(clone_url: &str, steps: &str) -> String {
-    format!(
-        "repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\nclone_url = \"{clone_url}\"\n{steps}"
-    )
+    common::pipeline_toml(SECRET)
+        .clone_url(clone_url)
+        .raw_steps(steps)
+        .to_string()
 }
 
 const ECHO: &str = "[[steps]]\nname = \"hello\"\nrun = \"echo hello\"\n";

@@ -2,9 +2,8 @@
 //! `shutdown_grace`, then stops the rest and puts them back in the queue;
 //! the next start runs them.
 
-mod common;
-#[path = "support/gitserve.rs"]
-mod gitserve;
+use crate::common;
+use crate::gitserve;
 
 use common::{ZERO, client, get_build, spawn_daemon, wait_build};
 use gitserve::Upstream;

@@ -1,9 +1,8 @@
 //! Deliveries as a real GitHub sends them by default (form-encoded), and the
 //! operator's log line for each delivery (issue 10).
 
-mod common;
-#[path = "support/gitserve.rs"]
-mod gitserve;
+use crate::common;
+use crate::gitserve;
 
 use common::{Daemon, TestServer, ZERO, client, fixture, hub_sha256};
 use gitserve::Upstream;

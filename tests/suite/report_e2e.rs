@@ -1,10 +1,9 @@
 //! Commit statuses end to end: a push to the real server, a real build, and
 //! a fake GitHub API on loopback receiving the statuses in order.
 
-mod common;
-#[path = "support/gitserve.rs"]
-mod gitserve;
-mod report_fake;
+use crate::common;
+use crate::gitserve;
+use crate::report_fake;
 
 use common::{TestServer, ZERO};
 use gitserve::Upstream;

@@ -1,9 +1,8 @@
 //! Builds end to end: real git repositories pushed to, signed deliveries to
 //! the real server, the build watched to its final state and its log read.
 
-mod common;
-#[path = "support/gitserve.rs"]
-mod gitserve;
+use crate::common;
+use crate::gitserve;
 
 use common::{TestServer, ZERO, client};
 use gitserve::{HttpGitServer, Upstream};

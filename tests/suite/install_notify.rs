@@ -1,7 +1,7 @@
 //! `Type=notify`: the real daemon talks to a real unix datagram socket named
 //! by `$NOTIFY_SOCKET`, as systemd's would be (issue 10).
 
-mod common;
+use crate::common;
 
 use common::Daemon;
 use std::os::unix::net::UnixDatagram;

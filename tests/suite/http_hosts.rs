@@ -1,7 +1,7 @@
 //! Each host's real payload, signed as that host signs it, sent over HTTP to
 //! the real server: the answer, and the build in the store.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use common::{TestServer, client, fixture, hmac_hex};

@@ -2,9 +2,8 @@
 //! fails with a reason naming it, a step past `pids` cannot fork, a fork
 //! bomb ends, and the daemon keeps building through all of it.
 
-mod common;
-#[path = "support/gitserve.rs"]
-mod gitserve;
+use crate::common;
+use crate::gitserve;
 
 use common::{TestServer, ZERO};
 use gitserve::Upstream;
@@ -30,7 +29,10 @@ fn have_limits() -> bool {
 }
 
 fn pipeline(limits: &str, steps: &str) -> String {
-    format!("repo = \"Codertocat/Hello-World\"\nsecret = \"{SECRET}\"\n[limits]\n{limits}\n{steps}")
+    common::pipeline_toml(SECRET)
+        .table(&format!("[limits]\n{limits}"))
+        .raw_steps(steps)
+        .to_string()
 }
 
 /// Runs each (pipeline, toml) once, in order, and returns (build, log).

@@ -1,7 +1,7 @@
 //! A 2xx is a promise: deliveries acknowledged with 202 survive a SIGKILL
 //! of the daemon, and are queued exactly once after it starts again.
 
-mod common;
+use crate::common;
 
 use common::{build_count, client, fixture, hub_sha256};
 use std::collections::BTreeSet;

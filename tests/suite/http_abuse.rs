@@ -3,9 +3,8 @@
 //! cross-site writes refused. The real binary or the real server, real
 //! sockets on 127.0.0.1.
 
-mod common;
-#[path = "support/gitserve.rs"]
-mod gitserve;
+use crate::common;
+use crate::gitserve;
 
 use common::{ZERO, client, fixture, hub_sha256, send_github};
 use std::io::{Read as _, Write as _};

@@ -2,9 +2,8 @@
 //! and pipelines, rebuilding a build and triggering a branch, with real git
 //! repositories and real step processes.
 
-mod common;
-#[path = "support/gitserve.rs"]
-mod gitserve;
+use crate::common;
+use crate::gitserve;
 
 use common::{TestServer, ZERO, client};
 use gitserve::Upstream;

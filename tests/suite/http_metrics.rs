@@ -2,10 +2,9 @@
 //! repositories and a fake status API drive the real server, and the
 //! scraped OpenMetrics text is parsed into samples and checked.
 
-mod common;
-#[path = "support/gitserve.rs"]
-mod gitserve;
-mod report_fake;
+use crate::common;
+use crate::gitserve;
+use crate::report_fake;
 
 use common::{TestServer, ZERO, client};
 use gitserve::Upstream;

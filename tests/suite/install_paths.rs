@@ -3,7 +3,7 @@
 //! stops the daemon with its absolute path, and `public_url` follows
 //! `listen`.
 
-mod common;
+use crate::common;
 
 use hookci::config::load_file;
 use std::path::Path;

@@ -3,8 +3,7 @@
 //! tokio time), order per commit and context, survival across a restart,
 //! and refusals that are not retried.
 
-#[path = "report_fake/mod.rs"]
-mod fake;
+use crate::report_fake as fake;
 
 use fake::{
     Env, FakeHost, Reply, Seen, TOKEN, finish_build, open_store, pipeline_toml, push, queue,

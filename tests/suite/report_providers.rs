@@ -4,8 +4,7 @@
 //! default API addresses and the `webhook` provider's Standard Webhooks
 //! signature.
 
-#[path = "report_fake/mod.rs"]
-mod fake;
+use crate::report_fake as fake;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;

@@ -1,11 +1,9 @@
 //! When the daemon runs as root and `run_as` is set, steps run as that
 //! user and the workspace belongs to it.
 
-mod common;
-#[path = "support/gitserve.rs"]
-mod gitserve;
-#[path = "support/prereq.rs"]
-mod prereq;
+use crate::common;
+use crate::gitserve;
+use crate::prereq;
 
 use common::{TestServer, ZERO};
 use gitserve::Upstream;
