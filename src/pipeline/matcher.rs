@@ -5,7 +5,7 @@
 //! not decided here (they need git); the matching triggers' rules are
 //! handed on in the [`Decision`].
 
-use super::{PathFilter, Pipeline};
+use super::{ForkPolicy, PathFilter, Pipeline};
 use crate::webhook::{PushEvent, RefKind, ZERO_SHA};
 
 /// Whether a push builds, and under which path rules.
@@ -70,7 +70,7 @@ pub fn decide(pipeline: &Pipeline, event: &PushEvent) -> Decision {
             (true, _, Some(tags)) => tags.matches(name),
             (true, _, None) => false,
             (false, Some(branches), _) => branches.matches(name),
-            (false, None, tags) => tags.is_none(),
+            (false, None, tags) => tags.is_none() && t.pull_requests.is_none(),
         })
         .map(|t| &t.paths)
         .collect();
@@ -91,6 +91,72 @@ pub fn decide(pipeline: &Pipeline, event: &PushEvent) -> Decision {
         filters
     };
     Decision::Build { path_filters }
+}
+
+/// Whether a pull request builds, and whether it waits for approval first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullDecision {
+    /// Record a build: `waiting` for an admin's approval, else queued.
+    Build {
+        /// As for a push, against the pull request's base commit.
+        path_filters: Vec<PathFilter>,
+        /// The build waits for approval (status `waiting`).
+        waiting: bool,
+    },
+    /// Build nothing; the reason is shown to the host and the user.
+    Skip(String),
+}
+
+/// Decides whether a pull request event builds `pipeline`: a trigger's
+/// `pull_requests` must match its target branch; then `[pull_requests]`
+/// decides for a fork. `sandbox` says whether steps can be sandboxed
+/// here: without one, an untrusted author's fork pull request always waits.
+pub fn decide_pull_request(pipeline: &Pipeline, event: &PushEvent, sandbox: bool) -> PullDecision {
+    let Some(pr) = &event.pull_request else {
+        return PullDecision::Skip("not a pull request".to_owned());
+    };
+    let matching: Vec<&PathFilter> = pipeline
+        .triggers
+        .iter()
+        .filter(|t| {
+            t.pull_requests
+                .as_ref()
+                .is_some_and(|g| g.matches(&pr.base_branch))
+        })
+        .map(|t| &t.paths)
+        .collect();
+    if matching.is_empty() {
+        return PullDecision::Skip(format!(
+            "no trigger matches pull requests into {}",
+            pr.base_branch
+        ));
+    }
+    let policy = &pipeline.pull_requests;
+    let trusted = pr.author_trusted || policy.trusts(&pr.author);
+    let waiting = match (pr.fork, policy.forks) {
+        (false, _) => false,
+        (true, ForkPolicy::Ignore) => {
+            return PullDecision::Skip("pull requests from forks are ignored".to_owned());
+        }
+        (true, ForkPolicy::Approve) => !trusted,
+        (true, ForkPolicy::Build) => !trusted && !sandbox,
+    };
+    let unknown_base = event.before == ZERO_SHA || event.before.is_empty();
+    let path_filters = if unknown_base || matching.iter().any(|f| f.is_empty()) {
+        Vec::new()
+    } else {
+        let mut filters: Vec<PathFilter> = Vec::new();
+        for f in matching {
+            if !filters.contains(f) {
+                filters.push(f.clone());
+            }
+        }
+        filters
+    };
+    PullDecision::Build {
+        path_filters,
+        waiting,
+    }
 }
 
 /// True when a commit message carries a skip marker anywhere, or a
@@ -142,6 +208,7 @@ mod tests {
         Trigger {
             branches: branches.and_then(globs),
             tags: tags.and_then(globs),
+            pull_requests: None,
             paths,
         }
     }
@@ -182,6 +249,7 @@ mod tests {
             sandbox: Default::default(),
             limits: Default::default(),
             secret_files: Vec::new(),
+            pull_requests: Default::default(),
         }
     }
 
@@ -206,6 +274,7 @@ mod tests {
             web_url: None,
             message: message.to_owned(),
             pusher: "me".to_owned(),
+            pull_request: None,
         }
     }
 
