@@ -19,7 +19,7 @@ mod report_fake;
 
 use base64::Engine;
 use common::Daemon;
-use gitserve::{Upstream, git};
+use gitserve::{HttpGitServer, Upstream, git};
 use report_fake::FakeHost;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -54,6 +54,12 @@ impl Setup {
     /// [`Setup::start`] with another step.
     async fn start_with(extra: &str, step: &str) -> Setup {
         let up = Upstream::new("base");
+        let url = up.url();
+        Setup::start_on(up, &url, extra, step).await
+    }
+
+    /// [`Setup::start_with`] on `up`, cloned from `clone_url`.
+    async fn start_on(up: Upstream, clone_url: &str, extra: &str, step: &str) -> Setup {
         let main = up.push(&[("README", "base\n")], "base");
         // The fork: a bare clone of the base, and a working clone of it.
         let fork_bare = up.project_root.join("fork.git");
@@ -83,7 +89,7 @@ impl Setup {
         let host = FakeHost::start(Vec::new()).await;
         let dir = tempfile::tempdir().unwrap();
         let pipeline = common::pipeline_toml(SECRET)
-            .clone_url(&up.url())
+            .clone_url(clone_url)
             .table("[[trigger]]\npull_requests = [\"main\"]")
             .table(&format!("[secrets]\nPROBE_SECRET = \"{PROBE}\""))
             .table(&format!(
@@ -599,6 +605,38 @@ async fn pull_request_builds_are_listed_by_the_api_filter_and_hookci_builds() {
         "{table}"
     );
     assert!(table.contains("waiting"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_pull_requests_fetch_gets_no_clone_credentials() {
+    const TOKEN: &str = "clone-token-for-the-base-0b9e";
+    let up = Upstream::new("base");
+    let git = HttpGitServer::start(&up.project_root, &up.home, TOKEN).await;
+    // A trusted author's fork builds at once, sandbox or not; it still gets
+    // no credentials (secrets_for_forks is false).
+    let extra =
+        format!("[clone]\ntoken = \"{TOKEN}\"\n[pull_requests]\ntrusted_authors = [\"mallory\"]");
+    let s = Setup::start_on(up, &git.url("base"), &extra, "true").await;
+    let head = s.fork_commit(7, &[("x", "1\n")], "fork");
+    let (_, answer) = s
+        .deliver(&pull_request("opened", 7, &head, &s.main, From::Fork))
+        .await;
+    let fork_build = common::wait_final(&s.base, build_ids(&answer)[0]).await;
+    assert_eq!(fork_build["status"], "error", "{fork_build}");
+    let reason = fork_build["reason"].as_str().unwrap();
+    assert!(reason.contains("asks for credentials"), "{reason}");
+    assert!(reason.contains("secrets_for_forks = true"), "{reason}");
+    assert_eq!(git.authorizations(), 0, "the fork's fetch sent the token");
+
+    // The same pipeline's own pull request fetches with the token.
+    let own = s.up.commit(&[("y", "1\n")], "own");
+    s.up.git(&["push", "-q", "origin", "HEAD:refs/pull/8/head"]);
+    let (_, answer) = s
+        .deliver(&pull_request("opened", 8, &own, &s.main, From::SameRepo))
+        .await;
+    let own_build = common::wait_final(&s.base, build_ids(&answer)[0]).await;
+    assert_eq!(own_build["status"], "success", "{own_build}");
+    assert!(git.authorizations() > 0);
 }
 
 /// What a bad-input case does to a good payload.

@@ -268,7 +268,9 @@ impl Runner {
             stop,
             ..
         } = *ctx;
-        let spec = match clone_spec(build, pipeline) {
+        let source =
+            clone_spec(build, pipeline).and_then(|spec| fetch_source(build, pipeline, spec));
+        let (spec, fetch_ref) = match source {
             Ok(spec) => spec,
             Err(why) => {
                 let _ = log.line(&format!("==> {why}")).await;
@@ -283,7 +285,7 @@ impl Runner {
             .await;
         let fetch = async {
             tokio::select! {
-                r = self.mirrors.fetch(&spec, &build.git_ref, &build.commit) => Ok(r),
+                r = self.mirrors.fetch(&spec, &fetch_ref, &build.commit) => Ok(r),
                 () = cancel.cancelled() => Err(self.stopped(stop, "cancelled while fetching")),
                 () = sleep_until(deadline) => Err(timed_out(pipeline)),
             }
@@ -296,8 +298,17 @@ impl Runner {
         let (mirror, commit) = match fetched {
             Ok(v) => v,
             Err(e) => {
-                let _ = log.line(&format!("==> clone failed: {e}")).await;
-                return Ended::Finished(BuildStatus::Error, Some(format!("clone failed: {e}")));
+                let mut why = format!("clone failed: {e}");
+                if secrets_withheld(build, pipeline)
+                    && (pipeline.clone.token.is_some() || pipeline.clone.ssh_key.is_some())
+                {
+                    why.push_str(
+                        " (a pull request from a fork is fetched without the [clone] credentials \
+                         unless [pull_requests] secrets_for_forks = true)",
+                    );
+                }
+                let _ = log.line(&format!("==> {why}")).await;
+                return Ended::Finished(BuildStatus::Error, Some(why));
             }
         };
         // A pull request's payload carries no commit message: the mirror has it.
@@ -676,6 +687,39 @@ pub fn clone_spec(build: &Build, pipeline: &Pipeline) -> Result<CloneSpec, Strin
         spec.token = None;
     }
     Ok(spec)
+}
+
+/// Where the build's commit is fetched from, and by which ref: the build's
+/// ref from `spec`'s repository, except for a host with no pull refs in the
+/// base repository (Bitbucket Cloud, `head_clone_url` set): there the head
+/// branch, from the base repository for a branch of it, else from the
+/// fork's URL (a payload's URL: allowed only as for a push's, and never
+/// with a credential, whatever `secrets_for_forks` says).
+pub fn fetch_source(
+    build: &Build,
+    pipeline: &Pipeline,
+    spec: CloneSpec,
+) -> Result<(CloneSpec, String), String> {
+    let Some(pr) = &build.pull_request else {
+        return Ok((spec, build.git_ref.clone()));
+    };
+    let Some(head_url) = &pr.head_clone_url else {
+        return Ok((spec, build.git_ref.clone()));
+    };
+    let head_ref = format!("refs/heads/{}", pr.head_branch);
+    if !pr.fork {
+        return Ok((spec, head_ref));
+    }
+    super::checkout::check_payload_url(head_url, public_host(pipeline.host))?;
+    Ok((
+        CloneSpec {
+            url: head_url.clone(),
+            ssh_key: None,
+            token: None,
+            ..spec
+        },
+        head_ref,
+    ))
 }
 
 /// True for a pull request from a fork.
