@@ -590,4 +590,103 @@ mod tests {
             assert_eq!(decide(&pipeline, &event), want, "{what}");
         }
     }
+
+    fn pr_event(base: &str, fork: bool, trusted: bool, author: &str) -> PushEvent {
+        let mut e = push("refs/pull/7/head", A, B, "");
+        e.kind = RefKind::Other;
+        e.pull_request = Some(crate::model::PullRequest {
+            number: 7,
+            title: "t".to_owned(),
+            author: author.to_owned(),
+            author_trusted: trusted,
+            base_branch: base.to_owned(),
+            head_branch: "feature".to_owned(),
+            head_repo: if fork { "m/r" } else { "o/r" }.to_owned(),
+            fork,
+            head_clone_url: None,
+        });
+        e
+    }
+
+    fn pr_pipeline(forks: ForkPolicy, trusted: &[&str]) -> Pipeline {
+        let mut p = pipeline(
+            vec![Trigger {
+                pull_requests: globs(&["main", "release/**"]),
+                ..Trigger::default()
+            }],
+            true,
+        );
+        p.pull_requests = crate::pipeline::PullRequests {
+            forks,
+            trusted_authors: trusted.iter().map(|s| s.to_string()).collect(),
+            secrets_for_forks: false,
+        };
+        p
+    }
+
+    fn waits(d: PullDecision) -> Option<bool> {
+        match d {
+            PullDecision::Build { waiting, .. } => Some(waiting),
+            PullDecision::Skip(_) => None,
+        }
+    }
+
+    #[test]
+    fn fork_policy_as_a_table() {
+        use ForkPolicy::*;
+        // (forks, fork?, host trusts?, trusted_authors, sandbox?, want: None skip / Some(waits))
+        #[rustfmt::skip]
+        let rows: &[(ForkPolicy, bool, bool, &[&str], bool, Option<bool>)] = &[
+            (Approve, false, false, &[],     true,  Some(false)), // own branch: never waits
+            (Approve, false, false, &[],     false, Some(false)),
+            (Approve, true,  false, &[],     true,  Some(true)),  // a stranger's fork waits
+            (Approve, true,  true,  &[],     true,  Some(false)), // the host says member
+            (Approve, true,  false, &["ALI"], true, Some(false)), // trusted_authors, any case
+            (Approve, true,  false, &["bob"], true, Some(true)),
+            (Build,   true,  false, &[],     true,  Some(false)), // sandboxed: builds
+            (Build,   true,  false, &[],     false, Some(true)),  // no sandbox: waits anyway
+            (Build,   true,  true,  &[],     false, Some(false)),
+            (Ignore,  true,  true,  &[],     true,  None),
+            (Ignore,  false, false, &[],     true,  Some(false)),
+        ];
+        for &(forks, fork, host_trusts, trusted, sandbox, want) in rows {
+            let got = decide_pull_request(
+                &pr_pipeline(forks, trusted),
+                &pr_event("main", fork, host_trusts, "ali"),
+                sandbox,
+            );
+            assert_eq!(
+                waits(got),
+                want,
+                "{forks:?} fork={fork} trusted={host_trusts} {trusted:?} sandbox={sandbox}"
+            );
+        }
+    }
+
+    #[test]
+    fn pull_requests_build_only_where_a_trigger_names_their_target_and_never_as_pushes() {
+        let p = pr_pipeline(ForkPolicy::Approve, &[]);
+        assert_eq!(
+            decide_pull_request(&p, &pr_event("release/1.2", false, false, "a"), true),
+            PullDecision::Build {
+                path_filters: Vec::new(),
+                waiting: false
+            }
+        );
+        assert_eq!(
+            decide_pull_request(&p, &pr_event("dev", false, false, "a"), true),
+            PullDecision::Skip("no trigger matches pull requests into dev".to_owned())
+        );
+        // A trigger that names only pull requests builds no push.
+        assert!(matches!(
+            decide(&p, &push("refs/heads/main", A, B, "m")),
+            Decision::Skip(_)
+        ));
+        // A pipeline without pull_requests builds none.
+        let plain = pipeline(Vec::new(), true);
+        assert!(matches!(
+            decide_pull_request(&plain, &pr_event("main", false, false, "a"), true),
+            PullDecision::Skip(_)
+        ));
+    }
 }

@@ -1487,4 +1487,82 @@ mod tests {
             .unwrap();
         assert_eq!(triggers, 0);
     }
+
+    /// Migration 11 makes `builds` again: every row, step, report and
+    /// origin of a database at version 10 is kept (foreign keys would have
+    /// deleted them with the old table), the queue count and the claim
+    /// indexes still work, and a pruned build's id is not handed out again.
+    #[tokio::test]
+    async fn the_builds_table_made_again_keeps_every_row_and_what_refers_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookci.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            configure(&conn).unwrap();
+            migrations::migrate_until(&mut conn, 10).unwrap();
+            let insert = |id: i64, status: &str| {
+                conn.execute(
+                    "INSERT INTO builds (id, pipeline, repo, event, ref, branch, commit_sha,
+                         before_sha, after_sha, clone_url, message, pusher, status, created_at,
+                         report_context)
+                     VALUES (?1, 'app', 'acme/app', 'push', 'refs/heads/main', 'main', 'abc1',
+                         '0', 'abc1', 'https://git.example/acme/app.git', 'm', 'me', ?2,
+                         '2026-01-01T00:00:00.000Z', 'ci/app')",
+                    params![id, status],
+                )
+                .unwrap();
+            };
+            insert(1, "success");
+            insert(2, "queued");
+            insert(9, "failure");
+            conn.execute("DELETE FROM builds WHERE id = 9", []).unwrap();
+            conn.execute(
+                "INSERT INTO steps (build, idx, name, status) VALUES (1, 0, 'test', 'success')",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO reports (build, context, state, description, created_at)
+                 VALUES (1, 'ci/app', 'success', '', '2026-01-01T00:00:00.000Z')",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO build_origins (build, triggered_by) VALUES (1, 'admin')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open_sqlite(
+            &path,
+            StoreOptions {
+                max_queued_builds: 10,
+            },
+        )
+        .unwrap();
+        assert_eq!(store.steps(1).await.unwrap().len(), 1);
+        assert_eq!(store.reports(1).await.unwrap().len(), 1);
+        assert!(store.origin(1).await.unwrap().is_some());
+        assert_eq!(store.queued_count().await.unwrap(), 1);
+        let claimed = store.claim_next(ClaimPolicy::default()).await.unwrap();
+        assert_eq!(claimed.map(|b| b.id), Some(2));
+        let conn = Connection::open(&path).unwrap();
+        let (version, fks): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version),
+                        (SELECT COUNT(*) FROM pragma_foreign_key_check)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((version, fks), (11, 0));
+        let next: i64 = conn
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'builds'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(next, 9, "ids of pruned builds are not reused");
+    }
 }
