@@ -81,10 +81,10 @@ pub(crate) struct RawClone {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTrigger {
     pub branches: Option<Spanned<Vec<Spanned<String>>>>,
-    pub pull_requests: Option<Spanned<Vec<Spanned<String>>>>,
     pub tags: Option<Spanned<Vec<Spanned<String>>>>,
     pub paths: Option<Spanned<Vec<Spanned<String>>>>,
     pub ignore_paths: Option<Spanned<Vec<Spanned<String>>>>,
+    pub pull_requests: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[status]`.
