@@ -114,6 +114,9 @@ pub(super) struct Side {
     pub(super) sha: Option<String>,
     #[serde(default, deserialize_with = "nested")]
     pub(super) repo: Option<Repository>,
+    /// Gitea and Forgejo may send only the repository's id.
+    #[serde(default)]
+    pub(super) repo_id: Option<serde_json::Value>,
 }
 
 /// A commit of a push payload (GitHub's shape, shared as above).
@@ -254,9 +257,19 @@ pub(super) fn pull_update(
     let head = pr.head.ok_or(ParseError::Missing("pull_request.head"))?;
     let base = pr.base.ok_or(ParseError::Missing("pull_request.base"))?;
     let head_sha = pr_sha(head.sha, "pull_request.head.sha")?;
-    // A head repository that is gone (a deleted fork) counts as a fork.
-    let head_repo = head.repo.and_then(|r| r.full_name).unwrap_or_default();
-    let fork = !head_repo.eq_ignore_ascii_case(&repo);
+    // The head repository's name where the payload has it; else (Gitea,
+    // Forgejo) the two sides' repository ids; a head repository named by
+    // neither (a deleted fork) counts as a fork.
+    let (head_repo, fork) = match head.repo.and_then(|r| r.full_name) {
+        Some(name) => {
+            let fork = !name.eq_ignore_ascii_case(&repo);
+            (name, fork)
+        }
+        None => match (&head.repo_id, &base.repo_id) {
+            (Some(h), Some(b)) if h.is_u64() && h == b => (repo.clone(), false),
+            _ => (String::new(), true),
+        },
+    };
     let author = pr
         .user
         .and_then(|u| u.login.or(u.username))
