@@ -631,12 +631,22 @@ mod tests {
         }
     }
 
+    /// forks, fork?, host trusts?, trusted_authors, sandbox?, want (None:
+    /// skipped; Some: whether it waits).
+    type Row = (
+        ForkPolicy,
+        bool,
+        bool,
+        &'static [&'static str],
+        bool,
+        Option<bool>,
+    );
+
     #[test]
     fn fork_policy_as_a_table() {
         use ForkPolicy::*;
-        // (forks, fork?, host trusts?, trusted_authors, sandbox?, want: None skip / Some(waits))
         #[rustfmt::skip]
-        let rows: &[(ForkPolicy, bool, bool, &[&str], bool, Option<bool>)] = &[
+        let rows: &[Row] = &[
             (Approve, false, false, &[],     true,  Some(false)), // own branch: never waits
             (Approve, false, false, &[],     false, Some(false)),
             (Approve, true,  false, &[],     true,  Some(true)),  // a stranger's fork waits
