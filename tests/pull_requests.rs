@@ -60,6 +60,17 @@ impl Setup {
 
     /// [`Setup::start_with`] on `up`, cloned from `clone_url`.
     async fn start_on(up: Upstream, clone_url: &str, extra: &str, step: &str) -> Setup {
+        Setup::start_full(up, clone_url, "", extra, step).await
+    }
+
+    /// [`Setup::start_on`] with more keys in the trigger (`paths = [...]`).
+    async fn start_full(
+        up: Upstream,
+        clone_url: &str,
+        trigger: &str,
+        extra: &str,
+        step: &str,
+    ) -> Setup {
         let main = up.push(&[("README", "base\n")], "base");
         // The fork: a bare clone of the base, and a working clone of it.
         let fork_bare = up.project_root.join("fork.git");
@@ -90,7 +101,9 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let pipeline = common::pipeline_toml(SECRET)
             .clone_url(clone_url)
-            .table("[[trigger]]\npull_requests = [\"main\"]")
+            .table(&format!(
+                "[[trigger]]\npull_requests = [\"main\"]\n{trigger}"
+            ))
             .table(&format!("[secrets]\nPROBE_SECRET = \"{PROBE}\""))
             .table(&format!(
                 "[status]\nprovider = \"github\"\napi_url = \"{}\"\ntoken = \"{API_TOKEN}\"",
@@ -120,7 +133,9 @@ impl Setup {
     /// does for a pull request); returns the commit.
     fn fork_commit(&self, number: u64, files: &[(&str, &str)], message: &str) -> String {
         for (path, contents) in files {
-            std::fs::write(self.fork_work.join(path), contents).unwrap();
+            let path = self.fork_work.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, contents).unwrap();
         }
         let g = |args: &[&str]| git(&self.up.home, &self.fork_work, args);
         g(&["add", "-A"]);
@@ -637,6 +652,52 @@ async fn a_fork_pull_requests_fetch_gets_no_clone_credentials() {
     let own_build = common::wait_final(&s.base, build_ids(&answer)[0]).await;
     assert_eq!(own_build["status"], "success", "{own_build}");
     assert!(git.authorizations() > 0);
+}
+
+/// A trigger's `paths` are decided on what the pull request changes since
+/// its merge base with the base branch, not on what the base branch gained
+/// since (the payload's base commit is the base branch's tip).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_are_decided_on_the_changes_since_the_merge_base() {
+    let up = Upstream::new("base");
+    let url = up.url();
+    let s = Setup::start_full(up, &url, "paths = [\"src/**\"]", "", "true").await;
+    // The fork changes docs only; then main changes src.
+    let docs_only = s.fork_commit(7, &[("docs.md", "words\n")], "docs");
+    let main_now = s.up.push(&[("src/lib.rs", "fn f() {}\n")], "src on main");
+    let (_, answer) = s
+        .deliver(&pull_request(
+            "opened",
+            7,
+            &docs_only,
+            &main_now,
+            From::Fork,
+        ))
+        .await;
+    let id = build_ids(&answer)[0];
+    let out = s.cli(&["approve", &id.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = common::wait_final(&s.base, id).await;
+    assert_eq!(b["status"], "skipped", "{b}");
+
+    // A pull request that changes src builds.
+    let src = s.fork_commit(7, &[("src/main.rs", "fn main() {}\n")], "src");
+    let (_, answer) = s
+        .deliver(&pull_request("synchronize", 7, &src, &main_now, From::Fork))
+        .await;
+    let id = build_ids(&answer)[0];
+    let out = s.cli(&["approve", &id.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = common::wait_final(&s.base, id).await;
+    assert_eq!(b["status"], "success", "{b}");
 }
 
 /// What a bad-input case does to a good payload.

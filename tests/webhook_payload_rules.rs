@@ -68,7 +68,7 @@ fn a_github_push_without_head_commit_has_an_empty_message() {
 
 #[test]
 fn other_github_events_are_ignored_with_their_name() {
-    let h = headers(&[("X-GitHub-Event", "pull_request")]);
+    let h = headers(&[("X-GitHub-Event", "issues")]);
     let parsed = webhook::parse(
         Host::Github,
         &h,
@@ -77,7 +77,7 @@ fn other_github_events_are_ignored_with_their_name() {
     .unwrap();
     assert_eq!(
         parsed.kind,
-        ParsedKind::Ignored("github event pull_request builds nothing".into())
+        ParsedKind::Ignored("github event issues builds nothing".into())
     );
     assert_eq!(parsed.repo.as_deref(), Some("o/r"));
 }
@@ -131,7 +131,7 @@ fn bitbucket_pings_are_pings_and_other_keys_build_nothing() {
         ParsedKind::Ping
     );
     let pr = headers(&[
-        ("X-Event-Key", "pullrequest:created"),
+        ("X-Event-Key", "pullrequest:approved"),
         ("X-Request-UUID", "u"),
     ]);
     assert!(matches!(
