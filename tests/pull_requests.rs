@@ -60,7 +60,7 @@ impl Setup {
 
     /// [`Setup::start_with`] on `up`, cloned from `clone_url`.
     async fn start_on(up: Upstream, clone_url: &str, extra: &str, step: &str) -> Setup {
-        Setup::start_full(up, clone_url, "", extra, step).await
+        Setup::start_full(up, clone_url, "", extra, step, true).await
     }
 
     /// [`Setup::start_on`] with more keys in the trigger (`paths = [...]`).
@@ -70,6 +70,7 @@ impl Setup {
         trigger: &str,
         extra: &str,
         step: &str,
+        bwrap: bool,
     ) -> Setup {
         let main = up.push(&[("README", "base\n")], "base");
         // The fork: a bare clone of the base, and a working clone of it.
@@ -113,10 +114,34 @@ impl Setup {
             .step("probe", step);
         std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
         std::fs::write(dir.path().join("pipelines/app.toml"), pipeline.to_string()).unwrap();
-        let (daemon, base) = common::spawn_daemon(
-            dir.path(),
-            &format!("admin_token = \"{ADMIN}\"\nmax_parallel_builds = 1"),
-        );
+        let settings = format!("admin_token = \"{ADMIN}\"\nmax_parallel_builds = 1");
+        let (daemon, base) = if bwrap {
+            common::spawn_daemon(dir.path(), &settings)
+        } else {
+            // A PATH without bwrap stands for a box without bubblewrap (the
+            // steps' PATH is hookci's own default, not the daemon's).
+            let config = dir.path().join("hookci.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npipelines_dir = \"{}\"\n{settings}\n",
+                    dir.path().join("data").display(),
+                    dir.path().join("pipelines").display()
+                ),
+            )
+            .unwrap();
+            let child = std::process::Command::new(env!("CARGO_BIN_EXE_hookci"))
+                .args(["serve", "--config"])
+                .arg(&config)
+                .env("PATH", "/nonexistent")
+                .env("HOOKCI_LOG", "info")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            common::listening(child)
+        };
         Setup {
             up,
             fork_work,
@@ -661,7 +686,7 @@ async fn a_fork_pull_requests_fetch_gets_no_clone_credentials() {
 async fn paths_are_decided_on_the_changes_since_the_merge_base() {
     let up = Upstream::new("base");
     let url = up.url();
-    let s = Setup::start_full(up, &url, "paths = [\"src/**\"]", "", "true").await;
+    let s = Setup::start_full(up, &url, "paths = [\"src/**\"]", "", "true", true).await;
     // The fork changes docs only; then main changes src.
     let docs_only = s.fork_commit(7, &[("docs.md", "words\n")], "docs");
     let main_now = s.up.push(&[("src/lib.rs", "fn f() {}\n")], "src on main");
@@ -698,6 +723,44 @@ async fn paths_are_decided_on_the_changes_since_the_merge_base() {
     );
     let b = common::wait_final(&s.base, id).await;
     assert_eq!(b["status"], "success", "{b}");
+}
+
+/// `forks = "build"` builds a stranger's fork at once where steps are
+/// sandboxed; where no sandbox works, it waits for approval all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forks_build_runs_at_once_only_where_a_sandbox_exists() {
+    let extra = "[pull_requests]\nforks = \"build\"";
+    if have_bwrap() {
+        let s = Setup::start(extra).await;
+        let head = s.fork_commit(7, &[("s", "1\n")], "fork");
+        let (_, answer) = s
+            .deliver(&pull_request("opened", 7, &head, &s.main, From::Fork))
+            .await;
+        let b = common::wait_final(&s.base, build_ids(&answer)[0]).await;
+        assert_eq!(b["status"], "success", "{b}");
+        let (fields, place) = probe_of(&s.log(b["id"].as_i64().unwrap()).await);
+        assert_eq!((fields[0].as_str(), place.as_str()), ("", "sandboxed"));
+    }
+    let up = Upstream::new("base");
+    let url = up.url();
+    let s = Setup::start_full(up, &url, "", extra, PROBE_STEP, false).await;
+    let head = s.fork_commit(7, &[("s", "1\n")], "fork");
+    let (status, answer) = s
+        .deliver(&pull_request("opened", 7, &head, &s.main, From::Fork))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let id = build_ids(&answer)[0];
+    assert_eq!(
+        common::get_build(&s.base, id).await.unwrap()["status"],
+        "waiting"
+    );
+    // Approved, it runs (unsandboxed: there is none), still without secrets.
+    let (status, _) = post_approve(&s.base, id, &[]).await;
+    assert_eq!(status, 200);
+    let b = common::wait_final(&s.base, id).await;
+    assert_eq!(b["status"], "success", "{b}");
+    let (fields, place) = probe_of(&s.log(id).await);
+    assert_eq!((fields[0].as_str(), place.as_str()), ("", "unsandboxed"));
 }
 
 /// What a bad-input case does to a good payload.
