@@ -865,6 +865,24 @@ fn pull_build(number: u64, fork: bool, waiting: bool) -> NewBuild {
     }
 }
 
+/// Waiting builds count against the queue's limit: a stranger's pull
+/// requests cannot pile up without bound.
+#[tokio::test]
+async fn waiting_builds_count_against_the_queue_limit() {
+    for (name, db) in backends() {
+        let store = db.open(options(1));
+        let d = |id: &str, b: NewBuild| delivery("p", id, vec![b], None);
+        record_one(&store, d("l1", pull_build(1, true, true))).await;
+        let full = store
+            .record_deliveries(vec![d("l2", pull_build(2, true, true))])
+            .await;
+        assert!(
+            matches!(full, Err(StoreError::QueueFull)),
+            "{name}: {full:?}"
+        );
+    }
+}
+
 /// A waiting build is never claimed and reports pending "waiting for
 /// approval"; approval queues it (once); a pull request's builds are read
 /// back with their pull request and listed under `event=pull_request`

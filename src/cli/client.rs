@@ -351,6 +351,10 @@ pub fn logs(target: &Target, id: u64, follow: bool) -> Result<ExitCode, Failure>
             let build = api.build(id).await?;
             if build.status == "queued" {
                 eprintln!("build {id} is queued: it has no log yet");
+            } else if build.status == "waiting" {
+                eprintln!(
+                    "build {id} is waiting for approval (hookci approve {id}): it has no log yet"
+                );
             }
         }
         Ok(ExitCode::SUCCESS)

@@ -636,7 +636,8 @@ impl Resume {
 /// Options for opening a store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// Past this many queued builds, recording fails with `QueueFull`.
+    /// Past this many queued builds (waiting ones count too: anyone who can
+    /// open a pull request can add them), recording fails with `QueueFull`.
     pub max_queued_builds: u64,
 }
 

@@ -290,10 +290,7 @@ fn record(
     max_queued: u64,
 ) -> Result<Vec<Recorded>, StoreError> {
     let mut out = Vec::with_capacity(deliveries.len());
-    let queued: i64 = conn
-        .prepare_cached("SELECT queued FROM queue_stats WHERE id = 1")?
-        .query_row([], |r| r.get(0))?;
-    let mut room = max_queued.saturating_sub(queued.max(0) as u64);
+    let mut room = max_queued.saturating_sub(in_queue(conn)?);
     let now = now_rfc3339();
     for d in deliveries {
         let mut seen: Option<(i64, Option<String>)> = conn
@@ -390,6 +387,19 @@ fn record(
     Ok(out)
 }
 
+/// The builds admission control counts: queued ones (kept by triggers in
+/// `queue_stats`), and those waiting for approval, which anyone who can
+/// open a pull request can add (counted through `builds_by_status`).
+fn in_queue(conn: &Connection) -> Result<u64, StoreError> {
+    let queued: i64 = conn
+        .prepare_cached("SELECT queued FROM queue_stats WHERE id = 1")?
+        .query_row([], |r| r.get(0))?;
+    let waiting: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM builds WHERE status = 'waiting'")?
+        .query_row([], |r| r.get(0))?;
+    Ok(queued.max(0) as u64 + waiting.max(0) as u64)
+}
+
 /// Inserts one queued build; returns its id.
 fn insert_build(
     conn: &Connection,
@@ -475,10 +485,7 @@ fn queue_manual(
     origin: &BuildOrigin,
     max_queued: u64,
 ) -> Result<Manual, StoreError> {
-    let queued: i64 = conn
-        .prepare_cached("SELECT queued FROM queue_stats WHERE id = 1")?
-        .query_row([], |r| r.get(0))?;
-    if queued.max(0) as u64 >= max_queued {
+    if in_queue(conn)? >= max_queued {
         return Err(StoreError::QueueFull);
     }
     let now = now_rfc3339();
