@@ -235,7 +235,8 @@ impl Setup {
 /// the step sees; then whether it runs sandboxed (a sandboxed step has no
 /// `/sys`).
 const PROBE_STEP: &str = r#"printf '%s|%s|%s|%s|%s|%s|%s|%s' "${PROBE_SECRET:-}" "$HOOKCI_EVENT" "$HOOKCI_PR_NUMBER" "$HOOKCI_BRANCH" "$HOOKCI_PR_FORK" "$HOOKCI_PR_HEAD_REPO" "$HOOKCI_PR_AUTHOR" "$(git rev-parse HEAD)" | base64 | tr -d '\n' | sed 's/^/seen:/'; echo
-if [ -d /sys/kernel ]; then echo where:unsandboxed; else echo where:sandboxed; fi"#;
+if [ -d /sys/kernel ]; then echo where:unsandboxed; else echo where:sandboxed; fi
+if [ -n "${SHARED_CACHE:-}" ]; then if touch "$SHARED_CACHE/from-$HOOKCI_BUILD_ID" 2>/dev/null; then echo cache:written; else echo cache:refused; fi; fi"#;
 
 /// The probe's fields from a log: secret, event, number, branch, fork,
 /// head repo, author, HEAD; and where it ran.
@@ -361,8 +362,15 @@ async fn a_fork_pull_request_waits_for_approval_then_runs_sandboxed_without_secr
     if !have_bwrap() {
         return;
     }
-    // The pipeline turns the sandbox off; a fork's pull request gets it anyway.
-    let s = Setup::start("[sandbox]\nenabled = false").await;
+    // The pipeline turns the sandbox off; a fork's pull request gets it
+    // anyway. Its shared cache, writable for the pipeline's own builds, is
+    // read-only to a fork's.
+    let cache = tempfile::tempdir().unwrap();
+    let s = Setup::start(&format!(
+        "[env]\nSHARED_CACHE = \"{0}\"\n[sandbox]\nenabled = false\nread_write = [\"{0}\"]",
+        cache.path().display()
+    ))
+    .await;
     let head = s.fork_commit(7, &[("evil.sh", "echo hi\n")], "from the fork");
     let (status, answer) = s
         .deliver(&pull_request("opened", 7, &head, &s.main, From::Fork))
@@ -438,6 +446,9 @@ async fn a_fork_pull_request_waits_for_approval_then_runs_sandboxed_without_secr
         ]
     );
     assert_eq!(place, "sandboxed");
+    let log = s.log(id).await;
+    assert!(log.contains("cache:refused"), "{log}");
+    assert!(!cache.path().join(format!("from-{id}")).exists());
     let statuses = s.wait_status(&head, "success", "build passed").await;
     assert!(
         statuses.iter().all(|st| st["context"] == CONTEXT),
@@ -450,6 +461,7 @@ async fn a_fork_pull_request_waits_for_approval_then_runs_sandboxed_without_secr
     assert_eq!(fields[0], PROBE);
     assert_eq!(fields[4], "false");
     assert_eq!(place, "unsandboxed");
+    assert!(cache.path().join(format!("from-{own_id}")).exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

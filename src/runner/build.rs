@@ -433,8 +433,13 @@ impl Runner {
         // A fork's pull request runs sandboxed wherever a sandbox exists,
         // whatever the pipeline says (where none exists it waited for an
         // admin's approval, see `matcher::decide_pull_request`).
+        // Nor may it write where other builds read (a shared cache it
+        // could poison): its `read_write` paths are bound read-only.
         if is_fork(build) && probe.is_ok() {
             keys.enabled = Some(crate::pipeline::sandbox::Enabled::On);
+            if let Some(shared) = keys.read_write.take() {
+                keys.read_only.get_or_insert_with(Vec::new).extend(shared);
+            }
         }
         let decision = super::sandbox::decide(&keys, &probe, |bwrap| {
             let masks = self.sandbox.masks_for(pipeline);
