@@ -37,6 +37,7 @@ fn push(branch: &str, n: usize) -> PushEvent {
         web_url: None,
         message: "a change".to_owned(),
         pusher: "octocat".to_owned(),
+        pull_request: None,
     }
 }
 
@@ -93,10 +94,12 @@ async fn fill(store: &Store, shape: Shape, from: usize, to: usize, depth: usize)
                         push: push(&branch, n),
                         path_filters: Vec::new(),
                         supersede: false,
+                        waiting: false,
                         report_context: None,
                     }],
                     skipped: None,
                     body_sha256: None,
+                    close: None,
                 }
             })
             .collect();

@@ -167,11 +167,62 @@ pub struct PushEvent {
     pub message: String,
     /// Who pushed (login or display name); empty where the host sends none.
     pub pusher: String,
+    /// The pull (merge) request this builds; `None` for a push. Then
+    /// `git_ref` is the ref the head commit is fetched by (`refs/pull/N/head`,
+    /// `refs/merge-requests/N/head`), `kind` is [`RefKind::Other`], and
+    /// `before` is the base branch's commit where the host sends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequest>,
+}
+
+/// A pull request (GitLab: merge request), as every host's payload becomes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequest {
+    /// The number users know it by (GitLab: the `iid`).
+    pub number: u64,
+    /// Its title.
+    pub title: String,
+    /// Who opened it (login).
+    pub author: String,
+    /// The host reports the author as an owner, member or collaborator of
+    /// the base repository (GitHub's `author_association`; the equivalents
+    /// elsewhere). False where the host says nothing.
+    pub author_trusted: bool,
+    /// The branch it merges into.
+    pub base_branch: String,
+    /// The branch it merges from (in the head repository).
+    pub head_branch: String,
+    /// The head repository's full name.
+    pub head_repo: String,
+    /// The head repository is not the base repository.
+    pub fork: bool,
+    /// The head repository's clone URL, for hosts with no pull ref in the
+    /// base repository (Bitbucket); `None` elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_clone_url: Option<String>,
+}
+
+/// A closed (or merged) pull request: its builds that have not ended are
+/// cancelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequestClosed {
+    /// The base repository's full name.
+    pub repo: String,
+    /// The ref its builds were queued under (see [`PushEvent::pull_request`]).
+    pub git_ref: String,
+    /// The number.
+    pub number: u64,
+    /// Merged rather than closed unmerged.
+    pub merged: bool,
 }
 
 impl PushEvent {
-    /// The branch's short name, for a branch push.
+    /// The branch's short name, for a branch push; a pull request's head
+    /// branch (`HOOKCI_BRANCH`).
     pub fn branch(&self) -> Option<&str> {
+        if let Some(pr) = &self.pull_request {
+            return Some(&pr.head_branch);
+        }
         match &self.kind {
             RefKind::Branch(b) => Some(b),
             RefKind::Tag(_) | RefKind::Other => None,
@@ -186,8 +237,12 @@ impl PushEvent {
         }
     }
 
-    /// `push` for a branch, `tag` for a tag (the value of `HOOKCI_EVENT`).
+    /// `push` for a branch, `tag` for a tag, `pull_request` for a pull
+    /// request (the value of `HOOKCI_EVENT`).
     pub fn event_name(&self) -> &'static str {
+        if self.pull_request.is_some() {
+            return "pull_request";
+        }
         match self.kind {
             RefKind::Tag(_) => "tag",
             RefKind::Branch(_) | RefKind::Other => "push",
@@ -199,6 +254,9 @@ impl PushEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BuildStatus {
+    /// A pull request from a fork, waiting for an admin's approval; never
+    /// claimed. Approval moves it to `queued`.
+    Waiting,
     /// Waiting for a worker.
     Queued,
     /// A worker is running it.
@@ -219,6 +277,7 @@ impl BuildStatus {
     /// The name used in the API and the store.
     pub fn as_str(self) -> &'static str {
         match self {
+            BuildStatus::Waiting => "waiting",
             BuildStatus::Queued => "queued",
             BuildStatus::Running => "running",
             BuildStatus::Success => "success",
@@ -232,7 +291,7 @@ impl BuildStatus {
     /// True once the build will not change state again.
     pub fn is_final(self) -> bool {
         match self {
-            BuildStatus::Queued | BuildStatus::Running => false,
+            BuildStatus::Waiting | BuildStatus::Queued | BuildStatus::Running => false,
             BuildStatus::Success
             | BuildStatus::Failure
             | BuildStatus::Error
@@ -252,6 +311,7 @@ impl FromStr for BuildStatus {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
         Ok(match s {
+            "waiting" => BuildStatus::Waiting,
             "queued" => BuildStatus::Queued,
             "running" => BuildStatus::Running,
             "success" => BuildStatus::Success,
@@ -391,6 +451,8 @@ impl Serialize for Build {
             created_at: String,
             started_at: Option<String>,
             finished_at: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pull_request: Option<&'a PullRequest>,
         }
         Shown {
             id: self.id,
@@ -410,6 +472,7 @@ impl Serialize for Build {
             created_at: rfc3339(self.created_at),
             started_at: self.started_at.map(rfc3339),
             finished_at: self.finished_at.map(rfc3339),
+            pull_request: self.push.pull_request.as_ref(),
         }
         .serialize(s)
     }

@@ -280,6 +280,8 @@ pub struct BuildsQuery {
     pub branch: Option<String>,
     /// Only builds in this state.
     pub status: Option<String>,
+    /// Only builds of this event (`push`, `tag`, `pull_request`).
+    pub event: Option<String>,
     /// At most this many (the server's default: 50).
     pub limit: Option<u32>,
 }
@@ -295,6 +297,7 @@ pub fn builds(target: &Target, query: &BuildsQuery, json: bool) -> Result<ExitCo
                 ("pipeline", &query.pipeline),
                 ("branch", &query.branch),
                 ("status", &query.status),
+                ("event", &query.event),
             ] {
                 if let Some(v) = value {
                     pairs.append_pair(key, v);
@@ -348,6 +351,10 @@ pub fn logs(target: &Target, id: u64, follow: bool) -> Result<ExitCode, Failure>
             let build = api.build(id).await?;
             if build.status == "queued" {
                 eprintln!("build {id} is queued: it has no log yet");
+            } else if build.status == "waiting" {
+                eprintln!(
+                    "build {id} is waiting for approval (hookci approve {id}): it has no log yet"
+                );
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -445,6 +452,22 @@ pub fn cancel(target: &Target, id: u64) -> Result<ExitCode, Failure> {
         } else {
             say(&format!("build {} {}", answer.id, clean(&answer.status)))?;
         }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `hookci approve ID`.
+pub fn approve(target: &Target, id: u64) -> Result<ExitCode, Failure> {
+    run(target, async |api| {
+        let res = api
+            .send(api.post(&format!("/api/builds/{id}/approve")))
+            .await?;
+        let answer: Cancelled = api.json(res).await?;
+        say(&format!(
+            "build {} approved: {}",
+            answer.id,
+            clean(&answer.status)
+        ))?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -743,6 +766,29 @@ struct BuildRow {
     created_at: String,
     started_at: Option<String>,
     finished_at: Option<String>,
+    #[serde(default)]
+    pull_request: Option<PullRow>,
+}
+
+/// A build's pull request, as the list shows it.
+#[derive(Debug, Deserialize)]
+struct PullRow {
+    number: u64,
+    title: String,
+    author: String,
+    fork: bool,
+}
+
+impl PullRow {
+    /// `PR #7 by alice (fork): Title`, the title cut at 40 characters.
+    fn shown(&self) -> String {
+        let mut title: String = self.title.chars().take(40).collect();
+        if title.len() < self.title.len() {
+            title.push('…');
+        }
+        let fork = if self.fork { " (fork)" } else { "" };
+        format!("PR #{} by {}{fork}: {title}", self.number, self.author)
+    }
 }
 
 /// The builds as an aligned table: ID, PIPELINE, REF, COMMIT, STATUS,
@@ -762,11 +808,19 @@ fn table(builds: &[BuildRow], now: OffsetDateTime) -> String {
             (Some(start), None) => span(now - start),
             (None, _) => String::new(),
         };
-        let shown_ref = b.branch.as_ref().or(b.tag.as_ref()).unwrap_or(&b.git_ref);
+        let shown_ref = match &b.pull_request {
+            Some(pr) => pr.shown(),
+            None => b
+                .branch
+                .as_ref()
+                .or(b.tag.as_ref())
+                .unwrap_or(&b.git_ref)
+                .clone(),
+        };
         rows.push([
             b.id.to_string(),
             clean(&b.pipeline),
-            clean(shown_ref),
+            clean(&shown_ref),
             clean(&b.commit.chars().take(8).collect::<String>()),
             clean(&b.status),
             created,

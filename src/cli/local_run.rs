@@ -205,6 +205,7 @@ fn local_build(pipeline: &pipeline::Pipeline, git_ref: &str, commit: &str) -> Bu
             web_url: None,
             message: String::new(),
             pusher: std::env::var("USER").unwrap_or_default(),
+            pull_request: None,
         },
         host: None,
         status: BuildStatus::Running,

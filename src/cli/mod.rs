@@ -84,9 +84,12 @@ pub enum Command {
         branch: Option<String>,
         /// Only builds in this state.
         #[arg(long, value_name = "S", value_parser = [
-            "queued", "running", "success", "failure", "error", "cancelled", "skipped",
+            "waiting", "queued", "running", "success", "failure", "error", "cancelled", "skipped",
         ])]
         status: Option<String>,
+        /// Only builds of this event.
+        #[arg(long, value_name = "E", value_parser = ["push", "tag", "pull_request"])]
+        event: Option<String>,
         /// At most this many builds (default 50).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=500))]
         limit: Option<u32>,
@@ -108,6 +111,13 @@ pub enum Command {
     },
     /// Cancel a queued or running build.
     Cancel {
+        /// The build's id.
+        id: u64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Approve a build waiting for approval (a pull request from a fork).
+    Approve {
         /// The build's id.
         id: u64,
         #[command(flatten)]
@@ -214,6 +224,7 @@ pub fn run(cli: Cli) -> ExitCode {
             pipeline,
             branch,
             status,
+            event,
             limit,
             json,
             server,
@@ -222,6 +233,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 pipeline,
                 branch,
                 status,
+                event,
                 limit,
             };
             client::builds(&target, &query, json)
@@ -232,6 +244,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Cancel { id, server } => server
             .target(cli.config)
             .and_then(|target| client::cancel(&target, id)),
+        Command::Approve { id, server } => server
+            .target(cli.config)
+            .and_then(|target| client::approve(&target, id)),
         Command::Rebuild {
             id,
             from_failed,

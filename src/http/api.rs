@@ -7,8 +7,8 @@ use crate::pipeline::{Concurrency, Pipeline};
 use crate::runner::build::clone_spec_from;
 use crate::runner::checkout::CheckoutError;
 use crate::store::{
-    Build, BuildFilter, BuildOrigin, BuildStatus, CancelOutcome, NewBuild, ReportRecord, Resume,
-    StepRecord,
+    ApproveOutcome, Build, BuildFilter, BuildOrigin, BuildStatus, CancelOutcome, NewBuild,
+    ReportRecord, Resume, StepRecord,
 };
 use crate::webhook::{Host, PushEvent, RefKind, ZERO_SHA};
 use axum::Json;
@@ -68,7 +68,7 @@ fn build_filter(query: &BTreeMap<String, String>) -> Result<BuildFilter, ApiErro
         None => Vec::new(),
         Some(s) => vec![s.parse::<BuildStatus>().map_err(|()| {
             ApiError::bad_request(
-                "status must be one of queued, running, success, failure, error, cancelled, skipped",
+                "status must be one of waiting, queued, running, success, failure, error, cancelled, skipped",
             )
         })?],
     };
@@ -310,6 +310,7 @@ pub async fn trigger(
         web_url,
         message,
         pusher: "api".to_owned(),
+        pull_request: None,
     };
     let origin = BuildOrigin {
         rebuild_of: None,
@@ -333,12 +334,21 @@ async fn queue(
     host: Option<Host>,
     origin: BuildOrigin,
 ) -> Result<i64, ApiError> {
+    // A pull request's rebuild is one of its builds: it supersedes the
+    // pull request's others and reports under its context. An admin asked
+    // for it, so it does not wait for approval.
+    let pull_request = push.pull_request.is_some();
     let build = NewBuild {
         pipeline: pipeline.name.clone(),
-        push,
         path_filters: Vec::new(),
-        supersede: pipeline.concurrency == Concurrency::Supersede,
-        report_context: pipeline.report_context(host),
+        supersede: pull_request || pipeline.concurrency == Concurrency::Supersede,
+        waiting: false,
+        report_context: if pull_request {
+            pipeline.pr_report_context(host)
+        } else {
+            pipeline.report_context(host)
+        },
+        push,
     };
     let queued = state.store().queue_manual(build, host, origin).await?;
     state.metrics().ended_unrun(
@@ -511,6 +521,27 @@ pub async fn cancel_build(
             "the build has already finished",
         )),
         CancelOutcome::NotFound => Err(ApiError::not_found("no such build")),
+    }
+}
+
+/// `POST /api/builds/ID/approve`: a waiting build (a fork's pull request)
+/// is queued. 409 when the build is not waiting.
+pub async fn approve_build(
+    State(state): State<AppState>,
+    BuildId(id): BuildId,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    require_admin(&state, &headers)?;
+    match state.store().approve(id).await? {
+        ApproveOutcome::Approved => Ok((
+            StatusCode::OK,
+            Json(serde_json::json!({ "id": id, "status": "queued" })),
+        )),
+        ApproveOutcome::NotWaiting(status) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("build {id} is {status}, not waiting for approval"),
+        )),
+        ApproveOutcome::NotFound => Err(ApiError::not_found("no such build")),
     }
 }
 

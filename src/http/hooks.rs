@@ -9,9 +9,9 @@
 use super::body::{self, BodyRules, Client, HeldBody};
 use super::delivery_log::{self, Seen};
 use super::{ApiError, AppState};
-use crate::pipeline::matcher::{self, Decision};
+use crate::pipeline::matcher::{self, Decision, PullDecision};
 use crate::pipeline::{Concurrency, Pipeline};
-use crate::store::{BuildStatus, NewBuild, NewDelivery, Recorded};
+use crate::store::{BuildStatus, CloseRef, NewBuild, NewDelivery, Recorded};
 use crate::webhook::{self, Host, Parsed, ParsedKind, VerifyError};
 use axum::Json;
 use axum::body::Body;
@@ -103,7 +103,7 @@ async fn deliver_to(
         }
     }
     let delivery_id = webhook::delivery_id(host, headers, &body);
-    let mut delivery = new_delivery(pipeline, host, &delivery_id, &parsed);
+    let mut delivery = new_delivery(pipeline, host, &delivery_id, &parsed, sandbox_exists(state));
     delivery.body_sha256 = signed_digest(pipeline, &body);
     let recorded = state.store().record_deliveries(vec![delivery]).await?;
     seen.recorded(&recorded);
@@ -209,7 +209,7 @@ async fn deliver_org_wide(
         .iter()
         .map(|p| NewDelivery {
             body_sha256: signed_digest(p, &body),
-            ..new_delivery(p, host, &delivery_id, &parsed)
+            ..new_delivery(p, host, &delivery_id, &parsed, sandbox_exists(state))
         })
         .collect();
     let recorded = state.store().record_deliveries(deliveries).await?;
@@ -298,17 +298,58 @@ fn same_repo(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
+/// Whether steps can be sandboxed here (the probe ran at start, so this is
+/// its cached answer): a fork pull request by an untrusted author waits
+/// for approval where they cannot, whatever `forks` says.
+fn sandbox_exists(state: &AppState) -> bool {
+    crate::runner::sandbox::probe(state.runner().run_as).is_ok()
+}
+
 fn new_delivery(
     pipeline: &Pipeline,
     host: Host,
     delivery_id: &str,
     parsed: &Parsed,
+    sandbox: bool,
 ) -> NewDelivery {
     let mut builds = Vec::new();
     let mut skipped = Vec::new();
+    let mut close = None;
     match &parsed.kind {
         ParsedKind::Ping => skipped.push("ping".to_owned()),
         ParsedKind::Ignored(reason) => skipped.push(reason.clone()),
+        ParsedKind::PullRequest(event) => {
+            if !same_repo(&event.repo, &pipeline.repo) {
+                skipped.push("the pull request is for another repository".to_owned());
+            } else {
+                match matcher::decide_pull_request(pipeline, event, sandbox) {
+                    PullDecision::Build {
+                        path_filters,
+                        waiting,
+                    } => builds.push(NewBuild {
+                        pipeline: pipeline.name.clone(),
+                        push: (**event).clone(),
+                        path_filters,
+                        // A new push to a pull request always supersedes
+                        // its older builds, whatever `concurrency` says.
+                        supersede: true,
+                        waiting,
+                        report_context: pipeline.pr_report_context(Some(host)),
+                    }),
+                    PullDecision::Skip(reason) => skipped.push(reason),
+                }
+            }
+        }
+        ParsedKind::PullRequestClosed(closed) => {
+            let what = if closed.merged { "merged" } else { "closed" };
+            skipped.push(format!("pull request {} was {what}", closed.number));
+            if same_repo(&closed.repo, &pipeline.repo) {
+                close = Some(CloseRef {
+                    git_ref: closed.git_ref.clone(),
+                    reason: format!("pull request {} was {what}", closed.number),
+                });
+            }
+        }
         ParsedKind::Pushes(pushes) => {
             for push in pushes {
                 if !same_repo(&push.repo, &pipeline.repo) {
@@ -321,6 +362,7 @@ fn new_delivery(
                         push: push.clone(),
                         path_filters,
                         supersede: pipeline.concurrency == Concurrency::Supersede,
+                        waiting: false,
                         report_context: pipeline.report_context(Some(host)),
                     }),
                     Decision::Skip(reason) => skipped.push(reason),
@@ -343,6 +385,7 @@ fn new_delivery(
         },
         builds,
         body_sha256: None,
+        close,
     }
 }
 

@@ -174,6 +174,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/builds/{id}", get(api::get_build))
         .route("/api/builds/{id}/cancel", post(api::cancel_build))
         .route("/api/builds/{id}/rebuild", post(api::rebuild))
+        .route("/api/builds/{id}/approve", post(api::approve_build))
         .route("/api/builds/{id}/log", get(api::get_log))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

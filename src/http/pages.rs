@@ -199,7 +199,7 @@ async fn index_page(
         Some(st) => Some(st.parse::<BuildStatus>().map_err(|()| {
             PageError::Page(
                 StatusCode::BAD_REQUEST,
-                "The status parameter must be one of queued, running, success, failure, error, cancelled, skipped.",
+                "The status parameter must be one of waiting, queued, running, success, failure, error, cancelled, skipped.",
             )
         })?),
     };

@@ -5,7 +5,7 @@
 //! not decided here (they need git); the matching triggers' rules are
 //! handed on in the [`Decision`].
 
-use super::{PathFilter, Pipeline};
+use super::{ForkPolicy, PathFilter, Pipeline};
 use crate::webhook::{PushEvent, RefKind, ZERO_SHA};
 
 /// Whether a push builds, and under which path rules.
@@ -70,7 +70,7 @@ pub fn decide(pipeline: &Pipeline, event: &PushEvent) -> Decision {
             (true, _, Some(tags)) => tags.matches(name),
             (true, _, None) => false,
             (false, Some(branches), _) => branches.matches(name),
-            (false, None, tags) => tags.is_none(),
+            (false, None, tags) => tags.is_none() && t.pull_requests.is_none(),
         })
         .map(|t| &t.paths)
         .collect();
@@ -91,6 +91,72 @@ pub fn decide(pipeline: &Pipeline, event: &PushEvent) -> Decision {
         filters
     };
     Decision::Build { path_filters }
+}
+
+/// Whether a pull request builds, and whether it waits for approval first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullDecision {
+    /// Record a build: `waiting` for an admin's approval, else queued.
+    Build {
+        /// As for a push, against the pull request's base commit.
+        path_filters: Vec<PathFilter>,
+        /// The build waits for approval (status `waiting`).
+        waiting: bool,
+    },
+    /// Build nothing; the reason is shown to the host and the user.
+    Skip(String),
+}
+
+/// Decides whether a pull request event builds `pipeline`: a trigger's
+/// `pull_requests` must match its target branch; then `[pull_requests]`
+/// decides for a fork. `sandbox` says whether steps can be sandboxed
+/// here: without one, an untrusted author's fork pull request always waits.
+pub fn decide_pull_request(pipeline: &Pipeline, event: &PushEvent, sandbox: bool) -> PullDecision {
+    let Some(pr) = &event.pull_request else {
+        return PullDecision::Skip("not a pull request".to_owned());
+    };
+    let matching: Vec<&PathFilter> = pipeline
+        .triggers
+        .iter()
+        .filter(|t| {
+            t.pull_requests
+                .as_ref()
+                .is_some_and(|g| g.matches(&pr.base_branch))
+        })
+        .map(|t| &t.paths)
+        .collect();
+    if matching.is_empty() {
+        return PullDecision::Skip(format!(
+            "no trigger matches pull requests into {}",
+            pr.base_branch
+        ));
+    }
+    let policy = &pipeline.pull_requests;
+    let trusted = pr.author_trusted || policy.trusts(&pr.author);
+    let waiting = match (pr.fork, policy.forks) {
+        (false, _) => false,
+        (true, ForkPolicy::Ignore) => {
+            return PullDecision::Skip("pull requests from forks are ignored".to_owned());
+        }
+        (true, ForkPolicy::Approve) => !trusted,
+        (true, ForkPolicy::Build) => !trusted && !sandbox,
+    };
+    let unknown_base = event.before == ZERO_SHA || event.before.is_empty();
+    let path_filters = if unknown_base || matching.iter().any(|f| f.is_empty()) {
+        Vec::new()
+    } else {
+        let mut filters: Vec<PathFilter> = Vec::new();
+        for f in matching {
+            if !filters.contains(f) {
+                filters.push(f.clone());
+            }
+        }
+        filters
+    };
+    PullDecision::Build {
+        path_filters,
+        waiting,
+    }
 }
 
 /// True when a commit message carries a skip marker anywhere, or a
@@ -142,6 +208,7 @@ mod tests {
         Trigger {
             branches: branches.and_then(globs),
             tags: tags.and_then(globs),
+            pull_requests: None,
             paths,
         }
     }
@@ -182,6 +249,7 @@ mod tests {
             sandbox: Default::default(),
             limits: Default::default(),
             secret_files: Vec::new(),
+            pull_requests: Default::default(),
         }
     }
 
@@ -206,6 +274,7 @@ mod tests {
             web_url: None,
             message: message.to_owned(),
             pusher: "me".to_owned(),
+            pull_request: None,
         }
     }
 
@@ -520,5 +589,114 @@ mod tests {
         for (what, pipeline, event, want) in rows {
             assert_eq!(decide(&pipeline, &event), want, "{what}");
         }
+    }
+
+    fn pr_event(base: &str, fork: bool, trusted: bool, author: &str) -> PushEvent {
+        let mut e = push("refs/pull/7/head", A, B, "");
+        e.kind = RefKind::Other;
+        e.pull_request = Some(crate::model::PullRequest {
+            number: 7,
+            title: "t".to_owned(),
+            author: author.to_owned(),
+            author_trusted: trusted,
+            base_branch: base.to_owned(),
+            head_branch: "feature".to_owned(),
+            head_repo: if fork { "m/r" } else { "o/r" }.to_owned(),
+            fork,
+            head_clone_url: None,
+        });
+        e
+    }
+
+    fn pr_pipeline(forks: ForkPolicy, trusted: &[&str]) -> Pipeline {
+        let mut p = pipeline(
+            vec![Trigger {
+                pull_requests: globs(&["main", "release/**"]),
+                ..Trigger::default()
+            }],
+            true,
+        );
+        p.pull_requests = crate::pipeline::PullRequests {
+            forks,
+            trusted_authors: trusted.iter().map(|s| s.to_string()).collect(),
+            secrets_for_forks: false,
+        };
+        p
+    }
+
+    fn waits(d: PullDecision) -> Option<bool> {
+        match d {
+            PullDecision::Build { waiting, .. } => Some(waiting),
+            PullDecision::Skip(_) => None,
+        }
+    }
+
+    /// forks, fork?, host trusts?, trusted_authors, sandbox?, want (None:
+    /// skipped; Some: whether it waits).
+    type Row = (
+        ForkPolicy,
+        bool,
+        bool,
+        &'static [&'static str],
+        bool,
+        Option<bool>,
+    );
+
+    #[test]
+    fn fork_policy_as_a_table() {
+        use ForkPolicy::*;
+        #[rustfmt::skip]
+        let rows: &[Row] = &[
+            (Approve, false, false, &[],     true,  Some(false)), // own branch: never waits
+            (Approve, false, false, &[],     false, Some(false)),
+            (Approve, true,  false, &[],     true,  Some(true)),  // a stranger's fork waits
+            (Approve, true,  true,  &[],     true,  Some(false)), // the host says member
+            (Approve, true,  false, &["ALI"], true, Some(false)), // trusted_authors, any case
+            (Approve, true,  false, &["bob"], true, Some(true)),
+            (Build,   true,  false, &[],     true,  Some(false)), // sandboxed: builds
+            (Build,   true,  false, &[],     false, Some(true)),  // no sandbox: waits anyway
+            (Build,   true,  true,  &[],     false, Some(false)),
+            (Ignore,  true,  true,  &[],     true,  None),
+            (Ignore,  false, false, &[],     true,  Some(false)),
+        ];
+        for &(forks, fork, host_trusts, trusted, sandbox, want) in rows {
+            let got = decide_pull_request(
+                &pr_pipeline(forks, trusted),
+                &pr_event("main", fork, host_trusts, "ali"),
+                sandbox,
+            );
+            assert_eq!(
+                waits(got),
+                want,
+                "{forks:?} fork={fork} trusted={host_trusts} {trusted:?} sandbox={sandbox}"
+            );
+        }
+    }
+
+    #[test]
+    fn pull_requests_build_only_where_a_trigger_names_their_target_and_never_as_pushes() {
+        let p = pr_pipeline(ForkPolicy::Approve, &[]);
+        assert_eq!(
+            decide_pull_request(&p, &pr_event("release/1.2", false, false, "a"), true),
+            PullDecision::Build {
+                path_filters: Vec::new(),
+                waiting: false
+            }
+        );
+        assert_eq!(
+            decide_pull_request(&p, &pr_event("dev", false, false, "a"), true),
+            PullDecision::Skip("no trigger matches pull requests into dev".to_owned())
+        );
+        // A trigger that names only pull requests builds no push.
+        assert!(matches!(
+            decide(&p, &push("refs/heads/main", A, B, "m")),
+            Decision::Skip(_)
+        ));
+        // A pipeline without pull_requests builds none.
+        let plain = pipeline(Vec::new(), true);
+        assert!(matches!(
+            decide_pull_request(&plain, &pr_event("main", false, false, "a"), true),
+            PullDecision::Skip(_)
+        ));
     }
 }

@@ -67,6 +67,55 @@ pub struct Pipeline {
     pub limits: sandbox::LimitKeys,
     /// Every file a `{ file = ... }` secret of this pipeline is read from.
     pub secret_files: Vec<PathBuf>,
+    /// `[pull_requests]`: what pull requests from forks may do.
+    pub pull_requests: PullRequests,
+}
+
+/// The `[pull_requests]` table (SPEC section 10).
+#[derive(Debug, Clone, Default)]
+pub struct PullRequests {
+    /// What a pull request from a fork does.
+    pub forks: ForkPolicy,
+    /// Host logins whose fork pull requests never wait.
+    pub trusted_authors: Vec<String>,
+    /// A fork pull request's steps get `[secrets]`, and its fetch the
+    /// `[clone]` credentials (default false).
+    pub secrets_for_forks: bool,
+}
+
+impl PullRequests {
+    /// True when `author` is in `trusted_authors` (logins compare without
+    /// regard to ASCII case, as hosts do).
+    pub fn trusts(&self, author: &str) -> bool {
+        !author.is_empty()
+            && self
+                .trusted_authors
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(author))
+    }
+}
+
+/// `forks = approve | build | ignore`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForkPolicy {
+    /// An untrusted author's fork pull request waits for an admin.
+    #[default]
+    Approve,
+    /// Fork pull requests build without approval (sandboxed).
+    Build,
+    /// Fork pull requests never build.
+    Ignore,
+}
+
+impl ForkPolicy {
+    /// The name used in pipeline files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForkPolicy::Approve => "approve",
+            ForkPolicy::Build => "build",
+            ForkPolicy::Ignore => "ignore",
+        }
+    }
 }
 
 /// The `[clone]` table.
@@ -90,6 +139,9 @@ pub struct Trigger {
     pub branches: Option<GlobList>,
     /// Tag globs; `None` when the trigger names no tags.
     pub tags: Option<GlobList>,
+    /// Target branch globs of pull requests; `None` when the trigger names
+    /// none (then it builds no pull request).
+    pub pull_requests: Option<GlobList>,
     /// Path rules, decided later by the runner from git.
     pub paths: PathFilter,
 }
@@ -178,7 +230,8 @@ pub struct Status {
     pub api_url: Option<String>,
     /// The API token.
     pub token: Option<Secret>,
-    /// The status context (`hookci/NAME` by default).
+    /// The status context (`hookci/NAME` by default); pull request builds
+    /// report under `CONTEXT/pr`.
     pub context: String,
     /// The `webhook` provider's URL.
     pub url: Option<String>,
@@ -360,6 +413,14 @@ impl Pipeline {
             Some(Host::BitbucketServer) => Provider::BitbucketServer,
             Some(Host::Gogs) | Some(Host::Generic) | None => Provider::None,
         }
+    }
+
+    /// The context a pull request build reports under: `CONTEXT/pr`, so
+    /// that a push build and a pull request build of one commit do not
+    /// overwrite each other's status.
+    pub fn pr_report_context(&self, delivery_host: Option<Host>) -> Option<String> {
+        self.report_context(delivery_host)
+            .map(|c| format!("{c}/pr"))
     }
 
     /// The status context builds report under, or `None` when

@@ -21,6 +21,7 @@ pub(crate) const TABLES: &[(&str, &str)] = &[
     ("run", "in [[steps]]"),
     ("enabled", "in [sandbox]"),
     ("memory", "in [limits]"),
+    ("forks", "in [pull_requests]"),
 ];
 
 /// A whole pipeline file.
@@ -50,6 +51,17 @@ pub(crate) struct RawPipeline {
     pub steps: Option<Spanned<Vec<RawStep>>>,
     pub sandbox: Option<super::sandbox::RawSandbox>,
     pub limits: Option<super::sandbox::RawLimits>,
+    pub pull_requests: Option<RawPullRequests>,
+}
+
+/// `[pull_requests]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPullRequests {
+    pub forks: Option<Spanned<String>>,
+    #[serde(default)]
+    pub trusted_authors: Vec<Spanned<String>>,
+    pub secrets_for_forks: Option<Spanned<bool>>,
 }
 
 /// `[clone]`.
@@ -72,6 +84,7 @@ pub(crate) struct RawTrigger {
     pub tags: Option<Spanned<Vec<Spanned<String>>>>,
     pub paths: Option<Spanned<Vec<Spanned<String>>>>,
     pub ignore_paths: Option<Spanned<Vec<Spanned<String>>>>,
+    pub pull_requests: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[status]`.

@@ -2,10 +2,10 @@
 //! problem in a file is collected, each with its line and column.
 
 use super::check::Checker;
-use super::raw::{RawPipeline, RawSecret, RawStatus, RawStep, RawTrigger};
+use super::raw::{RawPipeline, RawPullRequests, RawSecret, RawStatus, RawStep, RawTrigger};
 use super::{
-    Clone as CloneOptions, Concurrency, GlobList, PathFilter, Pipeline, Provider, Shell, Status,
-    Step, Trigger,
+    Clone as CloneOptions, Concurrency, ForkPolicy, GlobList, PathFilter, Pipeline, Provider,
+    PullRequests, Shell, Status, Step, Trigger,
 };
 use crate::secret::Secret;
 use crate::webhook::Host;
@@ -22,6 +22,12 @@ const CONCURRENCY: &[(&str, Concurrency)] = &[
     ("queue", Concurrency::Queue),
     ("supersede", Concurrency::Supersede),
     ("parallel", Concurrency::Parallel),
+];
+
+const FORKS: &[(&str, ForkPolicy)] = &[
+    ("approve", ForkPolicy::Approve),
+    ("build", ForkPolicy::Build),
+    ("ignore", ForkPolicy::Ignore),
 ];
 
 const SHELLS: &[(&str, Shell)] = &[("sh", Shell::Sh), ("bash", Shell::Bash)];
@@ -179,6 +185,7 @@ fn convert(c: &mut Checker<'_>, name: &str, path: &Path, raw: RawPipeline) -> Op
     super::credentials::check(c, &raw);
     let sandbox = super::sandbox::sandbox(c, raw.sandbox.as_ref());
     let limits = super::sandbox::limits(c, raw.limits.as_ref());
+    let pull_requests = pull_requests(c, raw.pull_requests.as_ref());
 
     Some(Pipeline {
         name: name.to_owned(),
@@ -201,7 +208,47 @@ fn convert(c: &mut Checker<'_>, name: &str, path: &Path, raw: RawPipeline) -> Op
         sandbox,
         limits,
         secret_files: c.secret_files.clone(),
+        pull_requests: pull_requests?,
     })
+}
+
+/// `[pull_requests]`; `None` after an error.
+fn pull_requests(c: &mut Checker<'_>, raw: Option<&RawPullRequests>) -> Option<PullRequests> {
+    let Some(raw) = raw else {
+        return Some(PullRequests::default());
+    };
+    let forks = raw
+        .forks
+        .as_ref()
+        .map_or(Some(ForkPolicy::Approve), |v| c.one_of("forks", v, FORKS));
+    let mut ok = true;
+    for a in &raw.trusted_authors {
+        let login = a.get_ref();
+        if login.trim().is_empty() || login.trim() != login {
+            c.error(
+                Some(&a.span()),
+                "a trusted author is a host login, without spaces around it",
+            );
+            ok = false;
+        }
+    }
+    let secrets_for_forks = raw.secrets_for_forks.as_ref().is_some_and(|s| *s.get_ref());
+    if let Some(s) = raw.secrets_for_forks.as_ref().filter(|s| *s.get_ref()) {
+        c.warn(
+            Some(&s.span()),
+            "secrets_for_forks = true gives [secrets] and the clone credentials to the steps of pull requests from forks, which anyone can open",
+        );
+    }
+    Some(PullRequests {
+        forks: forks?,
+        trusted_authors: raw
+            .trusted_authors
+            .iter()
+            .map(|a| a.get_ref().clone())
+            .collect(),
+        secrets_for_forks,
+    })
+    .filter(|_| ok)
 }
 
 type Globs = Option<Spanned<Vec<Spanned<String>>>>;
@@ -229,12 +276,14 @@ fn globs(c: &mut Checker<'_>, key: &str, list: &Globs) -> Option<Vec<String>> {
 fn trigger(c: &mut Checker<'_>, t: &RawTrigger) -> Option<Trigger> {
     let branches = globs(c, "branches", &t.branches);
     let tags = globs(c, "tags", &t.tags);
+    let pull_requests = globs(c, "pull_requests", &t.pull_requests);
     let paths = globs(c, "paths", &t.paths);
     let ignore_paths = globs(c, "ignore_paths", &t.ignore_paths);
     let compile = |p: Option<Vec<String>>| p.map(|p| GlobList::new(&p)).transpose().ok().flatten();
     let failed = |written: &Globs, got: &Option<Vec<String>>| written.is_some() && got.is_none();
     if failed(&t.branches, &branches)
         || failed(&t.tags, &tags)
+        || failed(&t.pull_requests, &pull_requests)
         || failed(&t.paths, &paths)
         || failed(&t.ignore_paths, &ignore_paths)
     {
@@ -243,6 +292,7 @@ fn trigger(c: &mut Checker<'_>, t: &RawTrigger) -> Option<Trigger> {
     Some(Trigger {
         branches: compile(branches),
         tags: compile(tags),
+        pull_requests: compile(pull_requests),
         paths: PathFilter {
             paths: paths.unwrap_or_default(),
             ignore_paths: ignore_paths.unwrap_or_default(),

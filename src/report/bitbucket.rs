@@ -26,7 +26,7 @@ pub fn default_api() -> Url {
 /// The state Bitbucket (Cloud and Server) takes, but for cancelled builds.
 pub fn state(phase: Phase) -> &'static str {
     match phase {
-        Phase::Queued | Phase::Running => "INPROGRESS",
+        Phase::Waiting | Phase::Queued | Phase::Running => "INPROGRESS",
         Phase::Succeeded => "SUCCESSFUL",
         Phase::Failed | Phase::Errored => "FAILED",
         Phase::Cancelled => "STOPPED",

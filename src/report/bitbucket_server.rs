@@ -44,7 +44,7 @@ pub fn default_api(urls: &[Url]) -> Result<Url, String> {
 /// The state Bitbucket Server takes.
 pub fn state(phase: Phase) -> &'static str {
     match phase {
-        Phase::Queued | Phase::Running => "INPROGRESS",
+        Phase::Waiting | Phase::Queued | Phase::Running => "INPROGRESS",
         Phase::Succeeded => "SUCCESSFUL",
         Phase::Failed | Phase::Errored => "FAILED",
         Phase::Cancelled => "CANCELLED",

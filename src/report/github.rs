@@ -35,7 +35,7 @@ pub fn default_api(urls: &[Url], repo: &str) -> Url {
 /// GitHub's).
 pub fn state(phase: Phase) -> &'static str {
     match phase {
-        Phase::Queued | Phase::Running => "pending",
+        Phase::Waiting | Phase::Queued | Phase::Running => "pending",
         Phase::Succeeded => "success",
         Phase::Failed => "failure",
         Phase::Errored | Phase::Cancelled => "error",

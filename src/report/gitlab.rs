@@ -24,7 +24,7 @@ pub fn default_api(urls: &[Url], repo: &str) -> Url {
 /// The state GitLab takes.
 pub fn state(phase: Phase) -> &'static str {
     match phase {
-        Phase::Queued => "pending",
+        Phase::Waiting | Phase::Queued => "pending",
         Phase::Running => "running",
         Phase::Succeeded => "success",
         Phase::Failed | Phase::Errored => "failed",

@@ -15,6 +15,8 @@ pub const MAX_DESCRIPTION_CHARS: usize = 140;
 /// The build state a report carries, as every provider distinguishes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Waiting for an admin's approval (a fork's pull request).
+    Waiting,
     /// Waiting for a worker.
     Queued,
     /// Running.
@@ -34,6 +36,7 @@ impl Phase {
     /// reports nothing.
     pub fn of(state: BuildStatus) -> Option<Phase> {
         match state {
+            BuildStatus::Waiting => Some(Phase::Waiting),
             BuildStatus::Queued => Some(Phase::Queued),
             BuildStatus::Running => Some(Phase::Running),
             BuildStatus::Success => Some(Phase::Succeeded),
@@ -49,6 +52,7 @@ impl Phase {
     /// build page, which the status links to.
     fn generic_description(self) -> &'static str {
         match self {
+            Phase::Waiting => "waiting for approval",
             Phase::Queued => "queued",
             Phase::Running => "running",
             Phase::Succeeded => "build passed",

@@ -217,13 +217,17 @@ impl Runner {
         };
         // The checkout goes back to the mirror cache's pool for the next
         // build of the same repository (see `checkout::pool`), except when
-        // the steps ran as another user (it is theirs now), the daemon is
+        // the steps ran as another user (it is theirs now), a fork's pull
+        // request ran in it, the daemon is
         // shutting down, or the pool is not this data dir's (`hookci run`
         // works in a scratch dir beside the daemon's mirrors); the rest of
         // the workspace (home/) is deleted.
         let src = workspace.join("src");
+        // A fork's pull request ran code nobody trusted in it: its
+        // workspace is deleted, never handed to the next build.
         let parked = matches!(source, Source::Checkout)
             && self.run_as.is_none()
+            && !is_fork(build)
             && self.mirrors.pool_dir().parent() == Some(self.data_dir.as_path())
             && !matches!(ended, Ended::Requeue(_))
             && self.mirrors.park(&src);
@@ -264,7 +268,9 @@ impl Runner {
             stop,
             ..
         } = *ctx;
-        let spec = match clone_spec(build, pipeline) {
+        let source =
+            clone_spec(build, pipeline).and_then(|spec| fetch_source(build, pipeline, spec));
+        let (spec, fetch_ref) = match source {
             Ok(spec) => spec,
             Err(why) => {
                 let _ = log.line(&format!("==> {why}")).await;
@@ -279,7 +285,7 @@ impl Runner {
             .await;
         let fetch = async {
             tokio::select! {
-                r = self.mirrors.fetch(&spec, &build.git_ref, &build.commit) => Ok(r),
+                r = self.mirrors.fetch(&spec, &fetch_ref, &build.commit) => Ok(r),
                 () = cancel.cancelled() => Err(self.stopped(stop, "cancelled while fetching")),
                 () = sleep_until(deadline) => Err(timed_out(pipeline)),
             }
@@ -292,16 +298,53 @@ impl Runner {
         let (mirror, commit) = match fetched {
             Ok(v) => v,
             Err(e) => {
-                let _ = log.line(&format!("==> clone failed: {e}")).await;
-                return Ended::Finished(BuildStatus::Error, Some(format!("clone failed: {e}")));
+                let mut why = format!("clone failed: {e}");
+                if secrets_withheld(build, pipeline)
+                    && (pipeline.clone.token.is_some() || pipeline.clone.ssh_key.is_some())
+                {
+                    why.push_str(
+                        " (a pull request from a fork is fetched without the [clone] credentials \
+                         unless [pull_requests] secrets_for_forks = true)",
+                    );
+                }
+                let _ = log.line(&format!("==> {why}")).await;
+                return Ended::Finished(BuildStatus::Error, Some(why));
             }
         };
-        if !build.path_filters.is_empty() {
-            match self
+        // A pull request's payload carries no commit message: the mirror has it.
+        let with_message;
+        let ctx = &if build.pull_request.is_some() && build.message.is_empty() {
+            let message = self
                 .mirrors
-                .changed_files(&mirror, &build.before, &commit)
+                .commit_message(&mirror, &commit)
                 .await
-            {
+                .unwrap_or_default();
+            with_message = Build {
+                push: crate::model::PushEvent {
+                    message,
+                    ..build.push.clone()
+                },
+                ..build.clone()
+            };
+            StepContext {
+                build: &with_message,
+                ..*ctx
+            }
+        } else {
+            *ctx
+        };
+        let build = ctx.build;
+        if !build.path_filters.is_empty() {
+            let changed = if build.pull_request.is_some() {
+                self.mirrors
+                    .changed_files_since_merge_base(&mirror, &build.before, &commit)
+                    .await
+            } else {
+                self.mirrors
+                    .changed_files(&mirror, &build.before, &commit)
+                    .await
+            };
+            match changed {
                 Ok(Some(files)) => {
                     let refs: Vec<&str> = files.iter().map(String::as_str).collect();
                     if !build
@@ -384,9 +427,20 @@ impl Runner {
             resume,
         } = *ctx;
         let base = self.environment(build, pipeline, commit, cwd, home);
-        let keys = pipeline.sandbox.over(&self.sandbox.keys);
+        let mut keys = pipeline.sandbox.over(&self.sandbox.keys);
         let limits = pipeline.limits.over(&self.sandbox.limits);
         let probe = super::sandbox::probe(self.run_as);
+        // A fork's pull request runs sandboxed wherever a sandbox exists,
+        // whatever the pipeline says (where none exists it waited for an
+        // admin's approval, see `matcher::decide_pull_request`).
+        // Nor may it write where other builds read (a shared cache it
+        // could poison): its `read_write` paths are bound read-only.
+        if is_fork(build) && probe.is_ok() {
+            keys.enabled = Some(crate::pipeline::sandbox::Enabled::On);
+            if let Some(shared) = keys.read_write.take() {
+                keys.read_only.get_or_insert_with(Vec::new).extend(shared);
+            }
+        }
         let decision = super::sandbox::decide(&keys, &probe, |bwrap| {
             let masks = self.sandbox.masks_for(pipeline);
             super::sandbox::Plan::new(bwrap, &keys, cwd, Some(home), masks)
@@ -569,13 +623,26 @@ impl Runner {
             ),
             ("HOOKCI_WORKSPACE".into(), cwd.display().to_string()),
         ]);
+        if let Some(pr) = &build.pull_request {
+            env.extend([
+                ("HOOKCI_PR_NUMBER".into(), pr.number.to_string()),
+                ("HOOKCI_PR_TITLE".into(), capped(&pr.title)),
+                ("HOOKCI_PR_AUTHOR".into(), capped(&pr.author)),
+                ("HOOKCI_PR_BASE_BRANCH".into(), capped(&pr.base_branch)),
+                ("HOOKCI_PR_HEAD_BRANCH".into(), capped(&pr.head_branch)),
+                ("HOOKCI_PR_HEAD_REPO".into(), capped(&pr.head_repo)),
+                ("HOOKCI_PR_FORK".into(), pr.fork.to_string()),
+            ]);
+        }
         env.extend(pipeline.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env.extend(
-            pipeline
-                .secrets
-                .iter()
-                .map(|(k, v)| (k.clone(), v.expose().to_owned())),
-        );
+        if !secrets_withheld(build, pipeline) {
+            env.extend(
+                pipeline
+                    .secrets
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.expose().to_owned())),
+            );
+        }
         env
     }
 }
@@ -615,8 +682,60 @@ struct StepContext<'a> {
 /// payload's ssh URL when a deploy key is set, else its https URL. A
 /// payload's URL is used only when it is https or ssh on the host the
 /// pipeline's `host` implies; the error says why not, in one sentence.
+///
+/// A fork's pull request (unless `secrets_for_forks`) fetches with no
+/// credentials at all.
 pub fn clone_spec(build: &Build, pipeline: &Pipeline) -> Result<CloneSpec, String> {
-    clone_spec_from(pipeline, &build.clone_url, build.ssh_url.as_deref())
+    let mut spec = clone_spec_from(pipeline, &build.clone_url, build.ssh_url.as_deref())?;
+    if secrets_withheld(build, pipeline) {
+        spec.ssh_key = None;
+        spec.token = None;
+    }
+    Ok(spec)
+}
+
+/// Where the build's commit is fetched from, and by which ref: the build's
+/// ref from `spec`'s repository, except for a host with no pull refs in the
+/// base repository (Bitbucket Cloud, `head_clone_url` set): there the head
+/// branch, from the base repository for a branch of it, else from the
+/// fork's URL (a payload's URL: allowed only as for a push's, and never
+/// with a credential, whatever `secrets_for_forks` says).
+pub fn fetch_source(
+    build: &Build,
+    pipeline: &Pipeline,
+    spec: CloneSpec,
+) -> Result<(CloneSpec, String), String> {
+    let Some(pr) = &build.pull_request else {
+        return Ok((spec, build.git_ref.clone()));
+    };
+    let Some(head_url) = &pr.head_clone_url else {
+        return Ok((spec, build.git_ref.clone()));
+    };
+    let head_ref = format!("refs/heads/{}", pr.head_branch);
+    if !pr.fork {
+        return Ok((spec, head_ref));
+    }
+    super::checkout::check_payload_url(head_url, public_host(pipeline.host))?;
+    Ok((
+        CloneSpec {
+            url: head_url.clone(),
+            ssh_key: None,
+            token: None,
+            ..spec
+        },
+        head_ref,
+    ))
+}
+
+/// True for a pull request from a fork.
+pub fn is_fork(build: &Build) -> bool {
+    build.pull_request.as_ref().is_some_and(|pr| pr.fork)
+}
+
+/// True when a build's steps get no `[secrets]` and its fetch no `[clone]`
+/// credentials: a fork's pull request, unless `secrets_for_forks = true`.
+pub fn secrets_withheld(build: &Build, pipeline: &Pipeline) -> bool {
+    is_fork(build) && !pipeline.pull_requests.secrets_for_forks
 }
 
 /// [`clone_spec`] from a payload's clone URLs.

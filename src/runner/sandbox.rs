@@ -548,6 +548,18 @@ pub fn check(
             warnings.push(line);
         }
     }
+    // Fork pull requests run only sandboxed unless an admin approved them.
+    if let Err(why) = &probe {
+        for p in pipelines.values() {
+            let builds_prs = p.triggers.iter().any(|t| t.pull_requests.is_some());
+            if builds_prs && p.pull_requests.forks == crate::pipeline::ForkPolicy::Build {
+                warnings.push(format!(
+                    "pipeline {}: forks = \"build\", but steps cannot be sandboxed here ({why}): pull requests from forks will wait for approval",
+                    p.name
+                ));
+            }
+        }
+    }
     let any_limits = !config.limits.is_empty() || pipelines.values().any(|p| !p.limits.is_empty());
     if let Some(why) = crate::runner::cgroup::check_limits() {
         if any_limits {

@@ -2,7 +2,7 @@
 //! many have run. A later version appends to [`MIGRATIONS`]; an applied
 //! migration is never edited.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 /// Each entry is one migration's SQL, run in its own transaction.
 const MIGRATIONS: &[&str] = &[
@@ -198,7 +198,97 @@ const MIGRATIONS: &[&str] = &[
     DROP TRIGGER report_on_insert;
     DROP TRIGGER report_on_update;
     "#,
+    // 11: pull request builds. A build may be `waiting` (a fork's pull
+    // request until an admin approves it; never claimed), which the status
+    // CHECK must allow: SQLite cannot alter a CHECK, so the table is made
+    // again (foreign keys are off while migrations run, see
+    // `migrate_until`), with every index and trigger of it. The pull
+    // request itself is one JSON column (`model::PullRequest`), NULL for a
+    // push.
+    r#"
+    DROP TRIGGER report_supersede;
+    CREATE TABLE builds_new (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        pipeline     TEXT NOT NULL,
+        delivery     INTEGER REFERENCES deliveries(id),
+        delivery_id  TEXT,
+        repo         TEXT NOT NULL,
+        host         TEXT,
+        event        TEXT NOT NULL,
+        ref          TEXT NOT NULL,
+        branch       TEXT,
+        tag          TEXT,
+        commit_sha   TEXT NOT NULL,
+        before_sha   TEXT NOT NULL,
+        after_sha    TEXT NOT NULL,
+        forced       INTEGER NOT NULL DEFAULT 0,
+        clone_url    TEXT NOT NULL,
+        ssh_url      TEXT,
+        web_url      TEXT,
+        message      TEXT NOT NULL,
+        pusher       TEXT NOT NULL,
+        path_filters TEXT NOT NULL DEFAULT '[]',
+        status       TEXT NOT NULL CHECK (status IN
+                       ('waiting','queued','running','success','failure','error','cancelled',
+                        'skipped')),
+        reason       TEXT,
+        attempt      INTEGER NOT NULL DEFAULT 1,
+        created_at   TEXT NOT NULL,
+        started_at   TEXT,
+        finished_at  TEXT,
+        cancel_reason TEXT,
+        report_context TEXT,
+        pull_request TEXT
+    );
+    INSERT INTO builds_new (id, pipeline, delivery, delivery_id, repo, host, event, ref, branch,
+        tag, commit_sha, before_sha, after_sha, forced, clone_url, ssh_url, web_url, message,
+        pusher, path_filters, status, reason, attempt, created_at, started_at, finished_at,
+        cancel_reason, report_context)
+    SELECT id, pipeline, delivery, delivery_id, repo, host, event, ref, branch,
+        tag, commit_sha, before_sha, after_sha, forced, clone_url, ssh_url, web_url, message,
+        pusher, path_filters, status, reason, attempt, created_at, started_at, finished_at,
+        cancel_reason, report_context
+    FROM builds;
+    -- Ids of pruned builds are never handed out again.
+    DELETE FROM sqlite_sequence WHERE name = 'builds_new';
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'builds_new', seq FROM sqlite_sequence WHERE name = 'builds';
+    DROP TABLE builds;
+    ALTER TABLE builds_new RENAME TO builds;
+    CREATE INDEX builds_by_status ON builds (status, id);
+    CREATE INDEX builds_by_pipeline ON builds (pipeline, id);
+    CREATE INDEX builds_by_delivery ON builds (delivery);
+    CREATE INDEX builds_by_branch ON builds (pipeline, ref, status, id);
+    CREATE INDEX builds_by_event ON builds (event, id);
+    CREATE INDEX builds_queued_by_pipeline ON builds (pipeline, id) WHERE status = 'queued';
+    CREATE INDEX builds_queued_by_ref ON builds (pipeline, ref, id) WHERE status = 'queued';
+    CREATE INDEX builds_by_commit ON builds (repo, commit_sha);
+    CREATE TRIGGER builds_queued_insert AFTER INSERT ON builds
+        WHEN NEW.status = 'queued'
+        BEGIN UPDATE queue_stats SET queued = queued + 1 WHERE id = 1; END;
+    CREATE TRIGGER builds_queued_update AFTER UPDATE OF status ON builds
+        WHEN (OLD.status = 'queued') <> (NEW.status = 'queued')
+        BEGIN UPDATE queue_stats
+              SET queued = queued + (NEW.status = 'queued') - (OLD.status = 'queued')
+              WHERE id = 1; END;
+    CREATE TRIGGER builds_queued_delete AFTER DELETE ON builds
+        WHEN OLD.status = 'queued'
+        BEGIN UPDATE queue_stats SET queued = queued - 1 WHERE id = 1; END;
+    CREATE TRIGGER report_supersede AFTER INSERT ON reports
+        BEGIN
+            UPDATE reports SET outcome = 'superseded'
+            WHERE outcome = 'pending' AND context = NEW.context AND id < NEW.id
+              AND build IN (
+                  SELECT ob.id FROM builds nb
+                  JOIN builds ob ON ob.repo = nb.repo AND ob.commit_sha = nb.commit_sha
+                  WHERE nb.id = NEW.build);
+        END;
+    "#,
 ];
+
+/// The first migration that made a table again (11, `builds`): from it on,
+/// every migration checks the references into the tables it touched.
+const REBUILT_BUILDS: usize = 11;
 
 /// Brings the schema up to date. Refuses a database written by a newer
 /// hookci (more migrations than this build knows).
@@ -219,13 +309,39 @@ pub fn migrate_until(conn: &mut Connection, last: usize) -> rusqlite::Result<()>
             MIGRATIONS.len()
         )));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().take(last).skip(version) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
+    if version >= last {
+        return Ok(());
     }
-    Ok(())
+    // A migration that makes a table again drops the old one, which with
+    // foreign keys on would delete every row referring to it (steps,
+    // reports): they are off while migrations run (the pragma is a no-op
+    // inside a transaction), and every reference is checked before each
+    // commit.
+    let foreign_keys: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let result = (|| {
+        for (i, sql) in MIGRATIONS.iter().enumerate().take(last).skip(version) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            let broken: Option<String> = if i + 1 >= REBUILT_BUILDS {
+                tx.query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+                    .optional()?
+            } else {
+                None
+            };
+            if let Some(table) = broken {
+                return Err(rusqlite::Error::InvalidParameterName(format!(
+                    "migration {} left a broken reference in table {table}",
+                    i + 1
+                )));
+            }
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    })();
+    conn.pragma_update(None, "foreign_keys", foreign_keys)?;
+    result
 }
 
 #[cfg(test)]

@@ -40,9 +40,13 @@ pub struct NewBuild {
     pub push: PushEvent,
     /// The path rules the runner must decide from git; empty = none.
     pub path_filters: Vec<PathFilter>,
-    /// The pipeline's concurrency is `supersede`: queuing this build cancels
-    /// the same branch's older queued and running builds.
+    /// The pipeline's concurrency is `supersede`, or the build is a pull
+    /// request's: queuing this build cancels the same ref's older waiting,
+    /// queued and running builds.
     pub supersede: bool,
+    /// Recorded `waiting` (a fork's pull request until an admin approves
+    /// it) rather than `queued`.
+    pub waiting: bool,
     /// The commit status context this build reports under; `None` when the
     /// pipeline reports nothing. Every state change of the build then writes
     /// a report to the outbox in its own transaction.
@@ -67,6 +71,30 @@ pub struct NewDelivery {
     /// Hex SHA-256 of a signed body: a body seen before for this pipeline
     /// is a redelivery whatever its delivery id. `None` for unsigned ones.
     pub body_sha256: Option<String>,
+    /// A closed pull request: its ref's builds that have not ended are
+    /// cancelled (waiting and queued ones at once, running ones asked to
+    /// stop, as `Recorded::cancel_running`).
+    pub close: Option<CloseRef>,
+}
+
+/// The builds of one ref to end, and why (a pull request was closed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseRef {
+    /// The ref their builds were queued under.
+    pub git_ref: String,
+    /// The reason each cancelled build gets.
+    pub reason: String,
+}
+
+/// What an approval did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApproveOutcome {
+    /// The build was waiting; it is queued now.
+    Approved,
+    /// The build is not waiting (its state is given); nothing changed.
+    NotWaiting(BuildStatus),
+    /// No such build.
+    NotFound,
 }
 
 /// What recording a delivery did: the answer the host gets, now and on
@@ -207,7 +235,7 @@ impl ReportedState {
     /// The name the API and the pages show.
     pub fn as_str(self) -> &'static str {
         match self.0 {
-            BuildStatus::Queued => "pending",
+            BuildStatus::Waiting | BuildStatus::Queued => "pending",
             other => other.as_str(),
         }
     }
@@ -437,6 +465,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
         reason: String,
     ) -> BoxFuture<'_, Result<CancelOutcome, StoreError>>;
 
+    /// Moves a `waiting` build to `queued` (an admin approved it), writing
+    /// its report in the same transaction.
+    fn approve(&self, build: i64) -> BoxFuture<'_, Result<ApproveOutcome, StoreError>>;
+
     /// Why a running build was asked to stop, if it was.
     fn cancel_reason(&self, build: i64) -> BoxFuture<'_, Result<Option<String>, StoreError>>;
 
@@ -604,7 +636,8 @@ impl Resume {
 /// Options for opening a store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// Past this many queued builds, recording fails with `QueueFull`.
+    /// Past this many queued builds (waiting ones count too: anyone who can
+    /// open a pull request can add them), recording fails with `QueueFull`.
     pub max_queued_builds: u64,
 }
 
@@ -638,7 +671,7 @@ impl Store {
         let recorded = self.backend.record_deliveries(deliveries).await?;
         if recorded
             .iter()
-            .any(|r| !r.duplicate && !r.build_ids.is_empty())
+            .any(|r| !r.duplicate && (!r.build_ids.is_empty() || r.superseded_queued > 0))
         {
             self.wake_workers();
         }
@@ -787,6 +820,15 @@ impl Store {
             }
             CancelOutcome::Cancelled { .. } => self.wake_workers(),
             CancelOutcome::AlreadyFinished | CancelOutcome::NotFound => {}
+        }
+        Ok(outcome)
+    }
+
+    /// Approves a waiting build; see [`Backend::approve`]. Wakes the workers.
+    pub async fn approve(&self, build: i64) -> Result<ApproveOutcome, StoreError> {
+        let outcome = self.backend.approve(build).await?;
+        if outcome == ApproveOutcome::Approved {
+            self.wake_workers();
         }
         Ok(outcome)
     }
@@ -943,6 +985,7 @@ mod tests {
                 web_url: None,
                 message: String::new(),
                 pusher: String::new(),
+                pull_request: None,
             },
             host: None,
             status,

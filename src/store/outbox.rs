@@ -47,7 +47,8 @@ impl StateChange<'_> {
     /// - a build with `paths` rules reports only its final state: until the
     ///   runner decided from git, it may still be skipped;
     /// - a newly queued build reports `queued` with the description
-    ///   "queued"; every other change its reason.
+    ///   "queued", a newly waiting one `waiting` with "waiting for
+    ///   approval"; every other change its reason.
     pub fn report(&self) -> Option<NewReport> {
         let context = self.context?;
         if self.from == Some(self.to) || self.to == BuildStatus::Skipped {
@@ -56,11 +57,12 @@ impl StateChange<'_> {
         if self.path_rules && !self.to.is_final() {
             return None;
         }
-        let description = match self.from {
-            None => "queued".to_owned(),
-            Some(_) => self.reason.unwrap_or_default().to_owned(),
+        let description = match (self.from, self.to) {
+            (None, BuildStatus::Waiting) => "waiting for approval".to_owned(),
+            (None, _) => "queued".to_owned(),
+            (Some(_), _) => self.reason.unwrap_or_default().to_owned(),
         };
-        if self.from.is_none() && self.to != BuildStatus::Queued {
+        if self.from.is_none() && !matches!(self.to, BuildStatus::Queued | BuildStatus::Waiting) {
             return None;
         }
         Some(NewReport {
@@ -132,6 +134,8 @@ mod tests {
             ("queued reports queued",              true,  false, None,          Queued,    yes(Queued, "queued")),
             ("no context, no report",              false, false, None,          Queued,    None),
             ("path rules: not while queued",       true,  true,  None,          Queued,    None),
+            ("waiting reports waiting",            true,  false, None,          Waiting,   yes(Waiting, "waiting for approval")),
+            ("an approval reports queued",         true,  false, Some(Waiting), Queued,    yes(Queued, "why")),
             ("a claim reports running",            true,  false, Some(Queued),  Running,   yes(Running, "why")),
             ("path rules: not when running",       true,  true,  Some(Queued),  Running,   None),
             ("path rules: the end is reported",    true,  true,  Some(Running), Failure,   yes(Failure, "why")),

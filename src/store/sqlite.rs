@@ -10,9 +10,10 @@
 use super::migrations;
 use super::outbox::{self, NewReport, Outbox, StateChange};
 use super::{
-    Backend, BoxFuture, Build, BuildFilter, BuildOrigin, BuildStatus, CancelOutcome, ClaimPolicy,
-    Manual, NewBuild, NewDelivery, PlannedStep, Recorded, Recovery, ReportJob, ReportOutcome,
-    ReportRecord, ReportedState, StepRecord, StepStatus, StoreError, StoreOptions, now_rfc3339,
+    ApproveOutcome, Backend, BoxFuture, Build, BuildFilter, BuildOrigin, BuildStatus,
+    CancelOutcome, ClaimPolicy, Manual, NewBuild, NewDelivery, PlannedStep, Recorded, Recovery,
+    ReportJob, ReportOutcome, ReportRecord, ReportedState, StepRecord, StepStatus, StoreError,
+    StoreOptions, now_rfc3339,
 };
 use super::{Cause, Fault};
 use crate::model::{Host, PushEvent, RefKind, ZERO_SHA};
@@ -289,10 +290,7 @@ fn record(
     max_queued: u64,
 ) -> Result<Vec<Recorded>, StoreError> {
     let mut out = Vec::with_capacity(deliveries.len());
-    let queued: i64 = conn
-        .prepare_cached("SELECT queued FROM queue_stats WHERE id = 1")?
-        .query_row([], |r| r.get(0))?;
-    let mut room = max_queued.saturating_sub(queued.max(0) as u64);
+    let mut room = max_queued.saturating_sub(in_queue(conn)?);
     let now = now_rfc3339();
     for d in deliveries {
         let mut seen: Option<(i64, Option<String>)> = conn
@@ -357,10 +355,24 @@ fn record(
             let id = insert_build(conn, b, Some(row), Some(&d.delivery_id), Some(d.host), &now)?;
             build_ids.push(id);
             if b.supersede {
-                let (running, queued) = supersede(conn, &b.pipeline, &b.push.git_ref, id, &now)?;
+                let reason = format!("superseded by build {id}");
+                let (running, queued) =
+                    supersede(conn, &b.pipeline, &b.push.git_ref, id, &reason, &now)?;
                 cancel_running.extend(running);
                 superseded_queued += queued;
             }
+        }
+        if let Some(close) = &d.close {
+            let (running, queued) = supersede(
+                conn,
+                &d.pipeline,
+                &close.git_ref,
+                i64::MAX,
+                &close.reason,
+                &now,
+            )?;
+            cancel_running.extend(running);
+            superseded_queued += queued;
         }
         out.push(Recorded {
             pipeline: d.pipeline,
@@ -375,6 +387,19 @@ fn record(
     Ok(out)
 }
 
+/// The builds admission control counts: queued ones (kept by triggers in
+/// `queue_stats`), and those waiting for approval, which anyone who can
+/// open a pull request can add (counted through `builds_by_status`).
+fn in_queue(conn: &Connection) -> Result<u64, StoreError> {
+    let queued: i64 = conn
+        .prepare_cached("SELECT queued FROM queue_stats WHERE id = 1")?
+        .query_row([], |r| r.get(0))?;
+    let waiting: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM builds WHERE status = 'waiting'")?
+        .query_row([], |r| r.get(0))?;
+    Ok(queued.max(0) as u64 + waiting.max(0) as u64)
+}
+
 /// Inserts one queued build; returns its id.
 fn insert_build(
     conn: &Connection,
@@ -385,19 +410,34 @@ fn insert_build(
     now: &str,
 ) -> Result<i64, StoreError> {
     let p = &b.push;
+    // A pull request's head branch is another repository's (a fork's
+    // `main` is not this `main`): it is kept in `pull_request`, never in
+    // `branch`, so branch filters and badges see pushes only.
     let (branch, tag) = match &p.kind {
+        _ if p.pull_request.is_some() => (None, None),
         RefKind::Branch(n) => (Some(n.as_str()), None),
         RefKind::Tag(n) => (None, Some(n.as_str())),
         RefKind::Other => (None, None),
     };
     let filters = serde_json::to_string(&b.path_filters)
         .map_err(|e| StoreError::unavailable(Cause::Failed, e))?;
+    let pull_request = p
+        .pull_request
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::unavailable(Cause::Failed, e))?;
+    let status = if b.waiting {
+        BuildStatus::Waiting
+    } else {
+        BuildStatus::Queued
+    };
     conn.prepare_cached(
         "INSERT INTO builds (pipeline, delivery, delivery_id, repo, host, event, ref, branch,
              tag, commit_sha, before_sha, after_sha, forced, clone_url, ssh_url, web_url,
-             message, pusher, path_filters, status, created_at, report_context)
+             message, pusher, path_filters, status, created_at, report_context, pull_request)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-             ?17, ?18, ?19, 'queued', ?20, ?21)",
+             ?17, ?18, ?19, ?22, ?20, ?21, ?23)",
     )?
     .execute(params![
         b.pipeline,
@@ -421,6 +461,8 @@ fn insert_build(
         filters,
         now,
         b.report_context,
+        status.as_str(),
+        pull_request,
     ])?;
     let id = conn.last_insert_rowid();
     let change = StateChange {
@@ -428,7 +470,7 @@ fn insert_build(
         context: b.report_context.as_deref(),
         path_rules: !b.path_filters.is_empty(),
         from: None,
-        to: BuildStatus::Queued,
+        to: status,
         reason: None,
     };
     outbox::state_changed(&mut SqlOutbox(conn), change, OffsetDateTime::now_utc())?;
@@ -443,10 +485,7 @@ fn queue_manual(
     origin: &BuildOrigin,
     max_queued: u64,
 ) -> Result<Manual, StoreError> {
-    let queued: i64 = conn
-        .prepare_cached("SELECT queued FROM queue_stats WHERE id = 1")?
-        .query_row([], |r| r.get(0))?;
-    if queued.max(0) as u64 >= max_queued {
+    if in_queue(conn)? >= max_queued {
         return Err(StoreError::QueueFull);
     }
     let now = now_rfc3339();
@@ -463,7 +502,15 @@ fn queue_manual(
     )?
     .execute(params![id, origin.rebuild_of, origin.triggered_by, resume])?;
     let (cancel_running, superseded_queued) = if build.supersede {
-        supersede(conn, &build.pipeline, &build.push.git_ref, id, &now)?
+        let reason = format!("superseded by build {id}");
+        supersede(
+            conn,
+            &build.pipeline,
+            &build.push.git_ref,
+            id,
+            &reason,
+            &now,
+        )?
     } else {
         (Vec::new(), 0)
     };
@@ -474,32 +521,33 @@ fn queue_manual(
     })
 }
 
-/// Cancels the same ref's older queued builds and asks its running ones to
-/// stop; returns the running ones, and how many queued ones it cancelled.
+/// Cancels the ref's builds older than `newer` that wait or are queued,
+/// with `reason`, and asks its running ones to stop; returns the running
+/// ones, and how many it cancelled.
 fn supersede(
     conn: &Connection,
     pipeline: &str,
     git_ref: &str,
     newer: i64,
+    reason: &str,
     now: &str,
 ) -> Result<(Vec<i64>, u64), StoreError> {
-    let reason = format!("superseded by build {newer}");
-    let cancelled = conn
-        .prepare_cached(
-            "UPDATE builds SET status = 'cancelled', reason = ?4, finished_at = ?5
-         WHERE pipeline = ?1 AND ref = ?2 AND status = 'queued' AND id < ?3
-         RETURNING id, report_context, path_filters",
-        )?
-        .query_map(params![pipeline, git_ref, newer, reason, now], changed_row)?
-        .collect::<rusqlite::Result<Vec<ChangedRow>>>()?;
-    let queued = cancelled.len();
-    changed(
-        conn,
-        &cancelled,
-        BuildStatus::Queued,
-        BuildStatus::Cancelled,
-        Some(&reason),
-    )?;
+    let mut queued = 0;
+    for from in [BuildStatus::Queued, BuildStatus::Waiting] {
+        let cancelled = conn
+            .prepare_cached(
+                "UPDATE builds SET status = 'cancelled', reason = ?4, finished_at = ?5
+             WHERE pipeline = ?1 AND ref = ?2 AND status = ?6 AND id < ?3
+             RETURNING id, report_context, path_filters",
+            )?
+            .query_map(
+                params![pipeline, git_ref, newer, reason, now, from.as_str()],
+                changed_row,
+            )?
+            .collect::<rusqlite::Result<Vec<ChangedRow>>>()?;
+        queued += cancelled.len();
+        changed(conn, &cancelled, from, BuildStatus::Cancelled, Some(reason))?;
+    }
     let mut stmt = conn.prepare_cached(
         "UPDATE builds SET cancel_reason = ?4
          WHERE pipeline = ?1 AND ref = ?2 AND status = 'running' AND id < ?3
@@ -729,10 +777,11 @@ fn oldest_runnable(
 
 const BUILD_COLUMNS: &str = "id, pipeline, repo, host, event, ref, branch, tag, commit_sha,
     before_sha, after_sha, status, reason, delivery_id, attempt, created_at, started_at,
-    finished_at, clone_url, ssh_url, web_url, message, pusher, forced, path_filters";
+    finished_at, clone_url, ssh_url, web_url, message, pusher, forced, path_filters,
+    pull_request";
 
 /// How many columns [`BUILD_COLUMNS`] names.
-const BUILD_COLUMN_COUNT: usize = 25;
+const BUILD_COLUMN_COUNT: usize = 26;
 
 fn build_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Build> {
     build_from_row_at(r, 0)
@@ -745,12 +794,28 @@ fn build_from_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Build
     let filters: String = r.get(at + 24)?;
     let git_ref: String = r.get(at + 5)?;
     let before: String = r.get(at + 9)?;
+    let pull_request: Option<String> = r.get(at + 25)?;
+    let pull_request: Option<crate::model::PullRequest> = pull_request
+        .map(|text| {
+            serde_json::from_str(&text).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    at + 25,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })
+        })
+        .transpose()?;
     Ok(Build {
         id: r.get(at)?,
         pipeline: r.get(at + 1)?,
         push: PushEvent {
             repo: r.get(at + 2)?,
-            kind: RefKind::of(&git_ref),
+            kind: if pull_request.is_some() {
+                RefKind::Other
+            } else {
+                RefKind::of(&git_ref)
+            },
             git_ref,
             created: before == ZERO_SHA,
             before,
@@ -763,6 +828,7 @@ fn build_from_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Build
             web_url: r.get(at + 20)?,
             message: r.get(at + 21)?,
             pusher: r.get(at + 22)?,
+            pull_request,
         },
         host: r.get(at + 3)?,
         status: status.parse().map_err(|()| bad_text(at + 11, &status))?,
@@ -989,7 +1055,8 @@ impl Backend for SqliteBackend {
                 return Ok(CancelOutcome::NotFound);
             };
             match status.as_str() {
-                "queued" => {
+                "queued" | "waiting" => {
+                    let from: BuildStatus = status.parse().unwrap_or(BuildStatus::Queued);
                     let rows = conn
                         .prepare_cached(
                             "UPDATE builds SET status = 'cancelled', reason = ?2, finished_at = ?3
@@ -997,13 +1064,7 @@ impl Backend for SqliteBackend {
                         )?
                         .query_map(params![build, reason, now_rfc3339()], changed_row)?
                         .collect::<rusqlite::Result<Vec<ChangedRow>>>()?;
-                    changed(
-                        conn,
-                        &rows,
-                        BuildStatus::Queued,
-                        BuildStatus::Cancelled,
-                        Some(&reason),
-                    )?;
+                    changed(conn, &rows, from, BuildStatus::Cancelled, Some(&reason))?;
                     conn.prepare_cached(
                         "UPDATE steps SET status = 'skipped' WHERE build = ?1 AND status = 'pending'",
                     )?
@@ -1019,6 +1080,41 @@ impl Backend for SqliteBackend {
                 }
                 _ => Ok(CancelOutcome::AlreadyFinished),
             }
+        }))
+    }
+
+    fn approve(&self, build: i64) -> BoxFuture<'_, Result<ApproveOutcome, StoreError>> {
+        Box::pin(self.write(move |conn| {
+            let found: Option<String> = conn
+                .prepare_cached("SELECT status FROM builds WHERE id = ?1")?
+                .query_row([build], |r| r.get(0))
+                .optional()?;
+            let Some(status) = found else {
+                return Ok(ApproveOutcome::NotFound);
+            };
+            let status: BuildStatus = status.parse().map_err(|()| {
+                StoreError::unavailable(Cause::Failed, format!("build {build} has status {status}"))
+            })?;
+            if status != BuildStatus::Waiting {
+                return Ok(ApproveOutcome::NotWaiting(status));
+            }
+            let reason = "approved";
+            let rows = conn
+                .prepare_cached(
+                    "UPDATE builds SET status = 'queued', reason = ?2
+                     WHERE id = ?1 AND status = 'waiting'
+                     RETURNING id, report_context, path_filters",
+                )?
+                .query_map(params![build, reason], changed_row)?
+                .collect::<rusqlite::Result<Vec<ChangedRow>>>()?;
+            changed(
+                conn,
+                &rows,
+                BuildStatus::Waiting,
+                BuildStatus::Queued,
+                Some(reason),
+            )?;
+            Ok(ApproveOutcome::Approved)
         }))
     }
 
@@ -1084,7 +1180,7 @@ impl Backend for SqliteBackend {
             let ids = conn
                 .prepare_cached(
                     "DELETE FROM builds WHERE pipeline = ?1
-                       AND status NOT IN ('queued', 'running')
+                       AND status NOT IN ('waiting', 'queued', 'running')
                        AND id NOT IN (SELECT id FROM builds WHERE pipeline = ?1
                                       ORDER BY id DESC LIMIT ?2)
                      RETURNING id",
@@ -1312,7 +1408,7 @@ impl Backend for SqliteBackend {
                 .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM builds")?
                 .query_row([], |r| r.get(0))?;
             let mut stmt = conn.prepare_cached(
-                "SELECT id, status FROM builds WHERE status IN ('queued', 'running')
+                "SELECT id, status FROM builds WHERE status IN ('waiting', 'queued', 'running')
                  ORDER BY id DESC LIMIT 1000",
             )?;
             let active = stmt
@@ -1397,5 +1493,83 @@ mod tests {
             )
             .unwrap();
         assert_eq!(triggers, 0);
+    }
+
+    /// Migration 11 makes `builds` again: every row, step, report and
+    /// origin of a database at version 10 is kept (foreign keys would have
+    /// deleted them with the old table), the queue count and the claim
+    /// indexes still work, and a pruned build's id is not handed out again.
+    #[tokio::test]
+    async fn the_builds_table_made_again_keeps_every_row_and_what_refers_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookci.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            configure(&conn).unwrap();
+            migrations::migrate_until(&mut conn, 10).unwrap();
+            let insert = |id: i64, status: &str| {
+                conn.execute(
+                    "INSERT INTO builds (id, pipeline, repo, event, ref, branch, commit_sha,
+                         before_sha, after_sha, clone_url, message, pusher, status, created_at,
+                         report_context)
+                     VALUES (?1, 'app', 'acme/app', 'push', 'refs/heads/main', 'main', 'abc1',
+                         '0', 'abc1', 'https://git.example/acme/app.git', 'm', 'me', ?2,
+                         '2026-01-01T00:00:00.000Z', 'ci/app')",
+                    params![id, status],
+                )
+                .unwrap();
+            };
+            insert(1, "success");
+            insert(2, "queued");
+            insert(9, "failure");
+            conn.execute("DELETE FROM builds WHERE id = 9", []).unwrap();
+            conn.execute(
+                "INSERT INTO steps (build, idx, name, status) VALUES (1, 0, 'test', 'success')",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO reports (build, context, state, description, created_at)
+                 VALUES (1, 'ci/app', 'success', '', '2026-01-01T00:00:00.000Z')",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO build_origins (build, triggered_by) VALUES (1, 'admin')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open_sqlite(
+            &path,
+            StoreOptions {
+                max_queued_builds: 10,
+            },
+        )
+        .unwrap();
+        assert_eq!(store.steps(1).await.unwrap().len(), 1);
+        assert_eq!(store.reports(1).await.unwrap().len(), 1);
+        assert!(store.origin(1).await.unwrap().is_some());
+        assert_eq!(store.queued_count().await.unwrap(), 1);
+        let claimed = store.claim_next(ClaimPolicy::default()).await.unwrap();
+        assert_eq!(claimed.map(|b| b.id), Some(2));
+        let conn = Connection::open(&path).unwrap();
+        let (version, fks): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version),
+                        (SELECT COUNT(*) FROM pragma_foreign_key_check)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((version, fks), (11, 0));
+        let next: i64 = conn
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'builds'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(next, 9, "ids of pruned builds are not reused");
     }
 }

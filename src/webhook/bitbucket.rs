@@ -106,6 +106,8 @@ pub(super) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ParseErr
         // Bitbucket's "test connection" delivery.
         "diagnostics:ping" => ParsedKind::Ping,
         "repo:push" => pushes(payload)?,
+        "pullrequest:created" | "pullrequest:updated" => pull_request(body, true)?,
+        "pullrequest:fulfilled" | "pullrequest:rejected" => pull_request(body, false)?,
         other => ParsedKind::Ignored(format!("bitbucket event {other} builds nothing")),
     };
     Ok(Parsed {
@@ -177,4 +179,153 @@ fn pushes(p: Payload) -> Result<ParsedKind, ParseError> {
         events.push(update.into_event());
     }
     Ok(ParsedKind::Pushes(events))
+}
+
+#[derive(Deserialize)]
+struct PrPayload {
+    #[serde(default, deserialize_with = "nested")]
+    repository: Option<Repository>,
+    #[serde(default, deserialize_with = "nested")]
+    pullrequest: Option<Pr>,
+}
+
+#[derive(Deserialize)]
+struct Pr {
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "string")]
+    title: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    state: Option<String>,
+    #[serde(default, deserialize_with = "nested")]
+    author: Option<PrAuthor>,
+    #[serde(default, deserialize_with = "nested")]
+    source: Option<Endpoint>,
+    #[serde(default, deserialize_with = "nested")]
+    destination: Option<Endpoint>,
+}
+
+#[derive(Deserialize)]
+struct PrAuthor {
+    #[serde(default, deserialize_with = "string")]
+    nickname: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    username: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    display_name: Option<String>,
+}
+
+/// A pull request's source or destination.
+#[derive(Deserialize)]
+struct Endpoint {
+    #[serde(default, deserialize_with = "nested")]
+    branch: Option<Named>,
+    #[serde(default, deserialize_with = "nested")]
+    commit: Option<Target>,
+    #[serde(default, deserialize_with = "nested")]
+    repository: Option<Repository>,
+}
+
+#[derive(Deserialize)]
+struct Named {
+    #[serde(default, deserialize_with = "string")]
+    name: Option<String>,
+}
+
+/// The https clone URL of a repository: its web page plus `.git`.
+fn clone_url_of(full_name: &str, web_url: Option<&str>) -> String {
+    match web_url {
+        Some(web) => format!("{}.git", web.trim_end_matches('/')),
+        None => format!("https://bitbucket.org/{full_name}.git"),
+    }
+}
+
+/// `pullrequest:created` and `:updated` build (Bitbucket Cloud sends no
+/// previous head, so every update builds; the same head again is a
+/// redelivery the store recognises only by its body); `:fulfilled` (merged)
+/// and `:rejected` (declined) cancel. Bitbucket Cloud has no pull request
+/// refs: the source branch is fetched (from the fork, for a fork), and the
+/// builds are keyed by `refs/pull-requests/N/from`.
+fn pull_request(body: &[u8], builds: bool) -> Result<ParsedKind, ParseError> {
+    let p: PrPayload = json::object(body)?;
+    let repository = p.repository.ok_or(ParseError::Missing("repository"))?;
+    let repo = required(repository.full_name, "repository.full_name")?;
+    let pr = p.pullrequest.ok_or(ParseError::Missing("pullrequest"))?;
+    let number = super::pr_number(pr.id.as_ref())?;
+    let git_ref = format!("refs/pull-requests/{number}/from");
+    if !builds {
+        return Ok(ParsedKind::PullRequestClosed(super::PullRequestClosed {
+            repo,
+            git_ref,
+            number,
+            merged: pr.state.as_deref() == Some("MERGED"),
+        }));
+    }
+    let source = pr.source.ok_or(ParseError::Missing("pullrequest.source"))?;
+    let destination = pr
+        .destination
+        .ok_or(ParseError::Missing("pullrequest.destination"))?;
+    let head = sha(
+        source.commit.and_then(|c| c.hash),
+        "pullrequest.source.commit.hash",
+    )?;
+    let head_repository = source.repository;
+    let head_repo = head_repository
+        .as_ref()
+        .and_then(|r| r.full_name.clone())
+        .unwrap_or_default();
+    let fork = !head_repo.eq_ignore_ascii_case(&repo);
+    let head_web = head_repository
+        .and_then(|r| r.links)
+        .and_then(|l| l.html)
+        .and_then(|h| h.href)
+        .filter(|h| !h.is_empty());
+    let web_url = repository
+        .links
+        .and_then(|l| l.html)
+        .and_then(|h| h.href)
+        .filter(|h| !h.is_empty());
+    let clone_url = clone_url_of(&repo, web_url.as_deref());
+    let head_clone_url = if fork {
+        clone_url_of(&head_repo, head_web.as_deref())
+    } else {
+        clone_url.clone()
+    };
+    let author = pr
+        .author
+        .and_then(|a| a.nickname.or(a.username).or(a.display_name))
+        .unwrap_or_default();
+    Ok(ParsedKind::PullRequest(Box::new(
+        super::PullUpdate {
+            git_ref,
+            head,
+            base_sha: destination
+                .commit
+                .and_then(|c| c.hash)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()) && h.len() >= 4),
+            ssh_url: Some(format!("git@bitbucket.org:{repo}.git")),
+            clone_url,
+            web_url,
+            pr: super::PullRequest {
+                number,
+                title: pr.title.unwrap_or_default(),
+                author,
+                // Bitbucket's payload says nothing of the author's role.
+                author_trusted: false,
+                base_branch: required(
+                    destination.branch.and_then(|b| b.name),
+                    "pullrequest.destination.branch.name",
+                )?,
+                head_branch: required(
+                    source.branch.and_then(|b| b.name),
+                    "pullrequest.source.branch.name",
+                )?,
+                head_repo,
+                fork,
+                head_clone_url: Some(head_clone_url),
+            },
+            repo,
+        }
+        .into_event(),
+    )))
 }

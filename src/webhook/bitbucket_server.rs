@@ -97,7 +97,15 @@ pub(super) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ParseErr
         // Bitbucket Server's "test connection" delivery.
         "diagnostics:ping" => ParsedKind::Ping,
         "repo:refs_changed" => pushes(payload)?,
+        "pr:opened" | "pr:from_ref_updated" => pull_request(body, true)?,
+        "pr:merged" | "pr:declined" => pull_request(body, false)?,
         other => ParsedKind::Ignored(format!("bitbucket-server event {other} builds nothing")),
+    };
+    // A pull request's payload names its repositories in its refs only.
+    let repo = match &kind {
+        ParsedKind::PullRequest(e) => Some(e.repo.clone()),
+        ParsedKind::PullRequestClosed(c) => Some(c.repo.clone()),
+        ParsedKind::Ping | ParsedKind::Pushes(_) | ParsedKind::Ignored(_) => repo,
     };
     Ok(Parsed {
         event: event.to_owned(),
@@ -176,4 +184,140 @@ fn pushes(p: Payload) -> Result<ParsedKind, ParseError> {
         events.push(update.into_event());
     }
     Ok(ParsedKind::Pushes(events))
+}
+
+#[derive(Deserialize)]
+struct PrPayload {
+    #[serde(default, rename = "pullRequest", deserialize_with = "nested")]
+    pull_request: Option<Pr>,
+}
+
+#[derive(Deserialize)]
+struct Pr {
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "string")]
+    title: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    state: Option<String>,
+    #[serde(default, deserialize_with = "nested")]
+    author: Option<Participant>,
+    #[serde(default, rename = "fromRef", deserialize_with = "nested")]
+    from_ref: Option<PrRef>,
+    #[serde(default, rename = "toRef", deserialize_with = "nested")]
+    to_ref: Option<PrRef>,
+}
+
+#[derive(Deserialize)]
+struct Participant {
+    #[serde(default, deserialize_with = "nested")]
+    user: Option<Actor>,
+}
+
+#[derive(Deserialize)]
+struct PrRef {
+    #[serde(default, rename = "displayId", deserialize_with = "string")]
+    display_id: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    id: Option<String>,
+    #[serde(default, rename = "latestCommit", deserialize_with = "string")]
+    latest_commit: Option<String>,
+    #[serde(default, deserialize_with = "nested")]
+    repository: Option<Repository>,
+}
+
+impl PrRef {
+    /// The branch's short name: `displayId`, else the ref without `refs/heads/`.
+    fn branch(&self) -> Option<String> {
+        self.display_id
+            .clone()
+            .filter(|d| !d.is_empty())
+            .or_else(|| {
+                let id = self.id.as_deref()?;
+                Some(id.strip_prefix("refs/heads/").unwrap_or(id).to_owned())
+            })
+    }
+}
+
+/// `pr:opened` and `pr:from_ref_updated` build; `pr:merged` and
+/// `pr:declined` cancel; `pr:modified` (title, description, target) and
+/// reviews build nothing. The head commit is fetched from the target
+/// repository's `refs/pull-requests/N/from`, which Bitbucket Server keeps
+/// for forks too.
+fn pull_request(body: &[u8], builds: bool) -> Result<ParsedKind, ParseError> {
+    let p: PrPayload = json::object(body)?;
+    let pr = p.pull_request.ok_or(ParseError::Missing("pullRequest"))?;
+    let to = pr.to_ref.ok_or(ParseError::Missing("pullRequest.toRef"))?;
+    let to_repo = to
+        .repository
+        .as_ref()
+        .ok_or(ParseError::Missing("pullRequest.toRef.repository"))?;
+    let repo = repo_name(to_repo).ok_or(ParseError::Missing("pullRequest.toRef.repository"))?;
+    let number = super::pr_number(pr.id.as_ref())?;
+    let git_ref = format!("refs/pull-requests/{number}/from");
+    if !builds {
+        return Ok(ParsedKind::PullRequestClosed(super::PullRequestClosed {
+            repo,
+            git_ref,
+            number,
+            merged: pr.state.as_deref() == Some("MERGED"),
+        }));
+    }
+    let from = pr
+        .from_ref
+        .ok_or(ParseError::Missing("pullRequest.fromRef"))?;
+    let head = super::pr_sha(
+        from.latest_commit.clone(),
+        "pullRequest.fromRef.latestCommit",
+    )?;
+    let head_repo = from
+        .repository
+        .as_ref()
+        .and_then(repo_name)
+        .unwrap_or_default();
+    let fork = !head_repo.eq_ignore_ascii_case(&repo);
+    let links = to_repo.links.as_ref();
+    let clone = |name: &str| {
+        links?
+            .clone
+            .iter()
+            .find(|l| l.name.as_deref() == Some(name))?
+            .href
+            .clone()
+    };
+    let base_sha = to
+        .latest_commit
+        .clone()
+        .filter(|c| super::pr_sha(Some(c.clone()), "").is_ok());
+    Ok(ParsedKind::PullRequest(Box::new(
+        super::PullUpdate {
+            git_ref,
+            head,
+            base_sha,
+            clone_url: clone("http").unwrap_or_default(),
+            ssh_url: clone("ssh"),
+            web_url: links
+                .and_then(|l| l.self_.first())
+                .and_then(|l| l.href.clone()),
+            pr: super::PullRequest {
+                number,
+                title: pr.title.unwrap_or_default(),
+                author: pr
+                    .author
+                    .and_then(|a| a.user)
+                    .and_then(|u| u.name)
+                    .unwrap_or_default(),
+                // The payload's role is the author's role in the pull
+                // request, not their permission on the repository.
+                author_trusted: false,
+                base_branch: required(to.branch(), "pullRequest.toRef.displayId")?,
+                head_branch: required(from.branch(), "pullRequest.fromRef.displayId")?,
+                head_repo,
+                fork,
+                head_clone_url: None,
+            },
+            repo,
+        }
+        .into_event(),
+    )))
 }

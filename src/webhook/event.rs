@@ -1,7 +1,7 @@
 //! What a delivery's payload asks of hookci. The push itself is
 //! [`crate::model::PushEvent`].
 
-use crate::model::PushEvent;
+use crate::model::{PullRequestClosed, PushEvent};
 
 /// A delivery's payload, read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +21,12 @@ pub enum ParsedKind {
     Ping,
     /// One or more ref updates (Bitbucket may send several in one delivery).
     Pushes(Vec<PushEvent>),
+    /// A pull request opened, reopened or pushed to: builds its head
+    /// commit ([`PushEvent::pull_request`] is set).
+    PullRequest(Box<PushEvent>),
+    /// A pull request closed or merged: its builds that have not ended
+    /// are cancelled.
+    PullRequestClosed(PullRequestClosed),
     /// An event that builds nothing; the reason says which and why.
     Ignored(String),
 }

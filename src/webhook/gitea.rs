@@ -3,7 +3,7 @@
 //! companion events.
 
 use super::github::{Commit, Repository};
-use super::json::{self, list, nested, string};
+use super::json::{self, flag, list, nested, string};
 use super::signature::{first_header, verify_hex_sha256, verify_prefixed_sha256};
 use super::{
     Host, ParseError, Parsed, ParsedKind, RefKind, RefUpdate, VerifyError, header_str, sha,
@@ -86,6 +86,12 @@ pub(super) fn parse(host: Host, headers: &HeaderMap, body: &[u8]) -> Result<Pars
     // also a push to it), so building on them would build twice.
     let kind = match event {
         "push" => ParsedKind::Pushes(vec![push(payload)?.into_event()]),
+        "pull_request" if host != Host::Gogs => super::github::pull_request(
+            body,
+            &["opened", "reopened", "synchronized"],
+            super::github::Trust::Owner,
+        )?,
+        "pull_request" => gogs_pull_request(body)?,
         "create" => ParsedKind::Ignored(
             "create event builds nothing; the push event for this ref does".to_owned(),
         ),
@@ -142,4 +148,94 @@ fn push(p: Payload) -> Result<RefUpdate, ParseError> {
         message,
         pusher,
     })
+}
+
+#[derive(Deserialize)]
+struct GogsPrPayload {
+    #[serde(default, deserialize_with = "string")]
+    action: Option<String>,
+    #[serde(default)]
+    number: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "nested")]
+    pull_request: Option<GogsPr>,
+    #[serde(default, deserialize_with = "nested")]
+    repository: Option<Repository>,
+}
+
+#[derive(Deserialize)]
+struct GogsPr {
+    #[serde(default)]
+    number: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "string")]
+    title: Option<String>,
+    #[serde(default, deserialize_with = "nested")]
+    user: Option<User>,
+    #[serde(default, deserialize_with = "string")]
+    head_branch: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    base_branch: Option<String>,
+    #[serde(default, deserialize_with = "nested")]
+    head_repo: Option<Repository>,
+    #[serde(default, deserialize_with = "flag")]
+    merged: bool,
+}
+
+/// Gogs' `pull_request`: GitHub's actions, its own shape, and no commit id
+/// at all. The build's commit is left empty: the runner builds what the
+/// base repository's `refs/pull/N/head` points to when it fetches (there is
+/// no id to check it against), and reports it as `HOOKCI_COMMIT`.
+fn gogs_pull_request(body: &[u8]) -> Result<ParsedKind, ParseError> {
+    let p: GogsPrPayload = json::object(body)?;
+    let action = super::required(p.action, "action")?;
+    let builds = matches!(action.as_str(), "opened" | "reopened" | "synchronized");
+    if !builds && action != "closed" {
+        return Ok(ParsedKind::Ignored(format!(
+            "pull request action {action} builds nothing"
+        )));
+    }
+    let repository = p.repository.ok_or(ParseError::Missing("repository"))?;
+    let repo = super::required(repository.full_name, "repository.full_name")?;
+    let pr = p.pull_request.ok_or(ParseError::Missing("pull_request"))?;
+    let number = super::pr_number(p.number.as_ref().or(pr.number.as_ref()))?;
+    let git_ref = format!("refs/pull/{number}/head");
+    if !builds {
+        return Ok(ParsedKind::PullRequestClosed(super::PullRequestClosed {
+            repo,
+            git_ref,
+            number,
+            merged: pr.merged,
+        }));
+    }
+    let head_repo = pr.head_repo.and_then(|r| r.full_name).unwrap_or_default();
+    let author = pr
+        .user
+        .and_then(|u| u.login.filter(|l| !l.is_empty()).or(u.username))
+        .unwrap_or_default();
+    let owner = repository
+        .owner
+        .and_then(|o| o.login.filter(|l| !l.is_empty()).or(o.username))
+        .unwrap_or_default();
+    let mut event = super::PullUpdate {
+        git_ref,
+        head: String::new(),
+        base_sha: None,
+        clone_url: super::required(repository.clone_url, "repository.clone_url")?,
+        ssh_url: repository.ssh_url,
+        web_url: repository.html_url,
+        pr: super::PullRequest {
+            number,
+            title: pr.title.unwrap_or_default(),
+            author_trusted: !owner.is_empty() && owner.eq_ignore_ascii_case(&author),
+            author,
+            base_branch: super::required(pr.base_branch, "pull_request.base_branch")?,
+            head_branch: super::required(pr.head_branch, "pull_request.head_branch")?,
+            fork: !head_repo.eq_ignore_ascii_case(&repo),
+            head_repo,
+            head_clone_url: None,
+        },
+        repo,
+    }
+    .into_event();
+    event.after = super::ZERO_SHA.to_owned();
+    Ok(ParsedKind::PullRequest(Box::new(event)))
 }

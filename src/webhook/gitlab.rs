@@ -91,6 +91,7 @@ pub(super) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ParseErr
     let repo = repo_name(&payload);
     let kind = match event {
         "Push Hook" | "Tag Push Hook" => ParsedKind::Pushes(vec![push(payload)?.into_event()]),
+        "Merge Request Hook" => merge_request(body)?,
         "System Hook" => {
             let name = payload
                 .event_name
@@ -180,4 +181,130 @@ fn push(p: Payload) -> Result<RefUpdate, ParseError> {
         message,
         pusher,
     })
+}
+
+#[derive(Deserialize)]
+struct MrPayload {
+    #[serde(default, deserialize_with = "nested")]
+    user: Option<MrUser>,
+    #[serde(default, deserialize_with = "nested")]
+    project: Option<Project>,
+    #[serde(default, deserialize_with = "nested")]
+    object_attributes: Option<MrAttributes>,
+}
+
+#[derive(Deserialize)]
+struct MrUser {
+    #[serde(default, deserialize_with = "string")]
+    username: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MrAttributes {
+    #[serde(default)]
+    iid: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "string")]
+    action: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    title: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    source_branch: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    target_branch: Option<String>,
+    #[serde(default)]
+    source_project_id: Option<serde_json::Value>,
+    #[serde(default)]
+    target_project_id: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "nested")]
+    source: Option<MrProject>,
+    #[serde(default, deserialize_with = "nested")]
+    last_commit: Option<Commit>,
+    /// Set on an `update` that pushed new commits (the previous head).
+    #[serde(default, deserialize_with = "string")]
+    oldrev: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MrProject {
+    #[serde(default, deserialize_with = "string")]
+    path_with_namespace: Option<String>,
+}
+
+/// `Merge Request Hook`: open, reopen, and an update that pushed new
+/// commits (`oldrev` set) build; close and merge cancel; every other
+/// action (a title edit, approvals, labels) builds nothing.
+fn merge_request(body: &[u8]) -> Result<ParsedKind, ParseError> {
+    let p: MrPayload = json::object(body)?;
+    let mr = p
+        .object_attributes
+        .ok_or(ParseError::Missing("object_attributes"))?;
+    let action = super::required(mr.action, "object_attributes.action")?;
+    let new_commits = mr.oldrev.as_deref().is_some_and(|r| !r.is_empty());
+    let builds = match action.as_str() {
+        "open" | "reopen" => true,
+        "update" if new_commits => true,
+        "close" | "merge" => false,
+        other => {
+            let what = if other == "update" {
+                "a merge request update without new commits"
+            } else {
+                "this merge request action"
+            };
+            return Ok(ParsedKind::Ignored(format!(
+                "{what} ({other}) builds nothing"
+            )));
+        }
+    };
+    let project = p.project.ok_or(ParseError::Missing("project"))?;
+    let repo = super::required(project.path_with_namespace, "project.path_with_namespace")?;
+    let number = super::pr_number(mr.iid.as_ref())?;
+    let git_ref = format!("refs/merge-requests/{number}/head");
+    if !builds {
+        return Ok(ParsedKind::PullRequestClosed(super::PullRequestClosed {
+            repo,
+            git_ref,
+            number,
+            merged: action == "merge",
+        }));
+    }
+    let head = super::pr_sha(
+        mr.last_commit.and_then(|c| c.id),
+        "object_attributes.last_commit.id",
+    )?;
+    let head_repo = mr
+        .source
+        .and_then(|s| s.path_with_namespace)
+        .unwrap_or_default();
+    // The source project's id is what says "another project"; its path may
+    // be absent from older payloads.
+    let fork = match (&mr.source_project_id, &mr.target_project_id) {
+        (Some(a), Some(b)) => a != b,
+        _ => !head_repo.eq_ignore_ascii_case(&repo),
+    };
+    Ok(ParsedKind::PullRequest(Box::new(
+        super::PullUpdate {
+            git_ref,
+            head,
+            base_sha: None,
+            clone_url: super::required(project.git_http_url, "project.git_http_url")?,
+            ssh_url: project.git_ssh_url,
+            web_url: project.web_url,
+            pr: super::PullRequest {
+                number,
+                title: mr.title.unwrap_or_default(),
+                // GitLab's payload names the user who acted, and says
+                // nothing of their role in the project: never trusted by
+                // the host's word, only through trusted_authors.
+                author: p.user.and_then(|u| u.username).unwrap_or_default(),
+                author_trusted: false,
+                base_branch: super::required(mr.target_branch, "object_attributes.target_branch")?,
+                head_branch: super::required(mr.source_branch, "object_attributes.source_branch")?,
+                head_repo,
+                fork,
+                head_clone_url: None,
+            },
+            repo,
+        }
+        .into_event(),
+    )))
 }

@@ -26,7 +26,7 @@ mod gitlab;
 mod json;
 mod signature;
 
-pub use crate::model::{Host, PushEvent, RefKind, ZERO_SHA};
+pub use crate::model::{Host, PullRequest, PullRequestClosed, PushEvent, RefKind, ZERO_SHA};
 pub use event::{Parsed, ParsedKind};
 pub use signature::standard_webhooks_signature;
 
@@ -64,6 +64,9 @@ pub enum ParseError {
     /// A field the host always sends is missing or of the wrong type.
     #[error("the payload has no valid {0}")]
     Missing(&'static str),
+    /// A pull request number that is not a positive integer.
+    #[error("the payload's pull request number is not a positive integer")]
+    BadNumber,
     /// A ref that git would not accept as a name (control characters,
     /// `..`, a trailing `.lock`, ...).
     #[error("the payload's ref is not a valid git ref name")]
@@ -180,10 +183,28 @@ pub fn parse(host: Host, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Par
     }?;
     // A ref reaches the store, the log and the steps' environment: only
     // names git itself accepts (no control characters, no `..`, ...).
-    if let ParsedKind::Pushes(events) = &parsed.kind {
-        if events.iter().any(|e| !valid_ref(&e.git_ref)) {
-            return Err(ParseError::BadRef);
+    let refs: Vec<&str> = match &parsed.kind {
+        ParsedKind::Pushes(events) => events.iter().map(|e| e.git_ref.as_str()).collect(),
+        ParsedKind::PullRequest(e) => {
+            let pr = e.pull_request.as_ref();
+            let branches = pr.map(|p| [p.base_branch.as_str(), p.head_branch.as_str()]);
+            let mut refs = vec![e.git_ref.as_str()];
+            refs.extend(branches.into_iter().flatten());
+            refs
         }
+        ParsedKind::PullRequestClosed(c) => vec![c.git_ref.as_str()],
+        ParsedKind::Ping | ParsedKind::Ignored(_) => Vec::new(),
+    };
+    // A pull request's branches are short names: checked as refs/heads/NAME.
+    let valid = |r: &&str| {
+        if r.starts_with("refs/") {
+            valid_ref(r)
+        } else {
+            valid_ref(&format!("refs/heads/{r}"))
+        }
+    };
+    if !refs.iter().all(valid) {
+        return Err(ParseError::BadRef);
     }
     Ok(parsed)
 }
@@ -244,6 +265,73 @@ fn sha(value: Option<String>, field: &'static str) -> Result<String, ParseError>
     }
 }
 
+/// A pull request number: a positive integer (some hosts send it as text).
+fn pr_number(value: Option<&serde_json::Value>) -> Result<u64, ParseError> {
+    let n = match value {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) if s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse().ok()
+        }
+        _ => None,
+    };
+    n.filter(|&n| n > 0 && n <= i64::MAX as u64)
+        .ok_or(ParseError::BadNumber)
+}
+
+/// A pull request's head commit: a full object id (40 or 64 hex digits).
+fn pr_sha(value: Option<String>, field: &'static str) -> Result<String, ParseError> {
+    match value {
+        Some(s)
+            if (s.len() == 40 || s.len() == 64)
+                && s.bytes().all(|b| b.is_ascii_hexdigit())
+                && !is_zero(&s) =>
+        {
+            Ok(s.to_ascii_lowercase())
+        }
+        _ => Err(ParseError::Missing(field)),
+    }
+}
+
+/// A pull request as a host reports it, before the rules every host
+/// shares are applied by [`PullUpdate::into_event`].
+#[derive(Debug, Default)]
+struct PullUpdate {
+    /// The base repository's full name.
+    repo: String,
+    /// The ref the head commit is fetched by.
+    git_ref: String,
+    /// The head commit.
+    head: String,
+    /// The base branch's commit, where the host sends it.
+    base_sha: Option<String>,
+    clone_url: String,
+    ssh_url: Option<String>,
+    web_url: Option<String>,
+    pr: PullRequest,
+}
+
+impl PullUpdate {
+    fn into_event(self) -> PushEvent {
+        PushEvent {
+            repo: self.repo,
+            git_ref: self.git_ref,
+            kind: RefKind::Other,
+            before: self.base_sha.unwrap_or_else(|| ZERO_SHA.to_owned()),
+            after: self.head.clone(),
+            commit: self.head,
+            created: false,
+            deleted: false,
+            forced: false,
+            clone_url: self.clone_url,
+            ssh_url: self.ssh_url.filter(|s| !s.is_empty()),
+            web_url: self.web_url.filter(|s| !s.is_empty()),
+            message: String::new(),
+            pusher: self.pr.author.clone(),
+            pull_request: Some(self.pr),
+        }
+    }
+}
+
 /// A string field the host always sends, non-empty.
 fn required(value: Option<String>, field: &'static str) -> Result<String, ParseError> {
     value
@@ -298,6 +386,7 @@ impl RefUpdate {
             web_url: self.web_url.filter(|s| !s.is_empty()),
             message: self.message,
             pusher: self.pusher,
+            pull_request: None,
         }
     }
 }

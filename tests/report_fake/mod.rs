@@ -296,6 +296,7 @@ pub fn push(repo: &str, commit: &str, web_url: Option<&str>, clone_url: &str) ->
         web_url: web_url.map(str::to_owned),
         message: "a change".to_owned(),
         pusher: "octocat".to_owned(),
+        pull_request: None,
     }
 }
 
@@ -327,10 +328,12 @@ pub async fn queue(
                 push,
                 path_filters: Vec::new(),
                 supersede: false,
+                waiting: false,
                 report_context: Some(context.to_owned()),
             }],
             skipped: None,
             body_sha256: None,
+            close: None,
         }])
         .await
         .expect("record the delivery");

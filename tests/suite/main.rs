@@ -35,6 +35,8 @@ mod install_paths;
 mod limits;
 mod pipeline_config;
 mod pipeline_load;
+mod pull_requests;
+mod pull_requests_hosts;
 mod reload;
 mod report_delivery;
 mod report_e2e;

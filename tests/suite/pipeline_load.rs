@@ -192,19 +192,19 @@ fn broken_pipeline_files_are_reported_with_line_column_and_one_sentence() {
             "an unknown key",
             "a.toml",
             format!("{h}[[trigger]]\nbranchs = [\"main\"]\n{s}"),
-            "a.toml:4:1: unknown key \"branchs\" in [[trigger]]; expected one of branches, tags, paths, ignore_paths; did you mean \"branches\"?",
+            "a.toml:4:1: unknown key \"branchs\" in [[trigger]]; expected one of branches, tags, paths, ignore_paths, pull_requests; did you mean \"branches\"?",
         ),
         (
             "an unknown top-level key",
             "a.toml",
             format!("{h}foo = 1\n{s}"),
-            "a.toml:3:1: unknown key \"foo\" at the top level; expected one of repo, host, secret, insecure_no_signature, allow_sha1, clone_url, clone, trigger, skip_ci, concurrency, timeout, env, secrets, status, steps, sandbox, limits",
+            "a.toml:3:1: unknown key \"foo\" at the top level; expected one of repo, host, secret, insecure_no_signature, allow_sha1, clone_url, clone, trigger, skip_ci, concurrency, timeout, env, secrets, status, steps, sandbox, limits, pull_requests",
         ),
         (
             "a key after a table belongs to it",
             "a.toml",
             format!("{h}[[trigger]]\ntags = [\"v*\"]\nconcurrency = \"queue\"\n{s}"),
-            "a.toml:5:1: unknown key \"concurrency\" in [[trigger]]; expected one of branches, tags, paths, ignore_paths",
+            "a.toml:5:1: unknown key \"concurrency\" in [[trigger]]; expected one of branches, tags, paths, ignore_paths, pull_requests",
         ),
         (
             "a wrong type",
@@ -620,4 +620,63 @@ fn credentials_go_only_where_the_configuration_says() {
         "{signed}host = \"github\"\n{pinned}[clone]\ntoken = {{ env = \"{ENV_SECRET_VAR}\" }}\n[secrets]\nDEPLOY = {{ env = \"{ENV_SECRET_VAR}\" }}\n[status]\ntoken = {{ env = \"{ENV_SECRET_VAR}\" }}\n{STEP}"
     );
     load("a.toml", &ok).expect("loads");
+}
+
+#[test]
+fn pull_request_settings_are_read_and_checked() {
+    let src = format!(
+        "repo = \"o/r\"\nsecret = {{ env = \"{ENV_SECRET_VAR}\" }}\n\
+         [[trigger]]\npull_requests = [\"main\", \"release/**\"]\npaths = [\"src/**\"]\n\
+         [pull_requests]\nforks = \"build\"\ntrusted_authors = [\"ada\", \"bob\"]\n{STEP}"
+    );
+    let (p, warnings) = load("pr.toml", &src).expect("loads");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let t = &p.triggers[0];
+    assert!(t.pull_requests.as_ref().unwrap().matches("release/1.0"));
+    assert!(t.branches.is_none());
+    assert_eq!(p.pull_requests.forks, pipeline::ForkPolicy::Build);
+    assert!(p.pull_requests.trusts("ADA") && !p.pull_requests.trusts("eve"));
+    assert!(!p.pull_requests.secrets_for_forks);
+
+    // The defaults: forks wait for approval, without secrets.
+    let (p, _) = load("plain.toml", &format!("{HEAD}{STEP}")).expect("loads");
+    assert_eq!(p.pull_requests.forks, pipeline::ForkPolicy::Approve);
+    assert!(p.pull_requests.trusted_authors.is_empty() && !p.pull_requests.secrets_for_forks);
+
+    let bad = [
+        (
+            "[pull_requests]\nforks = \"always\"\n",
+            "bad.toml:5:9: unknown forks \"always\"; expected one of approve, build, ignore",
+        ),
+        (
+            "[pull_requests]\nforks_allowed = true\n",
+            "bad.toml:5:1: unknown key \"forks_allowed\" in [pull_requests]; expected one of forks, trusted_authors, secrets_for_forks",
+        ),
+        (
+            "[[trigger]]\npull_requests = []\n",
+            "bad.toml:5:17: pull_requests is empty; list at least one glob or remove the key",
+        ),
+        (
+            "[pull_requests]\ntrusted_authors = [\" ada\"]\n",
+            "bad.toml:5:20: a trusted author is a host login, without spaces around it",
+        ),
+    ];
+    for (table, want) in bad {
+        let errors = load("bad.toml", &format!("{HEAD}\n{table}{STEP}")).unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.starts_with(want)),
+            "{table}: {errors:?}"
+        );
+    }
+    let (_, warnings) = load(
+        "open.toml",
+        &format!("{HEAD}[pull_requests]\nsecrets_for_forks = true\n{STEP}"),
+    )
+    .expect("loads");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("secrets_for_forks = true gives [secrets]")),
+        "{warnings:?}"
+    );
 }

@@ -83,6 +83,31 @@ fn check_names_the_package_and_says_steps_have_the_daemons_authority_without_bwr
 }
 
 #[test]
+fn check_says_a_forks_pull_requests_wait_where_no_sandbox_works() {
+    let dir = setup("");
+    std::fs::write(
+        dir.path().join("pipelines/prs.toml"),
+        "repo = \"o/r\"\ninsecure_no_signature = true\nclone_url = \"/srv/r.git\"\n\
+         [[trigger]]\npull_requests = [\"main\"]\n[pull_requests]\nforks = \"build\"\n\
+         [[steps]]\nname = \"t\"\nrun = \"true\"\n",
+    )
+    .expect("pipeline");
+    let out = hookci(dir.path(), &["check"], Some("/nonexistent"), None);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("pipeline prs: forks = \"build\", but steps cannot be sandboxed here")
+            && stderr.contains("pull requests from forks will wait for approval"),
+        "{stderr}"
+    );
+    if have_bwrap() {
+        let out = hookci(dir.path(), &["check"], None, None);
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("forks"), "{stderr}");
+    }
+}
+
+#[test]
 fn check_is_quiet_about_the_sandbox_where_bwrap_works() {
     if !have_bwrap() {
         return;

@@ -8,10 +8,10 @@
 
 use hookci::pipeline::PathFilter;
 use hookci::store::{
-    BuildFilter, BuildStatus, CancelOutcome, ClaimPolicy, NewBuild, NewDelivery, ReportOutcome,
-    StepStatus, Store, StoreError, StoreOptions,
+    ApproveOutcome, BuildFilter, BuildStatus, CancelOutcome, ClaimPolicy, CloseRef, NewBuild,
+    NewDelivery, ReportOutcome, StepStatus, Store, StoreError, StoreOptions,
 };
-use hookci::webhook::{Host, PushEvent, RefKind};
+use hookci::webhook::{Host, PullRequest, PushEvent, RefKind};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -70,6 +70,7 @@ fn push(branch: &str, n: u64) -> PushEvent {
         web_url: None,
         message: "a change".to_owned(),
         pusher: "octocat".to_owned(),
+        pull_request: None,
     }
 }
 
@@ -90,10 +91,12 @@ async fn queue(store: &Store, pipeline: &str, branch: &str, count: usize) -> Vec
                     push: push(branch, n),
                     path_filters: Vec::new(),
                     supersede: false,
+                    waiting: false,
                     report_context: None,
                 }],
                 skipped: None,
                 body_sha256: None,
+                close: None,
             }
         })
         .collect();
@@ -225,6 +228,7 @@ fn new_build(pipeline: &str, branch: &str, context: Option<&str>, supersede: boo
         push: push(branch, N.fetch_add(1, Ordering::Relaxed)),
         path_filters: Vec::new(),
         supersede,
+        waiting: false,
         report_context: context.map(str::to_owned),
     }
 }
@@ -238,6 +242,7 @@ fn delivery(pipeline: &str, id: &str, builds: Vec<NewBuild>, body: Option<&str>)
         skipped: builds.is_empty().then(|| "no trigger matches".to_owned()),
         builds,
         body_sha256: body.map(str::to_owned),
+        close: None,
     }
 }
 
@@ -830,5 +835,195 @@ async fn recovery_after_a_crash_requeues_once_then_errors() {
         drop(store);
         let store = db.open(options(100));
         assert_eq!(store.recover().await.unwrap(), Default::default());
+    }
+}
+
+/// A pull request's build as the webhook route makes it: keyed by its pull
+/// ref, superseding, `waiting` when a fork's author is not trusted.
+fn pull_build(number: u64, fork: bool, waiting: bool) -> NewBuild {
+    let mut push = push("unused", N.fetch_add(1, Ordering::Relaxed));
+    push.git_ref = format!("refs/pull/{number}/head");
+    push.kind = RefKind::Other;
+    push.pull_request = Some(PullRequest {
+        number,
+        title: "Fix the thing".to_owned(),
+        author: "mallory".to_owned(),
+        author_trusted: false,
+        base_branch: "main".to_owned(),
+        head_branch: "main".to_owned(),
+        head_repo: if fork { "mallory/app" } else { "acme/app" }.to_owned(),
+        fork,
+        head_clone_url: None,
+    });
+    NewBuild {
+        pipeline: "p".to_owned(),
+        push,
+        path_filters: Vec::new(),
+        supersede: true,
+        waiting,
+        report_context: Some("ci/pr".to_owned()),
+    }
+}
+
+/// Waiting builds count against the queue's limit: a stranger's pull
+/// requests cannot pile up without bound.
+#[tokio::test]
+async fn waiting_builds_count_against_the_queue_limit() {
+    for (name, db) in backends() {
+        let store = db.open(options(1));
+        let d = |id: &str, b: NewBuild| delivery("p", id, vec![b], None);
+        record_one(&store, d("l1", pull_build(1, true, true))).await;
+        let full = store
+            .record_deliveries(vec![d("l2", pull_build(2, true, true))])
+            .await;
+        assert!(
+            matches!(full, Err(StoreError::QueueFull)),
+            "{name}: {full:?}"
+        );
+    }
+}
+
+/// A waiting build is never claimed and reports pending "waiting for
+/// approval"; approval queues it (once); a pull request's builds are read
+/// back with their pull request and listed under `event=pull_request`
+/// without a branch; a new build supersedes the waiting one, and closing
+/// the pull request cancels what is left.
+#[tokio::test]
+async fn a_waiting_build_is_claimed_only_after_approval_and_closing_cancels() {
+    for (name, _db, store) in stores() {
+        let d = |id: &str, b: NewBuild| delivery("p", id, vec![b], None);
+        let waiting = record_one(&store, d("w1", pull_build(7, true, true)))
+            .await
+            .build_ids[0];
+        assert_eq!(
+            status(&store, waiting).await,
+            BuildStatus::Waiting,
+            "{name}"
+        );
+        assert_eq!(
+            claim(&store, &policy(&[])).await,
+            None,
+            "{name}: claimed a waiting build"
+        );
+        let reports = store.reports(waiting).await.unwrap();
+        assert_eq!(reports.len(), 1, "{name}");
+        assert_eq!(reports[0].state, "pending", "{name}");
+        assert_eq!(reports[0].context, "ci/pr", "{name}");
+
+        let read = store.build(waiting).await.unwrap().unwrap();
+        let pr = read
+            .pull_request
+            .as_ref()
+            .expect("the pull request is kept");
+        assert_eq!(
+            (pr.number, pr.fork, pr.author.as_str()),
+            (7, true, "mallory"),
+            "{name}"
+        );
+        assert_eq!(read.event_name(), "pull_request", "{name}");
+        assert_eq!(read.kind, RefKind::Other, "{name}");
+        assert_eq!(read.branch(), Some("main"), "{name}: the head branch");
+        let listed = store
+            .builds(BuildFilter {
+                event: Some("pull_request".to_owned()),
+                limit: 10,
+                ..BuildFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            listed.iter().map(|b| b.id).collect::<Vec<_>>(),
+            [waiting],
+            "{name}"
+        );
+        let by_branch = store
+            .builds(BuildFilter {
+                branch: Some("main".to_owned()),
+                limit: 10,
+                ..BuildFilter::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            by_branch.is_empty(),
+            "{name}: a fork's head branch is not this repository's"
+        );
+
+        // A new push to the pull request supersedes the waiting build.
+        let newer = record_one(&store, d("w2", pull_build(7, true, true)))
+            .await
+            .build_ids[0];
+        assert_eq!(
+            status(&store, waiting).await,
+            BuildStatus::Cancelled,
+            "{name}"
+        );
+        assert_eq!(
+            store.approve(waiting).await.unwrap(),
+            ApproveOutcome::NotWaiting(BuildStatus::Cancelled),
+            "{name}"
+        );
+        assert_eq!(
+            store.approve(newer).await.unwrap(),
+            ApproveOutcome::Approved,
+            "{name}"
+        );
+        assert_eq!(
+            store.approve(newer).await.unwrap(),
+            ApproveOutcome::NotWaiting(BuildStatus::Queued),
+            "{name}"
+        );
+        assert_eq!(
+            store.approve(999_999).await.unwrap(),
+            ApproveOutcome::NotFound,
+            "{name}"
+        );
+        assert_eq!(
+            report_states(&store, newer).await,
+            ["pending", "pending"],
+            "{name}"
+        );
+        assert_eq!(
+            claim(&store, &policy(&[])).await.map(|c| c.0),
+            Some(newer),
+            "{name}"
+        );
+
+        // A newer push while it runs: the running one is asked to stop,
+        // and the new one waits; then the pull request is closed: the
+        // waiting one is cancelled (the running one was asked already).
+        let third = record_one(&store, d("w3", pull_build(7, true, true))).await;
+        assert_eq!(third.cancel_running, vec![newer], "{name}");
+        let third = third.build_ids[0];
+        let mut close = delivery("p", "w4", Vec::new(), None);
+        close.close = Some(CloseRef {
+            git_ref: "refs/pull/7/head".to_owned(),
+            reason: "pull request 7 was closed".to_owned(),
+        });
+        let closed = record_one(&store, close).await;
+        assert_eq!(closed.superseded_queued, 1, "{name}");
+        let b = store.build(third).await.unwrap().unwrap();
+        assert_eq!(b.status, BuildStatus::Cancelled, "{name}");
+        assert_eq!(
+            b.reason.as_deref(),
+            Some("pull request 7 was closed"),
+            "{name}"
+        );
+        assert_eq!(
+            report_states(&store, third).await,
+            ["pending", "cancelled"],
+            "{name}"
+        );
+        // Another pull request's builds are untouched by the close.
+        let other = record_one(&store, d("w5", pull_build(8, false, false)))
+            .await
+            .build_ids[0];
+        let mut close = delivery("p", "w6", Vec::new(), None);
+        close.close = Some(CloseRef {
+            git_ref: "refs/pull/7/head".to_owned(),
+            reason: "pull request 7 was closed".to_owned(),
+        });
+        record_one(&store, close).await;
+        assert_eq!(status(&store, other).await, BuildStatus::Queued, "{name}");
     }
 }

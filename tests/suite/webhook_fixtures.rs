@@ -14,6 +14,13 @@ const CREATE_REASON: &str = "create event builds nothing; the push event for thi
 /// What one fixture must parse into.
 enum Expect {
     Push(Want),
+    Pull(PullWant),
+    Closed {
+        repo: &'static str,
+        git_ref: &'static str,
+        number: u64,
+        merged: bool,
+    },
     Ping(Option<&'static str>),
     Ignored(Option<&'static str>, &'static str),
 }
@@ -57,6 +64,68 @@ impl Want {
     fn clone_url(mut self, u: &'static str) -> Self {
         self.clone_url = Some(u);
         self
+    }
+}
+
+/// One expected pull request (or merge request) that builds.
+struct PullWant {
+    repo: &'static str,
+    git_ref: &'static str,
+    /// Empty for Gogs, whose payload has no commit id.
+    commit: &'static str,
+    number: u64,
+    base_branch: &'static str,
+    head_branch: &'static str,
+    head_repo: &'static str,
+    fork: bool,
+    author: &'static str,
+    trusted: bool,
+}
+
+fn pull(file: &'static str, host: Host, event: &'static str, w: PullWant) -> Row {
+    Row {
+        file,
+        host,
+        event,
+        expect: Expect::Pull(w),
+    }
+}
+
+fn closed(
+    file: &'static str,
+    host: Host,
+    event: &'static str,
+    repo: &'static str,
+    git_ref: &'static str,
+    number: u64,
+    merged: bool,
+) -> Row {
+    Row {
+        file,
+        host,
+        event,
+        expect: Expect::Closed {
+            repo,
+            git_ref,
+            number,
+            merged,
+        },
+    }
+}
+
+/// An event that builds nothing, from a payload that names no repository
+/// where hookci looks for one.
+fn ignored_norepo(
+    file: &'static str,
+    host: Host,
+    event: &'static str,
+    reason: &'static str,
+) -> Row {
+    Row {
+        file,
+        host,
+        event,
+        expect: Expect::Ignored(None, reason),
     }
 }
 
@@ -625,6 +694,178 @@ fn rows() -> Vec<Row> {
                 .pusher("renovatebot")
                 .clone_url("https://bitbucket.example.com/scm/dev/deployment-automation.git"),
         ),
+        // Pull and merge requests: what builds, what cancels, what does not.
+        pull(
+            "github/goscm__pr_opened.json",
+            Github,
+            "pull_request",
+            PullWant { repo: "bradrydzewski/drone-test-go", git_ref: "refs/pull/1/head", commit: "d2b75aa7797ec26b088fa2dd527e9d2c052fcedd", number: 1, base_branch: "bradrydzewski-patch-1", head_branch: "master", head_repo: "bradrydzewski/drone-test-go", fork: false, author: "bradrydzewski", trusted: true },
+        ),
+        pull(
+            "github/goscm__pr_sync.json",
+            Github,
+            "pull_request",
+            PullWant { repo: "bradrydzewski/drone-test-go", git_ref: "refs/pull/1/head", commit: "8102e371cd01cf668893cb2d04a04d52331b1dc9", number: 1, base_branch: "bradrydzewski-patch-1", head_branch: "master", head_repo: "bradrydzewski/drone-test-go", fork: false, author: "bradrydzewski", trusted: true },
+        ),
+        pull(
+            "github/octokit__pull_request__opened.json",
+            Github,
+            "pull_request",
+            PullWant { repo: "Codertocat/Hello-World", git_ref: "refs/pull/2/head", commit: "ec26c3e57ca3a959ca5aad62de7213c562f8c821", number: 2, base_branch: "master", head_branch: "changes", head_repo: "Codertocat/Hello-World", fork: false, author: "Codertocat", trusted: true },
+        ),
+        pull(
+            "github/octokit__pull_request__reopened.json",
+            Github,
+            "pull_request",
+            PullWant { repo: "Codertocat/Hello-World", git_ref: "refs/pull/2/head", commit: "ec26c3e57ca3a959ca5aad62de7213c562f8c821", number: 2, base_branch: "master", head_branch: "changes", head_repo: "Codertocat/Hello-World", fork: false, author: "Codertocat", trusted: true },
+        ),
+        pull(
+            "github/octokit__pull_request__synchronize.json",
+            Github,
+            "pull_request",
+            PullWant { repo: "Codertocat/Hello-World", git_ref: "refs/pull/2/head", commit: "ec26c3e57ca3a959ca5aad62de7213c562f8c821", number: 2, base_branch: "master", head_branch: "changes", head_repo: "Codertocat/Hello-World", fork: false, author: "Codertocat", trusted: true },
+        ),
+        ignored("github/goscm__pr_edited.json", Github, "pull_request", "bradrydzewski/drone-test-go", "pull request action edited builds nothing"),
+        ignored("github/octokit__pull_request__labeled.json", Github, "pull_request", "Codertocat/Hello-World", "pull request action labeled builds nothing"),
+        closed("github/octokit__pull_request__closed.json", Github, "pull_request", "Codertocat/Hello-World", "refs/pull/2/head", 2, false),
+        closed("github/woodpecker__pr_closed.json", Github, "pull_request", "anbraten/test-ready-release-go", "refs/pull/62/head", 62, false),
+        closed("github/woodpecker__pr_merged.json", Github, "pull_request", "anbraten/test-ready-release-go", "refs/pull/62/head", 62, true),
+        ignored("github/goplayground__pull_request_review__fork.json", Github, "pull_request_review", "baxterthehacker/public-repo", "github event pull_request_review builds nothing"),
+        pull(
+            "gitea/goplayground__pull-request-event__fork.json",
+            Gitea,
+            "pull_request",
+            PullWant { repo: "example/example", git_ref: "refs/pull/2/head", commit: "48e773f892a831faa47c0a160d1b7f0cd369ae2a", number: 2, base_branch: "master", head_branch: "master", head_repo: "example2/example", fork: true, author: "example2", trusted: false },
+        ),
+        ignored("gitea/goscm__pull_request_edited.json", Gitea, "pull_request", "jcitizen/my-repo", "pull request action edited builds nothing"),
+        closed("gitea/woodpecker__pr_closed.json", Gitea, "pull_request", "anbraten/test-repo", "refs/pull/1/head", 1, false),
+        ignored("gitea/woodpecker__pr_label_updated.json", Gitea, "pull_request_label", "a_nice_user/hello_world_ci", "gitea event pull_request_label builds nothing"),
+        closed("gitea/woodpecker__pr_merged.json", Gitea, "pull_request", "anbraten/test-repo", "refs/pull/1/head", 1, true),
+        ignored("gitea/woodpecker__pr_review_approved.json", Gitea, "pull_request_review_approved", "a_nice_user/hello_world_ci", "gitea event pull_request_review_approved builds nothing"),
+        pull(
+            "gitea/woodpecker__pr_synchronized.json",
+            Gitea,
+            "pull_request",
+            PullWant { repo: "Test-CI/multi-line-secrets", git_ref: "refs/pull/2/head", commit: "788ed8d02d3b7fcfcf6386dbcbca696aa1d4dc25", number: 2, base_branch: "main", head_branch: "test-patch-1", head_repo: "Test-CI/multi-line-secrets", fork: false, author: "test", trusted: false },
+        ),
+        ignored("forgejo/woodpecker__pr_label_updated.json", Forgejo, "pull_request_label", "test_it/test_ci_thing", "forgejo event pull_request_label builds nothing"),
+        closed("forgejo/woodpecker__pr_merged.json", Forgejo, "pull_request", "anbraten/test-repo", "refs/pull/1/head", 1, true),
+        pull(
+            "forgejo/woodpecker__pr_opened.json",
+            Forgejo,
+            "pull_request",
+            PullWant { repo: "gordon/hello-world", git_ref: "refs/pull/1/head", commit: "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c", number: 1, base_branch: "main", head_branch: "feature/changes", head_repo: "", fork: true, author: "gordon", trusted: true },
+        ),
+        pull(
+            "forgejo/woodpecker__pr_reopened.json",
+            Forgejo,
+            "pull_request",
+            PullWant { repo: "test_it/test_ci_thing", git_ref: "refs/pull/1/head", commit: "36b5813240a9d2daa29b05046d56a53e18f39a3e", number: 1, base_branch: "main", head_branch: "6543-patch-1", head_repo: "test_it/test_ci_thing", fork: false, author: "6543", trusted: false },
+        ),
+        pull(
+            "forgejo/woodpecker__pr_synchronized.json",
+            Forgejo,
+            "pull_request",
+            PullWant { repo: "Test-CI/multi-line-secrets", git_ref: "refs/pull/2/head", commit: "788ed8d02d3b7fcfcf6386dbcbca696aa1d4dc25", number: 2, base_branch: "main", head_branch: "test-patch-1", head_repo: "Test-CI/multi-line-secrets", fork: false, author: "test", trusted: false },
+        ),
+        closed("gogs/goscm__pull_request_closed.json", Gogs, "pull_request", "gogits/hello-world", "refs/pull/2/head", 2, false),
+        ignored("gogs/goscm__pull_request_edited.json", Gogs, "pull_request", "gogits/hello-world", "pull request action edited builds nothing"),
+        pull(
+            "gogs/goscm__pull_request_opened.json",
+            Gogs,
+            "pull_request",
+            PullWant { repo: "gogits/hello-world", git_ref: "refs/pull/2/head", commit: "", number: 2, base_branch: "master", head_branch: "feature", head_repo: "gogits/hello-world", fork: false, author: "unknwon", trusted: false },
+        ),
+        pull(
+            "gogs/goscm__pull_request_synchronized.json",
+            Gogs,
+            "pull_request",
+            PullWant { repo: "gogits/hello-world", git_ref: "refs/pull/2/head", commit: "", number: 2, base_branch: "master", head_branch: "feature", head_repo: "gogits/hello-world", fork: false, author: "unknwon", trusted: false },
+        ),
+        pull(
+            "gitlab/goplayground__merge-request-event.json",
+            Gitlab,
+            "Merge Request Hook",
+            PullWant { repo: "gitlabhq/gitlab-test", git_ref: "refs/merge-requests/1/head", commit: "da1560886d4f094c3e6c9ef40349f7d38b5d27d7", number: 1, base_branch: "master", head_branch: "ms-viewport", head_repo: "awesome_space/awesome_project", fork: false, author: "root", trusted: false },
+        ),
+        pull(
+            "gitlab/goscm__mr_create.json",
+            Gitlab,
+            "Merge Request Hook",
+            PullWant { repo: "gitlab-org/hello-world", git_ref: "refs/merge-requests/1/head", commit: "c4c79227ed610f1151f05bbc5be33b4f340d39c8", number: 1, base_branch: "master", head_branch: "feature", head_repo: "gitlab-org/hello-world", fork: false, author: "sytses", trusted: false },
+        ),
+        closed("gitlab/woodpecker__mr_closed.json", Gitlab, "Merge Request Hook", "anbraten/woodpecker-test", "refs/merge-requests/4/head", 4, false),
+        ignored("gitlab/woodpecker__mr_edited.json", Gitlab, "Merge Request Hook", "demoaccount2-commits-group/test_ci_tmp", "a merge request update without new commits (update) builds nothing"),
+        closed("gitlab/woodpecker__mr_merged.json", Gitlab, "Merge Request Hook", "anbraten/woodpecker-test", "refs/merge-requests/4/head", 4, true),
+        pull(
+            "gitlab/woodpecker__mr_opened.json",
+            Gitlab,
+            "Merge Request Hook",
+            PullWant { repo: "demoaccount2-commits-group/test_ci_tmp", git_ref: "refs/merge-requests/3/head", commit: "2f7670508b771e7e77839402be8b34b13787aba8", number: 3, base_branch: "main", head_branch: "real6543-main-patch-42541", head_repo: "demoaccount2-commits-group/test_ci_tmp", fork: false, author: "real6543", trusted: false },
+        ),
+        pull(
+            "gitlab/woodpecker__mr_reopened.json",
+            Gitlab,
+            "Merge Request Hook",
+            PullWant { repo: "demoaccount2-commits-group/test_ci_tmp", git_ref: "refs/merge-requests/1/head", commit: "36b5813240a9d2daa29b05046d56a53e18f39a3e", number: 1, base_branch: "main", head_branch: "6543-patch-1", head_repo: "demoaccount2-commits-group/test_ci_tmp", fork: false, author: "real6543", trusted: false },
+        ),
+        ignored("gitlab/woodpecker__mr_unapproved.json", Gitlab, "Merge Request Hook", "demoaccount2-commits-group/test_ci_tmp", "this merge request action (unapproved) builds nothing"),
+        pull(
+            "gitlab/woodpecker__mr_updated_new_commits.json",
+            Gitlab,
+            "Merge Request Hook",
+            PullWant { repo: "anbraten/woodpecker", git_ref: "refs/merge-requests/3/head", commit: "c136499ec574e1034b24c5d306de9acda3005367", number: 3, base_branch: "main", head_branch: "anbraten-main-patch-05373", head_repo: "anbraten/woodpecker", fork: false, author: "anbraten", trusted: false },
+        ),
+        ignored("bitbucket/goplayground__pull-request-approved.json", Bitbucket, "pullrequest:approved", "team_name/repo_name", "bitbucket event pullrequest:approved builds nothing"),
+        pull(
+            "bitbucket/goscm__pr_created.json",
+            Bitbucket,
+            "pullrequest:created",
+            PullWant { repo: "brydzewski/foo", git_ref: "refs/pull-requests/1/from", commit: "507a576e59b3", number: 1, base_branch: "master", head_branch: "develop", head_repo: "brydzewski/foo", fork: false, author: "brydzewski", trusted: false },
+        ),
+        closed("bitbucket/goscm__pr_declined.json", Bitbucket, "pullrequest:rejected", "brydzewski/foo", "refs/pull-requests/2/from", 2, false),
+        closed("bitbucket/goscm__pr_fulfilled.json", Bitbucket, "pullrequest:fulfilled", "brydzewski/foo", "refs/pull-requests/1/from", 1, true),
+        pull(
+            "bitbucket/goscm__pr_updated.json",
+            Bitbucket,
+            "pullrequest:updated",
+            PullWant { repo: "brydzewski/foo", git_ref: "refs/pull-requests/1/from", commit: "0704fc5beccc", number: 1, base_branch: "master", head_branch: "develop", head_repo: "brydzewski/foo", fork: false, author: "brydzewski", trusted: false },
+        ),
+        closed("bitbucket/woodpecker__pr_declined.json", Bitbucket, "pullrequest:rejected", "anbraten/test-2", "refs/pull-requests/2/from", 2, false),
+        closed("bitbucket/woodpecker__pr_merged.json", Bitbucket, "pullrequest:fulfilled", "anbraten/test-2", "refs/pull-requests/1/from", 1, true),
+        closed("bitbucket-server/goplayground__pr-declined.json", BitbucketServer, "pr:declined", "~gopher/webhook-test", "refs/pull-requests/2/from", 2, false),
+        closed("bitbucket-server/goplayground__pr-merged.json", BitbucketServer, "pr:merged", "~gopher/webhook-test", "refs/pull-requests/5/from", 5, true),
+        ignored_norepo("bitbucket-server/goplayground__pr-modified.json", BitbucketServer, "pr:modified", "bitbucket-server event pr:modified builds nothing"),
+        pull(
+            "bitbucket-server/goplayground__pr-opened.json",
+            BitbucketServer,
+            "pr:opened",
+            PullWant { repo: "~gopher/webhook-test", git_ref: "refs/pull-requests/5/from", commit: "32a0b8a740c2963c6f56bd8baf3dc05683d299e0", number: 5, base_branch: "master", head_branch: "feature/wip", head_repo: "~gopher/webhook-test", fork: false, author: "gopher", trusted: false },
+        ),
+        ignored_norepo("bitbucket-server/goplayground__pr-reviewer-approved.json", BitbucketServer, "pr:reviewer:approved", "bitbucket-server event pr:reviewer:approved builds nothing"),
+        closed("bitbucket-server/goscm__pr_declined.json", BitbucketServer, "pr:declined", "PRJ/my-repo", "refs/pull-requests/2/from", 2, false),
+        pull(
+            "bitbucket-server/goscm__pr_from_ref_updated.json",
+            BitbucketServer,
+            "pr:from_ref_updated",
+            PullWant { repo: "PRJ/my-repo", git_ref: "refs/pull-requests/2/from", commit: "c00d0f269a9844dd168f72f6a9d78a9cff49a318", number: 2, base_branch: "master", head_branch: "feature-2", head_repo: "PRJ/my-repo", fork: false, author: "jcitizen", trusted: false },
+        ),
+        closed("bitbucket-server/goscm__pr_merged.json", BitbucketServer, "pr:merged", "PRJ/my-repo", "refs/pull-requests/3/from", 3, true),
+        ignored_norepo("bitbucket-server/goscm__pr_modified_fork.json", BitbucketServer, "pr:modified", "bitbucket-server event pr:modified builds nothing"),
+        pull(
+            "bitbucket-server/goscm__pr_open.json",
+            BitbucketServer,
+            "pr:opened",
+            PullWant { repo: "PRJ/my-repo", git_ref: "refs/pull-requests/2/from", commit: "208b0a5c05eddadad01f2aed8802fe0c3b3eaf5e", number: 2, base_branch: "master", head_branch: "develop", head_repo: "PRJ/my-repo", fork: false, author: "jcitizen", trusted: false },
+        ),
+        closed("bitbucket-server/woodpecker__pr_merged.json", BitbucketServer, "pr:merged", "DEV/deployment-automation", "refs/pull-requests/111/from", 111, true),
+        pull(
+            "bitbucket-server/woodpecker__pr_opened_from_fork.json",
+            BitbucketServer,
+            "pr:opened",
+            PullWant { repo: "DEV/deployment-automation", git_ref: "refs/pull-requests/114/from", commit: "716e510cecbe203618609cf103c54e040b949739", number: 114, base_branch: "master", head_branch: "master", head_repo: "~JOHN.DOE_EXAMPLE.COM/deployment-automation", fork: true, author: "john.doe@example.com", trusted: false },
+        ),
+
     ]
 }
 
@@ -665,6 +906,38 @@ fn every_fixture_parses_into_what_its_json_says() {
                 assert_eq!(events.len(), 1, "{file}: one ref update");
                 assert_eq!(parsed.repo.as_deref(), Some(w.repo), "{file}: parsed repo");
                 check_push(file, &events[0], w);
+            }
+            (Expect::Pull(w), ParsedKind::PullRequest(got)) => {
+                assert_eq!(parsed.repo.as_deref(), Some(w.repo), "{file}: parsed repo");
+                let pr = got.pull_request.as_ref().expect("a pull request");
+                assert_eq!(got.repo, w.repo, "{file}: repo");
+                assert_eq!(got.git_ref, w.git_ref, "{file}: ref");
+                assert_eq!(got.commit, w.commit, "{file}: commit");
+                assert_eq!(got.kind, RefKind::Other, "{file}: kind");
+                assert_eq!(pr.number, w.number, "{file}: number");
+                assert_eq!(pr.base_branch, w.base_branch, "{file}: base");
+                assert_eq!(pr.head_branch, w.head_branch, "{file}: head");
+                assert_eq!(got.branch(), Some(w.head_branch), "{file}: HOOKCI_BRANCH");
+                assert_eq!(pr.head_repo, w.head_repo, "{file}: head repo");
+                assert_eq!(pr.fork, w.fork, "{file}: fork");
+                assert_eq!(pr.author, w.author, "{file}: author");
+                assert_eq!(pr.author_trusted, w.trusted, "{file}: trusted");
+                assert_eq!(got.event_name(), "pull_request", "{file}: event name");
+            }
+            (
+                Expect::Closed {
+                    repo,
+                    git_ref,
+                    number,
+                    merged,
+                },
+                ParsedKind::PullRequestClosed(got),
+            ) => {
+                assert_eq!(parsed.repo.as_deref(), Some(*repo), "{file}: parsed repo");
+                assert_eq!(got.repo, *repo, "{file}: repo");
+                assert_eq!(got.git_ref, *git_ref, "{file}: ref");
+                assert_eq!(got.number, *number, "{file}: number");
+                assert_eq!(got.merged, *merged, "{file}: merged");
             }
             (Expect::Ping(repo), ParsedKind::Ping) => {
                 assert_eq!(parsed.repo.as_deref(), *repo, "{file}: repo");
@@ -848,4 +1121,32 @@ fn before_and_after_are_the_payloads_own_values() {
         assert_eq!(events[0].before, before, "{file}: before");
         assert_eq!(events[0].after, after, "{file}: after");
     }
+}
+
+/// No public GitHub `pull_request` delivery from a fork was found: this is
+/// the recorded `opened` payload with `pull_request.head.repo` changed to a
+/// fork, as GitHub sends it for one, and the author's association to none.
+#[test]
+fn a_github_pull_request_whose_head_repo_is_another_is_a_fork_of_an_untrusted_author() {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&read("github/octokit__pull_request__opened.json")).unwrap();
+    v["pull_request"]["head"]["repo"]["full_name"] = "mallory/Hello-World".into();
+    v["pull_request"]["head"]["repo"]["fork"] = true.into();
+    v["pull_request"]["author_association"] = "CONTRIBUTOR".into();
+    let body = serde_json::to_vec(&v).unwrap();
+    let parsed = webhook::parse(
+        Host::Github,
+        &headers_for(Host::Github, "pull_request"),
+        &body,
+    )
+    .unwrap();
+    let ParsedKind::PullRequest(event) = parsed.kind else {
+        panic!("{:?}", parsed.kind);
+    };
+    let pr = event.pull_request.unwrap();
+    assert!(pr.fork);
+    assert!(!pr.author_trusted);
+    assert_eq!(pr.head_repo, "mallory/Hello-World");
+    assert_eq!(event.repo, "Codertocat/Hello-World");
+    assert_eq!(event.git_ref, "refs/pull/2/head");
 }

@@ -68,7 +68,7 @@ fn a_github_push_without_head_commit_has_an_empty_message() {
 
 #[test]
 fn other_github_events_are_ignored_with_their_name() {
-    let h = headers(&[("X-GitHub-Event", "pull_request")]);
+    let h = headers(&[("X-GitHub-Event", "issues")]);
     let parsed = webhook::parse(
         Host::Github,
         &h,
@@ -77,7 +77,7 @@ fn other_github_events_are_ignored_with_their_name() {
     .unwrap();
     assert_eq!(
         parsed.kind,
-        ParsedKind::Ignored("github event pull_request builds nothing".into())
+        ParsedKind::Ignored("github event issues builds nothing".into())
     );
     assert_eq!(parsed.repo.as_deref(), Some("o/r"));
 }
@@ -131,7 +131,7 @@ fn bitbucket_pings_are_pings_and_other_keys_build_nothing() {
         ParsedKind::Ping
     );
     let pr = headers(&[
-        ("X-Event-Key", "pullrequest:created"),
+        ("X-Event-Key", "pullrequest:approved"),
         ("X-Request-UUID", "u"),
     ]);
     assert!(matches!(
@@ -251,4 +251,128 @@ fn a_generic_delete_names_no_commit() {
     assert!(e.deleted);
     assert_eq!(e.commit, "");
     assert_eq!(e.message, "bye");
+}
+
+/// A recorded fixture as JSON.
+fn fixture(rel: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/webhooks")
+        .join(rel);
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+/// A host, its headers, a recorded payload, and the JSON pointers to its
+/// head commit and its number.
+type PullCase = (
+    Host,
+    Vec<(&'static str, &'static str)>,
+    &'static str,
+    &'static str,
+    &'static str,
+);
+
+/// Where each host's pull request keeps its head commit and its number, as
+/// JSON pointers into its recorded payload, with the headers it comes with.
+fn pull_request_cases() -> Vec<PullCase> {
+    vec![
+        (
+            Host::Github,
+            vec![("X-GitHub-Event", "pull_request")],
+            "github/octokit__pull_request__opened.json",
+            "/pull_request/head/sha",
+            "/number",
+        ),
+        (
+            Host::Gitlab,
+            vec![("X-Gitlab-Event", "Merge Request Hook")],
+            "gitlab/woodpecker__mr_opened.json",
+            "/object_attributes/last_commit/id",
+            "/object_attributes/iid",
+        ),
+        (
+            Host::Gitea,
+            vec![("X-Gitea-Event", "pull_request")],
+            "gitea/goplayground__pull-request-event__fork.json",
+            "/pull_request/head/sha",
+            "/number",
+        ),
+        (
+            Host::Forgejo,
+            vec![("X-Forgejo-Event", "pull_request")],
+            "forgejo/woodpecker__pr_reopened.json",
+            "/pull_request/head/sha",
+            "/number",
+        ),
+        (
+            Host::Bitbucket,
+            vec![
+                ("X-Event-Key", "pullrequest:created"),
+                ("X-Request-UUID", "u"),
+            ],
+            "bitbucket/goscm__pr_created.json",
+            "/pullrequest/source/commit/hash",
+            "/pullrequest/id",
+        ),
+        (
+            Host::BitbucketServer,
+            vec![("X-Event-Key", "pr:opened"), ("X-Request-Id", "i")],
+            "bitbucket-server/goscm__pr_open.json",
+            "/pullRequest/fromRef/latestCommit",
+            "/pullRequest/id",
+        ),
+    ]
+}
+
+#[test]
+fn a_pull_request_without_a_head_commit_a_non_hex_one_or_a_non_numeric_number_is_refused() {
+    for (host, pairs, file, sha_at, number_at) in pull_request_cases() {
+        let h = headers(&pairs);
+        let good = fixture(file);
+        assert!(
+            matches!(
+                webhook::parse(host, &h, &serde_json::to_vec(&good).unwrap())
+                    .unwrap()
+                    .kind,
+                ParsedKind::PullRequest(_)
+            ),
+            "{file}"
+        );
+        let spoiled: [(&str, &str, Value); 5] = [
+            ("no head commit", sha_at, Value::Null),
+            (
+                "a non-hex head commit",
+                sha_at,
+                json!("--upload-pack=touch /tmp/x"),
+            ),
+            ("a head commit of the wrong type", sha_at, json!(12)),
+            ("a non-numeric number", number_at, json!("7; rm -rf /")),
+            ("a zero number", number_at, json!(0)),
+        ];
+        for (what, at, value) in spoiled {
+            let mut v = good.clone();
+            *v.pointer_mut(at).unwrap_or_else(|| panic!("{file}: {at}")) = value;
+            let got = webhook::parse(host, &h, &serde_json::to_vec(&v).unwrap());
+            let err = got.expect_err(&format!("{file}: {what} was accepted"));
+            assert!(
+                matches!(
+                    err,
+                    webhook::ParseError::Missing(_) | webhook::ParseError::BadNumber
+                ),
+                "{file}: {what}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_pull_request_branch_git_would_refuse_is_refused() {
+    let h = headers(&[("X-GitHub-Event", "pull_request")]);
+    let mut v = fixture("github/octokit__pull_request__opened.json");
+    v["pull_request"]["head"]["ref"] = json!("a..b");
+    let err = webhook::parse(Host::Github, &h, &serde_json::to_vec(&v).unwrap()).unwrap_err();
+    assert_eq!(err, webhook::ParseError::BadRef);
+    v["pull_request"]["head"]["ref"] = json!("ok");
+    v["pull_request"]["base"]["ref"] = json!("main\u{7}");
+    let err = webhook::parse(Host::Github, &h, &serde_json::to_vec(&v).unwrap()).unwrap_err();
+    assert_eq!(err, webhook::ParseError::BadRef);
 }

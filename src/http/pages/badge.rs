@@ -31,7 +31,7 @@ impl Shown {
             Some(BuildStatus::Error) => Shown::Error,
             Some(BuildStatus::Cancelled) => Shown::Cancelled,
             Some(BuildStatus::Running) => Shown::Running,
-            Some(BuildStatus::Queued) => Shown::Queued,
+            Some(BuildStatus::Waiting | BuildStatus::Queued) => Shown::Queued,
             Some(BuildStatus::Skipped) | None => Shown::Unknown,
         }
     }

@@ -33,7 +33,7 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem;margin:1re
 dt{color:#59636e}dd{margin:0;overflow-wrap:anywhere}
 .st{display:inline-block;padding:0 .5rem;border-radius:1rem;font-weight:600;font-size:12px;color:#fff;background:#6e7781;white-space:nowrap}
 .st-success{background:#1a7f37}.st-failure{background:#cf222e}.st-error{background:#a40e26}
-.st-running{background:#9a6700}.st-queued{background:#0969da}.st-pending{background:#0969da}
+.st-waiting{background:#8250df}.st-running{background:#9a6700}.st-queued{background:#0969da}.st-pending{background:#0969da}
 .st-cancelled,.st-skipped,.st-superseded{background:#6e7781}.st-delivered{background:#1a7f37}.st-failed{background:#cf222e}
 .st-allowed{background:#fff;color:#9a6700;box-shadow:inset 0 0 0 1px #9a6700}
 .subject{font-size:1.05rem;margin:.3rem 0;overflow-wrap:anywhere}
@@ -332,6 +332,13 @@ fn build_duration(b: &Build, now: OffsetDateTime) -> Markup {
 
 /// The ref a build is for: its branch, its tag, or the full ref.
 fn ref_label(b: &Build) -> Markup {
+    if let Some(pr) = &b.pull_request {
+        return html! {
+            span.mono title=(pr.title) { "PR #" (pr.number) }
+            " " span.muted { "by " (pr.author) @if pr.fork { " (fork)" } }
+            " " span.muted.wide { (pr.title) }
+        };
+    }
     match (b.branch(), b.tag()) {
         (Some(branch), _) => html! { span.mono title=(b.git_ref) { (branch) } },
         (None, Some(tag)) => html! { span.mono title=(b.git_ref) { "tag " (tag) } },
@@ -408,7 +415,8 @@ pub struct Index<'a> {
     pub now: OffsetDateTime,
 }
 
-const STATUSES: [BuildStatus; 7] = [
+const STATUSES: [BuildStatus; 8] = [
+    BuildStatus::Waiting,
     BuildStatus::Queued,
     BuildStatus::Running,
     BuildStatus::Success,
@@ -797,6 +805,17 @@ pub fn facts(page: &BuildPage<'_>) -> Markup {
         dd.mono {
             @if let Some(url) = web_url(b) { a href=(url) rel="noreferrer" { (b.repo) } } @else { (b.repo) }
         }
+        @if let Some(pr) = &b.pull_request {
+            dt { "Pull request" }
+            dd {
+                "#" (pr.number) " " (pr.title)
+                br;
+                span.muted { "by " } (pr.author)
+                @if pr.fork { " " span.st.st-waiting { "fork" } " " span.mono { (pr.head_repo) } }
+                br;
+                span.mono { (pr.head_branch) } span.muted { " into " } span.mono { (pr.base_branch) }
+            }
+        }
         dt { "Ref" }
         dd {
             @match (b.branch(), b.tag()) {
@@ -924,7 +943,10 @@ pub fn live_state(page: &BuildPage<'_>) -> Vec<(String, String)> {
 /// `GET /builds/ID`.
 pub fn build(page: &BuildPage<'_>) -> Markup {
     let b = page.build;
-    let live = matches!(b.status, BuildStatus::Queued | BuildStatus::Running);
+    let live = matches!(
+        b.status,
+        BuildStatus::Waiting | BuildStatus::Queued | BuildStatus::Running
+    );
     // Without script, a queued or running build's page reloads itself.
     let head = html! {
         @if live { noscript { meta http-equiv="refresh" content="10"; } }
@@ -1103,6 +1125,12 @@ fn actions(page: &BuildPage<'_>) -> Markup {
                         span.muted { "earlier steps are skipped; their files are not in the fresh checkout" }
                     }
                 } @else {
+                    @if b.status == BuildStatus::Waiting {
+                        button.primary type="button" data-post={ "/api/builds/" (b.id) "/approve" } data-build=(b.id)
+                            title="Runs this pull request's code on the build box." {
+                            "Approve"
+                        }
+                    }
                     button type="button" data-post={ "/api/builds/" (b.id) "/cancel" } data-build=(b.id) { "Cancel" }
                 }
             }
@@ -1181,6 +1209,7 @@ mod tests {
                 web_url: Some(web.into()),
                 message: String::new(),
                 pusher: String::new(),
+                pull_request: None,
             },
             host: Some(host.into()),
             status: BuildStatus::Success,

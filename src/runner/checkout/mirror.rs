@@ -106,10 +106,14 @@ pub(super) fn fetch(
 }
 
 /// The paths that differ between the trees of `before` and `commit`.
+/// With `since_merge_base` (a pull request, whose `before` is its base
+/// branch), from the merge base of the two instead: what the pull request
+/// changes, not what the base branch gained since.
 pub(super) fn changed_files(
     path: &Path,
     before: &str,
     commit: &str,
+    since_merge_base: bool,
 ) -> Result<Option<Vec<String>>, CheckoutError> {
     let Ok(before) = parse_commit_id(before) else {
         return Ok(None);
@@ -124,6 +128,14 @@ pub(super) fn changed_files(
     };
     let after = resolve(&repo, &commit)?
         .ok_or_else(|| CheckoutError::Failed(format!("commit {commit} is not in the mirror")))?;
+    let before = if since_merge_base {
+        match repo.merge_base(before, after) {
+            Ok(base) => base,
+            Err(_) => return Ok(None),
+        }
+    } else {
+        before
+    };
     let tree = |oid: Oid| {
         repo.find_commit(oid).and_then(|c| c.tree()).map_err(|e| {
             CheckoutError::Failed(format!("cannot read the tree of {oid}: {}", e.message()))

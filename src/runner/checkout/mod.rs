@@ -206,11 +206,33 @@ impl Mirrors {
         before: &str,
         commit: &str,
     ) -> Result<Option<Vec<String>>, CheckoutError> {
+        self.changed(mirror, before, commit, false).await
+    }
+
+    /// The files a pull request changes: between the merge base of `base`
+    /// (its base branch's commit) and `commit`, and `commit`. `None` when
+    /// `base` is not in the mirror or the two share no history.
+    pub async fn changed_files_since_merge_base(
+        &self,
+        mirror: &Path,
+        base: &str,
+        commit: &str,
+    ) -> Result<Option<Vec<String>>, CheckoutError> {
+        self.changed(mirror, base, commit, true).await
+    }
+
+    async fn changed(
+        &self,
+        mirror: &Path,
+        before: &str,
+        commit: &str,
+        since_merge_base: bool,
+    ) -> Result<Option<Vec<String>>, CheckoutError> {
         let guard = self.lock(mirror).read_owned().await;
         let (mirror, before, commit) = (mirror.to_path_buf(), before.to_owned(), commit.to_owned());
         blocking(move || {
             let _guard = guard;
-            mirror::changed_files(&mirror, &before, &commit)
+            mirror::changed_files(&mirror, &before, &commit, since_merge_base)
         })
         .await
     }
