@@ -62,6 +62,33 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     .with_context(|| format!("cannot open the store at {}", path.display()))
 }
 
+/// Opens the store the config names: PostgreSQL for `store = ...`, else
+/// SQLite in `data_dir`. A database that cannot be reached or migrated
+/// stops the start with one sentence (never the URL: it is a secret).
+pub async fn open_configured_store(config: &Config) -> anyhow::Result<Store> {
+    let Some(url) = &config.store else {
+        return open_store(config);
+    };
+    let pg = crate::store::PgOptions {
+        url: url.clone(),
+        node: config.node.clone(),
+        pool_size: (config.max_parallel_builds + 8).min(32),
+    };
+    let options = StoreOptions {
+        max_queued_builds: config.max_queued_builds,
+    };
+    Store::open_postgres(pg, options).await.map_err(|e| {
+        let crate::store::StoreError::Unavailable(fault) = &e else {
+            return anyhow::anyhow!("cannot open the PostgreSQL store: {e}");
+        };
+        let why = match fault.cause {
+            crate::store::Cause::Down => "cannot be reached",
+            _ => "refused to open",
+        };
+        anyhow::anyhow!("the PostgreSQL store {why}: {}", fault.detail)
+    })
+}
+
 pub use crate::runner::resolve_run_as;
 
 /// A daemon that would serve nothing does not start quietly: a missing
@@ -107,7 +134,7 @@ pub async fn run(
             config.data_dir.display()
         )
     })?;
-    let store = open_store(&config)?;
+    let store = open_configured_store(&config).await?;
     let loaded = pipeline::load_dir(&config.pipelines_dir);
     for finding in &loaded.errors {
         tracing::error!("{finding}; this pipeline is not served");

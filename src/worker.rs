@@ -273,8 +273,9 @@ impl Worker {
     async fn on_event(&self, event: Result<StoreEvent, broadcast::error::RecvError>) {
         let ids = match event {
             Ok(StoreEvent::CancelRequested(id)) => vec![id],
-            // Missed events: look at every running build.
-            Err(broadcast::error::RecvError::Lagged(_)) => self.live.ids(),
+            // Missed events, here or in another process: look at every
+            // running build.
+            Ok(StoreEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => self.live.ids(),
             Err(broadcast::error::RecvError::Closed) => return,
         };
         for id in ids {

@@ -6,36 +6,68 @@
 //! A backend joins by one line in [`backends`] (and a [`Fresh`] that makes
 //! it an empty database). Nothing here speaks SQL.
 
+#[path = "support/pg.rs"]
+mod pg;
+#[path = "support/prereq.rs"]
+mod prereq;
+
 use hookci::pipeline::PathFilter;
+use hookci::secret::Secret;
 use hookci::store::{
-    BuildFilter, BuildStatus, CancelOutcome, ClaimPolicy, NewBuild, NewDelivery, ReportOutcome,
-    StepStatus, Store, StoreError, StoreOptions,
+    BuildFilter, BuildStatus, CancelOutcome, ClaimPolicy, NewBuild, NewDelivery, PgOptions,
+    ReportOutcome, StepStatus, Store, StoreError, StoreOptions,
 };
 use hookci::webhook::{Host, PushEvent, RefKind};
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// An empty database of one backend. `open` may be called again on it: a
 /// restart of the daemon.
 trait Fresh {
-    fn open(&self, options: StoreOptions) -> Store;
+    fn open(&self, options: StoreOptions) -> Pin<Box<dyn Future<Output = Store> + '_>>;
 }
 
 /// SQLite: a file in a temp dir.
 struct Sqlite(tempfile::TempDir);
 
 impl Fresh for Sqlite {
-    fn open(&self, options: StoreOptions) -> Store {
-        Store::open_sqlite(&self.0.path().join("hookci.db"), options).expect("open the store")
+    fn open(&self, options: StoreOptions) -> Pin<Box<dyn Future<Output = Store> + '_>> {
+        let store =
+            Store::open_sqlite(&self.0.path().join("hookci.db"), options).expect("open the store");
+        Box::pin(async move { store })
     }
 }
 
-/// Every backend, each a fresh database. A PostgreSQL backend adds its line.
-fn backends() -> Vec<(&'static str, Box<dyn Fresh>)> {
-    vec![(
+/// PostgreSQL: a schema of its own on the test server.
+struct Postgres(pg::Schema);
+
+impl Fresh for Postgres {
+    fn open(&self, options: StoreOptions) -> Pin<Box<dyn Future<Output = Store> + '_>> {
+        let pg = PgOptions {
+            url: Secret::new(self.0.url.clone()),
+            node: "conformance".to_owned(),
+            pool_size: 4,
+        };
+        Box::pin(async move {
+            Store::open_postgres(pg, options)
+                .await
+                .expect("open the store")
+        })
+    }
+}
+
+/// Every backend, each a fresh database.
+async fn backends() -> Vec<(&'static str, Box<dyn Fresh>)> {
+    let mut all: Vec<(&'static str, Box<dyn Fresh>)> = vec![(
         "sqlite",
         Box::new(Sqlite(tempfile::tempdir().expect("tempdir"))),
-    )]
+    )];
+    if let Some(schema) = pg::Schema::create().await {
+        all.push(("postgres", Box::new(Postgres(schema))));
+    }
+    all
 }
 
 fn options(max_queued_builds: u64) -> StoreOptions {
@@ -43,14 +75,13 @@ fn options(max_queued_builds: u64) -> StoreOptions {
 }
 
 /// Each backend, opened with room for a million queued builds.
-fn stores() -> Vec<(&'static str, Box<dyn Fresh>, Store)> {
-    backends()
-        .into_iter()
-        .map(|(name, db)| {
-            let store = db.open(options(1_000_000));
-            (name, db, store)
-        })
-        .collect()
+async fn stores() -> Vec<(&'static str, Box<dyn Fresh>, Store)> {
+    let mut out = Vec::new();
+    for (name, db) in backends().await {
+        let store = db.open(options(1_000_000)).await;
+        out.push((name, db, store));
+    }
+    out
 }
 
 fn push(branch: &str, n: u64) -> PushEvent {
@@ -132,7 +163,7 @@ async fn claim(store: &Store, policy: &ClaimPolicy) -> Option<(i64, String, Stri
 /// 1,000 queued builds, and the `cold` build waited for the `hot` queue.
 #[tokio::test]
 async fn a_build_that_may_run_is_found_behind_a_deep_queue_of_a_busy_branch() {
-    for (_name, _db, store) in stores() {
+    for (_name, _db, store) in stores().await {
         let p = policy(&[]);
         let hot = queue(&store, "app", "hot", 1_100).await;
         assert_eq!(claim(&store, &p).await.map(|c| c.0), Some(hot[0]));
@@ -157,7 +188,7 @@ async fn a_build_that_may_run_is_found_behind_a_deep_queue_of_a_busy_branch() {
 /// run side by side.
 #[tokio::test]
 async fn one_ref_runs_oldest_first_unless_its_pipeline_is_parallel() {
-    for (_name, _db, store) in stores() {
+    for (_name, _db, store) in stores().await {
         let p = policy(&["wide"]);
         let serial = queue(&store, "app", "main", 3).await;
         let wide = queue(&store, "wide", "main", 3).await;
@@ -178,7 +209,7 @@ async fn one_ref_runs_oldest_first_unless_its_pipeline_is_parallel() {
 /// with a build that may run, the one with the fewest running goes first.
 #[tokio::test]
 async fn a_deep_queue_does_not_starve_another_pipeline() {
-    for (_name, _db, store) in stores() {
+    for (_name, _db, store) in stores().await {
         let p = policy(&["deep"]);
         let deep = queue(&store, "deep", "main", 50).await;
         let other = queue(&store, "other", "main", 2).await;
@@ -202,7 +233,7 @@ async fn a_deep_queue_does_not_starve_another_pipeline() {
 /// look waits behind a running one, across many refs.
 #[tokio::test]
 async fn the_oldest_free_ref_wins_when_many_refs_are_queued() {
-    for (_name, _db, store) in stores() {
+    for (_name, _db, store) in stores().await {
         let p = policy(&[]);
         let busy = queue(&store, "app", "busy", 200).await;
         assert_eq!(claim(&store, &p).await.map(|c| c.0), Some(busy[0]));
@@ -270,8 +301,8 @@ async fn report_states(store: &Store, id: i64) -> Vec<String> {
 /// lists are newest first and filter; a full queue records nothing.
 #[tokio::test]
 async fn queue_records_builds_and_refuses_past_the_limit() {
-    for (name, db) in backends() {
-        let store = db.open(options(3));
+    for (name, db) in backends().await {
+        let store = db.open(options(3)).await;
         let mut tag = new_build("app", "main", None, false);
         tag.push.git_ref = "refs/tags/v1".to_owned();
         tag.push.kind = RefKind::Tag("v1".to_owned());
@@ -349,7 +380,7 @@ async fn queue_records_builds_and_refuses_past_the_limit() {
 /// first answer and queues nothing; another pipeline's id is its own.
 #[tokio::test]
 async fn a_redelivery_or_a_replayed_body_gets_the_first_answer() {
-    for (name, _db, store) in stores() {
+    for (name, _db, store) in stores().await {
         let first = record_one(
             &store,
             delivery(
@@ -413,7 +444,7 @@ async fn a_redelivery_or_a_replayed_body_gets_the_first_answer() {
 /// and asks its running one to stop; other refs and pipelines keep theirs.
 #[tokio::test]
 async fn a_newer_push_supersedes_the_refs_older_builds() {
-    for (name, _db, store) in stores() {
+    for (name, _db, store) in stores().await {
         let p = policy(&[]);
         let old = queue(&store, "app", "main", 2).await;
         let other_ref = queue(&store, "app", "dev", 1).await;
@@ -468,7 +499,7 @@ async fn a_newer_push_supersedes_the_refs_older_builds() {
 /// nothing on a finished or unknown one.
 #[tokio::test]
 async fn cancel_by_state() {
-    for (name, _db, store) in stores() {
+    for (name, _db, store) in stores().await {
         let p = policy(&[]);
         let ids = queue(&store, "app", "main", 2).await;
         assert_eq!(claim(&store, &p).await.map(|c| c.0), Some(ids[0]));
@@ -519,7 +550,7 @@ async fn cancel_by_state() {
 /// Steps are recorded in order; a build's end skips those that never ran.
 #[tokio::test]
 async fn steps_are_recorded_and_the_unrun_ones_skipped_at_the_end() {
-    for (name, _db, store) in stores() {
+    for (name, _db, store) in stores().await {
         let id = queue(&store, "app", "main", 1).await[0];
         claim(&store, &policy(&[])).await.expect("claimed");
         store
@@ -563,7 +594,7 @@ async fn steps_are_recorded_and_the_unrun_ones_skipped_at_the_end() {
 /// state of the same commit and context superseded by a newer one.
 #[tokio::test]
 async fn the_outbox_gets_one_report_per_reported_state_change_in_order() {
-    for (name, _db, store) in stores() {
+    for (name, _db, store) in stores().await {
         let p = policy(&[]);
         // Reported: queued, running, the end.
         let a = record_one(
@@ -706,7 +737,7 @@ async fn the_outbox_gets_one_report_per_reported_state_change_in_order() {
 /// or running one, and returns the ids it deleted.
 #[tokio::test]
 async fn pruning_keeps_the_newest_and_every_unfinished_build() {
-    for (name, _db, store) in stores() {
+    for (name, _db, store) in stores().await {
         let p = policy(&["app"]);
         let ids = queue(&store, "app", "main", 5).await;
         let lib = queue(&store, "lib", "main", 1).await[0];
@@ -765,8 +796,8 @@ async fn pruning_keeps_the_newest_and_every_unfinished_build() {
 /// (reported queued again), and `error` when interrupted a second time.
 #[tokio::test]
 async fn recovery_after_a_crash_requeues_once_then_errors() {
-    for (name, db) in backends() {
-        let store = db.open(options(100));
+    for (name, db) in backends().await {
+        let store = db.open(options(100)).await;
         let r = record_one(
             &store,
             delivery(
@@ -788,7 +819,7 @@ async fn recovery_after_a_crash_requeues_once_then_errors() {
         drop(store);
 
         // The daemon died with `id` running; the next one opens the store.
-        let store = db.open(options(100));
+        let store = db.open(options(100)).await;
         let recovery = store.recover().await.unwrap();
         assert_eq!(recovery.requeued, [id], "{name}");
         assert!(recovery.failed.is_empty());
@@ -806,7 +837,7 @@ async fn recovery_after_a_crash_requeues_once_then_errors() {
         assert_eq!(again, id, "the oldest goes first");
         drop(store);
 
-        let store = db.open(options(100));
+        let store = db.open(options(100)).await;
         let recovery = store.recover().await.unwrap();
         assert_eq!(recovery.failed, [id], "{name}");
         let b = store.build(id).await.unwrap().expect("kept");
@@ -828,7 +859,7 @@ async fn recovery_after_a_crash_requeues_once_then_errors() {
         );
         // Nothing was running: a third open changes nothing.
         drop(store);
-        let store = db.open(options(100));
+        let store = db.open(options(100)).await;
         assert_eq!(store.recover().await.unwrap(), Default::default());
     }
 }

@@ -69,6 +69,22 @@ pub struct Config {
     pub limits: crate::pipeline::sandbox::LimitKeys,
     /// Every file a `{ file = ... }` secret of this config is read from.
     pub secret_files: Vec<PathBuf>,
+    /// `store`: a PostgreSQL URL shared by every process of an
+    /// installation (SPEC 11); `None` is the embedded SQLite store in
+    /// `data_dir`. A secret: it may carry a password.
+    pub store: Option<Secret>,
+    /// `node`: this process's name, recorded on the builds it claims;
+    /// default: the host name.
+    pub node: String,
+}
+
+/// The host name, the default `node`.
+pub fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "hookci".to_owned())
 }
 
 impl Default for Config {
@@ -99,6 +115,8 @@ impl Default for Config {
             sandbox: crate::pipeline::sandbox::SandboxKeys::default(),
             limits: crate::pipeline::sandbox::LimitKeys::default(),
             secret_files: Vec::new(),
+            store: None,
+            node: host_name(),
         }
     }
 }
@@ -284,10 +302,42 @@ fn convert(c: &mut Checker<'_>, raw: RawConfig) -> Config {
         config.max_log_bytes = n;
     }
     convert_limits(c, &raw, &mut config);
+    convert_cluster(c, &raw, &mut config);
     config.sandbox = crate::pipeline::sandbox::sandbox(c, raw.sandbox.as_ref());
     config.limits = crate::pipeline::sandbox::limits(c, raw.limits.as_ref());
     config.secret_files.clone_from(&c.secret_files);
     config
+}
+
+/// `store` and `node`: several processes on one PostgreSQL (SPEC 11).
+fn convert_cluster(c: &mut Checker<'_>, raw: &RawConfig, config: &mut Config) {
+    if let Some(v) = &raw.store {
+        if let Some(url) = c.secret("store", v) {
+            // The value is a secret: the error never repeats it.
+            let scheme_ok = ["postgres://", "postgresql://"]
+                .iter()
+                .any(|s| url.expose().starts_with(s));
+            if scheme_ok || crate::pipeline::secrets_skipped() {
+                config.store = Some(url);
+            } else {
+                c.error(
+                    Some(&v.span()),
+                    "store is not a PostgreSQL URL; write postgres://user@host/database, or remove the key for the embedded SQLite store",
+                );
+            }
+        }
+    }
+    if let Some(v) = &raw.node {
+        let name = v.get_ref().trim();
+        if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+            c.error(
+                Some(&v.span()),
+                "node must be a name of 1 to 200 printable characters",
+            );
+        } else {
+            config.node = name.to_owned();
+        }
+    }
 }
 
 /// The keys that bound what clients may hold (bodies, connections, streams).

@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub(crate) use check::Checker;
 pub use check::skip_secrets;
+pub(crate) use check::{Checker, secrets_skipped};
 pub use glob::GlobList;
 pub use validate::valid_name;
 

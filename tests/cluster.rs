@@ -1,0 +1,212 @@
+//! Several `hookci serve` processes on one PostgreSQL schema (SPEC 11):
+//! the real binary, the local server. One delivery sent to two receivers
+//! at once queues one build and gets the same answer twice; a build queued
+//! through one process runs on another; a cancel taken by one process
+//! stops the step running in another.
+
+mod common;
+#[path = "support/gitserve.rs"]
+mod gitserve;
+#[path = "support/pg.rs"]
+mod pg;
+#[path = "support/prereq.rs"]
+mod prereq;
+
+use common::{ZERO, spawn_daemon_with_log};
+use gitserve::Upstream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "cluster-admin-token";
+
+/// `hookci.toml` lines for a process of the installation in `schema`.
+fn cluster_config(schema: &pg::Schema, node: &str, builds: usize) -> String {
+    format!(
+        "store = {:?}\nnode = {node:?}\nmax_parallel_builds = {builds}\nadmin_token = {ADMIN:?}",
+        schema.url
+    )
+}
+
+fn write_pipeline(dir: &Path, toml: &str) {
+    std::fs::create_dir_all(dir.join("pipelines")).expect("mkdir");
+    std::fs::write(dir.join("pipelines/app.toml"), toml).expect("pipeline");
+}
+
+/// Builds of the installation, as receiver `base`'s API lists them.
+async fn api_builds(base: &str) -> Vec<serde_json::Value> {
+    let json: serde_json::Value = common::client()
+        .get(format!("{base}/api/builds?limit=100"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    json["builds"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("a list: {json}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_delivery_sent_to_two_receivers_at_once_queues_one_build_and_gets_one_answer() {
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let toml = common::pipeline_toml("s")
+        .clone_url("https://git.example/Codertocat/Hello-World.git")
+        .step("t", "true")
+        .to_string();
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_pipeline(a_dir.path(), &toml);
+    write_pipeline(b_dir.path(), &toml);
+    // Receivers only: nothing runs, so nothing is cloned.
+    let (_a, a, _) = spawn_daemon_with_log(a_dir.path(), &cluster_config(&schema, "a", 0));
+    let (_b, b, _) = spawn_daemon_with_log(b_dir.path(), &cluster_config(&schema, "b", 0));
+
+    for round in 0..5 {
+        let after = format!("{:040x}", 0xabc0 + round);
+        let body = common::github_push(
+            "https://git.example/Codertocat/Hello-World.git",
+            "refs/heads/main",
+            ZERO,
+            &after,
+            &format!("round {round}"),
+        );
+        let delivery = format!("same-{round}");
+        let (to_a, to_b) = tokio::join!(
+            common::send_github(&a, "app", "s", &delivery, &body),
+            common::send_github(&b, "app", "s", &delivery, &body),
+        );
+        let mut statuses = [to_a.0, to_b.0];
+        statuses.sort_unstable();
+        assert_eq!(
+            statuses,
+            [200, 202],
+            "one records, one repeats: {to_a:?} {to_b:?}"
+        );
+        let ids = |j: &serde_json::Value| {
+            j["builds"]
+                .as_array()
+                .expect("builds")
+                .iter()
+                .map(|b| b["id"].as_i64().expect("id"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&to_a.1), ids(&to_b.1), "the same answer twice");
+        assert_eq!(ids(&to_a.1).len(), 1);
+    }
+    // Five deliveries, five builds, whichever receiver is asked.
+    assert_eq!(api_builds(&a).await.len(), 5);
+    assert_eq!(api_builds(&b).await.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_queued_on_one_process_runs_on_another_and_a_cancel_reaches_it() {
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let up = Upstream::new("cluster");
+    let commit = up.push(&[("README", "x\n")], "first");
+    let toml = common::pipeline_toml("s")
+        .clone_url(&up.url())
+        .step(
+            "work",
+            r#"if [ "$HOOKCI_BRANCH" = slow ]; then sleep 600; fi; echo "ran $HOOKCI_BRANCH""#,
+        )
+        .to_string();
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_pipeline(a_dir.path(), &toml);
+    write_pipeline(b_dir.path(), &toml);
+    // A receives and runs nothing; B runs.
+    let (_a, a, _) = spawn_daemon_with_log(a_dir.path(), &cluster_config(&schema, "a", 0));
+    let (_b, b, _) = spawn_daemon_with_log(b_dir.path(), &cluster_config(&schema, "b", 1));
+
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "fast");
+    let id = common::queue_github(&a, "app", "s", "fast-1", &body).await[0];
+    let done = common::wait_final(&a, id).await;
+    assert_eq!(done["status"], "success", "{done}");
+    // B ran it: the log is in B's data directory, not A's.
+    let log = std::fs::read_to_string(b_dir.path().join(format!("data/logs/{id}.log")))
+        .expect("B wrote the log");
+    assert!(log.contains("ran main"), "{log}");
+    assert!(!a_dir.path().join(format!("data/logs/{id}.log")).exists());
+
+    // A build running on B, cancelled through A.
+    let body = common::github_push(&up.url(), "refs/heads/slow", ZERO, &commit, "slow");
+    let slow = common::queue_github(&a, "app", "s", "slow-1", &body).await[0];
+    common::wait_build(&a, slow, |b| b["status"] == "running").await;
+    let until = Instant::now() + Duration::from_secs(60);
+    let steps_running = || async {
+        common::get_build(&b, slow).await.is_some_and(|b| {
+            b["steps"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["status"] == "running"))
+        })
+    };
+    while !steps_running().await {
+        assert!(Instant::now() < until, "the step never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let res = common::client()
+        .post(format!("{a}/api/builds/{slow}/cancel"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("cancel");
+    assert!(res.status().is_success(), "{}", res.status());
+    let ended = common::wait_final(&b, slow).await;
+    assert_eq!(ended["status"], "cancelled", "{ended}");
+}
+
+/// A database that does not answer stops `serve` at once: exit 2, one
+/// sentence that says so, and never the URL's password.
+#[test]
+fn serve_stops_with_exit_2_when_the_database_cannot_be_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1 on loopback: nothing listens there.
+    let url = "postgres://hookci:sekrit-pw-41@127.0.0.1:1/hookci";
+    let config = dir.path().join("hookci.toml");
+    std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npipelines_dir = \"{}\"\nstore = {{ env = \"HOOKCI_TEST_STORE_URL\" }}\n",
+            dir.path().join("data").display(),
+            dir.path().join("pipelines").display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookci"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("HOOKCI_TEST_STORE_URL", url)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run hookci");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the PostgreSQL store cannot be reached"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("sekrit-pw-41"), "{stderr}");
+}
+
+/// `store` must be a PostgreSQL URL; the error does not repeat the value.
+#[test]
+fn a_store_that_is_not_a_postgres_url_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookci.toml");
+    std::fs::write(&config, "store = \"mysql://root:pw-77@db/x\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookci"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run hookci");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("store is not a PostgreSQL URL"), "{stderr}");
+    assert!(!stderr.contains("pw-77"), "{stderr}");
+}
