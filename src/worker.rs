@@ -141,6 +141,9 @@ pub struct Worker {
     pub live: LiveBuilds,
     /// The daemon's counters (builds finished, durations, queue waits).
     pub metrics: Arc<Metrics>,
+    /// What this runner offers (`labels`); it claims no build of a
+    /// pipeline whose `runs_on` names another.
+    pub labels: Vec<String>,
 }
 
 impl Worker {
@@ -265,6 +268,11 @@ impl Worker {
             parallel: pipelines
                 .values()
                 .filter(|p| p.concurrency == Concurrency::Parallel)
+                .map(|p| p.name.clone())
+                .collect(),
+            elsewhere: pipelines
+                .values()
+                .filter(|p| !p.runs_on.iter().all(|l| self.labels.contains(l)))
                 .map(|p| p.name.clone())
                 .collect(),
         }

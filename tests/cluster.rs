@@ -210,3 +210,124 @@ fn a_store_that_is_not_a_postgres_url_is_a_config_error() {
     assert!(stderr.contains("store is not a PostgreSQL URL"), "{stderr}");
     assert!(!stderr.contains("pw-77"), "{stderr}");
 }
+
+/// `hookci serve --role runner` on a config written in `dir`, once it says
+/// it claims builds. A runner serves no HTTP.
+fn spawn_runner(dir: &Path, extra: &str) -> common::Daemon {
+    use std::io::{BufRead, BufReader};
+    let config = dir.join("hookci.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\npipelines_dir = \"{}\"\n{extra}\n",
+            dir.join("data").display(),
+            dir.join("pipelines").display()
+        ),
+    )
+    .expect("write config");
+    let mut child = common::Daemon(
+        std::process::Command::new(env!("CARGO_BIN_EXE_hookci"))
+            .args(["serve", "--role", "runner", "--config"])
+            .arg(&config)
+            .env("HOOKCI_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn hookci"),
+    );
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the runner never said it claims builds");
+        assert!(!line.contains("address="), "a runner listens: {line}");
+        if line.contains("runner: claiming builds") {
+            break;
+        }
+    }
+    // Keep draining, so that it never blocks on a full pipe.
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    child
+}
+
+/// A receiver runs no build; a runner runs the builds of the pipelines
+/// whose `runs_on` its labels cover, and leaves the others queued, though
+/// older.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_runs_nothing_and_a_runner_only_what_its_labels_allow() {
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let up = Upstream::new("roles");
+    let commit = up.push(&[("README", "x\n")], "first");
+    let plain = common::pipeline_toml("s")
+        .clone_url(&up.url())
+        .step("work", "echo plain")
+        .to_string();
+    let gpu = common::pipeline_toml("s")
+        .clone_url(&up.url())
+        .top(r#"runs_on = ["gpu", "linux"]"#)
+        .step("work", "echo gpu")
+        .to_string();
+    let (r_dir, x_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for dir in [r_dir.path(), x_dir.path()] {
+        std::fs::create_dir_all(dir.join("pipelines")).unwrap();
+        std::fs::write(dir.join("pipelines/app.toml"), &plain).unwrap();
+        std::fs::write(dir.join("pipelines/gpu.toml"), &gpu).unwrap();
+    }
+    // The receiver may run builds by its max_parallel_builds, but not by
+    // its role.
+    let (_r, r, _) = spawn_daemon_with_log(
+        r_dir.path(),
+        &format!(
+            "store = {:?}\nnode = \"r\"\nrole = \"receiver\"\nmax_parallel_builds = 2",
+            schema.url
+        ),
+    );
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "m");
+    let gpu_build = common::queue_github(&r, "gpu", "s", "g-1", &body).await[0];
+    let app_build = common::queue_github(&r, "app", "s", "a-1", &body).await[0];
+    let _x = spawn_runner(
+        x_dir.path(),
+        &format!(
+            "store = {:?}\nnode = \"x\"\nlabels = [\"linux\"]\nmax_parallel_builds = 1",
+            schema.url
+        ),
+    );
+    let done = common::wait_final(&r, app_build).await;
+    assert_eq!(done["status"], "success", "{done}");
+    assert!(
+        x_dir
+            .path()
+            .join(format!("data/logs/{app_build}.log"))
+            .exists()
+    );
+    let waiting = common::get_build(&r, gpu_build)
+        .await
+        .expect("the gpu build");
+    assert_eq!(waiting["status"], "queued", "{waiting}");
+}
+
+/// A role other than `all` needs a shared PostgreSQL store.
+#[test]
+fn a_runner_on_the_embedded_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookci.toml");
+    std::fs::write(&config, "max_parallel_builds = 1\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookci"))
+        .args(["serve", "--role", "runner", "--config"])
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run hookci");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("role \"runner\" needs store"), "{stderr}");
+}

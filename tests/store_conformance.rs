@@ -143,6 +143,7 @@ fn policy(parallel: &[&str]) -> ClaimPolicy {
             .iter()
             .map(|p| (*p).to_owned())
             .collect::<HashSet<_>>(),
+        elsewhere: HashSet::new(),
     }
 }
 
@@ -246,6 +247,33 @@ async fn the_oldest_free_ref_wins_when_many_refs_are_queued() {
             assert_eq!(claim(&store, &p).await.map(|c| c.0), Some(want));
         }
         assert_eq!(claim(&store, &p).await, None);
+    }
+}
+
+/// A runner takes no build of a pipeline it must leave to others (its
+/// `runs_on` wants a label the runner lacks); those stay queued, in order,
+/// for a runner that may take them.
+#[tokio::test]
+async fn a_runner_leaves_the_builds_of_pipelines_it_may_not_run_queued() {
+    for (name, _db, store) in stores().await {
+        let gpu = queue(&store, "gpu", "main", 2).await;
+        let plain = queue(&store, "plain", "main", 1).await;
+        let mut here = policy(&[]);
+        here.elsewhere.insert("gpu".to_owned());
+        assert_eq!(
+            claim(&store, &here).await.map(|c| c.0),
+            Some(plain[0]),
+            "{name}"
+        );
+        assert_eq!(claim(&store, &here).await, None, "{name}");
+        assert_eq!(status(&store, gpu[0]).await, BuildStatus::Queued);
+        // A runner with the label takes them, oldest first.
+        let there = policy(&[]);
+        assert_eq!(
+            claim(&store, &there).await.map(|c| c.0),
+            Some(gpu[0]),
+            "{name}"
+        );
     }
 }
 

@@ -41,4 +41,6 @@ pub(crate) struct RawConfig {
     pub limits: Option<crate::pipeline::sandbox::RawLimits>,
     pub store: Option<Spanned<RawSecret>>,
     pub node: Option<Spanned<String>>,
+    pub role: Option<Spanned<String>>,
+    pub labels: Option<Spanned<Vec<Spanned<String>>>>,
 }

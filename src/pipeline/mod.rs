@@ -51,6 +51,8 @@ pub struct Pipeline {
     pub skip_ci: bool,
     /// How builds of one branch are ordered.
     pub concurrency: Concurrency,
+    /// `runs_on`: the labels a runner must offer to take its builds.
+    pub runs_on: Vec<String>,
     /// The whole build's time limit.
     pub timeout: Option<Duration>,
     /// Extra environment for every step.

@@ -139,6 +139,9 @@ pub struct ClaimPolicy {
     /// Pipelines whose builds of one ref may run side by side (`parallel`).
     /// Every other pipeline runs one build per ref at a time, oldest first.
     pub parallel: std::collections::HashSet<String>,
+    /// Pipelines whose builds this runner must leave to others: their
+    /// `runs_on` names a label it does not offer.
+    pub elsewhere: std::collections::HashSet<String>,
 }
 
 /// What a cancel request did.

@@ -233,11 +233,12 @@ impl PostgresBackend {
     /// backend. Fails `Down` when the server cannot be reached, `Failed`
     /// when it refuses (credentials, a newer schema).
     pub async fn open(pg: PgOptions, options: StoreOptions) -> Result<PostgresBackend, StoreError> {
-        let mut config: tokio_postgres::Config = pg
-            .url
-            .expose()
-            .parse()
-            .map_err(|e| failed(format!("the store URL is not a PostgreSQL URL: {e}")))?;
+        let mut config: tokio_postgres::Config = pg.url.expose().parse().map_err(|e| {
+            failed(format!(
+                "the store URL is not a PostgreSQL URL ({})",
+                describe(&e)
+            ))
+        })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
@@ -818,6 +819,9 @@ async fn claim(
     let mut best: Option<(usize, i64, bool)> = None;
     for row in pipelines {
         let pipeline: String = row.try_get(0)?;
+        if policy.elsewhere.contains(&pipeline) {
+            continue;
+        }
         let parallel = policy.parallel.contains(&pipeline);
         let Some(id) = oldest_runnable(tx, &pipeline, parallel, &busy).await? else {
             continue;
