@@ -331,3 +331,75 @@ fn a_runner_on_the_embedded_store_is_refused() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("role \"runner\" needs store"), "{stderr}");
 }
+
+/// Two processes on one store: only one is handed reports to send, so a
+/// report has one sender; when that process goes, the other takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_at_a_time_sends_the_status_reports() {
+    use hookci::store::{NewBuild, NewDelivery, PgOptions, Store, StoreOptions};
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let open = |node: &str| {
+        let pg = PgOptions {
+            url: hookci::secret::Secret::new(schema.url.clone()),
+            node: node.to_owned(),
+            pool_size: 2,
+        };
+        Store::open_postgres(
+            pg,
+            StoreOptions {
+                max_queued_builds: 100,
+            },
+        )
+    };
+    let a = open("a").await.expect("open a");
+    let b = open("b").await.expect("open b");
+    let push = |after: &str| hookci::webhook::PushEvent {
+        repo: "acme/app".into(),
+        git_ref: "refs/heads/main".into(),
+        kind: hookci::webhook::RefKind::Branch("main".into()),
+        before: ZERO.into(),
+        after: after.into(),
+        commit: after.into(),
+        created: true,
+        deleted: false,
+        forced: false,
+        clone_url: "https://git.example/acme/app.git".into(),
+        ssh_url: None,
+        web_url: None,
+        message: "m".into(),
+        pusher: "p".into(),
+    };
+    a.record_deliveries(vec![NewDelivery {
+        pipeline: "app".into(),
+        delivery_id: "d1".into(),
+        host: hookci::webhook::Host::Github,
+        event: "push".into(),
+        builds: vec![NewBuild {
+            pipeline: "app".into(),
+            push: push(&"a".repeat(40)),
+            path_filters: Vec::new(),
+            supersede: false,
+            report_context: Some("ci/app".into()),
+        }],
+        skipped: None,
+        body_sha256: None,
+    }])
+    .await
+    .expect("record");
+    let from_a = a.due_reports(i64::MAX, 10).await.expect("due on a");
+    let from_b = b.due_reports(i64::MAX, 10).await.expect("due on b");
+    assert_eq!(from_a.len(), 1, "the first to ask sends");
+    assert!(from_b.is_empty(), "the other sends nothing");
+    assert_eq!(b.next_report_due().await.expect("next"), None);
+    drop(a);
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        if b.due_reports(i64::MAX, 10).await.expect("due on b").len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < until, "b never took over the reports");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

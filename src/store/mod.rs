@@ -478,6 +478,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// superseded every pending report for which a newer one exists for the
     /// same repository, commit and context: an older state is never sent
     /// after a newer one was written.
+    /// Where several processes share the store, only the one that holds
+    /// the reporter role gets any (each report has one sender); the others
+    /// get none, and `None` from [`Backend::next_report_due`].
     fn due_reports(
         &self,
         now_ms: i64,

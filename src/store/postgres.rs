@@ -39,6 +39,7 @@ const LOCK_CLASS: i32 = 0x686b_6369;
 /// Second-key offsets, per use.
 const MIGRATE_LOCK: &str = "migrate";
 const CLAIM_LOCK: &str = "claim";
+const REPORT_LOCK: &str = "report";
 
 /// How many of a pipeline's oldest queued builds a claim looks at before it
 /// walks the pipeline's queued refs one by one instead (as SQLite's claim).
@@ -200,6 +201,9 @@ pub struct PostgresBackend {
     node: String,
     /// How to open the connection that hears other processes.
     hearing: Hearing,
+    /// The session that holds the reporter lock, once it does: one process
+    /// sends the status reports at a time (see [`PostgresBackend::reporting`]).
+    reporter: tokio::sync::Mutex<Option<(tokio_postgres::Client, bool)>>,
 }
 
 /// What the connection that hears other processes needs.
@@ -285,9 +289,58 @@ impl PostgresBackend {
                 channel,
                 me: format!("{:016x}", rand::random::<u64>()),
             },
+            reporter: tokio::sync::Mutex::new(None),
         };
         backend.migrate().await?;
         Ok(backend)
+    }
+
+    /// True while this process sends the status reports: it holds the
+    /// reporter lock, a session advisory lock on a connection of its own,
+    /// so that each report has one sender across all processes and the
+    /// reporter's one-request-per-key order holds. Another process takes
+    /// over when that session ends (its process died, or lost the
+    /// database); the others ask again on each wake-up.
+    async fn reporting(&self) -> bool {
+        let mut session = self.reporter.lock().await;
+        if session.as_ref().is_some_and(|(c, _)| c.is_closed()) {
+            *session = None;
+        }
+        if session.is_none() {
+            match self.hearing.connect().await {
+                Ok((client, _)) => *session = Some((client, false)),
+                Err(e) => {
+                    tracing::debug!(error = %describe(&e), "cannot ask for the reporter lock");
+                    return false;
+                }
+            }
+        }
+        let Some((client, held)) = session.as_mut() else {
+            return false;
+        };
+        if *held {
+            return true;
+        }
+        let got = client
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, hashtext(COALESCE(current_schema(), '') || $2::text))",
+                &[&LOCK_CLASS, &REPORT_LOCK],
+            )
+            .await
+            .and_then(|row| row.try_get::<_, bool>(0));
+        match got {
+            Ok(got) => {
+                if got {
+                    tracing::info!("this process sends the status reports");
+                }
+                *held = got;
+                got
+            }
+            Err(_) => {
+                *session = None;
+                false
+            }
+        }
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -1390,6 +1443,9 @@ impl Backend for PostgresBackend {
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<ReportJob>, StoreError>> {
         Box::pin(async move {
+            if !self.reporting().await {
+                return Ok(Vec::new());
+            }
             let client = self.client().await?;
             // Reports written side by side by two processes cannot see
             // each other when they are written: supersede here too.
@@ -1432,6 +1488,9 @@ impl Backend for PostgresBackend {
 
     fn next_report_due(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
         Box::pin(async move {
+            if !self.reporting().await {
+                return Ok(None);
+            }
             Ok(self
                 .client()
                 .await?
@@ -1655,9 +1714,8 @@ async fn drive<S, T>(
     loop {
         match futures_util::future::poll_fn(|cx| conn.poll_message(cx)).await {
             Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
-                if payloads.send(n.payload().to_owned()).is_err() {
-                    return;
-                }
+                // Nobody listening: the session ends with its client.
+                let _ = payloads.send(n.payload().to_owned());
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => {
@@ -1670,8 +1728,9 @@ async fn drive<S, T>(
 }
 
 impl Hearing {
-    /// A connection that LISTENs on the channel, and what it hears.
-    async fn listen(
+    /// A session of its own (outside the pool), and the payloads of the
+    /// notifications it gets.
+    async fn connect(
         &self,
     ) -> Result<
         (
@@ -1694,6 +1753,20 @@ impl Hearing {
                 client
             }
         };
+        Ok((client, rx))
+    }
+
+    /// A connection that LISTENs on the channel, and what it hears.
+    async fn listen(
+        &self,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio::sync::mpsc::UnboundedReceiver<String>,
+        ),
+        tokio_postgres::Error,
+    > {
+        let (client, rx) = self.connect().await?;
         client
             .batch_execute(&format!("LISTEN {}", self.channel))
             .await?;
