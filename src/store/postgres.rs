@@ -247,7 +247,7 @@ impl PostgresBackend {
             config.connect_timeout(Duration::from_secs(5));
         }
         if config.get_application_name().is_none() {
-            config.application_name(&format!("hookci {}", pg.node));
+            config.application_name(format!("hookci {}", pg.node));
         }
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
