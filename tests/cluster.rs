@@ -403,3 +403,57 @@ async fn one_process_at_a_time_sends_the_status_reports() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A runner whose database sessions are all cut (as a restart of
+/// PostgreSQL cuts them) reconnects, hears again, and runs the next build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_whose_database_sessions_are_cut_reconnects_and_runs_the_next_build() {
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let up = Upstream::new("cut");
+    let commit = up.push(&[("README", "x\n")], "first");
+    let toml = common::pipeline_toml("s")
+        .clone_url(&up.url())
+        .step("work", "echo ok")
+        .to_string();
+    let (r_dir, x_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_pipeline(r_dir.path(), &toml);
+    write_pipeline(x_dir.path(), &toml);
+    let node = format!("x-{}", schema.name);
+    let (_r, r, _) = spawn_daemon_with_log(
+        r_dir.path(),
+        &format!(
+            "store = {:?}\nnode = \"r\"\nrole = \"receiver\"",
+            schema.url
+        ),
+    );
+    let _x = spawn_runner(
+        x_dir.path(),
+        &format!(
+            "store = {:?}\nnode = {node:?}\nmax_parallel_builds = 1",
+            schema.url
+        ),
+    );
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "one");
+    let first = common::queue_github(&r, "app", "s", "cut-1", &body).await[0];
+    assert_eq!(common::wait_final(&r, first).await["status"], "success");
+
+    schema
+        .execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = 'hookci {node}'"
+        ))
+        .await;
+    let next = up.push(&[("README", "y\n")], "second");
+    let body = common::github_push(&up.url(), "refs/heads/main", &commit, &next, "two");
+    let second = common::queue_github(&r, "app", "s", "cut-2", &body).await[0];
+    let done = common::wait_final(&r, second).await;
+    assert_eq!(done["status"], "success", "{done}");
+    assert!(
+        x_dir
+            .path()
+            .join(format!("data/logs/{second}.log"))
+            .exists()
+    );
+}
