@@ -457,3 +457,70 @@ async fn a_runner_whose_database_sessions_are_cut_reconnects_and_runs_the_next_b
             .exists()
     );
 }
+
+/// A process that starts re-queues the builds its own node left running,
+/// never those another process is running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_recovers_only_its_own_nodes_builds() {
+    use hookci::store::{BuildStatus, ClaimPolicy, NewBuild, PgOptions, Store, StoreOptions};
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let open = |node: &str| {
+        let pg = PgOptions {
+            url: hookci::secret::Secret::new(schema.url.clone()),
+            node: node.to_owned(),
+            pool_size: 2,
+        };
+        Store::open_postgres(
+            pg,
+            StoreOptions {
+                max_queued_builds: 100,
+            },
+        )
+    };
+    let a = open("a").await.expect("open a");
+    let b = open("b").await.expect("open b");
+    let after = "b".repeat(40);
+    let queued = a
+        .queue_manual(
+            NewBuild {
+                pipeline: "app".into(),
+                push: hookci::webhook::PushEvent {
+                    repo: "acme/app".into(),
+                    git_ref: "refs/heads/main".into(),
+                    kind: hookci::webhook::RefKind::Branch("main".into()),
+                    before: ZERO.into(),
+                    after: after.clone(),
+                    commit: after,
+                    created: true,
+                    deleted: false,
+                    forced: false,
+                    clone_url: "https://git.example/acme/app.git".into(),
+                    ssh_url: None,
+                    web_url: None,
+                    message: "m".into(),
+                    pusher: "p".into(),
+                },
+                path_filters: Vec::new(),
+                supersede: false,
+                report_context: None,
+            },
+            None,
+            hookci::store::BuildOrigin {
+                rebuild_of: None,
+                triggered_by: "admin".into(),
+                resume: None,
+            },
+        )
+        .await
+        .expect("queue");
+    let claimed = a.claim_next(ClaimPolicy::default()).await.expect("claim");
+    assert_eq!(claimed.map(|b| b.id), Some(queued.id));
+    // b starts: a's build is a's.
+    assert_eq!(b.recover().await.expect("recover b"), Default::default());
+    let build = b.build(queued.id).await.expect("read").expect("the build");
+    assert_eq!(build.status, BuildStatus::Running);
+    // a starts again: its own build goes back to the queue.
+    assert_eq!(a.recover().await.expect("recover a").requeued, [queued.id]);
+}
