@@ -524,3 +524,85 @@ async fn a_start_recovers_only_its_own_nodes_builds() {
     // a starts again: its own build goes back to the queue.
     assert_eq!(a.recover().await.expect("recover a").requeued, [queued.id]);
 }
+
+fn time_of(b: &serde_json::Value, key: &str) -> time::OffsetDateTime {
+    let text = b[key].as_str().unwrap_or_else(|| panic!("{key} of {b}"));
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .expect("an RFC 3339 time")
+}
+
+/// Three runner processes drain pushes to five branches: every build
+/// succeeds, each branch's builds run one at a time, in the order they
+/// were queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_runners_keep_each_branchs_order_and_run_one_build_of_it_at_a_time() {
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let up = Upstream::new("order");
+    let commit = up.push(&[("README", "x\n")], "first");
+    let toml = common::pipeline_toml("s")
+        .clone_url(&up.url())
+        .step("work", r#"echo "$HOOKCI_BRANCH""#)
+        .to_string();
+    let r_dir = tempfile::tempdir().unwrap();
+    write_pipeline(r_dir.path(), &toml);
+    let (_r, r, _) = spawn_daemon_with_log(
+        r_dir.path(),
+        &format!("store = {:?}\nnode = \"r\"\nrole = \"receiver\"", schema.url),
+    );
+    let mut runners = Vec::new();
+    let mut dirs = Vec::new();
+    for i in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        write_pipeline(dir.path(), &toml);
+        runners.push(spawn_runner(
+            dir.path(),
+            &format!(
+                "store = {:?}\nnode = \"x{i}\"\nmax_parallel_builds = 2",
+                schema.url
+            ),
+        ));
+        dirs.push(dir);
+    }
+    let branches = ["b0", "b1", "b2", "b3", "b4"];
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        let branch = branches[n % branches.len()];
+        let body = common::github_push(
+            &up.url(),
+            &format!("refs/heads/{branch}"),
+            ZERO,
+            &commit,
+            &format!("push {n}"),
+        );
+        ids.push(common::queue_github(&r, "app", "s", &format!("o-{n}"), &body).await[0]);
+    }
+    let mut done = Vec::new();
+    for id in &ids {
+        let b = common::wait_final(&r, *id).await;
+        assert_eq!(b["status"], "success", "{b}");
+        done.push(b);
+    }
+    for branch in branches {
+        let mut of_branch: Vec<_> = done.iter().filter(|b| b["branch"] == branch).collect();
+        of_branch.sort_by_key(|b| b["id"].as_i64());
+        for pair in of_branch.windows(2) {
+            assert!(
+                time_of(pair[1], "started_at") >= time_of(pair[0], "finished_at"),
+                "{branch}: build {} started before build {} ended",
+                pair[1]["id"],
+                pair[0]["id"]
+            );
+        }
+    }
+    let ran: usize = dirs
+        .iter()
+        .map(|d| {
+            ids.iter()
+                .filter(|id| d.path().join(format!("data/logs/{id}.log")).exists())
+                .count()
+        })
+        .sum();
+    assert_eq!(ran, ids.len(), "every build ran once, on one runner");
+}
