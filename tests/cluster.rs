@@ -549,7 +549,10 @@ async fn three_runners_keep_each_branchs_order_and_run_one_build_of_it_at_a_time
     write_pipeline(r_dir.path(), &toml);
     let (_r, r, _) = spawn_daemon_with_log(
         r_dir.path(),
-        &format!("store = {:?}\nnode = \"r\"\nrole = \"receiver\"", schema.url),
+        &format!(
+            "store = {:?}\nnode = \"r\"\nrole = \"receiver\"",
+            schema.url
+        ),
     );
     let mut runners = Vec::new();
     let mut dirs = Vec::new();
