@@ -62,6 +62,33 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     .with_context(|| format!("cannot open the store at {}", path.display()))
 }
 
+/// Opens the store the config names: PostgreSQL for `store = ...`, else
+/// SQLite in `data_dir`. A database that cannot be reached or migrated
+/// stops the start with one sentence (never the URL: it is a secret).
+pub async fn open_configured_store(config: &Config) -> anyhow::Result<Store> {
+    let Some(url) = &config.store else {
+        return open_store(config);
+    };
+    let pg = crate::store::PgOptions {
+        url: url.clone(),
+        node: config.node.clone(),
+        pool_size: (config.max_parallel_builds + 8).min(32),
+    };
+    let options = StoreOptions {
+        max_queued_builds: config.max_queued_builds,
+    };
+    Store::open_postgres(pg, options).await.map_err(|e| {
+        let crate::store::StoreError::Unavailable(fault) = &e else {
+            return anyhow::anyhow!("cannot open the PostgreSQL store: {e}");
+        };
+        let why = match fault.cause {
+            crate::store::Cause::Down => "cannot be reached",
+            _ => "refused to open",
+        };
+        anyhow::anyhow!("the PostgreSQL store {why}: {}", fault.detail)
+    })
+}
+
 pub use crate::runner::resolve_run_as;
 
 /// A daemon that would serve nothing does not start quietly: a missing
@@ -85,10 +112,22 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_role(config, Some(listener), shutdown).await
+}
+
+/// [`run`] in `config.role`: a receiver serves HTTP and sends the status
+/// reports but claims no build; a runner (no `listener`) claims and runs
+/// builds and serves nothing; `all` does both.
+pub async fn run_role(
+    config: Config,
+    listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let mut config = config;
+    let role = config.role;
     // `listen = "...:0"` without a public_url: links (build URLs in answers
     // and statuses) name the port the kernel chose, not port 0.
-    if let Ok(bound) = listener.local_addr() {
+    if let Some(Ok(bound)) = listener.as_ref().map(TcpListener::local_addr) {
         if config.public_url == format!("http://{}", config.listen)
             && config.listen != bound.to_string()
         {
@@ -107,7 +146,7 @@ pub async fn run(
             config.data_dir.display()
         )
     })?;
-    let store = open_store(&config)?;
+    let store = open_configured_store(&config).await?;
     let loaded = pipeline::load_dir(&config.pipelines_dir);
     for finding in &loaded.errors {
         tracing::error!("{finding}; this pipeline is not served");
@@ -115,8 +154,10 @@ pub async fn run(
     for finding in &loaded.warnings {
         tracing::warn!("{finding}");
     }
-    if let Err(e) = crate::runner::step::init_reaper() {
-        tracing::warn!(error = %e, "cannot become the subreaper of build processes");
+    if role.runs() {
+        if let Err(e) = crate::runner::step::init_reaper() {
+            tracing::warn!(error = %e, "cannot become the subreaper of build processes");
+        }
     }
     let mut runner = Runner::new(
         config.data_dir.clone(),
@@ -127,7 +168,9 @@ pub async fn run(
     let pipelines = PipelineSet::new(loaded.pipelines);
     runner.sandbox = crate::runner::sandbox::Setup::of_config(&config);
     runner.sandbox.pipelines = Some(pipelines.clone());
-    crate::runner::sandbox::log_mode(&config, runner.run_as).await;
+    if role.runs() {
+        crate::runner::sandbox::log_mode(&config, runner.run_as).await;
+    }
     let runner = Arc::new(runner);
     let limits = Limits {
         max_connections: config.max_connections,
@@ -135,10 +178,9 @@ pub async fn run(
         drain_timeout: config.request_timeout,
         reserved_hook_connections: config.reserved_hook_connections,
     };
-    http::raise_open_file_limit(config.max_connections + config.reserved_hook_connections);
     let live = LiveBuilds::default();
     let metrics = Arc::new(crate::metrics::Metrics::default());
-    let worker = Worker {
+    let worker = role.runs().then(|| Worker {
         store: store.clone(),
         pipelines: pipelines.clone(),
         runner: Arc::clone(&runner),
@@ -147,27 +189,47 @@ pub async fn run(
         keep_builds: config.keep_builds,
         live: live.clone(),
         metrics: Arc::clone(&metrics),
+        labels: config.labels.clone(),
+    });
+    let reporter = match role.receives() {
+        true => Some(
+            Reporter::new(
+                store.clone(),
+                pipelines.clone(),
+                config.public_url.clone(),
+                Arc::clone(&metrics),
+            )
+            .context("cannot start the status reporter")?,
+        ),
+        false => None,
     };
-    let reporter = Reporter::new(
-        store.clone(),
-        pipelines.clone(),
-        config.public_url.clone(),
-        Arc::clone(&metrics),
-    )
-    .context("cannot start the status reporter")?;
-    let state = AppState::new(
-        config,
-        pipelines.clone(),
-        store,
-        Arc::clone(&runner),
-        live,
-        metrics,
-    );
-    tracing::info!(
-        address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        pipelines = state.pipelines().len(),
-        "listening"
-    );
+    let pipelines_dir = config.pipelines_dir.clone();
+    let served = listener.map(|listener| {
+        http::raise_open_file_limit(config.max_connections + config.reserved_hook_connections);
+        let state = AppState::new(
+            config.clone(),
+            pipelines.clone(),
+            store.clone(),
+            Arc::clone(&runner),
+            live,
+            metrics,
+        );
+        tracing::info!(
+            address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            pipelines = state.pipelines().len(),
+            role = role.as_str(),
+            "listening"
+        );
+        (listener, state)
+    });
+    if served.is_none() {
+        tracing::info!(
+            node = %config.node,
+            labels = %config.labels.join(","),
+            pipelines = pipelines.current().len(),
+            "runner: claiming builds"
+        );
+    }
     // SIGHUP is handled from before READY=1: systemd may reload at once,
     // and a SIGHUP with no handler yet would end the daemon.
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
@@ -178,15 +240,15 @@ pub async fn run(
     let notifier = crate::notify::Notifier::from_env();
     let mut notify_tasks = Vec::new();
     if notifier.enabled() {
-        notifier.ready(&crate::notify::status_line(state.store()).await);
+        notifier.ready(&crate::notify::status_line(&store).await);
         notify_tasks.push(tokio::spawn(crate::notify::status_loop(
             notifier.clone(),
-            state.store().clone(),
+            store.clone(),
         )));
         if let Some(every) = crate::notify::watchdog_interval() {
             notify_tasks.push(tokio::spawn(crate::notify::watchdog_loop(
                 notifier.clone(),
-                state.store().clone(),
+                store.clone(),
                 every,
             )));
         }
@@ -201,36 +263,47 @@ pub async fn run(
     };
     let reload = tokio::spawn(reload_on_sighup(
         hup.ok(),
-        state.config().pipelines_dir.clone(),
+        pipelines_dir,
         pipelines,
         notifier.clone(),
     ));
-    let worker = tokio::spawn(worker.run(stop.clone()));
+    let worker = worker.map(|w| tokio::spawn(w.run(stop.clone())));
     // The reporter stops after the worker, so that the reports of builds
     // re-queued at shutdown get their chance; what is left stays in the
     // outbox for the next start.
     let reporter_stop = CancellationToken::new();
-    let reporter = tokio::spawn(reporter.run(reporter_stop.clone()));
-    http::serve(
-        listener,
-        http::router(state),
-        limits,
-        stop.clone().cancelled_owned(),
-    )
-    .await;
+    let reporter = reporter.map(|r| tokio::spawn(r.run(reporter_stop.clone())));
+    match served {
+        Some((listener, state)) => {
+            http::serve(
+                listener,
+                http::router(state),
+                limits,
+                stop.clone().cancelled_owned(),
+            )
+            .await;
+        }
+        None => stop.cancelled().await,
+    }
     notifier.stopping();
     for task in &notify_tasks {
         task.abort();
     }
-    if let Err(e) = worker.await {
-        tracing::error!(error = %e, "the worker failed");
+    if let Some(worker) = worker {
+        if let Err(e) = worker.await {
+            tracing::error!(error = %e, "the worker failed");
+        }
     }
     reporter_stop.cancel();
-    if tokio::time::timeout(std::time::Duration::from_secs(5), reporter)
-        .await
-        .is_err()
-    {
-        tracing::warn!("the reporter did not stop in time; its pending reports stay in the outbox");
+    if let Some(reporter) = reporter {
+        if tokio::time::timeout(std::time::Duration::from_secs(5), reporter)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the reporter did not stop in time; its pending reports stay in the outbox"
+            );
+        }
     }
     reload.abort();
     crate::runner::cgroup::release();

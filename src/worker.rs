@@ -141,6 +141,9 @@ pub struct Worker {
     pub live: LiveBuilds,
     /// The daemon's counters (builds finished, durations, queue waits).
     pub metrics: Arc<Metrics>,
+    /// What this runner offers (`labels`); it claims no build of a
+    /// pipeline whose `runs_on` names another.
+    pub labels: Vec<String>,
 }
 
 impl Worker {
@@ -267,14 +270,20 @@ impl Worker {
                 .filter(|p| p.concurrency == Concurrency::Parallel)
                 .map(|p| p.name.clone())
                 .collect(),
+            elsewhere: pipelines
+                .values()
+                .filter(|p| !p.runs_on.iter().all(|l| self.labels.contains(l)))
+                .map(|p| p.name.clone())
+                .collect(),
         }
     }
 
     async fn on_event(&self, event: Result<StoreEvent, broadcast::error::RecvError>) {
         let ids = match event {
             Ok(StoreEvent::CancelRequested(id)) => vec![id],
-            // Missed events: look at every running build.
-            Err(broadcast::error::RecvError::Lagged(_)) => self.live.ids(),
+            // Missed events, here or in another process: look at every
+            // running build.
+            Ok(StoreEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => self.live.ids(),
             Err(broadcast::error::RecvError::Closed) => return,
         };
         for id in ids {

@@ -34,7 +34,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon.
-    Serve,
+    Serve {
+        /// What this process does: all, receiver or runner (overrides the
+        /// config's `role`).
+        #[arg(long, value_name = "ROLE", value_enum)]
+        role: Option<config::Role>,
+    },
     /// Validate the server config and every pipeline: every error, by line.
     Check {
         /// Check everything but reading the secrets (for use outside the
@@ -201,7 +206,7 @@ impl Failure {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Serve => serve(cli.config),
+        Command::Serve { role } => serve(cli.config, role),
         Command::Check { no_secrets } => check(cli.config, no_secrets),
         Command::Run {
             pipeline,
@@ -281,19 +286,31 @@ pub fn load_config(path: Option<PathBuf>) -> Result<Config, Failure> {
     Ok(config)
 }
 
-fn serve(path: Option<PathBuf>) -> Result<ExitCode, Failure> {
+fn serve(path: Option<PathBuf>, role: Option<config::Role>) -> Result<ExitCode, Failure> {
     crate::runner::private_dirs::set_umask();
     crate::runner::sandbox::no_dumping();
-    let config = load_config(path)?;
+    let mut config = load_config(path)?;
+    if let Some(role) = role {
+        config.role = role;
+    }
+    if let Some(why) = config.role.refused(&config) {
+        return Err(Failure::usage(why));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::usage(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async move {
-        let listener = crate::server::bind(&config)
-            .await
-            .map_err(|e| Failure::usage(format!("{e:#}")))?;
-        crate::server::run(config, listener, shutdown_signal())
+        // A runner serves no HTTP: it binds nothing.
+        let listener = match config.role.receives() {
+            true => Some(
+                crate::server::bind(&config)
+                    .await
+                    .map_err(|e| Failure::usage(format!("{e:#}")))?,
+            ),
+            false => None,
+        };
+        crate::server::run_role(config, listener, shutdown_signal())
             .await
             .map_err(|e| Failure::usage(format!("{e:#}")))
     })?;

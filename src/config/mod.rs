@@ -69,6 +69,78 @@ pub struct Config {
     pub limits: crate::pipeline::sandbox::LimitKeys,
     /// Every file a `{ file = ... }` secret of this config is read from.
     pub secret_files: Vec<PathBuf>,
+    /// `store`: a PostgreSQL URL shared by every process of an
+    /// installation (SPEC 11); `None` is the embedded SQLite store in
+    /// `data_dir`. A secret: it may carry a password.
+    pub store: Option<Secret>,
+    /// `node`: this process's name, recorded on the builds it claims;
+    /// default: the host name.
+    pub node: String,
+    /// `role`: what this process does (`serve --role` overrides it).
+    pub role: Role,
+    /// `labels`: what this runner offers; a pipeline's `runs_on` builds
+    /// only where every label it names is offered.
+    pub labels: Vec<String>,
+}
+
+/// What a `hookci serve` process does (SPEC 11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Role {
+    /// Everything: one box.
+    #[default]
+    All,
+    /// Webhooks, the API, the pages and the status reports; runs no build.
+    Receiver,
+    /// Claims and runs builds; serves no HTTP.
+    Runner,
+}
+
+impl Role {
+    /// The name `role` and `--role` take.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Receiver => "receiver",
+            Role::Runner => "runner",
+        }
+    }
+
+    /// Why this role cannot run on `config`'s store, if it cannot: a
+    /// receiver or a runner shares its queue with other processes, which
+    /// the embedded SQLite store cannot.
+    pub fn refused(self, config: &Config) -> Option<String> {
+        (self != Role::All && config.store.is_none()).then(|| {
+            format!(
+                "role \"{}\" needs store = a PostgreSQL URL that every process of the installation shares; the embedded SQLite store serves one process (role \"all\")",
+                self.as_str()
+            )
+        })
+    }
+
+    /// Serves HTTP: webhooks, the API, the pages.
+    pub fn receives(self) -> bool {
+        self != Role::Runner
+    }
+
+    /// Claims and runs builds.
+    pub fn runs(self) -> bool {
+        self != Role::Receiver
+    }
+}
+
+const ROLES: &[(&str, Role)] = &[
+    ("all", Role::All),
+    ("receiver", Role::Receiver),
+    ("runner", Role::Runner),
+];
+
+/// The host name, the default `node`.
+pub fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "hookci".to_owned())
 }
 
 impl Default for Config {
@@ -99,6 +171,10 @@ impl Default for Config {
             sandbox: crate::pipeline::sandbox::SandboxKeys::default(),
             limits: crate::pipeline::sandbox::LimitKeys::default(),
             secret_files: Vec::new(),
+            store: None,
+            node: host_name(),
+            role: Role::All,
+            labels: Vec::new(),
         }
     }
 }
@@ -284,10 +360,65 @@ fn convert(c: &mut Checker<'_>, raw: RawConfig) -> Config {
         config.max_log_bytes = n;
     }
     convert_limits(c, &raw, &mut config);
+    convert_cluster(c, &raw, &mut config);
     config.sandbox = crate::pipeline::sandbox::sandbox(c, raw.sandbox.as_ref());
     config.limits = crate::pipeline::sandbox::limits(c, raw.limits.as_ref());
     config.secret_files.clone_from(&c.secret_files);
     config
+}
+
+/// `store` and `node`: several processes on one PostgreSQL (SPEC 11).
+fn convert_cluster(c: &mut Checker<'_>, raw: &RawConfig, config: &mut Config) {
+    if let Some(v) = &raw.store {
+        if let Some(url) = c.secret("store", v) {
+            // The value is a secret: the error never repeats it.
+            let scheme_ok = ["postgres://", "postgresql://"]
+                .iter()
+                .any(|s| url.expose().starts_with(s));
+            if scheme_ok || crate::pipeline::secrets_skipped() {
+                config.store = Some(url);
+            } else {
+                c.error(
+                    Some(&v.span()),
+                    "store is not a PostgreSQL URL; write postgres://user@host/database, or remove the key for the embedded SQLite store",
+                );
+            }
+        }
+    }
+    if let Some(v) = &raw.role {
+        if let Some(role) = c.one_of("role", v, ROLES) {
+            config.role = role;
+            if let Some(why) = role.refused(config) {
+                if raw.store.is_none() {
+                    c.error(Some(&v.span()), why);
+                }
+            }
+        }
+    }
+    if let Some(list) = &raw.labels {
+        for label in list.get_ref() {
+            let name = label.get_ref().trim();
+            if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+                c.error(
+                    Some(&label.span()),
+                    "a label must be a name of 1 to 100 printable characters",
+                );
+            } else {
+                config.labels.push(name.to_owned());
+            }
+        }
+    }
+    if let Some(v) = &raw.node {
+        let name = v.get_ref().trim();
+        if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+            c.error(
+                Some(&v.span()),
+                "node must be a name of 1 to 200 printable characters",
+            );
+        } else {
+            config.node = name.to_owned();
+        }
+    }
 }
 
 /// The keys that bound what clients may hold (bodies, connections, streams).

@@ -39,4 +39,8 @@ pub(crate) struct RawConfig {
     pub log_stream_lifetime: Option<Spanned<String>>,
     pub sandbox: Option<crate::pipeline::sandbox::RawSandbox>,
     pub limits: Option<crate::pipeline::sandbox::RawLimits>,
+    pub store: Option<Spanned<RawSecret>>,
+    pub node: Option<Spanned<String>>,
+    pub role: Option<Spanned<String>>,
+    pub labels: Option<Spanned<Vec<Spanned<String>>>>,
 }

@@ -19,6 +19,11 @@ pub fn skip_secrets() {
     SKIP_SECRETS.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// True under `check --no-secrets`: a secret's value is a stand-in.
+pub(crate) fn secrets_skipped() -> bool {
+    SKIP_SECRETS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Errors and warnings found in one file so far.
 #[derive(Debug)]
 pub(crate) struct Checker<'a> {

@@ -227,6 +227,7 @@ mod tests {
             triggers,
             skip_ci,
             concurrency: Concurrency::Queue,
+            runs_on: Vec::new(),
             timeout: None,
             env: BTreeMap::new(),
             secrets: BTreeMap::new(),

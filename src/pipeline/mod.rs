@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub(crate) use check::Checker;
 pub use check::skip_secrets;
+pub(crate) use check::{Checker, secrets_skipped};
 pub use glob::GlobList;
 pub use validate::valid_name;
 
@@ -51,6 +51,8 @@ pub struct Pipeline {
     pub skip_ci: bool,
     /// How builds of one branch are ordered.
     pub concurrency: Concurrency,
+    /// `runs_on`: the labels a runner must offer to take its builds.
+    pub runs_on: Vec<String>,
     /// The whole build's time limit.
     pub timeout: Option<Duration>,
     /// Extra environment for every step.

@@ -41,6 +41,7 @@ pub(crate) struct RawPipeline {
     pub trigger: Vec<RawTrigger>,
     pub skip_ci: Option<bool>,
     pub concurrency: Option<Spanned<String>>,
+    pub runs_on: Option<Spanned<Vec<Spanned<String>>>>,
     pub timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub env: BTreeMap<Spanned<String>, Spanned<String>>,

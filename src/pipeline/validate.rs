@@ -165,6 +165,18 @@ fn convert(c: &mut Checker<'_>, name: &str, path: &Path, raw: RawPipeline) -> Op
         .timeout
         .as_ref()
         .and_then(|t| c.duration("timeout", t, false));
+    let mut runs_on = Vec::new();
+    for label in raw.runs_on.iter().flat_map(|l| l.get_ref()) {
+        let name = label.get_ref().trim();
+        if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+            c.error(
+                Some(&label.span()),
+                "a runs_on label must be a name of 1 to 100 printable characters",
+            );
+        } else {
+            runs_on.push(name.to_owned());
+        }
+    }
 
     let env = env_table(c, "[env]", &raw.env);
     let secrets = secrets_table(c, &raw.secrets);
@@ -200,6 +212,7 @@ fn convert(c: &mut Checker<'_>, name: &str, path: &Path, raw: RawPipeline) -> Op
         triggers,
         skip_ci: raw.skip_ci.unwrap_or(true),
         concurrency: concurrency?,
+        runs_on,
         timeout,
         env,
         secrets,

@@ -1,6 +1,7 @@
 //! Schema migrations, applied in order; `PRAGMA user_version` records how
 //! many have run. A later version appends to [`MIGRATIONS`]; an applied
-//! migration is never edited.
+//! migration is never edited. Each new one gets its PostgreSQL twin, with
+//! its number, in `pg_migrations.rs`.
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -289,6 +290,13 @@ const MIGRATIONS: &[&str] = &[
 /// The first migration that made a table again (11, `builds`): from it on,
 /// every migration checks the references into the tables it touched.
 const REBUILT_BUILDS: usize = 11;
+
+/// How many migrations there are: the schema version of a new database.
+/// PostgreSQL's list (`pg_migrations.rs`) has a twin of each from 10 on.
+#[cfg(test)]
+pub(super) fn count() -> usize {
+    MIGRATIONS.len()
+}
 
 /// Brings the schema up to date. Refuses a database written by a newer
 /// hookci (more migrations than this build knows).

@@ -12,8 +12,11 @@
 
 mod migrations;
 pub mod outbox;
+mod pg_migrations;
+mod postgres;
 mod sqlite;
 
+pub use postgres::PgOptions;
 pub use sqlite::{Damage, check_file};
 
 use crate::model::PathFilter;
@@ -164,6 +167,9 @@ pub struct ClaimPolicy {
     /// Pipelines whose builds of one ref may run side by side (`parallel`).
     /// Every other pipeline runs one build per ref at a time, oldest first.
     pub parallel: std::collections::HashSet<String>,
+    /// Pipelines whose builds this runner must leave to others: their
+    /// `runs_on` names a label it does not offer.
+    pub elsewhere: std::collections::HashSet<String>,
 }
 
 /// What a cancel request did.
@@ -285,6 +291,23 @@ pub struct ReportRecord {
 pub enum StoreEvent {
     /// A running build should stop; the reason is already stored.
     CancelRequested(i64),
+    /// Events from other processes may have been missed (the database
+    /// connection that hears them was lost, or the fallback poll came
+    /// round): look again at every running build.
+    Resync,
+}
+
+/// What one process tells the others sharing its database, after a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announce {
+    /// Builds may be claimable (queued, or a ref freed), and reports written.
+    Queued,
+    /// Reports may have been written.
+    Reports,
+    /// A running build was asked to stop.
+    Cancel(i64),
+    /// Announcements may have been missed: treat everything as changed.
+    Resync,
 }
 
 /// How long a delivery id is remembered (to answer a redelivery with the
@@ -487,6 +510,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// superseded every pending report for which a newer one exists for the
     /// same repository, commit and context: an older state is never sent
     /// after a newer one was written.
+    /// Where several processes share the store, only the one that holds
+    /// the reporter role gets any (each report has one sender); the others
+    /// get none, and `None` from [`Backend::next_report_due`].
     fn due_reports(
         &self,
         now_ms: i64,
@@ -523,6 +549,22 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// The newest build id and every queued or running build with its
     /// state: what changes when a build is queued, starts or ends.
     fn activity(&self) -> BoxFuture<'_, Result<Activity, StoreError>>;
+
+    /// Tells the other processes on this database, best effort (a missed
+    /// one is made up by their fallback poll). Nothing for a store only
+    /// this process opens.
+    fn announce(&self, _event: Announce) {}
+
+    /// What other processes announce, until `stop`; `None` for a store
+    /// only this process opens. A backend that can lose announcements
+    /// (a dropped connection) sends [`Announce::Resync`] after, and also
+    /// on a fallback poll.
+    fn announcements(
+        &self,
+        _stop: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<Announce>> {
+        None
+    }
 }
 
 /// The newest build id, and every queued or running build with its state.
@@ -648,18 +690,69 @@ pub struct Store {
     queued: Arc<Notify>,
     reports: Arc<Notify>,
     events: tokio::sync::broadcast::Sender<StoreEvent>,
+    /// Stops hearing other processes once the last handle is dropped.
+    _hearing: Option<Arc<tokio_util::sync::DropGuard>>,
 }
 
 impl Store {
     /// Opens (creating and migrating) the SQLite store at `path`.
     pub fn open_sqlite(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         let backend = sqlite::SqliteBackend::open(path, options)?;
-        Ok(Store {
-            backend: Arc::new(backend),
-            queued: Arc::new(Notify::new()),
-            reports: Arc::new(Notify::new()),
-            events: tokio::sync::broadcast::channel(256).0,
-        })
+        Ok(Store::with_backend(Arc::new(backend)))
+    }
+
+    /// Opens (migrating) the PostgreSQL store `pg` names. Fails `Down`
+    /// when the server cannot be reached, `Failed` when it refuses.
+    pub async fn open_postgres(pg: PgOptions, options: StoreOptions) -> Result<Store, StoreError> {
+        let backend = postgres::PostgresBackend::open(pg, options).await?;
+        Ok(Store::with_backend(Arc::new(backend)))
+    }
+
+    /// A handle over `backend`; what other processes announce wakes this
+    /// one's workers and reporter and reaches its runners, as its own
+    /// writes do (must run inside a runtime when the backend announces).
+    fn with_backend(backend: Arc<dyn Backend>) -> Store {
+        let queued = Arc::new(Notify::new());
+        let reports = Arc::new(Notify::new());
+        let events = tokio::sync::broadcast::channel(256).0;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let hearing = backend.announcements(stop.clone()).map(|mut heard| {
+            let (queued, reports, events) =
+                (Arc::clone(&queued), Arc::clone(&reports), events.clone());
+            let stopped = stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    let event = tokio::select! {
+                        () = stopped.cancelled() => return,
+                        event = heard.recv() => event,
+                    };
+                    match event {
+                        None => return,
+                        Some(Announce::Queued) => {
+                            queued.notify_one();
+                            reports.notify_one();
+                        }
+                        Some(Announce::Reports) => reports.notify_one(),
+                        Some(Announce::Cancel(id)) => {
+                            let _ = events.send(StoreEvent::CancelRequested(id));
+                        }
+                        Some(Announce::Resync) => {
+                            queued.notify_one();
+                            reports.notify_one();
+                            let _ = events.send(StoreEvent::Resync);
+                        }
+                    }
+                }
+            });
+            Arc::new(stop.drop_guard())
+        });
+        Store {
+            backend,
+            queued,
+            reports,
+            events,
+            _hearing: hearing,
+        }
     }
 
     /// Records deliveries and their builds; see [`Backend::record_deliveries`].
@@ -676,7 +769,7 @@ impl Store {
             self.wake_workers();
         }
         for id in recorded.iter().flat_map(|r| &r.cancel_running) {
-            let _ = self.events.send(StoreEvent::CancelRequested(*id));
+            self.cancel_requested(*id);
         }
         Ok(recorded)
     }
@@ -692,16 +785,31 @@ impl Store {
         let queued = self.backend.queue_manual(build, host, origin).await?;
         self.wake_workers();
         for id in &queued.cancel_running {
-            let _ = self.events.send(StoreEvent::CancelRequested(*id));
+            self.cancel_requested(*id);
         }
         Ok(queued)
     }
 
     /// Wakes the workers (builds may be claimable) and the reporter (a
-    /// state change may have written a report).
+    /// state change may have written a report), in this process and in the
+    /// others sharing the database.
     pub fn wake_workers(&self) {
         self.queued.notify_one();
         self.reports.notify_one();
+        self.backend.announce(Announce::Queued);
+    }
+
+    /// Tells the runner of build `id`, whichever process it is in, that a
+    /// stop was asked (the reason is stored).
+    fn cancel_requested(&self, id: i64) {
+        let _ = self.events.send(StoreEvent::CancelRequested(id));
+        self.backend.announce(Announce::Cancel(id));
+    }
+
+    /// Wakes the reporters: reports were written.
+    fn reports_changed(&self) {
+        self.reports.notify_one();
+        self.backend.announce(Announce::Reports);
     }
 
     /// Resolves when reports may have been written since the last call.
@@ -746,7 +854,7 @@ impl Store {
     pub async fn claim_next(&self, policy: ClaimPolicy) -> Result<Option<Build>, StoreError> {
         let claimed = self.backend.claim_next(policy).await?;
         if claimed.is_some() {
-            self.reports.notify_one();
+            self.reports_changed();
         }
         Ok(claimed)
     }
@@ -815,9 +923,7 @@ impl Store {
     pub async fn cancel(&self, build: i64, reason: String) -> Result<CancelOutcome, StoreError> {
         let outcome = self.backend.cancel(build, reason).await?;
         match outcome {
-            CancelOutcome::Requested => {
-                let _ = self.events.send(StoreEvent::CancelRequested(build));
-            }
+            CancelOutcome::Requested => self.cancel_requested(build),
             CancelOutcome::Cancelled { .. } => self.wake_workers(),
             CancelOutcome::AlreadyFinished | CancelOutcome::NotFound => {}
         }
@@ -841,7 +947,7 @@ impl Store {
     /// See [`Backend::recover`].
     pub async fn recover(&self) -> Result<Recovery, StoreError> {
         let recovery = self.backend.recover().await?;
-        self.reports.notify_one();
+        self.reports_changed();
         Ok(recovery)
     }
 

@@ -589,6 +589,9 @@ fn claim(conn: &Connection, policy: &ClaimPolicy) -> Result<Option<Build>, Store
     }
     let mut best: Option<(usize, i64)> = None;
     for pipeline in queued_pipelines(conn)? {
+        if policy.elsewhere.contains(&pipeline) {
+            continue;
+        }
         let parallel = policy.parallel.contains(&pipeline);
         let Some(id) = oldest_runnable(conn, &pipeline, parallel, &busy)? else {
             continue;

@@ -8,6 +8,8 @@
 mod common;
 #[path = "../support/gitserve.rs"]
 mod gitserve;
+#[path = "../support/pg.rs"]
+mod pg;
 #[path = "../support/prereq.rs"]
 mod prereq;
 #[path = "../report_fake/mod.rs"]
@@ -22,6 +24,7 @@ mod checkout_git;
 mod cli;
 mod cli_clients;
 mod cli_run;
+mod cluster;
 mod full_disk;
 mod hostile_input;
 mod http_abuse;

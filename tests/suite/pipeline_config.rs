@@ -102,6 +102,8 @@ fn the_example_config_loads_as_shipped_and_with_every_key_uncommented() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "t").unwrap();
+    let store_url = dir.path().join("store-url");
+    std::fs::write(&store_url, "postgres://hookci@db.example/hookci\n").unwrap();
     let text = std::fs::read_to_string(&example).unwrap();
     let mut keys = Vec::new();
     let uncommented: String = text
@@ -116,6 +118,9 @@ fn the_example_config_loads_as_shipped_and_with_every_key_uncommented() {
                 keys.push(key.to_owned());
                 if key == "admin_token" {
                     format!("admin_token = {{ file = \"{}\" }}\n", token.display())
+                } else if key == "store" {
+                    // The URL is a secret: from a file, as a deployment would.
+                    format!("store = {{ file = \"{}\" }}\n", store_url.display())
                 } else if key == "run_as" {
                     // run_as must name a user that exists on this box.
                     "run_as = \"nobody\"\n".to_owned()
@@ -163,7 +168,7 @@ fn bad_config_values_are_reported_with_line_column_and_one_sentence() {
         (
             "an unknown key",
             "listn = \"x\"\n".to_owned(),
-            "hookci.toml:1:1: unknown key \"listn\" in the server config; expected one of listen, public_url, data_dir, pipelines_dir, max_parallel_builds, max_queued_builds, max_body_bytes, admin_token, run_as, keep_builds, shutdown_grace, private, max_connections, header_timeout, request_timeout, max_log_bytes, max_body_bytes_in_flight, reserved_hook_connections, max_log_streams, max_log_streams_per_client, log_stream_lifetime, sandbox, limits; did you mean \"listen\"?",
+            "hookci.toml:1:1: unknown key \"listn\" in the server config; expected one of listen, public_url, data_dir, pipelines_dir, max_parallel_builds, max_queued_builds, max_body_bytes, admin_token, run_as, keep_builds, shutdown_grace, private, max_connections, header_timeout, request_timeout, max_log_bytes, max_body_bytes_in_flight, reserved_hook_connections, max_log_streams, max_log_streams_per_client, log_stream_lifetime, sandbox, limits, store, node, role, labels; did you mean \"listen\"?",
         ),
         (
             "a listen address without a port",

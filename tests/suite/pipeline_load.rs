@@ -198,7 +198,7 @@ fn broken_pipeline_files_are_reported_with_line_column_and_one_sentence() {
             "an unknown top-level key",
             "a.toml",
             format!("{h}foo = 1\n{s}"),
-            "a.toml:3:1: unknown key \"foo\" at the top level; expected one of repo, host, secret, insecure_no_signature, allow_sha1, clone_url, clone, trigger, skip_ci, concurrency, timeout, env, secrets, status, steps, sandbox, limits, pull_requests",
+            "a.toml:3:1: unknown key \"foo\" at the top level; expected one of repo, host, secret, insecure_no_signature, allow_sha1, clone_url, clone, trigger, skip_ci, concurrency, runs_on, timeout, env, secrets, status, steps, sandbox, limits, pull_requests",
         ),
         (
             "a key after a table belongs to it",

@@ -6,36 +6,65 @@
 //! A backend joins by one line in [`backends`] (and a [`Fresh`] that makes
 //! it an empty database). Nothing here speaks SQL.
 
+use crate::pg;
+
 use hookci::pipeline::PathFilter;
+use hookci::secret::Secret;
 use hookci::store::{
     ApproveOutcome, BuildFilter, BuildStatus, CancelOutcome, ClaimPolicy, CloseRef, NewBuild,
-    NewDelivery, ReportOutcome, StepStatus, Store, StoreError, StoreOptions,
+    NewDelivery, PgOptions, ReportOutcome, StepStatus, Store, StoreError, StoreOptions,
 };
 use hookci::webhook::{Host, PullRequest, PushEvent, RefKind};
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// An empty database of one backend. `open` may be called again on it: a
 /// restart of the daemon.
 trait Fresh {
-    fn open(&self, options: StoreOptions) -> Store;
+    fn open(&self, options: StoreOptions) -> Pin<Box<dyn Future<Output = Store> + '_>>;
 }
 
 /// SQLite: a file in a temp dir.
 struct Sqlite(tempfile::TempDir);
 
 impl Fresh for Sqlite {
-    fn open(&self, options: StoreOptions) -> Store {
-        Store::open_sqlite(&self.0.path().join("hookci.db"), options).expect("open the store")
+    fn open(&self, options: StoreOptions) -> Pin<Box<dyn Future<Output = Store> + '_>> {
+        let store =
+            Store::open_sqlite(&self.0.path().join("hookci.db"), options).expect("open the store");
+        Box::pin(async move { store })
     }
 }
 
-/// Every backend, each a fresh database. A PostgreSQL backend adds its line.
-fn backends() -> Vec<(&'static str, Box<dyn Fresh>)> {
-    vec![(
+/// PostgreSQL: a schema of its own on the test server.
+struct Postgres(pg::Schema);
+
+impl Fresh for Postgres {
+    fn open(&self, options: StoreOptions) -> Pin<Box<dyn Future<Output = Store> + '_>> {
+        let pg = PgOptions {
+            url: Secret::new(self.0.url.clone()),
+            node: "conformance".to_owned(),
+            pool_size: 4,
+        };
+        Box::pin(async move {
+            Store::open_postgres(pg, options)
+                .await
+                .expect("open the store")
+        })
+    }
+}
+
+/// Every backend, each a fresh database.
+async fn backends() -> Vec<(&'static str, Box<dyn Fresh>)> {
+    let mut all: Vec<(&'static str, Box<dyn Fresh>)> = vec![(
         "sqlite",
         Box::new(Sqlite(tempfile::tempdir().expect("tempdir"))),
-    )]
+    )];
+    if let Some(schema) = pg::Schema::create().await {
+        all.push(("postgres", Box::new(Postgres(schema))));
+    }
+    all
 }
 
 fn options(max_queued_builds: u64) -> StoreOptions {
@@ -43,14 +72,13 @@ fn options(max_queued_builds: u64) -> StoreOptions {
 }
 
 /// Each backend, opened with room for a million queued builds.
-fn stores() -> Vec<(&'static str, Box<dyn Fresh>, Store)> {
-    backends()
-        .into_iter()
-        .map(|(name, db)| {
-            let store = db.open(options(1_000_000));
-            (name, db, store)
-        })
-        .collect()
+async fn stores() -> Vec<(&'static str, Box<dyn Fresh>, Store)> {
+    let mut out = Vec::new();
+    for (name, db) in backends().await {
+        let store = db.open(options(1_000_000)).await;
+        out.push((name, db, store));
+    }
+    out
 }
 
 fn push(branch: &str, n: u64) -> PushEvent {
@@ -115,6 +143,7 @@ fn policy(parallel: &[&str]) -> ClaimPolicy {
             .iter()
             .map(|p| (*p).to_owned())
             .collect::<HashSet<_>>(),
+        elsewhere: HashSet::new(),
     }
 }
 
@@ -135,7 +164,7 @@ async fn claim(store: &Store, policy: &ClaimPolicy) -> Option<(i64, String, Stri
 /// 1,000 queued builds, and the `cold` build waited for the `hot` queue.
 #[tokio::test]
 async fn a_build_that_may_run_is_found_behind_a_deep_queue_of_a_busy_branch() {
-    for (_name, _db, store) in stores() {
+    for (_name, _db, store) in stores().await {
         let p = policy(&[]);
         let hot = queue(&store, "app", "hot", 1_100).await;
         assert_eq!(claim(&store, &p).await.map(|c| c.0), Some(hot[0]));
@@ -160,7 +189,7 @@ async fn a_build_that_may_run_is_found_behind_a_deep_queue_of_a_busy_branch() {
 /// run side by side.
 #[tokio::test]
 async fn one_ref_runs_oldest_first_unless_its_pipeline_is_parallel() {
-    for (_name, _db, store) in stores() {
+    for (_name, _db, store) in stores().await {
         let p = policy(&["wide"]);
         let serial = queue(&store, "app", "main", 3).await;
         let wide = queue(&store, "wide", "main", 3).await;
@@ -181,7 +210,7 @@ async fn one_ref_runs_oldest_first_unless_its_pipeline_is_parallel() {
 /// with a build that may run, the one with the fewest running goes first.
 #[tokio::test]
 async fn a_deep_queue_does_not_starve_another_pipeline() {
-    for (_name, _db, store) in stores() {
+    for (_name, _db, store) in stores().await {
         let p = policy(&["deep"]);
         let deep = queue(&store, "deep", "main", 50).await;
         let other = queue(&store, "other", "main", 2).await;
@@ -205,7 +234,7 @@ async fn a_deep_queue_does_not_starve_another_pipeline() {
 /// look waits behind a running one, across many refs.
 #[tokio::test]
 async fn the_oldest_free_ref_wins_when_many_refs_are_queued() {
-    for (_name, _db, store) in stores() {
+    for (_name, _db, store) in stores().await {
         let p = policy(&[]);
         let busy = queue(&store, "app", "busy", 200).await;
         assert_eq!(claim(&store, &p).await.map(|c| c.0), Some(busy[0]));
@@ -218,6 +247,33 @@ async fn the_oldest_free_ref_wins_when_many_refs_are_queued() {
             assert_eq!(claim(&store, &p).await.map(|c| c.0), Some(want));
         }
         assert_eq!(claim(&store, &p).await, None);
+    }
+}
+
+/// A runner takes no build of a pipeline it must leave to others (its
+/// `runs_on` wants a label the runner lacks); those stay queued, in order,
+/// for a runner that may take them.
+#[tokio::test]
+async fn a_runner_leaves_the_builds_of_pipelines_it_may_not_run_queued() {
+    for (name, _db, store) in stores().await {
+        let gpu = queue(&store, "gpu", "main", 2).await;
+        let plain = queue(&store, "plain", "main", 1).await;
+        let mut here = policy(&[]);
+        here.elsewhere.insert("gpu".to_owned());
+        assert_eq!(
+            claim(&store, &here).await.map(|c| c.0),
+            Some(plain[0]),
+            "{name}"
+        );
+        assert_eq!(claim(&store, &here).await, None, "{name}");
+        assert_eq!(status(&store, gpu[0]).await, BuildStatus::Queued);
+        // A runner with the label takes them, oldest first.
+        let there = policy(&[]);
+        assert_eq!(
+            claim(&store, &there).await.map(|c| c.0),
+            Some(gpu[0]),
+            "{name}"
+        );
     }
 }
 
@@ -275,8 +331,8 @@ async fn report_states(store: &Store, id: i64) -> Vec<String> {
 /// lists are newest first and filter; a full queue records nothing.
 #[tokio::test]
 async fn queue_records_builds_and_refuses_past_the_limit() {
-    for (name, db) in backends() {
-        let store = db.open(options(3));
+    for (name, db) in backends().await {
+        let store = db.open(options(3)).await;
         let mut tag = new_build("app", "main", None, false);
         tag.push.git_ref = "refs/tags/v1".to_owned();
         tag.push.kind = RefKind::Tag("v1".to_owned());
@@ -354,7 +410,7 @@ async fn queue_records_builds_and_refuses_past_the_limit() {
 /// first answer and queues nothing; another pipeline's id is its own.
 #[tokio::test]
 async fn a_redelivery_or_a_replayed_body_gets_the_first_answer() {
-    for (name, _db, store) in stores() {
+    for (name, _db, store) in stores().await {
         let first = record_one(
             &store,
             delivery(
@@ -418,7 +474,7 @@ async fn a_redelivery_or_a_replayed_body_gets_the_first_answer() {
 /// and asks its running one to stop; other refs and pipelines keep theirs.
 #[tokio::test]
 async fn a_newer_push_supersedes_the_refs_older_builds() {
-    for (name, _db, store) in stores() {
+    for (name, _db, store) in stores().await {
         let p = policy(&[]);
         let old = queue(&store, "app", "main", 2).await;
         let other_ref = queue(&store, "app", "dev", 1).await;
@@ -473,7 +529,7 @@ async fn a_newer_push_supersedes_the_refs_older_builds() {
 /// nothing on a finished or unknown one.
 #[tokio::test]
 async fn cancel_by_state() {
-    for (name, _db, store) in stores() {
+    for (name, _db, store) in stores().await {
         let p = policy(&[]);
         let ids = queue(&store, "app", "main", 2).await;
         assert_eq!(claim(&store, &p).await.map(|c| c.0), Some(ids[0]));
@@ -524,7 +580,7 @@ async fn cancel_by_state() {
 /// Steps are recorded in order; a build's end skips those that never ran.
 #[tokio::test]
 async fn steps_are_recorded_and_the_unrun_ones_skipped_at_the_end() {
-    for (name, _db, store) in stores() {
+    for (name, _db, store) in stores().await {
         let id = queue(&store, "app", "main", 1).await[0];
         claim(&store, &policy(&[])).await.expect("claimed");
         store
@@ -568,7 +624,7 @@ async fn steps_are_recorded_and_the_unrun_ones_skipped_at_the_end() {
 /// state of the same commit and context superseded by a newer one.
 #[tokio::test]
 async fn the_outbox_gets_one_report_per_reported_state_change_in_order() {
-    for (name, _db, store) in stores() {
+    for (name, _db, store) in stores().await {
         let p = policy(&[]);
         // Reported: queued, running, the end.
         let a = record_one(
@@ -711,7 +767,7 @@ async fn the_outbox_gets_one_report_per_reported_state_change_in_order() {
 /// or running one, and returns the ids it deleted.
 #[tokio::test]
 async fn pruning_keeps_the_newest_and_every_unfinished_build() {
-    for (name, _db, store) in stores() {
+    for (name, _db, store) in stores().await {
         let p = policy(&["app"]);
         let ids = queue(&store, "app", "main", 5).await;
         let lib = queue(&store, "lib", "main", 1).await[0];
@@ -770,8 +826,8 @@ async fn pruning_keeps_the_newest_and_every_unfinished_build() {
 /// (reported queued again), and `error` when interrupted a second time.
 #[tokio::test]
 async fn recovery_after_a_crash_requeues_once_then_errors() {
-    for (name, db) in backends() {
-        let store = db.open(options(100));
+    for (name, db) in backends().await {
+        let store = db.open(options(100)).await;
         let r = record_one(
             &store,
             delivery(
@@ -793,7 +849,7 @@ async fn recovery_after_a_crash_requeues_once_then_errors() {
         drop(store);
 
         // The daemon died with `id` running; the next one opens the store.
-        let store = db.open(options(100));
+        let store = db.open(options(100)).await;
         let recovery = store.recover().await.unwrap();
         assert_eq!(recovery.requeued, [id], "{name}");
         assert!(recovery.failed.is_empty());
@@ -811,7 +867,7 @@ async fn recovery_after_a_crash_requeues_once_then_errors() {
         assert_eq!(again, id, "the oldest goes first");
         drop(store);
 
-        let store = db.open(options(100));
+        let store = db.open(options(100)).await;
         let recovery = store.recover().await.unwrap();
         assert_eq!(recovery.failed, [id], "{name}");
         let b = store.build(id).await.unwrap().expect("kept");
@@ -833,7 +889,7 @@ async fn recovery_after_a_crash_requeues_once_then_errors() {
         );
         // Nothing was running: a third open changes nothing.
         drop(store);
-        let store = db.open(options(100));
+        let store = db.open(options(100)).await;
         assert_eq!(store.recover().await.unwrap(), Default::default());
     }
 }
@@ -869,8 +925,8 @@ fn pull_build(number: u64, fork: bool, waiting: bool) -> NewBuild {
 /// requests cannot pile up without bound.
 #[tokio::test]
 async fn waiting_builds_count_against_the_queue_limit() {
-    for (name, db) in backends() {
-        let store = db.open(options(1));
+    for (name, db) in backends().await {
+        let store = db.open(options(1)).await;
         let d = |id: &str, b: NewBuild| delivery("p", id, vec![b], None);
         record_one(&store, d("l1", pull_build(1, true, true))).await;
         let full = store
@@ -890,7 +946,7 @@ async fn waiting_builds_count_against_the_queue_limit() {
 /// the pull request cancels what is left.
 #[tokio::test]
 async fn a_waiting_build_is_claimed_only_after_approval_and_closing_cancels() {
-    for (name, _db, store) in stores() {
+    for (name, _db, store) in stores().await {
         let d = |id: &str, b: NewBuild| delivery("p", id, vec![b], None);
         let waiting = record_one(&store, d("w1", pull_build(7, true, true)))
             .await

@@ -1,0 +1,612 @@
+//! Several `hookci serve` processes on one PostgreSQL schema (SPEC 11):
+//! the real binary, the local server. One delivery sent to two receivers
+//! at once queues one build and gets the same answer twice; a build queued
+//! through one process runs on another; a cancel taken by one process
+//! stops the step running in another.
+
+use crate::common;
+use crate::gitserve;
+use crate::pg;
+
+use common::{ZERO, spawn_daemon_with_log};
+use gitserve::Upstream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "cluster-admin-token";
+
+/// `hookci.toml` lines for a process of the installation in `schema`.
+fn cluster_config(schema: &pg::Schema, node: &str, builds: usize) -> String {
+    format!(
+        "store = {:?}\nnode = {node:?}\nmax_parallel_builds = {builds}\nadmin_token = {ADMIN:?}",
+        schema.url
+    )
+}
+
+fn write_pipeline(dir: &Path, toml: &str) {
+    std::fs::create_dir_all(dir.join("pipelines")).expect("mkdir");
+    std::fs::write(dir.join("pipelines/app.toml"), toml).expect("pipeline");
+}
+
+/// Builds of the installation, as receiver `base`'s API lists them.
+async fn api_builds(base: &str) -> Vec<serde_json::Value> {
+    let json: serde_json::Value = common::client()
+        .get(format!("{base}/api/builds?limit=100"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    json["builds"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("a list: {json}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_delivery_sent_to_two_receivers_at_once_queues_one_build_and_gets_one_answer() {
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let toml = common::pipeline_toml("s")
+        .clone_url("https://git.example/Codertocat/Hello-World.git")
+        .step("t", "true")
+        .to_string();
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_pipeline(a_dir.path(), &toml);
+    write_pipeline(b_dir.path(), &toml);
+    // Receivers only: nothing runs, so nothing is cloned.
+    let (_a, a, _) = spawn_daemon_with_log(a_dir.path(), &cluster_config(&schema, "a", 0));
+    let (_b, b, _) = spawn_daemon_with_log(b_dir.path(), &cluster_config(&schema, "b", 0));
+
+    for round in 0..5 {
+        let after = format!("{:040x}", 0xabc0 + round);
+        let body = common::github_push(
+            "https://git.example/Codertocat/Hello-World.git",
+            "refs/heads/main",
+            ZERO,
+            &after,
+            &format!("round {round}"),
+        );
+        let delivery = format!("same-{round}");
+        let (to_a, to_b) = tokio::join!(
+            common::send_github(&a, "app", "s", &delivery, &body),
+            common::send_github(&b, "app", "s", &delivery, &body),
+        );
+        let mut statuses = [to_a.0, to_b.0];
+        statuses.sort_unstable();
+        assert_eq!(
+            statuses,
+            [200, 202],
+            "one records, one repeats: {to_a:?} {to_b:?}"
+        );
+        let ids = |j: &serde_json::Value| {
+            j["builds"]
+                .as_array()
+                .expect("builds")
+                .iter()
+                .map(|b| b["id"].as_i64().expect("id"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&to_a.1), ids(&to_b.1), "the same answer twice");
+        assert_eq!(ids(&to_a.1).len(), 1);
+    }
+    // Five deliveries, five builds, whichever receiver is asked.
+    assert_eq!(api_builds(&a).await.len(), 5);
+    assert_eq!(api_builds(&b).await.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_queued_on_one_process_runs_on_another_and_a_cancel_reaches_it() {
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let up = Upstream::new("cluster");
+    let commit = up.push(&[("README", "x\n")], "first");
+    let toml = common::pipeline_toml("s")
+        .clone_url(&up.url())
+        .step(
+            "work",
+            r#"if [ "$HOOKCI_BRANCH" = slow ]; then sleep 600; fi; echo "ran $HOOKCI_BRANCH""#,
+        )
+        .to_string();
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_pipeline(a_dir.path(), &toml);
+    write_pipeline(b_dir.path(), &toml);
+    // A receives and runs nothing; B runs.
+    let (_a, a, _) = spawn_daemon_with_log(a_dir.path(), &cluster_config(&schema, "a", 0));
+    let (_b, b, _) = spawn_daemon_with_log(b_dir.path(), &cluster_config(&schema, "b", 1));
+
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "fast");
+    let id = common::queue_github(&a, "app", "s", "fast-1", &body).await[0];
+    let done = common::wait_final(&a, id).await;
+    assert_eq!(done["status"], "success", "{done}");
+    // B ran it: the log is in B's data directory, not A's.
+    let log = std::fs::read_to_string(b_dir.path().join(format!("data/logs/{id}.log")))
+        .expect("B wrote the log");
+    assert!(log.contains("ran main"), "{log}");
+    assert!(!a_dir.path().join(format!("data/logs/{id}.log")).exists());
+
+    // A build running on B, cancelled through A.
+    let body = common::github_push(&up.url(), "refs/heads/slow", ZERO, &commit, "slow");
+    let slow = common::queue_github(&a, "app", "s", "slow-1", &body).await[0];
+    common::wait_build(&a, slow, |b| b["status"] == "running").await;
+    let until = Instant::now() + Duration::from_secs(60);
+    let steps_running = || async {
+        common::get_build(&b, slow).await.is_some_and(|b| {
+            b["steps"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["status"] == "running"))
+        })
+    };
+    while !steps_running().await {
+        assert!(Instant::now() < until, "the step never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let res = common::client()
+        .post(format!("{a}/api/builds/{slow}/cancel"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("cancel");
+    assert!(res.status().is_success(), "{}", res.status());
+    let ended = common::wait_final(&b, slow).await;
+    assert_eq!(ended["status"], "cancelled", "{ended}");
+}
+
+/// A database that does not answer stops `serve` at once: exit 2, one
+/// sentence that says so, and never the URL's password.
+#[test]
+fn serve_stops_with_exit_2_when_the_database_cannot_be_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1 on loopback: nothing listens there.
+    let url = "postgres://hookci:sekrit-pw-41@127.0.0.1:1/hookci";
+    let config = dir.path().join("hookci.toml");
+    std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npipelines_dir = \"{}\"\nstore = {{ env = \"HOOKCI_TEST_STORE_URL\" }}\n",
+            dir.path().join("data").display(),
+            dir.path().join("pipelines").display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookci"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("HOOKCI_TEST_STORE_URL", url)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run hookci");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the PostgreSQL store cannot be reached"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("sekrit-pw-41"), "{stderr}");
+}
+
+/// `store` must be a PostgreSQL URL; the error does not repeat the value.
+#[test]
+fn a_store_that_is_not_a_postgres_url_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookci.toml");
+    std::fs::write(&config, "store = \"mysql://root:pw-77@db/x\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookci"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run hookci");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("store is not a PostgreSQL URL"), "{stderr}");
+    assert!(!stderr.contains("pw-77"), "{stderr}");
+}
+
+/// `hookci serve --role runner` on a config written in `dir`, once it says
+/// it claims builds. A runner serves no HTTP.
+fn spawn_runner(dir: &Path, extra: &str) -> common::Daemon {
+    use std::io::{BufRead, BufReader};
+    let config = dir.join("hookci.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\npipelines_dir = \"{}\"\n{extra}\n",
+            dir.join("data").display(),
+            dir.join("pipelines").display()
+        ),
+    )
+    .expect("write config");
+    let mut child = common::Daemon(
+        std::process::Command::new(env!("CARGO_BIN_EXE_hookci"))
+            .args(["serve", "--role", "runner", "--config"])
+            .arg(&config)
+            .env("HOOKCI_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn hookci"),
+    );
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the runner never said it claims builds");
+        assert!(!line.contains("address="), "a runner listens: {line}");
+        if line.contains("runner: claiming builds") {
+            break;
+        }
+    }
+    // Keep draining, so that it never blocks on a full pipe.
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    child
+}
+
+/// A receiver runs no build; a runner runs the builds of the pipelines
+/// whose `runs_on` its labels cover, and leaves the others queued, though
+/// older.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_runs_nothing_and_a_runner_only_what_its_labels_allow() {
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let up = Upstream::new("roles");
+    let commit = up.push(&[("README", "x\n")], "first");
+    let plain = common::pipeline_toml("s")
+        .clone_url(&up.url())
+        .step("work", "echo plain")
+        .to_string();
+    let gpu = common::pipeline_toml("s")
+        .clone_url(&up.url())
+        .top(r#"runs_on = ["gpu", "linux"]"#)
+        .step("work", "echo gpu")
+        .to_string();
+    let (r_dir, x_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for dir in [r_dir.path(), x_dir.path()] {
+        std::fs::create_dir_all(dir.join("pipelines")).unwrap();
+        std::fs::write(dir.join("pipelines/app.toml"), &plain).unwrap();
+        std::fs::write(dir.join("pipelines/gpu.toml"), &gpu).unwrap();
+    }
+    // The receiver may run builds by its max_parallel_builds, but not by
+    // its role.
+    let (_r, r, _) = spawn_daemon_with_log(
+        r_dir.path(),
+        &format!(
+            "store = {:?}\nnode = \"r\"\nrole = \"receiver\"\nmax_parallel_builds = 2",
+            schema.url
+        ),
+    );
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "m");
+    let gpu_build = common::queue_github(&r, "gpu", "s", "g-1", &body).await[0];
+    let app_build = common::queue_github(&r, "app", "s", "a-1", &body).await[0];
+    let _x = spawn_runner(
+        x_dir.path(),
+        &format!(
+            "store = {:?}\nnode = \"x\"\nlabels = [\"linux\"]\nmax_parallel_builds = 1",
+            schema.url
+        ),
+    );
+    let done = common::wait_final(&r, app_build).await;
+    assert_eq!(done["status"], "success", "{done}");
+    assert!(
+        x_dir
+            .path()
+            .join(format!("data/logs/{app_build}.log"))
+            .exists()
+    );
+    let waiting = common::get_build(&r, gpu_build)
+        .await
+        .expect("the gpu build");
+    assert_eq!(waiting["status"], "queued", "{waiting}");
+}
+
+/// A role other than `all` needs a shared PostgreSQL store.
+#[test]
+fn a_runner_on_the_embedded_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookci.toml");
+    std::fs::write(&config, "max_parallel_builds = 1\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookci"))
+        .args(["serve", "--role", "runner", "--config"])
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run hookci");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("role \"runner\" needs store"), "{stderr}");
+}
+
+/// Two processes on one store: only one is handed reports to send, so a
+/// report has one sender; when that process goes, the other takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_at_a_time_sends_the_status_reports() {
+    use hookci::store::{NewBuild, NewDelivery, PgOptions, Store, StoreOptions};
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let open = |node: &str| {
+        let pg = PgOptions {
+            url: hookci::secret::Secret::new(schema.url.clone()),
+            node: node.to_owned(),
+            pool_size: 2,
+        };
+        Store::open_postgres(
+            pg,
+            StoreOptions {
+                max_queued_builds: 100,
+            },
+        )
+    };
+    let a = open("a").await.expect("open a");
+    let b = open("b").await.expect("open b");
+    let push = |after: &str| hookci::webhook::PushEvent {
+        repo: "acme/app".into(),
+        git_ref: "refs/heads/main".into(),
+        kind: hookci::webhook::RefKind::Branch("main".into()),
+        before: ZERO.into(),
+        after: after.into(),
+        commit: after.into(),
+        created: true,
+        deleted: false,
+        forced: false,
+        clone_url: "https://git.example/acme/app.git".into(),
+        ssh_url: None,
+        web_url: None,
+        message: "m".into(),
+        pusher: "p".into(),
+        pull_request: None,
+    };
+    a.record_deliveries(vec![NewDelivery {
+        pipeline: "app".into(),
+        delivery_id: "d1".into(),
+        host: hookci::webhook::Host::Github,
+        event: "push".into(),
+        builds: vec![NewBuild {
+            pipeline: "app".into(),
+            push: push(&"a".repeat(40)),
+            path_filters: Vec::new(),
+            supersede: false,
+            waiting: false,
+            report_context: Some("ci/app".into()),
+        }],
+        skipped: None,
+        body_sha256: None,
+        close: None,
+    }])
+    .await
+    .expect("record");
+    let from_a = a.due_reports(i64::MAX, 10).await.expect("due on a");
+    let from_b = b.due_reports(i64::MAX, 10).await.expect("due on b");
+    assert_eq!(from_a.len(), 1, "the first to ask sends");
+    assert!(from_b.is_empty(), "the other sends nothing");
+    assert_eq!(b.next_report_due().await.expect("next"), None);
+    drop(a);
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        if b.due_reports(i64::MAX, 10).await.expect("due on b").len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < until, "b never took over the reports");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A runner whose database sessions are all cut (as a restart of
+/// PostgreSQL cuts them) reconnects, hears again, and runs the next build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_whose_database_sessions_are_cut_reconnects_and_runs_the_next_build() {
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let up = Upstream::new("cut");
+    let commit = up.push(&[("README", "x\n")], "first");
+    let toml = common::pipeline_toml("s")
+        .clone_url(&up.url())
+        .step("work", "echo ok")
+        .to_string();
+    let (r_dir, x_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_pipeline(r_dir.path(), &toml);
+    write_pipeline(x_dir.path(), &toml);
+    let node = format!("x-{}", schema.name);
+    let (_r, r, _) = spawn_daemon_with_log(
+        r_dir.path(),
+        &format!(
+            "store = {:?}\nnode = \"r\"\nrole = \"receiver\"",
+            schema.url
+        ),
+    );
+    let _x = spawn_runner(
+        x_dir.path(),
+        &format!(
+            "store = {:?}\nnode = {node:?}\nmax_parallel_builds = 1",
+            schema.url
+        ),
+    );
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "one");
+    let first = common::queue_github(&r, "app", "s", "cut-1", &body).await[0];
+    assert_eq!(common::wait_final(&r, first).await["status"], "success");
+
+    schema
+        .execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = 'hookci {node}'"
+        ))
+        .await;
+    let next = up.push(&[("README", "y\n")], "second");
+    let body = common::github_push(&up.url(), "refs/heads/main", &commit, &next, "two");
+    let second = common::queue_github(&r, "app", "s", "cut-2", &body).await[0];
+    let done = common::wait_final(&r, second).await;
+    assert_eq!(done["status"], "success", "{done}");
+    assert!(
+        x_dir
+            .path()
+            .join(format!("data/logs/{second}.log"))
+            .exists()
+    );
+}
+
+/// A process that starts re-queues the builds its own node left running,
+/// never those another process is running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_recovers_only_its_own_nodes_builds() {
+    use hookci::store::{BuildStatus, ClaimPolicy, NewBuild, PgOptions, Store, StoreOptions};
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let open = |node: &str| {
+        let pg = PgOptions {
+            url: hookci::secret::Secret::new(schema.url.clone()),
+            node: node.to_owned(),
+            pool_size: 2,
+        };
+        Store::open_postgres(
+            pg,
+            StoreOptions {
+                max_queued_builds: 100,
+            },
+        )
+    };
+    let a = open("a").await.expect("open a");
+    let b = open("b").await.expect("open b");
+    let after = "b".repeat(40);
+    let queued = a
+        .queue_manual(
+            NewBuild {
+                pipeline: "app".into(),
+                push: hookci::webhook::PushEvent {
+                    repo: "acme/app".into(),
+                    git_ref: "refs/heads/main".into(),
+                    kind: hookci::webhook::RefKind::Branch("main".into()),
+                    before: ZERO.into(),
+                    after: after.clone(),
+                    commit: after,
+                    created: true,
+                    deleted: false,
+                    forced: false,
+                    clone_url: "https://git.example/acme/app.git".into(),
+                    ssh_url: None,
+                    web_url: None,
+                    message: "m".into(),
+                    pusher: "p".into(),
+                    pull_request: None,
+                },
+                path_filters: Vec::new(),
+                supersede: false,
+                waiting: false,
+                report_context: None,
+            },
+            None,
+            hookci::store::BuildOrigin {
+                rebuild_of: None,
+                triggered_by: "admin".into(),
+                resume: None,
+            },
+        )
+        .await
+        .expect("queue");
+    let claimed = a.claim_next(ClaimPolicy::default()).await.expect("claim");
+    assert_eq!(claimed.map(|b| b.id), Some(queued.id));
+    // b starts: a's build is a's.
+    assert_eq!(b.recover().await.expect("recover b"), Default::default());
+    let build = b.build(queued.id).await.expect("read").expect("the build");
+    assert_eq!(build.status, BuildStatus::Running);
+    // a starts again: its own build goes back to the queue.
+    assert_eq!(a.recover().await.expect("recover a").requeued, [queued.id]);
+}
+
+fn time_of(b: &serde_json::Value, key: &str) -> time::OffsetDateTime {
+    let text = b[key].as_str().unwrap_or_else(|| panic!("{key} of {b}"));
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .expect("an RFC 3339 time")
+}
+
+/// Three runner processes drain pushes to five branches: every build
+/// succeeds, each branch's builds run one at a time, in the order they
+/// were queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_runners_keep_each_branchs_order_and_run_one_build_of_it_at_a_time() {
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let up = Upstream::new("order");
+    let commit = up.push(&[("README", "x\n")], "first");
+    let toml = common::pipeline_toml("s")
+        .clone_url(&up.url())
+        .step("work", r#"echo "$HOOKCI_BRANCH""#)
+        .to_string();
+    let r_dir = tempfile::tempdir().unwrap();
+    write_pipeline(r_dir.path(), &toml);
+    let (_r, r, _) = spawn_daemon_with_log(
+        r_dir.path(),
+        &format!(
+            "store = {:?}\nnode = \"r\"\nrole = \"receiver\"",
+            schema.url
+        ),
+    );
+    let mut runners = Vec::new();
+    let mut dirs = Vec::new();
+    for i in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        write_pipeline(dir.path(), &toml);
+        runners.push(spawn_runner(
+            dir.path(),
+            &format!(
+                "store = {:?}\nnode = \"x{i}\"\nmax_parallel_builds = 2",
+                schema.url
+            ),
+        ));
+        dirs.push(dir);
+    }
+    let branches = ["b0", "b1", "b2", "b3", "b4"];
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        let branch = branches[n % branches.len()];
+        let body = common::github_push(
+            &up.url(),
+            &format!("refs/heads/{branch}"),
+            ZERO,
+            &commit,
+            &format!("push {n}"),
+        );
+        ids.push(common::queue_github(&r, "app", "s", &format!("o-{n}"), &body).await[0]);
+    }
+    let mut done = Vec::new();
+    for id in &ids {
+        let b = common::wait_final(&r, *id).await;
+        assert_eq!(b["status"], "success", "{b}");
+        done.push(b);
+    }
+    for branch in branches {
+        let mut of_branch: Vec<_> = done.iter().filter(|b| b["branch"] == branch).collect();
+        of_branch.sort_by_key(|b| b["id"].as_i64());
+        for pair in of_branch.windows(2) {
+            assert!(
+                time_of(pair[1], "started_at") >= time_of(pair[0], "finished_at"),
+                "{branch}: build {} started before build {} ended",
+                pair[1]["id"],
+                pair[0]["id"]
+            );
+        }
+    }
+    let ran: usize = dirs
+        .iter()
+        .map(|d| {
+            ids.iter()
+                .filter(|id| d.path().join(format!("data/logs/{id}.log")).exists())
+                .count()
+        })
+        .sum();
+    assert_eq!(ran, ids.len(), "every build ran once, on one runner");
+}
