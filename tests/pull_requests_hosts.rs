@@ -134,6 +134,8 @@ async fn run(case: Case) {
     assert_eq!(b["event"], "pull_request");
     assert_eq!(b["pull_request"]["number"], case.number);
     assert_eq!(b["pull_request"]["fork"], false);
+    // Gogs names no commit: the build records the one its pull ref gave.
+    assert_eq!(b["commit"], head.as_str(), "{}", case.host);
     let log = common::client()
         .get(format!("{base}/api/builds/{id}/log"))
         .send()

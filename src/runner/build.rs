@@ -311,6 +311,16 @@ impl Runner {
                 return Ended::Finished(BuildStatus::Error, Some(why));
             }
         };
+        // A Gogs pull request names no commit: record the one its ref gave.
+        if build.commit.is_empty() && build.pull_request.is_some() {
+            if let Some(store) = ctx.store {
+                let resolved = commit.clone();
+                let _ = crate::store::retried("the resolved commit", build.id, || {
+                    store.resolve_commit(build.id, resolved.clone())
+                })
+                .await;
+            }
+        }
         // A pull request's payload carries no commit message: the mirror has it.
         let with_message;
         let ctx = &if build.pull_request.is_some() && build.message.is_empty() {

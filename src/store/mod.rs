@@ -465,6 +465,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
         reason: String,
     ) -> BoxFuture<'_, Result<CancelOutcome, StoreError>>;
 
+    /// Records the commit a build queued without one was found to be (a
+    /// Gogs pull request: its payload names no commit; the runner resolves
+    /// the pull ref). Changes nothing for a build that has a commit.
+    fn resolve_commit(&self, build: i64, commit: String) -> BoxFuture<'_, Result<(), StoreError>>;
+
     /// Moves a `waiting` build to `queued` (an admin approved it), writing
     /// its report in the same transaction.
     fn approve(&self, build: i64) -> BoxFuture<'_, Result<ApproveOutcome, StoreError>>;
@@ -822,6 +827,11 @@ impl Store {
             CancelOutcome::AlreadyFinished | CancelOutcome::NotFound => {}
         }
         Ok(outcome)
+    }
+
+    /// See [`Backend::resolve_commit`].
+    pub async fn resolve_commit(&self, build: i64, commit: String) -> Result<(), StoreError> {
+        self.backend.resolve_commit(build, commit).await
     }
 
     /// Approves a waiting build; see [`Backend::approve`]. Wakes the workers.

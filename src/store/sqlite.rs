@@ -1083,6 +1083,17 @@ impl Backend for SqliteBackend {
         }))
     }
 
+    fn resolve_commit(&self, build: i64, commit: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE builds SET commit_sha = ?2, after_sha = ?2
+                 WHERE id = ?1 AND commit_sha = ''",
+            )?
+            .execute(params![build, commit])?;
+            Ok(())
+        }))
+    }
+
     fn approve(&self, build: i64) -> BoxFuture<'_, Result<ApproveOutcome, StoreError>> {
         Box::pin(self.write(move |conn| {
             let found: Option<String> = conn
