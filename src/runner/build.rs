@@ -218,13 +218,11 @@ impl Runner {
         // The checkout goes back to the mirror cache's pool for the next
         // build of the same repository (see `checkout::pool`), except when
         // the steps ran as another user (it is theirs now), a fork's pull
-        // request ran in it, the daemon is
-        // shutting down, or the pool is not this data dir's (`hookci run`
-        // works in a scratch dir beside the daemon's mirrors); the rest of
-        // the workspace (home/) is deleted.
+        // request ran in it (code nobody trusted: deleted, never handed to
+        // the next build), the daemon is shutting down, or the pool is not
+        // this data dir's (`hookci run` works in a scratch dir beside the
+        // daemon's mirrors); the rest of the workspace (home/) is deleted.
         let src = workspace.join("src");
-        // A fork's pull request ran code nobody trusted in it: its
-        // workspace is deleted, never handed to the next build.
         let parked = matches!(source, Source::Checkout)
             && self.run_as.is_none()
             && !is_fork(build)
@@ -442,9 +440,9 @@ impl Runner {
         let probe = super::sandbox::probe(self.run_as);
         // A fork's pull request runs sandboxed wherever a sandbox exists,
         // whatever the pipeline says (where none exists it waited for an
-        // admin's approval, see `matcher::decide_pull_request`).
-        // Nor may it write where other builds read (a shared cache it
-        // could poison): its `read_write` paths are bound read-only.
+        // admin's approval, see `matcher::decide_pull_request`), and may
+        // not write where other builds read (a shared cache it could
+        // poison): its `read_write` paths are bound read-only.
         if is_fork(build) && probe.is_ok() {
             keys.enabled = Some(crate::pipeline::sandbox::Enabled::On);
             if let Some(shared) = keys.read_write.take() {
