@@ -657,6 +657,21 @@ async fn pull_request_builds_are_listed_by_the_api_filter_and_hookci_builds() {
         "{table}"
     );
     assert!(table.contains("waiting"), "{table}");
+    // The index page lists it under its event, with its number and author.
+    let index = common::client()
+        .get(format!("{}/?event=pull_request", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(index.contains("PR #7"), "{index}");
+    assert!(index.contains("by mallory (fork)"), "{index}");
+    assert!(
+        index.contains("<option value=\"pull_request\" selected"),
+        "{index}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
