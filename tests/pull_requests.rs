@@ -657,6 +657,19 @@ async fn pull_request_builds_are_listed_by_the_api_filter_and_hookci_builds() {
         "{table}"
     );
     assert!(table.contains("waiting"), "{table}");
+    // A pull request never sets the pipeline's badge.
+    let badge = common::client()
+        .get(format!("{}/badge/app.svg", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        badge.contains("unknown") && !badge.contains("queued"),
+        "{badge}"
+    );
     // The index page lists it under its event, with its number and author.
     let index = common::client()
         .get(format!("{}/?event=pull_request", s.base))

@@ -303,8 +303,10 @@ pub struct BuildFilter {
     pub statuses: Vec<BuildStatus>,
     /// Only builds with a smaller id (paging).
     pub before: Option<i64>,
-    /// Only builds of this event (`push`, `tag`).
+    /// Only builds of this event (`push`, `tag`, `pull_request`).
     pub event: Option<String>,
+    /// Only builds of this ref (for a pull request: its pull ref).
+    pub git_ref: Option<String>,
     /// At most this many (newest first).
     pub limit: u32,
 }
