@@ -854,3 +854,103 @@ fn remove_dir_all_if_exists(path: &Path) -> std::io::Result<()> {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{PullRequest, PushEvent, RefKind};
+
+    fn pipeline(extra: &str) -> Pipeline {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "repo = \"team/app\"\nhost = \"bitbucket\"\nsecret = \"s\"\n\
+                 clone_url = \"https://bitbucket.org/team/app.git\"\n{extra}\n\
+                 [[steps]]\nname = \"t\"\nrun = \"true\"\n"
+            ),
+        )
+        .unwrap();
+        crate::pipeline::load_file(&path).unwrap().0
+    }
+
+    fn build(fork: bool, head_clone_url: Option<&str>) -> Build {
+        Build {
+            id: 1,
+            pipeline: "p".into(),
+            push: PushEvent {
+                repo: "team/app".into(),
+                git_ref: "refs/pull-requests/3/from".into(),
+                kind: RefKind::Other,
+                before: "0".repeat(40),
+                after: "a".repeat(12),
+                commit: "a".repeat(12),
+                created: false,
+                deleted: false,
+                forced: false,
+                clone_url: "https://bitbucket.org/team/app.git".into(),
+                ssh_url: None,
+                web_url: None,
+                message: String::new(),
+                pusher: "m".into(),
+                pull_request: Some(PullRequest {
+                    number: 3,
+                    head_branch: "feature".into(),
+                    base_branch: "main".into(),
+                    head_repo: if fork { "mallory/app" } else { "team/app" }.into(),
+                    fork,
+                    head_clone_url: head_clone_url.map(str::to_owned),
+                    ..PullRequest::default()
+                }),
+            },
+            host: Some("bitbucket".into()),
+            status: BuildStatus::Running,
+            reason: None,
+            delivery: None,
+            attempt: 1,
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            started_at: None,
+            finished_at: None,
+            path_filters: Vec::new(),
+        }
+    }
+
+    fn source(b: &Build, p: &Pipeline) -> Result<(CloneSpec, String), String> {
+        clone_spec(b, p).and_then(|spec| fetch_source(b, p, spec))
+    }
+
+    #[test]
+    fn a_bitbucket_cloud_fork_is_fetched_from_its_own_url_without_credentials() {
+        let p = pipeline("[clone]\ntoken = \"t0k\"");
+        // A branch of the base repository: the pipeline's URL and token.
+        let own = build(false, Some("https://bitbucket.org/team/app.git"));
+        let (spec, git_ref) = source(&own, &p).unwrap();
+        assert_eq!(spec.url, "https://bitbucket.org/team/app.git");
+        assert!(spec.token.is_some());
+        assert_eq!(git_ref, "refs/heads/feature");
+        // A fork: its own URL, no token.
+        let fork = build(true, Some("https://bitbucket.org/mallory/app.git"));
+        let (spec, git_ref) = source(&fork, &p).unwrap();
+        assert_eq!(spec.url, "https://bitbucket.org/mallory/app.git");
+        assert!(spec.token.is_none() && spec.ssh_key.is_none());
+        assert_eq!(git_ref, "refs/heads/feature");
+        // Even with secrets_for_forks, a fork's URL gets no credential.
+        let open = pipeline("[clone]\ntoken = \"t0k\"\n[pull_requests]\nsecrets_for_forks = true");
+        let (spec, _) = source(&fork, &open).unwrap();
+        assert!(spec.token.is_none());
+        // A fork's URL must be https or ssh on the pipeline's public host.
+        for url in [
+            "file:///etc",
+            "https://evil.example/mallory/app.git",
+            "--upload-pack=x",
+        ] {
+            assert!(source(&build(true, Some(url)), &p).is_err(), "{url}");
+        }
+        // Hosts with pull refs fetch the build's ref from the pipeline's URL.
+        let (spec, git_ref) = source(&build(true, None), &p).unwrap();
+        assert_eq!(spec.url, "https://bitbucket.org/team/app.git");
+        assert!(spec.token.is_none(), "a fork's fetch gets no token");
+        assert_eq!(git_ref, "refs/pull-requests/3/from");
+    }
+}
