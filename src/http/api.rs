@@ -96,6 +96,7 @@ fn build_filter(query: &BTreeMap<String, String>) -> Result<BuildFilter, ApiErro
         before,
         limit,
         event: non_empty("event"),
+        git_ref: None,
     })
 }
 

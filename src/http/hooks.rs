@@ -103,6 +103,7 @@ async fn deliver_to(
         }
     }
     let delivery_id = webhook::delivery_id(host, headers, &body);
+    let parsed = without_unchanged_update(state, pipeline, host, parsed).await?;
     let mut delivery = new_delivery(pipeline, host, &delivery_id, &parsed, sandbox_exists(state));
     delivery.body_sha256 = signed_digest(pipeline, &body);
     let recorded = state.store().record_deliveries(vec![delivery]).await?;
@@ -205,13 +206,14 @@ async fn deliver_org_wide(
         return Err(first_error.unwrap_or_else(|| ApiError::unauthorized("no pipeline verified")));
     }
     let delivery_id = webhook::delivery_id(host, headers, &body);
-    let deliveries = verified
-        .iter()
-        .map(|p| NewDelivery {
+    let mut deliveries = Vec::with_capacity(verified.len());
+    for p in verified {
+        let parsed = without_unchanged_update(state, p, host, parsed.clone()).await?;
+        deliveries.push(NewDelivery {
             body_sha256: signed_digest(p, &body),
             ..new_delivery(p, host, &delivery_id, &parsed, sandbox_exists(state))
-        })
-        .collect();
+        });
+    }
     let recorded = state.store().record_deliveries(deliveries).await?;
     seen.recorded(&recorded);
     count_superseded(state, &recorded);
@@ -296,6 +298,49 @@ fn parse(host: Host, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ApiErro
 /// Repository names compare without regard to ASCII case, as hosts do.
 fn same_repo(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
+}
+
+/// Bitbucket Cloud sends `pullrequest:updated` for a title or description
+/// edit too, and no previous head to compare with: an update whose head is
+/// the one the pull request's newest build has builds nothing (the other
+/// hosts say in their payloads which updates bring commits).
+async fn without_unchanged_update(
+    state: &AppState,
+    pipeline: &Pipeline,
+    host: Host,
+    parsed: Parsed,
+) -> Result<Parsed, ApiError> {
+    let ParsedKind::PullRequest(event) = &parsed.kind else {
+        return Ok(parsed);
+    };
+    if host != Host::Bitbucket || parsed.event != "pullrequest:updated" {
+        return Ok(parsed);
+    }
+    let newest = state
+        .store()
+        .builds(crate::store::BuildFilter {
+            pipeline: Some(pipeline.name.clone()),
+            git_ref: Some(event.git_ref.clone()),
+            limit: 1,
+            ..Default::default()
+        })
+        .await?;
+    // Bitbucket Cloud sends abbreviated ids; a resolved build may hold the
+    // full one.
+    let same =
+        |a: &str, b: &str| !a.is_empty() && !b.is_empty() && (a.starts_with(b) || b.starts_with(a));
+    match newest.first() {
+        Some(b) if same(&b.commit, &event.commit) => {
+            let number = event.pull_request.as_ref().map_or(0, |p| p.number);
+            Ok(Parsed {
+                kind: ParsedKind::Ignored(format!(
+                    "pull request {number} was updated without new commits"
+                )),
+                ..parsed
+            })
+        }
+        _ => Ok(parsed),
+    }
 }
 
 /// Whether steps can be sandboxed here (the probe ran at start, so this is

@@ -229,6 +229,7 @@ async fn index_page(
             before: filter.before,
             limit: INDEX_BUILDS,
             event: filter.event.clone(),
+            git_ref: None,
         })
         .await?;
     let older = (builds.len() == INDEX_BUILDS as usize)
@@ -588,7 +589,9 @@ async fn badge_svg(
 }
 
 /// The build a badge shows: the latest finished one (skipped builds do not
-/// count); with none finished, the latest running or queued one.
+/// count); with none finished, the latest running or queued one. Pull
+/// requests never count: a stranger's must not set the badge (with a
+/// branch they have none; without, only push and tag builds are read).
 async fn badge_build(
     state: &AppState,
     pipeline: &str,
@@ -596,15 +599,23 @@ async fn badge_build(
 ) -> Result<Option<Build>, PageError> {
     use BuildStatus::{Cancelled, Error, Failure, Queued, Running, Success};
     let latest_of = |statuses: Vec<BuildStatus>| async move {
-        let filter = BuildFilter {
-            pipeline: Some(pipeline.to_owned()),
-            branch: branch.map(str::to_owned),
-            statuses,
-            before: None,
-            limit: 1,
-            event: None,
-        };
-        Ok::<_, PageError>(state.store().builds(filter).await?.into_iter().next())
+        let mut newest: Option<Build> = None;
+        for event in ["push", "tag"] {
+            let filter = BuildFilter {
+                pipeline: Some(pipeline.to_owned()),
+                branch: branch.map(str::to_owned),
+                statuses: statuses.clone(),
+                before: None,
+                limit: 1,
+                event: Some(event.to_owned()),
+                git_ref: None,
+            };
+            let found = state.store().builds(filter).await?.into_iter().next();
+            if let Some(b) = found.filter(|b| newest.as_ref().is_none_or(|n| b.id > n.id)) {
+                newest = Some(b);
+            }
+        }
+        Ok::<_, PageError>(newest)
     };
     match latest_of(vec![Success, Failure, Error, Cancelled]).await? {
         Some(b) => Ok(Some(b)),

@@ -218,13 +218,11 @@ impl Runner {
         // The checkout goes back to the mirror cache's pool for the next
         // build of the same repository (see `checkout::pool`), except when
         // the steps ran as another user (it is theirs now), a fork's pull
-        // request ran in it, the daemon is
-        // shutting down, or the pool is not this data dir's (`hookci run`
-        // works in a scratch dir beside the daemon's mirrors); the rest of
-        // the workspace (home/) is deleted.
+        // request ran in it (code nobody trusted: deleted, never handed to
+        // the next build), the daemon is shutting down, or the pool is not
+        // this data dir's (`hookci run` works in a scratch dir beside the
+        // daemon's mirrors); the rest of the workspace (home/) is deleted.
         let src = workspace.join("src");
-        // A fork's pull request ran code nobody trusted in it: its
-        // workspace is deleted, never handed to the next build.
         let parked = matches!(source, Source::Checkout)
             && self.run_as.is_none()
             && !is_fork(build)
@@ -311,6 +309,16 @@ impl Runner {
                 return Ended::Finished(BuildStatus::Error, Some(why));
             }
         };
+        // A Gogs pull request names no commit: record the one its ref gave.
+        if build.commit.is_empty() && build.pull_request.is_some() {
+            if let Some(store) = ctx.store {
+                let resolved = commit.clone();
+                let _ = crate::store::retried("the resolved commit", build.id, || {
+                    store.resolve_commit(build.id, resolved.clone())
+                })
+                .await;
+            }
+        }
         // A pull request's payload carries no commit message: the mirror has it.
         let with_message;
         let ctx = &if build.pull_request.is_some() && build.message.is_empty() {
@@ -432,9 +440,9 @@ impl Runner {
         let probe = super::sandbox::probe(self.run_as);
         // A fork's pull request runs sandboxed wherever a sandbox exists,
         // whatever the pipeline says (where none exists it waited for an
-        // admin's approval, see `matcher::decide_pull_request`).
-        // Nor may it write where other builds read (a shared cache it
-        // could poison): its `read_write` paths are bound read-only.
+        // admin's approval, see `matcher::decide_pull_request`), and may
+        // not write where other builds read (a shared cache it could
+        // poison): its `read_write` paths are bound read-only.
         if is_fork(build) && probe.is_ok() {
             keys.enabled = Some(crate::pipeline::sandbox::Enabled::On);
             if let Some(shared) = keys.read_write.take() {
@@ -844,5 +852,105 @@ fn remove_dir_all_if_exists(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{PullRequest, PushEvent, RefKind};
+
+    fn pipeline(extra: &str) -> Pipeline {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "repo = \"team/app\"\nhost = \"bitbucket\"\nsecret = \"s\"\n\
+                 clone_url = \"https://bitbucket.org/team/app.git\"\n{extra}\n\
+                 [[steps]]\nname = \"t\"\nrun = \"true\"\n"
+            ),
+        )
+        .unwrap();
+        crate::pipeline::load_file(&path).unwrap().0
+    }
+
+    fn build(fork: bool, head_clone_url: Option<&str>) -> Build {
+        Build {
+            id: 1,
+            pipeline: "p".into(),
+            push: PushEvent {
+                repo: "team/app".into(),
+                git_ref: "refs/pull-requests/3/from".into(),
+                kind: RefKind::Other,
+                before: "0".repeat(40),
+                after: "a".repeat(12),
+                commit: "a".repeat(12),
+                created: false,
+                deleted: false,
+                forced: false,
+                clone_url: "https://bitbucket.org/team/app.git".into(),
+                ssh_url: None,
+                web_url: None,
+                message: String::new(),
+                pusher: "m".into(),
+                pull_request: Some(PullRequest {
+                    number: 3,
+                    head_branch: "feature".into(),
+                    base_branch: "main".into(),
+                    head_repo: if fork { "mallory/app" } else { "team/app" }.into(),
+                    fork,
+                    head_clone_url: head_clone_url.map(str::to_owned),
+                    ..PullRequest::default()
+                }),
+            },
+            host: Some("bitbucket".into()),
+            status: BuildStatus::Running,
+            reason: None,
+            delivery: None,
+            attempt: 1,
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            started_at: None,
+            finished_at: None,
+            path_filters: Vec::new(),
+        }
+    }
+
+    fn source(b: &Build, p: &Pipeline) -> Result<(CloneSpec, String), String> {
+        clone_spec(b, p).and_then(|spec| fetch_source(b, p, spec))
+    }
+
+    #[test]
+    fn a_bitbucket_cloud_fork_is_fetched_from_its_own_url_without_credentials() {
+        let p = pipeline("[clone]\ntoken = \"t0k\"");
+        // A branch of the base repository: the pipeline's URL and token.
+        let own = build(false, Some("https://bitbucket.org/team/app.git"));
+        let (spec, git_ref) = source(&own, &p).unwrap();
+        assert_eq!(spec.url, "https://bitbucket.org/team/app.git");
+        assert!(spec.token.is_some());
+        assert_eq!(git_ref, "refs/heads/feature");
+        // A fork: its own URL, no token.
+        let fork = build(true, Some("https://bitbucket.org/mallory/app.git"));
+        let (spec, git_ref) = source(&fork, &p).unwrap();
+        assert_eq!(spec.url, "https://bitbucket.org/mallory/app.git");
+        assert!(spec.token.is_none() && spec.ssh_key.is_none());
+        assert_eq!(git_ref, "refs/heads/feature");
+        // Even with secrets_for_forks, a fork's URL gets no credential.
+        let open = pipeline("[clone]\ntoken = \"t0k\"\n[pull_requests]\nsecrets_for_forks = true");
+        let (spec, _) = source(&fork, &open).unwrap();
+        assert!(spec.token.is_none());
+        // A fork's URL must be https or ssh on the pipeline's public host.
+        for url in [
+            "file:///etc",
+            "https://evil.example/mallory/app.git",
+            "--upload-pack=x",
+        ] {
+            assert!(source(&build(true, Some(url)), &p).is_err(), "{url}");
+        }
+        // Hosts with pull refs fetch the build's ref from the pipeline's URL.
+        let (spec, git_ref) = source(&build(true, None), &p).unwrap();
+        assert_eq!(spec.url, "https://bitbucket.org/team/app.git");
+        assert!(spec.token.is_none(), "a fork's fetch gets no token");
+        assert_eq!(git_ref, "refs/pull-requests/3/from");
     }
 }

@@ -326,8 +326,10 @@ pub struct BuildFilter {
     pub statuses: Vec<BuildStatus>,
     /// Only builds with a smaller id (paging).
     pub before: Option<i64>,
-    /// Only builds of this event (`push`, `tag`).
+    /// Only builds of this event (`push`, `tag`, `pull_request`).
     pub event: Option<String>,
+    /// Only builds of this ref (for a pull request: its pull ref).
+    pub git_ref: Option<String>,
     /// At most this many (newest first).
     pub limit: u32,
 }
@@ -487,6 +489,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
         build: i64,
         reason: String,
     ) -> BoxFuture<'_, Result<CancelOutcome, StoreError>>;
+
+    /// Records the commit a build queued without one was found to be (a
+    /// Gogs pull request: its payload names no commit; the runner resolves
+    /// the pull ref). Changes nothing for a build that has a commit.
+    fn resolve_commit(&self, build: i64, commit: String) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Moves a `waiting` build to `queued` (an admin approved it), writing
     /// its report in the same transaction.
@@ -928,6 +935,11 @@ impl Store {
             CancelOutcome::AlreadyFinished | CancelOutcome::NotFound => {}
         }
         Ok(outcome)
+    }
+
+    /// See [`Backend::resolve_commit`].
+    pub async fn resolve_commit(&self, build: i64, commit: String) -> Result<(), StoreError> {
+        self.backend.resolve_commit(build, commit).await
     }
 
     /// Approves a waiting build; see [`Backend::approve`]. Wakes the workers.

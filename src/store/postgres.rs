@@ -1115,6 +1115,7 @@ impl Backend for PostgresBackend {
                  WHERE ($1::text IS NULL OR pipeline = $1) AND ($2::text IS NULL OR branch = $2)
                    AND (cardinality($3::text[]) = 0 OR status = ANY($3))
                    AND ($4::bigint IS NULL OR id < $4) AND ($6::text IS NULL OR event = $6)
+                   AND ($7::text IS NULL OR ref = $7)
 
                  ORDER BY id DESC LIMIT $5"
             );
@@ -1128,6 +1129,7 @@ impl Backend for PostgresBackend {
                         &filter.before,
                         &i64::from(filter.limit),
                         &filter.event,
+                        &filter.git_ref,
                     ],
                 )
                 .await?;
@@ -1410,6 +1412,20 @@ impl Backend for PostgresBackend {
                     }
                     _ => Ok(CancelOutcome::AlreadyFinished),
                 }
+            })
+        }))
+    }
+
+    fn resolve_commit(&self, build: i64, commit: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |tx, _| {
+            Box::pin(async move {
+                tx.execute(
+                    "UPDATE builds SET commit_sha = $2, after_sha = $2
+                     WHERE id = $1 AND commit_sha = ''",
+                    &[&build, &commit],
+                )
+                .await?;
+                Ok(())
             })
         }))
     }

@@ -895,6 +895,7 @@ impl Backend for SqliteBackend {
                  WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR branch = ?2)
                    AND (?3 = '[]' OR status IN (SELECT value FROM json_each(?3)))
                    AND (?4 IS NULL OR id < ?4) AND (?6 IS NULL OR event = ?6)
+                   AND (?7 IS NULL OR ref = ?7)
                  ORDER BY id DESC LIMIT ?5"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
@@ -905,7 +906,8 @@ impl Backend for SqliteBackend {
                     statuses,
                     filter.before,
                     filter.limit,
-                    filter.event
+                    filter.event,
+                    filter.git_ref
                 ],
                 build_from_row,
             )?;
@@ -1083,6 +1085,17 @@ impl Backend for SqliteBackend {
                 }
                 _ => Ok(CancelOutcome::AlreadyFinished),
             }
+        }))
+    }
+
+    fn resolve_commit(&self, build: i64, commit: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE builds SET commit_sha = ?2, after_sha = ?2
+                 WHERE id = ?1 AND commit_sha = ''",
+            )?
+            .execute(params![build, commit])?;
+            Ok(())
         }))
     }
 

@@ -592,6 +592,19 @@ async fn a_new_push_supersedes_a_pull_requests_build_and_closing_it_cancels_the_
     // Both reported on their own head commit under the pull request context.
     s.wait_status(&first, "error", "build cancelled").await;
     s.wait_status(&second, "error", "build cancelled").await;
+    // A pull request never sets the pipeline's badge.
+    let badge = common::client()
+        .get(format!("{}/badge/app.svg", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        badge.contains("unknown") && !badge.contains("cancelled"),
+        "{badge}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -655,6 +668,21 @@ async fn pull_request_builds_are_listed_by_the_api_filter_and_hookci_builds() {
         "{table}"
     );
     assert!(table.contains("waiting"), "{table}");
+    // The index page lists it under its event, with its number and author.
+    let index = common::client()
+        .get(format!("{}/?event=pull_request", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(index.contains("PR #7"), "{index}");
+    assert!(index.contains("by mallory (fork)"), "{index}");
+    assert!(
+        index.contains("<option value=\"pull_request\" selected"),
+        "{index}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

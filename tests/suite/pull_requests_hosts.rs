@@ -133,6 +133,8 @@ async fn run(case: Case) {
     assert_eq!(b["event"], "pull_request");
     assert_eq!(b["pull_request"]["number"], case.number);
     assert_eq!(b["pull_request"]["fork"], false);
+    // Gogs names no commit: the build records the one its pull ref gave.
+    assert_eq!(b["commit"], head.as_str(), "{}", case.host);
     let log = common::client()
         .get(format!("{base}/api/builds/{id}/log"))
         .send()
@@ -168,6 +170,35 @@ async fn run(case: Case) {
             );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+
+    if case.host == "bitbucket" {
+        // Bitbucket Cloud sends pullrequest:updated for a title edit too,
+        // with no previous head: the same head again builds nothing.
+        let mut edited = body.clone();
+        edited["pullrequest"]["title"] = "A better title".into();
+        // Bitbucket's own abbreviated id of the same head.
+        edited["pullrequest"]["source"]["commit"]["hash"] = head[..12].into();
+        let bytes = serde_json::to_vec(&edited).unwrap();
+        let (code, answer) = send(&base, case.host, "pullrequest:updated", &bytes, 3).await;
+        assert_eq!(code, 200, "{answer}");
+        assert_eq!(
+            answer["skipped"],
+            format!(
+                "pull request {} was updated without new commits",
+                case.number
+            )
+        );
+        // New commits on the source branch build.
+        let newer = up.commit(&[("change.txt", "more\n")], "more");
+        up.git(&["push", "-q", "origin", "HEAD:refs/heads/feature"]);
+        edited["pullrequest"]["source"]["commit"]["hash"] = newer.as_str().into();
+        let bytes = serde_json::to_vec(&edited).unwrap();
+        let (code, answer) = send(&base, case.host, "pullrequest:updated", &bytes, 4).await;
+        assert_eq!(code, 202, "{answer}");
+        let newer_id = answer["builds"][0]["id"].as_i64().unwrap();
+        let b = common::wait_final(&base, newer_id).await;
+        assert_eq!(b["status"], "success", "{b}");
     }
 
     // The close (or merge) of the pull request is answered, and cancels

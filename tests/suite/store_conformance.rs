@@ -921,6 +921,35 @@ fn pull_build(number: u64, fork: bool, waiting: bool) -> NewBuild {
     }
 }
 
+/// A build queued without a commit (a Gogs pull request) gets the one its
+/// runner resolved, once; a build with a commit keeps it.
+#[tokio::test]
+async fn a_resolved_commit_is_recorded_only_for_a_build_without_one() {
+    for (name, _db, store) in stores().await {
+        let mut b = pull_build(3, false, false);
+        b.push.commit = String::new();
+        let id = record_one(&store, delivery("p", "r1", vec![b], None))
+            .await
+            .build_ids[0];
+        let resolved = "ab".repeat(20);
+        store.resolve_commit(id, resolved.clone()).await.unwrap();
+        store.resolve_commit(id, "cd".repeat(20)).await.unwrap();
+        assert_eq!(
+            store.build(id).await.unwrap().unwrap().commit,
+            resolved,
+            "{name}"
+        );
+        let other = queue(&store, "p", "main", 1).await[0];
+        let before = store.build(other).await.unwrap().unwrap().commit.clone();
+        store.resolve_commit(other, "ef".repeat(20)).await.unwrap();
+        assert_eq!(
+            store.build(other).await.unwrap().unwrap().commit,
+            before,
+            "{name}"
+        );
+    }
+}
+
 /// Waiting builds count against the queue's limit: a stranger's pull
 /// requests cannot pile up without bound.
 #[tokio::test]

@@ -377,6 +377,89 @@ async fn a_browser_re_runs_a_failed_build_from_its_failed_step() {
     server.stop().await;
 }
 
+/// A fork's pull request waits; its page's Approve button runs it. The
+/// delivery is the recorded GitHub `opened` payload with
+/// `pull_request.head.repo` changed to a fork (no recorded fork delivery
+/// exists).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_approves_a_forks_pull_request() {
+    let Some(bin) = chromium() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "chromium is not installed (apt-get install chromium)"
+        );
+        eprintln!("skipped: chromium is not installed");
+        return;
+    };
+    let up = Upstream::new("browser-approve");
+    let main = up.push(&[("README", "x\n")], "base");
+    let head = up.commit(&[("fork.txt", "x\n")], "from a fork");
+    up.git(&["push", "-q", "origin", "HEAD:refs/pull/5/head"]);
+    let steps =
+        "[[trigger]]\npull_requests = [\"main\"]\n[[steps]]\nname = \"t\"\nrun = \"true\"\n";
+    let server = TestServer::start(
+        &[("app", &common::with_clone_url(&up.url(), &pipeline(steps)))],
+        |c| {
+            c.max_parallel_builds = 1;
+            c.admin_token = Some(hookci::secret::Secret::new(ADMIN));
+        },
+    )
+    .await;
+    let mut v: Value = serde_json::from_slice(&common::fixture(
+        "github/octokit__pull_request__opened.json",
+    ))
+    .unwrap();
+    v["number"] = 5.into();
+    v["pull_request"]["number"] = 5.into();
+    v["pull_request"]["head"]["sha"] = head.as_str().into();
+    v["pull_request"]["base"]["ref"] = "main".into();
+    v["pull_request"]["base"]["sha"] = main.as_str().into();
+    v["pull_request"]["head"]["repo"]["full_name"] = "mallory/Hello-World".into();
+    v["pull_request"]["author_association"] = "NONE".into();
+    let body = serde_json::to_vec(&v).unwrap();
+    let res = common::client()
+        .post(server.url("/hooks/app"))
+        .header("X-GitHub-Event", "pull_request")
+        .header("X-GitHub-Delivery", "browser-approve-1")
+        .header("X-Hub-Signature-256", common::hub_sha256(SECRET, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 202);
+    let id = 1;
+    assert_eq!(
+        common::get_build(&server.base(), id).await.unwrap()["status"],
+        "waiting"
+    );
+    let url = server.url(&format!("/builds/{id}"));
+    tokio::task::spawn_blocking(move || {
+        let browser = Browser::start(&bin);
+        let mut page = browser.page();
+        page.call("Page.enable", json!({})).expect("Page.enable");
+        page.call("Page.navigate", json!({ "url": url }))
+            .expect("navigate");
+        let button = "document.querySelector('button[data-post$=\"/approve\"]')";
+        page.wait_for(&format!(
+            "document.readyState === 'complete' && document.getElementById('token') && {button}"
+        ));
+        page.eval(&format!(
+            "document.getElementById('token').value = '{ADMIN}'; \
+             document.getElementById('token-save').click(); {button}.click(); 1"
+        ))
+        .expect("click");
+        page.wait_for("document.getElementById('head-st').textContent === 'success'");
+        drop(page);
+        drop(browser);
+    })
+    .await
+    .expect("the browser session");
+    let b = common::wait_final(&server.base(), id).await;
+    assert_eq!(b["status"], "success", "{b}");
+    assert_eq!(b["pull_request"]["fork"], true);
+    server.stop().await;
+}
+
 /// The README's screenshots: `cargo test --test suite ui_browser -- --ignored`
 /// writes docs/shots/{index,build}-{light,dark}.png and index-400px.png.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -521,7 +521,7 @@ pub fn index(page: &Index<'_>) -> Markup {
             label { "Event"
                 select name="event" {
                     option value="" { "any" }
-                    @for ev in ["push", "tag"] {
+                    @for ev in ["push", "tag", "pull_request"] {
                         option value=(ev) selected[filter.event.as_deref() == Some(ev)] { (ev) }
                     }
                 }
