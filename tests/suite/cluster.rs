@@ -155,13 +155,10 @@ async fn a_build_queued_on_one_process_runs_on_another_and_a_cancel_reaches_it()
     assert_eq!(ended["status"], "cancelled", "{ended}");
 }
 
-/// A database that does not answer stops `serve` at once: exit 2, one
-/// sentence that says so, and never the URL's password.
-#[test]
-fn serve_stops_with_exit_2_when_the_database_cannot_be_reached() {
+/// `hookci serve` on a config whose `store` is `url` (through the
+/// environment); its exit code and stderr.
+fn serve_with_store(url: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
-    // Port 1 on loopback: nothing listens there.
-    let url = "postgres://hookci:sekrit-pw-41@127.0.0.1:1/hookci";
     let config = dir.path().join("hookci.toml");
     std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
     std::fs::write(
@@ -180,13 +177,29 @@ fn serve_stops_with_exit_2_when_the_database_cannot_be_reached() {
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run hookci");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A database that does not answer, or a URL that does not parse, stops
+/// `serve` at once: exit 2, one sentence that says so, and never the
+/// URL's password.
+#[test]
+fn serve_stops_with_exit_2_when_the_database_cannot_be_reached() {
+    // Port 1 on loopback: nothing listens there.
+    let (code, stderr) = serve_with_store("postgres://hookci:sekrit-pw-41@127.0.0.1:1/hookci");
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("the PostgreSQL store cannot be reached"),
         "{stderr}"
     );
     assert!(!stderr.contains("sekrit-pw-41"), "{stderr}");
+    let (code, stderr) = serve_with_store("postgres://hookci:sekrit-pw-42@127.0.0.1:port/hookci");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("not a PostgreSQL URL"), "{stderr}");
+    assert!(!stderr.contains("sekrit-pw-42"), "{stderr}");
 }
 
 /// `store` must be a PostgreSQL URL; the error does not repeat the value.
@@ -609,4 +622,27 @@ async fn three_runners_keep_each_branchs_order_and_run_one_build_of_it_at_a_time
         })
         .sum();
     assert_eq!(ran, ids.len(), "every build ran once, on one runner");
+}
+
+/// A database migrated by a newer hookci stops `serve`: exit 2, and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_a_newer_hookci_stops_serve() {
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    schema
+        .execute(
+            "CREATE TABLE hookci_schema (version bigint NOT NULL);
+             INSERT INTO hookci_schema VALUES (999)",
+        )
+        .await;
+    let url = schema.url.clone();
+    let (code, stderr) = tokio::task::spawn_blocking(move || serve_with_store(&url))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("refused to open") && stderr.contains("newer than this hookci knows"),
+        "{stderr}"
+    );
 }
