@@ -5,7 +5,11 @@
 //! Gitea, Forgejo and Gogs, `refs/pull-requests/N/from` on Bitbucket
 //! Server; Bitbucket Cloud has none, so its source branch), the host's
 //! recorded payload with this test's commits, signed as the host signs,
-//! and the host's status API faked on loopback.
+//! and the host's status API faked on loopback. The same pull request from
+//! a fork then waits for approval, and its close cancels it. No host's
+//! recorded fork payload is used here: each case turns its own into one by
+//! changing the head repository (and the author, where the host vouches
+//! for owners).
 
 use crate::common;
 use crate::gitserve;
@@ -40,6 +44,9 @@ struct Case {
     fill: fn(&mut Value, head: &str, base: &str),
     /// Makes the filled payload a close (or merge).
     close: fn(&mut Value),
+    /// Makes the filled payload come from a fork, by an author the host
+    /// does not vouch for.
+    fork: fn(&mut Value),
 }
 
 /// The headers `host` sends for `event`, signed.
@@ -201,8 +208,20 @@ async fn run(case: Case) {
         assert_eq!(b["status"], "success", "{b}");
     }
 
-    // The close (or merge) of the pull request is answered, and cancels
-    // nothing that ended.
+    // The same pull request from a fork, by a stranger: it waits for an
+    // admin (the pipeline's default `forks = "approve"`).
+    let mut forked = body.clone();
+    (case.fork)(&mut forked);
+    let bytes = serde_json::to_vec(&forked).unwrap();
+    let (code, answer) = send(&base, case.host, case.build_event, &bytes, 5).await;
+    assert_eq!(code, 202, "{}: {answer}", case.host);
+    let waiting = answer["builds"][0]["id"].as_i64().unwrap();
+    let b = common::get_build(&base, waiting).await.unwrap();
+    assert_eq!(b["status"], "waiting", "{}: {b}", case.host);
+    assert_eq!(b["pull_request"]["fork"], true, "{}: {b}", case.host);
+
+    // The close (or merge) of the pull request is answered, cancels the
+    // waiting build, and changes nothing that ended.
     (case.close)(&mut body);
     let bytes = serde_json::to_vec(&body).unwrap();
     let (code, answer) = send(&base, case.host, case.close_event, &bytes, 2).await;
@@ -218,6 +237,8 @@ async fn run(case: Case) {
         common::get_build(&base, id).await.unwrap()["status"],
         "success"
     );
+    let b = common::get_build(&base, waiting).await.unwrap();
+    assert_eq!(b["status"], "cancelled", "{}: {b}", case.host);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,6 +259,12 @@ async fn a_gitlab_merge_request_builds_its_head_from_the_merge_request_ref() {
             mr["target_branch"] = "main".into();
         },
         close: |v| v["object_attributes"]["action"] = "merge".into(),
+        fork: |v| {
+            // Another project's merge request (GitLab says nothing of the
+            // author's standing: only `trusted_authors` would trust them).
+            v["object_attributes"]["target_project_id"] = 15.into();
+            v["object_attributes"]["source_project_id"] = 16.into();
+        },
     })
     .await;
 }
@@ -261,6 +288,11 @@ async fn a_gitea_pull_request_builds_its_head_from_the_pull_ref() {
             pr["base"]["sha"] = base.into();
         },
         close: |v| v["action"] = "closed".into(),
+        fork: |v| {
+            v["pull_request"]["head"]["repo"]["full_name"] = "mallory/fork".into();
+            v["pull_request"]["user"]["login"] = "mallory".into();
+            v["pull_request"]["user"]["username"] = "mallory".into();
+        },
     })
     .await;
 }
@@ -284,6 +316,11 @@ async fn a_forgejo_pull_request_builds_its_head_from_the_pull_ref() {
             pr["base"]["sha"] = base.into();
         },
         close: |v| v["action"] = "closed".into(),
+        fork: |v| {
+            v["pull_request"]["head"]["repo"]["full_name"] = "mallory/fork".into();
+            v["pull_request"]["user"]["login"] = "mallory".into();
+            v["pull_request"]["user"]["username"] = "mallory".into();
+        },
     })
     .await;
 }
@@ -306,6 +343,11 @@ async fn a_gogs_pull_request_builds_what_its_pull_ref_points_to() {
             pr["base_branch"] = "main".into();
         },
         close: |v| v["action"] = "closed".into(),
+        fork: |v| {
+            v["pull_request"]["head_repo"]["full_name"] = "mallory/fork".into();
+            v["pull_request"]["user"]["login"] = "mallory".into();
+            v["pull_request"]["user"]["username"] = "mallory".into();
+        },
     })
     .await;
 }
@@ -331,6 +373,11 @@ async fn a_bitbucket_server_pull_request_builds_its_head_from_the_from_ref() {
             pr["toRef"]["latestCommit"] = base.into();
         },
         close: |v| v["pullRequest"]["state"] = "DECLINED".into(),
+        fork: |v| {
+            let from = &mut v["pullRequest"]["fromRef"]["repository"];
+            from["slug"] = "my-repo".into();
+            from["project"]["key"] = "~MALLORY".into();
+        },
     })
     .await;
 }
@@ -355,6 +402,9 @@ async fn a_bitbucket_cloud_pull_request_builds_its_source_branch() {
             pr["destination"]["commit"]["hash"] = base.into();
         },
         close: |v| v["pullrequest"]["state"] = "MERGED".into(),
+        fork: |v| {
+            v["pullrequest"]["source"]["repository"]["full_name"] = "mallory/foo".into();
+        },
     })
     .await;
 }
