@@ -15,7 +15,7 @@
 //! `--depth N` changes the deep run's depth (default 100000).
 
 use hookci::store::{BuildStatus, ClaimPolicy, NewBuild, NewDelivery, Store, StoreOptions};
-use hookci::webhook::{Host, PushEvent, RefKind};
+use hookci::webhook::{CommitId, Host, PushEvent, RefKind};
 use std::time::{Duration, Instant};
 
 const CLAIMS: usize = 300;
@@ -26,9 +26,9 @@ fn push(branch: &str, n: usize) -> PushEvent {
         repo: "acme/app".to_owned(),
         git_ref: format!("refs/heads/{branch}"),
         kind: RefKind::Branch(branch.to_owned()),
-        before: "0".repeat(40),
-        after: commit.clone(),
-        commit,
+        before: CommitId::ZERO,
+        after: commit.parse().expect("hex"),
+        commit: Some(commit.parse().expect("hex")),
         created: false,
         deleted: false,
         forced: false,

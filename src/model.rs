@@ -45,6 +45,134 @@ pub fn ser_opt_time<S: serde::Serializer>(
 /// `after` for a deleted one.
 pub const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
 
+/// A git object id as hosts and git name it: 4 to 64 hex digits (hosts may
+/// send abbreviated ids), kept in lowercase. It can hold nothing else, so a
+/// value that reaches git's argv, a URL path or the steps' environment is
+/// never an option (`--upload-pack=...`) or a path.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CommitId(std::borrow::Cow<'static, str>);
+
+/// Text that is not a commit id (4 to 64 hex digits). The text itself is
+/// left out: it came from outside.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a commit id (4 to 64 hex digits)")]
+pub struct InvalidCommitId;
+
+impl CommitId {
+    /// The all-zero SHA-1 ([`ZERO_SHA`]): the missing side of a created or
+    /// deleted ref.
+    pub const ZERO: CommitId = CommitId(std::borrow::Cow::Borrowed(ZERO_SHA));
+
+    /// Reads `s` as a commit id, lowercased; refuses anything but 4 to 64
+    /// hex digits.
+    pub fn parse(s: &str) -> Result<CommitId, InvalidCommitId> {
+        if (4..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(CommitId(std::borrow::Cow::Owned(s.to_ascii_lowercase())))
+        } else {
+            Err(InvalidCommitId)
+        }
+    }
+
+    /// The hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True for an all-zero id (SHA-1 or SHA-256), which hosts send for the
+    /// missing side of a created or deleted ref.
+    pub fn is_zero(&self) -> bool {
+        self.0.bytes().all(|b| b == b'0')
+    }
+
+    /// A full object id (40 hex digits for SHA-1, 64 for SHA-256), not an
+    /// abbreviation.
+    pub fn is_full(&self) -> bool {
+        self.0.len() == 40 || self.0.len() == 64
+    }
+
+    /// An optional commit as the API, the store and the environment write
+    /// it: the hex digits, or empty when there is none.
+    pub fn or_empty(commit: &Option<CommitId>) -> &str {
+        commit.as_ref().map_or("", CommitId::as_str)
+    }
+}
+
+impl fmt::Display for CommitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for CommitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CommitId({})", self.0)
+    }
+}
+
+impl AsRef<str> for CommitId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for CommitId {
+    type Err = InvalidCommitId;
+    fn from_str(s: &str) -> Result<Self, InvalidCommitId> {
+        CommitId::parse(s)
+    }
+}
+
+impl TryFrom<String> for CommitId {
+    type Error = InvalidCommitId;
+    fn try_from(s: String) -> Result<Self, InvalidCommitId> {
+        CommitId::parse(&s)
+    }
+}
+
+impl TryFrom<&str> for CommitId {
+    type Error = InvalidCommitId;
+    fn try_from(s: &str) -> Result<Self, InvalidCommitId> {
+        CommitId::parse(s)
+    }
+}
+
+impl From<CommitId> for String {
+    fn from(c: CommitId) -> String {
+        c.0.into_owned()
+    }
+}
+
+impl PartialEq<str> for CommitId {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for CommitId {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<String> for CommitId {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl Serialize for CommitId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for CommitId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        CommitId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A Git host whose webhooks hookci understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -143,14 +271,18 @@ pub struct PushEvent {
     pub git_ref: String,
     /// Branch or tag, with its short name.
     pub kind: RefKind,
-    /// The ref's old value; [`ZERO_SHA`] for a new ref.
-    pub before: String,
-    /// The ref's new value; [`ZERO_SHA`] for a deleted ref. For an annotated
-    /// tag this may be the tag object.
-    pub after: String,
+    /// The ref's old value; [`CommitId::ZERO`] for a new ref (or where the
+    /// host sends none).
+    pub before: CommitId,
+    /// The ref's new value; [`CommitId::ZERO`] for a deleted ref (and for a
+    /// Gogs pull request until the runner resolves its head). For an
+    /// annotated tag this may be the tag object.
+    pub after: CommitId,
     /// The commit to build and report on: `after`, or the tagged commit for
-    /// an annotated tag where the host says which it is. Empty when deleted.
-    pub commit: String,
+    /// an annotated tag where the host says which it is. `None` when the ref
+    /// was deleted, and for a Gogs pull request until the runner resolves
+    /// its head ([`PushEvent::commit_str`] writes it as empty text).
+    pub commit: Option<CommitId>,
     /// The ref was created by this push.
     pub created: bool,
     /// The ref was deleted by this push.
@@ -217,6 +349,12 @@ pub struct PullRequestClosed {
 }
 
 impl PushEvent {
+    /// The commit as the API, the store and the environment write it: its
+    /// hex digits, or empty when there is none yet.
+    pub fn commit_str(&self) -> &str {
+        CommitId::or_empty(&self.commit)
+    }
+
     /// The branch's short name, for a branch push; a pull request's head
     /// branch (`HOOKCI_BRANCH`).
     pub fn branch(&self) -> Option<&str> {
@@ -463,8 +601,8 @@ impl Serialize for Build {
             git_ref: &self.push.git_ref,
             branch: self.push.branch(),
             tag: self.push.tag(),
-            commit: &self.push.commit,
-            before: &self.push.before,
+            commit: self.push.commit_str(),
+            before: self.push.before.as_str(),
             status: self.status,
             reason: self.reason.as_deref(),
             delivery: self.delivery.as_deref(),
@@ -475,5 +613,55 @@ impl Serialize for Build {
             pull_request: self.push.pull_request.as_ref(),
         }
         .serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_id_holds_4_to_64_hex_digits_in_lowercase() {
+        for ok in ["abcd", "0123456789ab", ZERO_SHA, &"f".repeat(64)] {
+            assert_eq!(CommitId::parse(ok).unwrap().as_str(), ok);
+        }
+        let upper = CommitId::parse("A1B2C3D4E5F6").unwrap();
+        assert_eq!(upper, "a1b2c3d4e5f6");
+        assert_eq!(upper.to_string(), "a1b2c3d4e5f6");
+        assert_eq!(CommitId::parse(ZERO_SHA).unwrap(), CommitId::ZERO);
+        assert!(CommitId::ZERO.is_zero() && CommitId::ZERO.is_full());
+        assert!(!CommitId::parse("01").is_ok_and(|c| c.is_zero()));
+        assert!(!CommitId::parse("0123456789ab").unwrap().is_full());
+    }
+
+    #[test]
+    fn a_commit_id_refuses_options_empty_non_hex_and_too_long_text() {
+        for bad in [
+            "--upload-pack=x".to_owned(),
+            String::new(),
+            "abc".to_owned(),
+            "g123456".to_owned(),
+            "abcd ".to_owned(),
+            "ab/cd".to_owned(),
+            "é1234".to_owned(),
+            "0".repeat(65),
+        ] {
+            assert_eq!(CommitId::parse(&bad), Err(InvalidCommitId), "{bad:?}");
+            assert!(bad.parse::<CommitId>().is_err(), "{bad:?}");
+            assert!(CommitId::try_from(bad.clone()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_commit_id_serializes_as_its_text_and_refuses_invalid_text() {
+        let id = CommitId::parse(&"ab".repeat(20)).unwrap();
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{}\"", "ab".repeat(20)));
+        assert_eq!(serde_json::from_str::<CommitId>(&json).unwrap(), id);
+        assert!(serde_json::from_str::<CommitId>("\"--upload-pack=x\"").is_err());
+        assert!(serde_json::from_str::<CommitId>("\"\"").is_err());
+        assert!(serde_json::from_str::<CommitId>("1234").is_err());
+        let none: Option<CommitId> = serde_json::from_str("null").unwrap();
+        assert_eq!(CommitId::or_empty(&none), "");
     }
 }

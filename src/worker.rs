@@ -340,7 +340,7 @@ impl Worker {
                             build = id,
                             pipeline = %pipeline.name,
                             branch = %build_branch(&build),
-                            commit = %build.commit,
+                            commit = build.commit_str(),
                             attempt = build.attempt,
                             "build started"
                         );
@@ -487,17 +487,17 @@ fn log_end(build: &Build, ended: &Ended) {
             let status = status.as_str();
             match status {
                 "success" | "skipped" | "cancelled" => tracing::info!(
-                    build = build.id, pipeline = %build.pipeline, %branch, commit = %build.commit,
+                    build = build.id, pipeline = %build.pipeline, %branch, commit = build.commit_str(),
                     status, why, "build ended"
                 ),
                 _ => tracing::warn!(
-                    build = build.id, pipeline = %build.pipeline, %branch, commit = %build.commit,
+                    build = build.id, pipeline = %build.pipeline, %branch, commit = build.commit_str(),
                     status, why, "build ended"
                 ),
             }
         }
         Ended::Requeue(reason) => tracing::info!(
-            build = build.id, pipeline = %build.pipeline, %branch, commit = %build.commit,
+            build = build.id, pipeline = %build.pipeline, %branch, commit = build.commit_str(),
             why = %reason, "build stopped and queued again"
         ),
     }

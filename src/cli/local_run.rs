@@ -3,7 +3,7 @@
 //! results and durations; exit 0 when the build succeeded, else 1.
 
 use super::{Failure, load_config};
-use crate::model::{PushEvent, RefKind, ZERO_SHA};
+use crate::model::{CommitId, PushEvent, RefKind};
 use crate::pipeline;
 use crate::runner::build::{Ended, Job, Runner, Source, StopReason, StopSlot};
 use crate::runner::checkout::{Mirrors, display_url};
@@ -85,12 +85,15 @@ pub fn run(
             }
         });
         let head = workdir.as_deref().and_then(head_of);
-        let commit = match (commit, &head) {
-            (Some(c), _) => c,
-            (None, Some((id, _))) => id.clone(),
-            (None, None) => String::new(),
-        };
-        let mut build = local_build(&pipeline, &git_ref, &commit);
+        let commit =
+            match (commit, &head) {
+                (Some(c), _) => Some(c.parse::<CommitId>().map_err(|_| {
+                    Failure::usage("--commit is not a commit id (4 to 64 hex digits)")
+                })?),
+                (None, Some((id, _))) => id.parse().ok(),
+                (None, None) => None,
+            };
+        let mut build = local_build(&pipeline, &git_ref, commit);
         if let Some((_, message)) = head {
             build.push.message = message;
         }
@@ -186,7 +189,7 @@ fn head_of(dir: &std::path::Path) -> Option<(String, String)> {
 }
 
 /// A build record for a run that has no delivery and no store.
-fn local_build(pipeline: &pipeline::Pipeline, git_ref: &str, commit: &str) -> Build {
+fn local_build(pipeline: &pipeline::Pipeline, git_ref: &str, commit: Option<CommitId>) -> Build {
     Build {
         id: 0,
         pipeline: pipeline.name.clone(),
@@ -194,9 +197,9 @@ fn local_build(pipeline: &pipeline::Pipeline, git_ref: &str, commit: &str) -> Bu
             repo: pipeline.repo.clone(),
             git_ref: git_ref.into(),
             kind: RefKind::of(git_ref),
-            before: ZERO_SHA.into(),
-            after: commit.into(),
-            commit: commit.into(),
+            before: CommitId::ZERO,
+            after: commit.clone().unwrap_or(CommitId::ZERO),
+            commit,
             created: true,
             deleted: false,
             forced: false,

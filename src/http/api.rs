@@ -10,7 +10,7 @@ use crate::store::{
     ApproveOutcome, Build, BuildFilter, BuildOrigin, BuildStatus, CancelOutcome, NewBuild,
     ReportRecord, Resume, StepRecord,
 };
-use crate::webhook::{Host, PushEvent, RefKind, ZERO_SHA};
+use crate::webhook::{CommitId, Host, PushEvent, RefKind};
 use axum::Json;
 use axum::extract::FromRequestParts;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -293,6 +293,13 @@ pub async fn trigger(
         .commit_message(&mirror, &commit)
         .await
         .unwrap_or_default();
+    // libgit2 names a commit in hex; anything else would be a bug there.
+    let commit: CommitId = commit.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "the repository could not be fetched; the daemon's log says why",
+        )
+    })?;
     let host = pipeline
         .host
         .or_else(|| last_host.as_deref().and_then(|h| h.parse::<Host>().ok()));
@@ -300,9 +307,9 @@ pub async fn trigger(
         repo: pipeline.repo.clone(),
         kind: RefKind::Branch(branch),
         git_ref,
-        before: ZERO_SHA.to_owned(),
+        before: CommitId::ZERO,
         after: commit.clone(),
-        commit,
+        commit: Some(commit),
         created: false,
         deleted: false,
         forced: false,

@@ -330,7 +330,7 @@ async fn without_unchanged_update(
     let same =
         |a: &str, b: &str| !a.is_empty() && !b.is_empty() && (a.starts_with(b) || b.starts_with(a));
     match newest.first() {
-        Some(b) if same(&b.commit, &event.commit) => {
+        Some(b) if same(b.commit_str(), event.commit_str()) => {
             let number = event.pull_request.as_ref().map_or(0, |p| p.number);
             Ok(Parsed {
                 kind: ParsedKind::Ignored(format!(

@@ -141,7 +141,7 @@ pub fn decide_pull_request(pipeline: &Pipeline, event: &PushEvent, sandbox: bool
         (true, ForkPolicy::Approve) => !trusted,
         (true, ForkPolicy::Build) => !trusted && !sandbox,
     };
-    let unknown_base = event.before == ZERO_SHA || event.before.is_empty();
+    let unknown_base = event.before == ZERO_SHA;
     let path_filters = if unknown_base || matching.iter().any(|f| f.is_empty()) {
         Vec::new()
     } else {
@@ -260,13 +260,9 @@ mod tests {
             repo: "o/r".to_owned(),
             git_ref: git_ref.to_owned(),
             kind: RefKind::of(git_ref),
-            before: before.to_owned(),
-            after: after.to_owned(),
-            commit: if after == ZERO_SHA {
-                String::new()
-            } else {
-                after.to_owned()
-            },
+            before: before.parse().unwrap(),
+            after: after.parse().unwrap(),
+            commit: Some(after.parse().unwrap()).filter(|_| after != ZERO_SHA),
             created: before == ZERO_SHA,
             deleted: after == ZERO_SHA,
             forced: false,

@@ -88,7 +88,7 @@ pub fn request(report: &Report<'_>, api: &Url, token: &Secret) -> Result<Outgoin
             workspace,
             slug,
             "commit",
-            &report.build.commit,
+            report.build.commit_str(),
             "statuses",
             "build",
         ],

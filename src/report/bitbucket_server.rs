@@ -65,7 +65,7 @@ pub fn request(report: &Report<'_>, base: &Url, token: &Secret) -> Result<Outgoi
             "repos",
             slug,
             "commits",
-            &report.build.commit,
+            report.build.commit_str(),
             "builds",
         ],
     )?;

@@ -33,7 +33,7 @@ pub fn request(report: &Report<'_>, base: &Url, token: &Secret) -> Result<Outgoi
             owner,
             name,
             "statuses",
-            &report.build.commit,
+            report.build.commit_str(),
         ],
     )?;
     // Gitea's status API takes GitHub's body and states.

@@ -68,7 +68,7 @@ pub fn request(report: &Report<'_>, api: &Url, token: &Secret) -> Result<Outgoin
     let (owner, name) = owner_and_name(&report.build.repo)?;
     let url = endpoint(
         api,
-        &["repos", owner, name, "statuses", &report.build.commit],
+        &["repos", owner, name, "statuses", report.build.commit_str()],
     )?;
     Outgoing::json(url, &Body::of(report))?
         .header(ACCEPT, "application/vnd.github+json")

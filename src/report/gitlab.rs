@@ -65,7 +65,7 @@ pub fn request(report: &Report<'_>, base: &Url, token: &Secret) -> Result<Outgoi
             "projects",
             project,
             "statuses",
-            &report.build.commit,
+            report.build.commit_str(),
         ],
     )?;
     let body = Body {

@@ -265,7 +265,7 @@ fn task_id(done: &Result<(tokio::task::Id, ()), tokio::task::JoinError>) -> toki
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Key {
     repo: String,
-    commit: String,
+    commit: Option<crate::model::CommitId>,
     context: String,
 }
 

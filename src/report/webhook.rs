@@ -76,7 +76,7 @@ pub fn request(
         pipeline: &build.pipeline,
         repo: &build.repo,
         git_ref: &build.git_ref,
-        commit: &build.commit,
+        commit: build.commit_str(),
         status: report.state.as_str(),
         reason: Some(report.reason).filter(|r| !r.is_empty()),
         context: report.context,

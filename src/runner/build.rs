@@ -9,6 +9,7 @@
 use super::checkout::{CloneSpec, Mirrors};
 use super::log::LogWriter;
 use super::step::{StepOutcome, StepSpec, run_step};
+use crate::model::CommitId;
 use crate::pipeline::{PathFilter, Pipeline};
 use crate::store::{Build, BuildStatus, Resume, StepStatus, Store};
 use std::path::{Path, PathBuf};
@@ -128,11 +129,7 @@ impl Runner {
                 build.id,
                 pipeline.name,
                 build.git_ref,
-                if build.commit.is_empty() {
-                    "its tip"
-                } else {
-                    &build.commit
-                },
+                build.commit.as_ref().map_or("its tip", |c| c.as_str()),
                 build.attempt
             ))
             .await;
@@ -191,7 +188,7 @@ impl Runner {
                             stop,
                             resume,
                         };
-                        let commit = build.commit.clone();
+                        let commit = build.commit_str().to_owned();
                         self.steps(&ctx, log, dir, &home, &commit, &mut summary)
                             .await
                     }
@@ -283,7 +280,7 @@ impl Runner {
             .await;
         let fetch = async {
             tokio::select! {
-                r = self.mirrors.fetch(&spec, &fetch_ref, &build.commit) => Ok(r),
+                r = self.mirrors.fetch(&spec, &fetch_ref, build.commit_str()) => Ok(r),
                 () = cancel.cancelled() => Err(self.stopped(stop, "cancelled while fetching")),
                 () = sleep_until(deadline) => Err(timed_out(pipeline)),
             }
@@ -310,9 +307,8 @@ impl Runner {
             }
         };
         // A Gogs pull request names no commit: record the one its ref gave.
-        if build.commit.is_empty() && build.pull_request.is_some() {
-            if let Some(store) = ctx.store {
-                let resolved = commit.clone();
+        if build.commit.is_none() && build.pull_request.is_some() {
+            if let (Some(store), Ok(resolved)) = (ctx.store, commit.parse::<CommitId>()) {
                 let _ = crate::store::retried("the resolved commit", build.id, || {
                     store.resolve_commit(build.id, resolved.clone())
                 })
@@ -345,11 +341,11 @@ impl Runner {
         if !build.path_filters.is_empty() {
             let changed = if build.pull_request.is_some() {
                 self.mirrors
-                    .changed_files_since_merge_base(&mirror, &build.before, &commit)
+                    .changed_files_since_merge_base(&mirror, build.before.as_str(), &commit)
                     .await
             } else {
                 self.mirrors
-                    .changed_files(&mirror, &build.before, &commit)
+                    .changed_files(&mirror, build.before.as_str(), &commit)
                     .await
             };
             match changed {
@@ -618,7 +614,7 @@ impl Runner {
         }
         env.extend([
             ("HOOKCI_COMMIT".into(), commit.to_owned()),
-            ("HOOKCI_COMMIT_BEFORE".into(), build.before.clone()),
+            ("HOOKCI_COMMIT_BEFORE".into(), build.before.to_string()),
             ("HOOKCI_COMMIT_MESSAGE".into(), capped(&build.message)),
             (
                 "HOOKCI_COMMIT_MESSAGE_FILE".into(),
@@ -883,9 +879,9 @@ mod tests {
                 repo: "team/app".into(),
                 git_ref: "refs/pull-requests/3/from".into(),
                 kind: RefKind::Other,
-                before: "0".repeat(40),
-                after: "a".repeat(12),
-                commit: "a".repeat(12),
+                before: CommitId::ZERO,
+                after: "a".repeat(12).parse().unwrap(),
+                commit: Some("a".repeat(12).parse().unwrap()),
                 created: false,
                 deleted: false,
                 forced: false,

@@ -21,7 +21,7 @@ pub use sqlite::{Damage, check_file};
 
 use crate::model::PathFilter;
 pub use crate::model::{Build, BuildStatus, StepStatus};
-use crate::model::{Host, PushEvent};
+use crate::model::{CommitId, Host, PushEvent};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::future::Future;
@@ -493,7 +493,8 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Records the commit a build queued without one was found to be (a
     /// Gogs pull request: its payload names no commit; the runner resolves
     /// the pull ref). Changes nothing for a build that has a commit.
-    fn resolve_commit(&self, build: i64, commit: String) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn resolve_commit(&self, build: i64, commit: CommitId)
+    -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Moves a `waiting` build to `queued` (an admin approved it), writing
     /// its report in the same transaction.
@@ -938,7 +939,7 @@ impl Store {
     }
 
     /// See [`Backend::resolve_commit`].
-    pub async fn resolve_commit(&self, build: i64, commit: String) -> Result<(), StoreError> {
+    pub async fn resolve_commit(&self, build: i64, commit: CommitId) -> Result<(), StoreError> {
         self.backend.resolve_commit(build, commit).await
     }
 
@@ -1092,9 +1093,9 @@ mod tests {
                 repo: "o/r".into(),
                 git_ref: "refs/heads/main".into(),
                 kind: crate::model::RefKind::Branch("main".into()),
-                before: "0".repeat(40),
-                after: "a".repeat(40),
-                commit: "a".repeat(40),
+                before: CommitId::ZERO,
+                after: "a".repeat(40).parse().unwrap(),
+                commit: Some("a".repeat(40).parse().unwrap()),
                 created: false,
                 deleted: false,
                 forced: false,

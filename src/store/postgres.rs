@@ -18,7 +18,7 @@ use super::{
     Recovery, ReportJob, ReportOutcome, ReportRecord, ReportedState, StepRecord, StepStatus,
     StoreError, StoreOptions,
 };
-use crate::model::{Host, PushEvent, RefKind, ZERO_SHA};
+use crate::model::{CommitId, Host, PushEvent, RefKind};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -492,6 +492,22 @@ fn build_columns_of(alias: &str) -> String {
         .join(", ")
 }
 
+/// The commit id in column `column`; anything but hex is a corrupt row.
+fn commit_at(r: &Row, column: usize) -> Result<CommitId, StoreError> {
+    let text: String = r.try_get(column)?;
+    text.parse()
+        .map_err(|_| failed(format!("bad commit id of a build: {text:?}")))
+}
+
+/// A commit id that may be absent (stored as empty text).
+fn opt_commit_at(r: &Row, column: usize) -> Result<Option<CommitId>, StoreError> {
+    let text: String = r.try_get(column)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    commit_at(r, column).map(Some)
+}
+
 fn build_from_row(r: &Row) -> Result<Build, StoreError> {
     build_from_row_at(r, 0)
 }
@@ -502,7 +518,7 @@ fn build_from_row_at(r: &Row, at: usize) -> Result<Build, StoreError> {
     let status: String = r.try_get(at + 11)?;
     let filters: String = r.try_get(at + 24)?;
     let git_ref: String = r.try_get(at + 5)?;
-    let before: String = r.try_get(at + 9)?;
+    let before = commit_at(r, at + 9)?;
     let pull_request: Option<String> = r.try_get(at + 25)?;
     let pull_request: Option<crate::model::PullRequest> = pull_request
         .map(|text| serde_json::from_str(&text))
@@ -519,10 +535,10 @@ fn build_from_row_at(r: &Row, at: usize) -> Result<Build, StoreError> {
                 RefKind::of(&git_ref)
             },
             git_ref,
-            created: before == ZERO_SHA,
+            created: before == CommitId::ZERO,
             before,
-            after: r.try_get(at + 10)?,
-            commit: r.try_get(at + 8)?,
+            after: commit_at(r, at + 10)?,
+            commit: opt_commit_at(r, at + 8)?,
             deleted: false,
             forced: r.try_get(at + 23)?,
             clone_url: r.try_get(at + 18)?,
@@ -755,9 +771,9 @@ async fn insert_build(
         &p.git_ref,
         &branch,
         &tag,
-        &p.commit,
-        &p.before,
-        &p.after,
+        &p.commit_str(),
+        &p.before.as_str(),
+        &p.after.as_str(),
         &p.forced,
         &p.clone_url,
         &p.ssh_url,
@@ -1416,13 +1432,17 @@ impl Backend for PostgresBackend {
         }))
     }
 
-    fn resolve_commit(&self, build: i64, commit: String) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn resolve_commit(
+        &self,
+        build: i64,
+        commit: CommitId,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.write(move |tx, _| {
             Box::pin(async move {
                 tx.execute(
                     "UPDATE builds SET commit_sha = $2, after_sha = $2
                      WHERE id = $1 AND commit_sha = ''",
-                    &[&build, &commit],
+                    &[&build, &commit.as_str()],
                 )
                 .await?;
                 Ok(())

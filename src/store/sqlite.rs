@@ -16,7 +16,7 @@ use super::{
     StoreOptions, now_rfc3339,
 };
 use super::{Cause, Fault};
-use crate::model::{Host, PushEvent, RefKind, ZERO_SHA};
+use crate::model::{CommitId, Host, PushEvent, RefKind};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -449,9 +449,9 @@ fn insert_build(
         p.git_ref,
         branch,
         tag,
-        p.commit,
-        p.before,
-        p.after,
+        p.commit_str(),
+        p.before.as_str(),
+        p.after.as_str(),
         p.forced,
         p.clone_url,
         p.ssh_url,
@@ -786,6 +786,21 @@ const BUILD_COLUMNS: &str = "id, pipeline, repo, host, event, ref, branch, tag, 
 /// How many columns [`BUILD_COLUMNS`] names.
 const BUILD_COLUMN_COUNT: usize = 26;
 
+/// The commit id in column `column`; anything but hex is a corrupt row.
+fn commit_at(r: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<CommitId> {
+    let text: String = r.get(column)?;
+    text.parse().map_err(|_| bad_text(column, &text))
+}
+
+/// A commit id that may be absent (stored as empty text).
+fn opt_commit_at(r: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Option<CommitId>> {
+    let text: String = r.get(column)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| bad_text(column, &text))
+}
+
 fn build_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Build> {
     build_from_row_at(r, 0)
 }
@@ -796,7 +811,7 @@ fn build_from_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Build
     let status: String = r.get(at + 11)?;
     let filters: String = r.get(at + 24)?;
     let git_ref: String = r.get(at + 5)?;
-    let before: String = r.get(at + 9)?;
+    let before = commit_at(r, at + 9)?;
     let pull_request: Option<String> = r.get(at + 25)?;
     let pull_request: Option<crate::model::PullRequest> = pull_request
         .map(|text| {
@@ -820,10 +835,10 @@ fn build_from_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Build
                 RefKind::of(&git_ref)
             },
             git_ref,
-            created: before == ZERO_SHA,
+            created: before == CommitId::ZERO,
             before,
-            after: r.get(at + 10)?,
-            commit: r.get(at + 8)?,
+            after: commit_at(r, at + 10)?,
+            commit: opt_commit_at(r, at + 8)?,
             deleted: false,
             forced: r.get(at + 23)?,
             clone_url: r.get(at + 18)?,
@@ -1088,13 +1103,17 @@ impl Backend for SqliteBackend {
         }))
     }
 
-    fn resolve_commit(&self, build: i64, commit: String) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn resolve_commit(
+        &self,
+        build: i64,
+        commit: CommitId,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.write(move |conn| {
             conn.prepare_cached(
                 "UPDATE builds SET commit_sha = ?2, after_sha = ?2
                  WHERE id = ?1 AND commit_sha = ''",
             )?
-            .execute(params![build, commit])?;
+            .execute(params![build, commit.as_str()])?;
             Ok(())
         }))
     }
@@ -1461,6 +1480,42 @@ mod tests {
         assert_eq!(fault(refused).cause, Cause::Failed);
     }
 
+    /// A row whose commit id is not hex is an error, never a default: the
+    /// commit reaches git, a URL path and the steps' environment. An empty
+    /// commit is a build without one yet.
+    #[tokio::test]
+    async fn a_build_row_whose_commit_id_is_not_hex_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookci.db");
+        let options = StoreOptions {
+            max_queued_builds: 10,
+        };
+        let store = Store::open_sqlite(&path, options).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let insert = |id: i64, commit: &str, before: &str| {
+            conn.execute(
+                "INSERT INTO builds (id, pipeline, repo, event, ref, branch, commit_sha,
+                     before_sha, after_sha, clone_url, message, pusher, status, created_at)
+                 VALUES (?1, 'app', 'acme/app', 'push', 'refs/heads/main', 'main', ?2, ?3,
+                     'abcd', 'https://git.example/acme/app.git', 'm', 'me', 'success',
+                     '2026-01-01T00:00:00.000Z')",
+                params![id, commit, before],
+            )
+            .unwrap();
+        };
+        let zero = crate::model::ZERO_SHA;
+        insert(1, "ABCD", zero);
+        insert(2, "--upload-pack=x", zero);
+        insert(3, "abcd", "");
+        insert(4, "", zero);
+        let good = store.build(1).await.unwrap().unwrap();
+        assert_eq!(good.commit_str(), "abcd");
+        assert!(good.created);
+        assert!(store.build(2).await.is_err());
+        assert!(store.build(3).await.is_err());
+        assert_eq!(store.build(4).await.unwrap().unwrap().commit, None);
+    }
+
     /// A database written before the report rule moved out of SQL (schema
     /// 8, with migration 3's triggers) migrates, and from then on each state
     /// change writes its report once: from Rust, not again from a trigger.
@@ -1474,7 +1529,7 @@ mod tests {
             conn.execute(
                 "INSERT INTO builds (pipeline, repo, event, ref, branch, commit_sha, before_sha,
                      after_sha, clone_url, message, pusher, status, created_at, report_context)
-                 VALUES ('app', 'acme/app', 'push', 'refs/heads/main', 'main', 'abc1', '0',
+                 VALUES ('app', 'acme/app', 'push', 'refs/heads/main', 'main', 'abc1', '0000000000000000000000000000000000000000',
                      'abc1', 'https://git.example/acme/app.git', 'm', 'me', 'queued',
                      '2026-01-01T00:00:00.000Z', 'ci/app')",
                 [],
@@ -1529,7 +1584,7 @@ mod tests {
                          before_sha, after_sha, clone_url, message, pusher, status, created_at,
                          report_context)
                      VALUES (?1, 'app', 'acme/app', 'push', 'refs/heads/main', 'main', 'abc1',
-                         '0', 'abc1', 'https://git.example/acme/app.git', 'm', 'me', ?2,
+                         '0000000000000000000000000000000000000000', 'abc1', 'https://git.example/acme/app.git', 'm', 'me', ?2,
                          '2026-01-01T00:00:00.000Z', 'ci/app')",
                     params![id, status],
                 )

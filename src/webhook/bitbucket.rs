@@ -3,9 +3,7 @@
 
 use super::json::{self, flag, list, nested, string};
 use super::signature::{header, verify_prefixed_sha256};
-use super::{
-    ParseError, Parsed, ParsedKind, RefUpdate, VerifyError, ZERO_SHA, event_header, required, sha,
-};
+use super::{ParseError, Parsed, ParsedKind, RefUpdate, VerifyError, event_header, required, sha};
 use crate::secret::Secret;
 use axum::http::HeaderMap;
 use serde::Deserialize;
@@ -153,7 +151,7 @@ fn pushes(p: Payload) -> Result<ParsedKind, ParseError> {
         };
         let side = |state: Option<RefState>, field| match state {
             Some(s) => sha(s.target.and_then(|t| t.hash), field),
-            None => Ok(ZERO_SHA.to_owned()),
+            None => Ok(super::CommitId::ZERO),
         };
         let message = change
             .new
@@ -298,11 +296,11 @@ fn pull_request(body: &[u8], builds: bool) -> Result<ParsedKind, ParseError> {
     Ok(ParsedKind::PullRequest(Box::new(
         super::PullUpdate {
             git_ref,
-            head,
+            head: Some(head),
             base_sha: destination
                 .commit
                 .and_then(|c| c.hash)
-                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()) && h.len() >= 4),
+                .and_then(|h| super::CommitId::parse(&h).ok()),
             ssh_url: Some(format!("git@bitbucket.org:{repo}.git")),
             clone_url,
             web_url,

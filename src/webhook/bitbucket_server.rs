@@ -162,7 +162,10 @@ fn pushes(p: Payload) -> Result<ParsedKind, ParseError> {
             .commits
             .iter()
             .chain(&p.to_commit)
-            .find(|c| c.id.as_deref() == Some(after.as_str()))
+            .find(|c| {
+                c.id.as_deref()
+                    .is_some_and(|id| id.eq_ignore_ascii_case(after.as_str()))
+            })
             .and_then(|c| c.message.clone())
             .unwrap_or_default();
         let update = RefUpdate {
@@ -285,14 +288,11 @@ fn pull_request(body: &[u8], builds: bool) -> Result<ParsedKind, ParseError> {
             .href
             .clone()
     };
-    let base_sha = to
-        .latest_commit
-        .clone()
-        .filter(|c| super::pr_sha(Some(c.clone()), "").is_ok());
+    let base_sha = super::pr_sha(to.latest_commit.clone(), "").ok();
     Ok(ParsedKind::PullRequest(Box::new(
         super::PullUpdate {
             git_ref,
-            head,
+            head: Some(head),
             base_sha,
             clone_url: clone("http").unwrap_or_default(),
             ssh_url: clone("ssh"),

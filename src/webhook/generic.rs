@@ -3,7 +3,7 @@
 //! `{"repo", "ref", "before", "after", "clone_url", "message"}`.
 
 use super::json::{self, string};
-use super::{ParseError, Parsed, ParsedKind, RefUpdate, ZERO_SHA, required, sha};
+use super::{ParseError, Parsed, ParsedKind, RefUpdate, required, sha};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -27,7 +27,7 @@ pub(super) fn parse(body: &[u8]) -> Result<Parsed, ParseError> {
     let repo = required(p.repo, "repo")?;
     let before = match p.before {
         Some(b) if !b.is_empty() => sha(Some(b), "before")?,
-        _ => ZERO_SHA.to_owned(),
+        _ => super::CommitId::ZERO,
     };
     let update = RefUpdate {
         repo: repo.clone(),

@@ -112,7 +112,7 @@ fn push(p: Payload) -> Result<RefUpdate, ParseError> {
     // Gogs may leave `before` out; a ref without one is treated as new.
     let before = match p.before {
         Some(b) if !b.is_empty() => sha(Some(b), "before")?,
-        _ => super::ZERO_SHA.to_owned(),
+        _ => super::CommitId::ZERO,
     };
     let head_commit = match p.head_commit {
         Some(c) => Some((sha(c.id, "head_commit.id")?, c.message.unwrap_or_default())),
@@ -123,7 +123,10 @@ fn push(p: Payload) -> Result<RefUpdate, ParseError> {
         None => p
             .commits
             .into_iter()
-            .find(|c| c.id.as_deref() == Some(after.as_str()))
+            .find(|c| {
+                c.id.as_deref()
+                    .is_some_and(|id| id.eq_ignore_ascii_case(after.as_str()))
+            })
             .and_then(|c| c.message)
             .unwrap_or_default(),
     };
@@ -215,9 +218,9 @@ fn gogs_pull_request(body: &[u8]) -> Result<ParsedKind, ParseError> {
         .owner
         .and_then(|o| o.login.filter(|l| !l.is_empty()).or(o.username))
         .unwrap_or_default();
-    let mut event = super::PullUpdate {
+    let event = super::PullUpdate {
         git_ref,
-        head: String::new(),
+        head: None,
         base_sha: None,
         clone_url: super::required(repository.clone_url, "repository.clone_url")?,
         ssh_url: repository.ssh_url,
@@ -236,6 +239,5 @@ fn gogs_pull_request(body: &[u8]) -> Result<ParsedKind, ParseError> {
         repo,
     }
     .into_event();
-    event.after = super::ZERO_SHA.to_owned();
     Ok(ParsedKind::PullRequest(Box::new(event)))
 }

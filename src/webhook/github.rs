@@ -281,8 +281,8 @@ pub(super) fn pull_update(
     Ok(PullUpdate {
         repo,
         git_ref,
-        head: head_sha,
-        base_sha: base.sha.filter(|s| sha(Some(s.clone()), "base").is_ok()),
+        head: Some(head_sha),
+        base_sha: base.sha.and_then(|s| s.parse().ok()),
         pr: PullRequest {
             number,
             title: pr.title.unwrap_or_default(),

@@ -152,11 +152,14 @@ fn push(p: Payload) -> Result<RefUpdate, ParseError> {
         Some(c) => Some(sha(Some(c), "checkout_sha")?),
         None => None,
     };
-    let wanted = head.as_deref().unwrap_or(&after);
+    let wanted = head.as_ref().unwrap_or(&after).as_str();
     let message = p
         .commits
         .iter()
-        .find(|c| c.id.as_deref() == Some(wanted))
+        .find(|c| {
+            c.id.as_deref()
+                .is_some_and(|id| id.eq_ignore_ascii_case(wanted))
+        })
         .or(p.commits.last())
         .and_then(|c| c.message.clone())
         .unwrap_or_default();
@@ -284,7 +287,7 @@ fn merge_request(body: &[u8]) -> Result<ParsedKind, ParseError> {
     Ok(ParsedKind::PullRequest(Box::new(
         super::PullUpdate {
             git_ref,
-            head,
+            head: Some(head),
             base_sha: None,
             clone_url: super::required(project.git_http_url, "project.git_http_url")?,
             ssh_url: project.git_ssh_url,

@@ -26,7 +26,9 @@ mod gitlab;
 mod json;
 mod signature;
 
-pub use crate::model::{Host, PullRequest, PullRequestClosed, PushEvent, RefKind, ZERO_SHA};
+pub use crate::model::{
+    CommitId, Host, PullRequest, PullRequestClosed, PushEvent, RefKind, ZERO_SHA,
+};
 pub use event::{Parsed, ParsedKind};
 pub use signature::standard_webhooks_signature;
 
@@ -250,19 +252,12 @@ fn event_header<'a>(
         .ok_or(ParseError::Missing(label))
 }
 
-/// True for an all-zero object id (SHA-1 or SHA-256), which hosts send for
-/// the missing side of a created or deleted ref.
-fn is_zero(sha: &str) -> bool {
-    !sha.is_empty() && sha.bytes().all(|b| b == b'0')
-}
-
 /// A field that must be an object id: 4 to 64 hex digits (Bitbucket may
-/// send abbreviated ids), kept as given.
-fn sha(value: Option<String>, field: &'static str) -> Result<String, ParseError> {
-    match value {
-        Some(s) if (4..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(s),
-        _ => Err(ParseError::Missing(field)),
-    }
+/// send abbreviated ids), as a [`CommitId`].
+fn sha(value: Option<String>, field: &'static str) -> Result<CommitId, ParseError> {
+    value
+        .and_then(|s| CommitId::parse(&s).ok())
+        .ok_or(ParseError::Missing(field))
 }
 
 /// A pull request number: a positive integer (some hosts send it as text).
@@ -279,17 +274,11 @@ fn pr_number(value: Option<&serde_json::Value>) -> Result<u64, ParseError> {
 }
 
 /// A pull request's head commit: a full object id (40 or 64 hex digits).
-fn pr_sha(value: Option<String>, field: &'static str) -> Result<String, ParseError> {
-    match value {
-        Some(s)
-            if (s.len() == 40 || s.len() == 64)
-                && s.bytes().all(|b| b.is_ascii_hexdigit())
-                && !is_zero(&s) =>
-        {
-            Ok(s.to_ascii_lowercase())
-        }
-        _ => Err(ParseError::Missing(field)),
-    }
+fn pr_sha(value: Option<String>, field: &'static str) -> Result<CommitId, ParseError> {
+    value
+        .and_then(|s| CommitId::parse(&s).ok())
+        .filter(|c| c.is_full() && !c.is_zero())
+        .ok_or(ParseError::Missing(field))
 }
 
 /// A pull request as a host reports it, before the rules every host
@@ -300,10 +289,10 @@ struct PullUpdate {
     repo: String,
     /// The ref the head commit is fetched by.
     git_ref: String,
-    /// The head commit.
-    head: String,
+    /// The head commit; `None` where the host names none (Gogs).
+    head: Option<CommitId>,
     /// The base branch's commit, where the host sends it.
-    base_sha: Option<String>,
+    base_sha: Option<CommitId>,
     clone_url: String,
     ssh_url: Option<String>,
     web_url: Option<String>,
@@ -316,8 +305,8 @@ impl PullUpdate {
             repo: self.repo,
             git_ref: self.git_ref,
             kind: RefKind::Other,
-            before: self.base_sha.unwrap_or_else(|| ZERO_SHA.to_owned()),
-            after: self.head.clone(),
+            before: self.base_sha.unwrap_or(CommitId::ZERO),
+            after: self.head.clone().unwrap_or(CommitId::ZERO),
             commit: self.head,
             created: false,
             deleted: false,
@@ -341,15 +330,15 @@ fn required(value: Option<String>, field: &'static str) -> Result<String, ParseE
 
 /// One ref update as a host reports it, before the rules every host shares
 /// are applied by [`RefUpdate::into_event`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RefUpdate {
     repo: String,
     git_ref: String,
-    before: String,
-    after: String,
+    before: CommitId,
+    after: CommitId,
     /// The commit the ref now names, where the host says so and it may
     /// differ from `after` (the tagged commit of an annotated tag).
-    head: Option<String>,
+    head: Option<CommitId>,
     /// The host says the ref was created (else inferred from `before`).
     created: bool,
     /// The host says the ref was deleted (else inferred from `after`).
@@ -364,12 +353,12 @@ struct RefUpdate {
 
 impl RefUpdate {
     fn into_event(self) -> PushEvent {
-        let created = self.created || is_zero(&self.before);
-        let deleted = self.deleted || is_zero(&self.after);
+        let created = self.created || self.before.is_zero();
+        let deleted = self.deleted || self.after.is_zero();
         let commit = if deleted {
-            String::new()
+            None
         } else {
-            self.head.unwrap_or_else(|| self.after.clone())
+            Some(self.head.unwrap_or_else(|| self.after.clone()))
         };
         PushEvent {
             kind: RefKind::of(&self.git_ref),
@@ -501,6 +490,9 @@ mod tests {
         assert!(sha(Some("--upload-pack=x".into()), "after").is_err());
         assert!(sha(Some(String::new()), "after").is_err());
         assert!(sha(Some("0".repeat(65)), "after").is_err());
-        assert!(is_zero(ZERO_SHA) && !is_zero("") && !is_zero("01"));
+        assert_eq!(sha(Some("A1B2C3D4".into()), "after").unwrap(), "a1b2c3d4");
+        assert!(pr_sha(Some("a".repeat(40)), "head").is_ok());
+        assert!(pr_sha(Some("a".repeat(12)), "head").is_err());
+        assert!(pr_sha(Some(ZERO_SHA.into()), "head").is_err());
     }
 }

@@ -107,7 +107,10 @@ async fn a_signed_push_is_queued_and_answered_202_after_it_is_stored() {
         .expect("read")
         .expect("the build is in the store");
     assert_eq!(build.status.as_str(), "queued");
-    assert_eq!(build.commit, "199eddf46df50de8d02e99bf1c5fdb4101338224");
+    assert_eq!(
+        build.commit_str(),
+        "199eddf46df50de8d02e99bf1c5fdb4101338224"
+    );
     assert_eq!(build.git_ref, "refs/heads/master");
     assert_eq!(build.branch(), Some("master"));
     assert_eq!(build.delivery.as_deref(), Some("delivery-1"));

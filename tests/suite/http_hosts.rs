@@ -46,7 +46,7 @@ async fn builds(server: &TestServer) -> Vec<Row> {
         .await
         .into_iter()
         .map(|b| Row {
-            commit: b.push.commit,
+            commit: b.push.commit_str().to_owned(),
             git_ref: b.push.git_ref,
             repo: b.push.repo,
             host: b.host.expect("a pushed build has a host"),

@@ -14,7 +14,7 @@ use hookci::store::{
     ApproveOutcome, BuildFilter, BuildStatus, CancelOutcome, ClaimPolicy, CloseRef, NewBuild,
     NewDelivery, PgOptions, ReportOutcome, StepStatus, Store, StoreError, StoreOptions,
 };
-use hookci::webhook::{Host, PullRequest, PushEvent, RefKind};
+use hookci::webhook::{CommitId, Host, PullRequest, PushEvent, RefKind};
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
@@ -87,9 +87,9 @@ fn push(branch: &str, n: u64) -> PushEvent {
         repo: "acme/app".to_owned(),
         git_ref: format!("refs/heads/{branch}"),
         kind: RefKind::Branch(branch.to_owned()),
-        before: "0".repeat(40),
-        after: commit.clone(),
-        commit,
+        before: CommitId::ZERO,
+        after: commit.parse().unwrap(),
+        commit: Some(commit.parse().unwrap()),
         created: false,
         deleted: false,
         forced: false,
@@ -927,21 +927,22 @@ fn pull_build(number: u64, fork: bool, waiting: bool) -> NewBuild {
 async fn a_resolved_commit_is_recorded_only_for_a_build_without_one() {
     for (name, _db, store) in stores().await {
         let mut b = pull_build(3, false, false);
-        b.push.commit = String::new();
+        b.push.commit = None;
         let id = record_one(&store, delivery("p", "r1", vec![b], None))
             .await
             .build_ids[0];
-        let resolved = "ab".repeat(20);
+        assert_eq!(store.build(id).await.unwrap().unwrap().commit, None);
+        let resolved: CommitId = "ab".repeat(20).parse().unwrap();
         store.resolve_commit(id, resolved.clone()).await.unwrap();
-        store.resolve_commit(id, "cd".repeat(20)).await.unwrap();
-        assert_eq!(
-            store.build(id).await.unwrap().unwrap().commit,
-            resolved,
-            "{name}"
-        );
+        let cd = "cd".repeat(20).parse().unwrap();
+        store.resolve_commit(id, cd).await.unwrap();
+        let got = store.build(id).await.unwrap().unwrap();
+        assert_eq!(got.commit, Some(resolved.clone()), "{name}");
+        assert_eq!(got.after, resolved, "{name}");
         let other = queue(&store, "p", "main", 1).await[0];
         let before = store.build(other).await.unwrap().unwrap().commit.clone();
-        store.resolve_commit(other, "ef".repeat(20)).await.unwrap();
+        let ef = "ef".repeat(20).parse().unwrap();
+        store.resolve_commit(other, ef).await.unwrap();
         assert_eq!(
             store.build(other).await.unwrap().unwrap().commit,
             before,

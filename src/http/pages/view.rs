@@ -441,7 +441,7 @@ fn builds_table(builds: &[Build], now: OffsetDateTime) -> Markup {
                         td.wide { a href={ "/pipelines/" (url_component(&b.pipeline)) } { (b.pipeline) } }
                         td { (ref_label(b)) }
                         td.wide {
-                            span.mono title=(b.commit) { (short(&b.commit, 8)) }
+                            span.mono title=(b.commit_str()) { (short(b.commit_str(), 8)) }
                             " " span.muted { (subject(&b.message)) }
                         }
                         td {
@@ -590,7 +590,7 @@ pub fn pipeline(page: &PipelinePage<'_>) -> Markup {
                                 td { a href=(IndexFilter { pipeline: Some(p.name.clone()), branch: b.branch().map(str::to_owned), ..IndexFilter::default() }.link(None)) { (ref_label(b)) } }
                                 td { (build_link(b.id)) }
                                 td { (status_label(b.status.as_str())) }
-                                td.wide { span.mono title=(b.commit) { (short(&b.commit, 8)) } " " span.muted { (subject(&b.message)) } }
+                                td.wide { span.mono title=(b.commit_str()) { (short(b.commit_str(), 8)) } " " span.muted { (subject(&b.message)) } }
                                 td { (when(Some(b.created_at), page.now)) }
                             }
                         }
@@ -718,7 +718,7 @@ fn web_url(b: &Build) -> Option<&str> {
 /// The host's page of the built commit.
 pub fn commit_url(b: &Build) -> Option<String> {
     let web = web_url(b)?;
-    let sha = hex_id(&b.commit)?;
+    let sha = hex_id(b.commit_str())?;
     Some(match b.host.as_deref()?.parse::<Host>().ok()? {
         Host::Github | Host::Gitea | Host::Forgejo | Host::Gogs => format!("{web}/commit/{sha}"),
         Host::Gitlab => format!("{web}/-/commit/{sha}"),
@@ -731,8 +731,8 @@ pub fn commit_url(b: &Build) -> Option<String> {
 /// push that moved an existing branch.
 pub fn compare_url(b: &Build) -> Option<String> {
     let web = web_url(b)?;
-    let before = hex_id(&b.before).filter(|s| s.bytes().any(|c| c != b'0'))?;
-    let after = hex_id(&b.after).or_else(|| hex_id(&b.commit))?;
+    let before = hex_id(b.before.as_str()).filter(|s| s.bytes().any(|c| c != b'0'))?;
+    let after = hex_id(b.after.as_str()).or_else(|| hex_id(b.commit_str()))?;
     // A tag push has nothing to compare with.
     b.branch()?;
     Some(match b.host.as_deref()?.parse::<Host>().ok()? {
@@ -827,12 +827,12 @@ pub fn facts(page: &BuildPage<'_>) -> Markup {
         dt { "Commit" }
         dd {
             @if let Some(url) = &commit_link {
-                a.mono href=(url) rel="noreferrer" title=(b.commit) { (short(&b.commit, 12)) }
+                a.mono href=(url) rel="noreferrer" title=(b.commit_str()) { (short(b.commit_str(), 12)) }
             } @else {
-                span.mono title=(b.commit) { (short(&b.commit, 12)) }
+                span.mono title=(b.commit_str()) { (short(b.commit_str(), 12)) }
             }
             @if let Some(url) = &compare {
-                " " a href=(url) rel="noreferrer" { "compare with " span.mono { (short(&b.before, 7)) } }
+                " " a href=(url) rel="noreferrer" { "compare with " span.mono { (short(b.before.as_str(), 7)) } }
             }
         }
         dt { "Event" }
@@ -1198,9 +1198,9 @@ mod tests {
                 repo: "o/r".into(),
                 git_ref: "refs/heads/main".into(),
                 kind: crate::model::RefKind::Branch("main".into()),
-                commit: commit.into(),
-                before: before.into(),
-                after: commit.into(),
+                commit: Some(commit.parse().unwrap()),
+                before: before.parse().unwrap(),
+                after: commit.parse().unwrap(),
                 created: false,
                 deleted: false,
                 forced: false,
@@ -1243,16 +1243,18 @@ mod tests {
             compare_url(&build("github", "https://h/o/r", &"0".repeat(40), &b)),
             None
         );
-        // Pushed values that are not a web URL or a commit id make no link.
-        for (web, commit) in [
-            ("javascript:alert(1)", b.as_str()),
-            ("https://h/o/r\"><script>", b.as_str()),
-            ("https://h/o/r", "../../evil"),
-            ("https://h/o/r", "abc?x=<y>"),
-        ] {
-            let x = build("github", web, &a, commit);
-            assert_eq!(commit_url(&x), None, "{web} {commit}");
-            assert_eq!(compare_url(&x), None, "{web} {commit}");
+        // Pushed values that are not a web URL make no link; text that is
+        // not a commit id cannot be a build's commit at all.
+        for web in ["javascript:alert(1)", "https://h/o/r\"><script>"] {
+            let x = build("github", web, &a, &b);
+            assert_eq!(commit_url(&x), None, "{web}");
+            assert_eq!(compare_url(&x), None, "{web}");
+        }
+        for commit in ["../../evil", "abc?x=<y>"] {
+            assert!(
+                commit.parse::<crate::model::CommitId>().is_err(),
+                "{commit}"
+            );
         }
         assert_eq!(commit_url(&build("generic", "https://h/o/r", &a, &b)), None);
     }
