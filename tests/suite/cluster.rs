@@ -653,11 +653,17 @@ const SHORT_LEASE: &str = "lease = \"3s\"";
 /// A pipeline whose one step, on its first run only, writes its process
 /// id to `dir/pid` and sleeps; the next run ends at once. Unsandboxed, so
 /// that the step sees `dir` and its pid is this machine's.
-fn first_run_hangs(up: &Upstream, dir: &Path) -> String {
+/// Its status reports go to `host`.
+fn first_run_hangs(up: &Upstream, dir: &Path, host: &crate::report_fake::FakeHost) -> String {
     let (mark, pid) = (dir.join("ran"), dir.join("pid"));
     common::pipeline_toml("s")
         .clone_url(&up.url())
         .table("[sandbox]\nenabled = false")
+        .table(&format!(
+            "[status]\nprovider = \"github\"\napi_url = \"{}\"\ntoken = \"tok\"\n\
+             context = \"ci/lease\"",
+            host.url()
+        ))
         .step(
             "work",
             &format!(
@@ -728,6 +734,7 @@ struct Lost {
     _r_dir: tempfile::TempDir,
     _shared: tempfile::TempDir,
     _up: Upstream,
+    host: crate::report_fake::FakeHost,
 }
 
 impl Drop for Lost {
@@ -741,7 +748,8 @@ async fn a_runs_then_b_starts(schema: &pg::Schema, name: &str) -> Lost {
     let up = Upstream::new(name);
     let commit = up.push(&[("README", "x\n")], "first");
     let shared = tempfile::tempdir().unwrap();
-    let toml = first_run_hangs(&up, shared.path());
+    let host = crate::report_fake::FakeHost::start(Vec::new()).await;
+    let toml = first_run_hangs(&up, shared.path(), &host);
     let (r_dir, a_dir, b_dir) = (
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
@@ -786,7 +794,34 @@ async fn a_runs_then_b_starts(schema: &pg::Schema, name: &str) -> Lost {
         _r_dir: r_dir,
         _shared: shared,
         _up: up,
+        host,
     }
+}
+
+/// The states the fake host received, once it received a final one
+/// (bounded): each is sent after every older one, so a `success` never
+/// comes before a `pending`.
+async fn states_until_final(host: &crate::report_fake::FakeHost) -> Vec<String> {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let states: Vec<String> = host
+            .seen()
+            .iter()
+            .map(|s| s.json()["state"].as_str().unwrap_or("?").to_owned())
+            .collect();
+        if states.iter().any(|s| s != "pending") {
+            return states;
+        }
+        assert!(Instant::now() < until, "no final status arrived: {states:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `states` are some pendings, then one `success`, last.
+fn in_order(states: &[String]) {
+    let (last, before) = states.split_last().expect("some states");
+    assert_eq!(last, "success", "{states:?}");
+    assert!(before.iter().all(|s| s == "pending"), "{states:?}");
 }
 
 /// Issue 13, test 4: `kill -9` of a runner mid-step. Its build is rescued
@@ -827,6 +862,7 @@ async fn a_killed_runners_build_finishes_on_another_runner_as_attempt_2() {
         report_states(&store, id).await,
         ["pending", "running", "pending", "running", "success"]
     );
+    in_order(&states_until_final(&lost.host).await);
 }
 
 /// Issue 13, test 5: a runner paused (`SIGSTOP`) past its lease loses its
@@ -890,4 +926,8 @@ async fn a_paused_runner_kills_its_step_when_resumed_and_its_late_writes_change_
         reports,
         ["pending", "running", "pending", "running", "success"]
     );
+    let states = states_until_final(&lost.host).await;
+    in_order(&states);
+    // Nothing was sent after the final state.
+    assert_eq!(lost.host.seen().len(), states.len());
 }
