@@ -870,7 +870,11 @@ impl Store {
     /// A handle on the same store that claims as another runner (a runner
     /// id of its own, no builds held): what a second process would be.
     pub fn another_runner(&self) -> Store {
-        let node = self.holder.runner.rsplit_once('/').map_or("local", |(n, _)| n);
+        let node = self
+            .holder
+            .runner
+            .rsplit_once('/')
+            .map_or("local", |(n, _)| n);
         let mut other = self.clone();
         other.holder.runner = runner_id(node);
         other.held = Arc::default();
@@ -944,7 +948,11 @@ impl Store {
         }
         let renewed = self
             .backend
-            .renew(self.holder.runner.clone(), self.holder.lease_ms, ids.clone())
+            .renew(
+                self.holder.runner.clone(),
+                self.holder.lease_ms,
+                ids.clone(),
+            )
             .await?;
         let renewed: std::collections::HashSet<(i64, i64)> = renewed.into_iter().collect();
         let mut held = self.held_lock();
@@ -1083,10 +1091,7 @@ impl Store {
 
     /// See [`Backend::claim_next`].
     pub async fn claim_next(&self, policy: ClaimPolicy) -> Result<Option<Build>, StoreError> {
-        let claimed = self
-            .backend
-            .claim_next(policy, self.holder.clone())
-            .await?;
+        let claimed = self.backend.claim_next(policy, self.holder.clone()).await?;
         if let Some(build) = &claimed {
             self.held_lock().insert(
                 build.id,
@@ -1319,7 +1324,10 @@ where
         match &last {
             Ok(()) => return Ok(()),
             Err(StoreError::Fenced) => {
-                tracing::warn!(build, "{what} not recorded: this runner lost the build's lease");
+                tracing::warn!(
+                    build,
+                    "{what} not recorded: this runner lost the build's lease"
+                );
                 return last;
             }
             Err(e) => {

@@ -14,9 +14,9 @@ use super::outbox::{self, NewReport, Outbox, StateChange};
 use super::pg_migrations;
 use super::{
     Announce, ApproveOutcome, Backend, BoxFuture, Build, BuildFilter, BuildOrigin, BuildStatus,
-    CancelOutcome, Cause, ClaimPolicy, Fault, Fence, Holder, LEASE_LOST, LEASE_LOST_TWICE, Manual, NewBuild, NewDelivery, PlannedStep, Recorded,
-    Recovery, ReportJob, ReportOutcome, ReportRecord, ReportedState, StepRecord, StepStatus,
-    StoreError, StoreOptions,
+    CancelOutcome, Cause, ClaimPolicy, Fault, Fence, Holder, LEASE_LOST, LEASE_LOST_TWICE, Manual,
+    NewBuild, NewDelivery, PlannedStep, Recorded, Recovery, ReportJob, ReportOutcome, ReportRecord,
+    ReportedState, StepRecord, StepStatus, StoreError, StoreOptions,
 };
 use crate::model::{Host, PushEvent, RefKind, ZERO_SHA};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};

@@ -11,9 +11,9 @@ use super::migrations;
 use super::outbox::{self, NewReport, Outbox, StateChange};
 use super::{
     ApproveOutcome, Backend, BoxFuture, Build, BuildFilter, BuildOrigin, BuildStatus,
-    CancelOutcome, ClaimPolicy, Fence, Holder, LEASE_LOST, LEASE_LOST_TWICE, Manual, NewBuild, NewDelivery, PlannedStep, Recorded, Recovery,
-    ReportJob, ReportOutcome, ReportRecord, ReportedState, StepRecord, StepStatus, StoreError,
-    StoreOptions, now_rfc3339,
+    CancelOutcome, ClaimPolicy, Fence, Holder, LEASE_LOST, LEASE_LOST_TWICE, Manual, NewBuild,
+    NewDelivery, PlannedStep, Recorded, Recovery, ReportJob, ReportOutcome, ReportRecord,
+    ReportedState, StepRecord, StepStatus, StoreError, StoreOptions, now_rfc3339,
 };
 use super::{Cause, Fault};
 use crate::model::{Host, PushEvent, RefKind, ZERO_SHA};

@@ -812,7 +812,10 @@ async fn states_until_final(host: &crate::report_fake::FakeHost) -> Vec<String> 
         if states.iter().any(|s| s != "pending") {
             return states;
         }
-        assert!(Instant::now() < until, "no final status arrived: {states:?}");
+        assert!(
+            Instant::now() < until,
+            "no final status arrived: {states:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -841,8 +844,7 @@ async fn a_killed_runners_build_finishes_on_another_runner_as_attempt_2() {
     let until = killed + Duration::from_secs(3 + 10);
     let done = loop {
         let b = common::get_build(&lost.r, id).await;
-        if let Some(b) = b.filter(|b| !matches!(b["status"].as_str(), Some("queued" | "running")))
-        {
+        if let Some(b) = b.filter(|b| !matches!(b["status"].as_str(), Some("queued" | "running"))) {
             break b;
         }
         assert!(

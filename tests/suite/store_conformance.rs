@@ -1191,7 +1191,8 @@ async fn a_lost_lease_is_rescued_once_then_errors_and_its_runners_writes_are_fen
         );
         assert!(
             matches!(
-                a.finish(id, BuildStatus::Failure, Some("late".into())).await,
+                a.finish(id, BuildStatus::Failure, Some("late".into()))
+                    .await,
                 Err(StoreError::Fenced)
             ),
             "{name}"
@@ -1203,7 +1204,11 @@ async fn a_lost_lease_is_rescued_once_then_errors_and_its_runners_writes_are_fen
         // b's lease renews; a's is gone.
         assert_eq!(b.renew().await.expect("renew b"), Vec::<i64>::new());
         let now = a.build(id).await.unwrap().expect("kept");
-        assert_eq!((now.status, now.attempt), (BuildStatus::Running, 2), "{name}");
+        assert_eq!(
+            (now.status, now.attempt),
+            (BuildStatus::Running, 2),
+            "{name}"
+        );
         assert!(now.reason.is_none(), "{name}: {:?}", now.reason);
         let steps = a.steps(id).await.unwrap();
         assert_eq!(steps[0].status, StepStatus::Pending, "{name}: {steps:?}");
@@ -1211,7 +1216,9 @@ async fn a_lost_lease_is_rescued_once_then_errors_and_its_runners_writes_are_fen
         b.step_finished(id, 0, StepStatus::Success, Some(0))
             .await
             .expect("b's step ends");
-        b.finish(id, BuildStatus::Success, None).await.expect("b ends it");
+        b.finish(id, BuildStatus::Success, None)
+            .await
+            .expect("b ends it");
         assert_eq!(status(&a, id).await, BuildStatus::Success, "{name}");
         assert_eq!(
             report_states(&a, id).await,
