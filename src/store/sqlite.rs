@@ -1702,7 +1702,7 @@ mod tests {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();
-        assert_eq!((version, fks), (11, 0));
+        assert_eq!((version, fks), (migrations::count() as i64, 0));
         let next: i64 = conn
             .query_row(
                 "SELECT seq FROM sqlite_sequence WHERE name = 'builds'",
