@@ -314,6 +314,8 @@ impl Worker {
     /// Runs one claimed build and records how it ended.
     async fn execute(&self, build: Build) {
         let id = build.id;
+        // This run's writes carry this claim's attempt.
+        let store = self.store.for_run(&build);
         let run = self.metrics.build_started(&build);
         let pipelines = self.pipelines.current();
         let ended = match pipelines.get(&build.pipeline) {
@@ -373,7 +375,7 @@ impl Worker {
                                 let job = Job {
                                     build: &build,
                                     pipeline,
-                                    store: Some(&self.store),
+                                    store: Some(&store),
                                     source: Source::Checkout,
                                     cancel: &cancel,
                                     stop: &stop,
@@ -397,20 +399,18 @@ impl Worker {
             run.finished(*status);
         }
         drop(run);
-        self.record(&build, ended).await;
+        self.record(&store, &build, ended).await;
         self.live.changed.notify_waiters();
     }
 
     /// Records the end of a build; retried, since a lost result would leave
     /// the build `running` until the next restart.
-    async fn record(&self, build: &Build, ended: Ended) {
+    async fn record(&self, store: &Store, build: &Build, ended: Ended) {
         let (id, pipeline) = (build.id, build.pipeline.as_str());
         let recorded = crate::store::retried("the build's end", id, || async {
             match &ended {
-                Ended::Finished(status, reason) => {
-                    self.store.finish(id, *status, reason.clone()).await
-                }
-                Ended::Requeue(reason) => self.store.requeue(id, reason.clone()).await,
+                Ended::Finished(status, reason) => store.finish(id, *status, reason.clone()).await,
+                Ended::Requeue(reason) => store.requeue(id, reason.clone()).await,
             }
         })
         .await;

@@ -773,19 +773,15 @@ pub struct Store {
     _hearing: Option<Arc<tokio_util::sync::DropGuard>>,
     /// This handle's runner id and lease length: what its claims record.
     holder: Holder,
-    /// The builds this handle claimed and has not ended: the fence of its
-    /// writes for them.
-    held: Arc<std::sync::Mutex<std::collections::HashMap<i64, Held>>>,
-}
-
-/// A build this handle claimed.
-#[derive(Debug, Clone, Copy)]
-struct Held {
-    /// The attempt it claimed.
-    attempt: i64,
-    /// Its lease is lost (not renewed, or not in time): nothing more is
-    /// written for it, and it is no longer renewed.
-    lost: bool,
+    /// The (build, attempt)s this handle claimed and has not ended, each
+    /// with whether its lease is lost (not renewed, or not in time: nothing
+    /// more is written for it, and it is no longer renewed). The fence of
+    /// its writes.
+    held: Arc<std::sync::Mutex<std::collections::HashMap<(i64, i64), bool>>>,
+    /// The claim whose run this handle serves ([`Store::for_run`]): its
+    /// writes for that build carry that attempt, even once the same
+    /// process claimed the build again.
+    pinned: Option<(i64, i64)>,
 }
 
 /// A runner id: `node` and a nonce, so that a restarted process (or
@@ -858,6 +854,7 @@ impl Store {
                 lease_ms: DEFAULT_LEASE.as_millis() as i64,
             },
             held: Arc::default(),
+            pinned: None,
         }
     }
 
@@ -878,6 +875,7 @@ impl Store {
         let mut other = self.clone();
         other.holder.runner = runner_id(node);
         other.held = Arc::default();
+        other.pinned = None;
         other
     }
 
@@ -898,20 +896,46 @@ impl Store {
         self._hearing.is_some()
     }
 
-    fn held_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<i64, Held>> {
+    fn held_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(i64, i64), bool>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A handle for the run of `build` this handle claimed: its writes for
+    /// the build are fenced by that claim's attempt.
+    pub fn for_run(&self, build: &Build) -> Store {
+        let mut run = self.clone();
+        run.pinned = Some((build.id, build.attempt));
+        run
+    }
+
+    /// The claim of `build` this handle's writes are for: the pinned one,
+    /// else the newest held.
+    fn claim_of(&self, build: i64) -> Option<(i64, i64)> {
+        match self.pinned {
+            Some((b, a)) if b == build => Some((b, a)),
+            _ => self
+                .held_lock()
+                .keys()
+                .filter(|(b, _)| *b == build)
+                .max()
+                .copied(),
+        }
     }
 
     /// The fence of this handle's writes for `build`: `None` for a build
     /// it did not claim; [`StoreError::Fenced`] at once for one whose lease
     /// it knows it lost.
     fn fence(&self, build: i64) -> Result<Option<Fence>, StoreError> {
-        match self.held_lock().get(&build) {
-            None => Ok(None),
-            Some(h) if h.lost => Err(StoreError::Fenced),
-            Some(h) => Ok(Some(Fence {
+        let Some(claim) = self.claim_of(build) else {
+            return Ok(None);
+        };
+        match self.held_lock().get(&claim) {
+            // Released: its end was written; nothing more is.
+            None => Err(StoreError::Fenced),
+            Some(true) => Err(StoreError::Fenced),
+            Some(false) => Ok(Some(Fence {
                 runner: self.holder.runner.clone(),
-                attempt: h.attempt,
+                attempt: claim.1,
             })),
         }
     }
@@ -919,14 +943,17 @@ impl Store {
     /// Forgets `build`'s lease once its end is written; once refused, the
     /// lease is lost (any later write for it is refused at once).
     fn release(&self, build: i64, result: &Result<(), StoreError>) {
+        let Some(claim) = self.claim_of(build) else {
+            return;
+        };
         let mut held = self.held_lock();
         match result {
             Ok(()) => {
-                held.remove(&build);
+                held.remove(&claim);
             }
             Err(StoreError::Fenced) => {
-                if let Some(h) = held.get_mut(&build) {
-                    h.lost = true;
+                if let Some(lost) = held.get_mut(&claim) {
+                    *lost = true;
                 }
             }
             Err(_) => {}
@@ -937,12 +964,15 @@ impl Store {
     /// of those it lost (rescued, or claimed by another runner since):
     /// nothing more is written for them. See [`Backend::renew`].
     pub async fn renew(&self) -> Result<Vec<i64>, StoreError> {
-        let ids: Vec<i64> = self
+        let claims: Vec<(i64, i64)> = self
             .held_lock()
             .iter()
-            .filter(|(_, h)| !h.lost)
-            .map(|(id, _)| *id)
+            .filter(|(_, lost)| !**lost)
+            .map(|(claim, _)| *claim)
             .collect();
+        let mut ids: Vec<i64> = claims.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -957,12 +987,12 @@ impl Store {
         let renewed: std::collections::HashSet<(i64, i64)> = renewed.into_iter().collect();
         let mut held = self.held_lock();
         let mut lost = Vec::new();
-        for id in ids {
-            if let Some(h) = held.get_mut(&id)
-                && !renewed.contains(&(id, h.attempt))
+        for claim in claims {
+            if !renewed.contains(&claim)
+                && let Some(l) = held.get_mut(&claim)
             {
-                h.lost = true;
-                lost.push(id);
+                *l = true;
+                lost.push(claim.0);
             }
         }
         Ok(lost)
@@ -974,9 +1004,9 @@ impl Store {
     pub fn abandon_leases(&self) -> Vec<i64> {
         let mut held = self.held_lock();
         let mut lost = Vec::new();
-        for (id, h) in held.iter_mut() {
-            if !h.lost {
-                h.lost = true;
+        for ((id, _), l) in held.iter_mut() {
+            if !*l {
+                *l = true;
                 lost.push(*id);
             }
         }
@@ -989,7 +1019,6 @@ impl Store {
         let rescued = self.backend.rescue().await?;
         if !rescued.requeued.is_empty() || !rescued.failed.is_empty() {
             self.wake_workers();
-            self.backend.announce(Announce::Queued);
         }
         Ok(rescued)
     }
@@ -1093,13 +1122,7 @@ impl Store {
     pub async fn claim_next(&self, policy: ClaimPolicy) -> Result<Option<Build>, StoreError> {
         let claimed = self.backend.claim_next(policy, self.holder.clone()).await?;
         if let Some(build) = &claimed {
-            self.held_lock().insert(
-                build.id,
-                Held {
-                    attempt: build.attempt,
-                    lost: false,
-                },
-            );
+            self.held_lock().insert((build.id, build.attempt), false);
             self.reports_changed();
         }
         Ok(claimed)

@@ -1274,3 +1274,61 @@ async fn a_lost_lease_is_rescued_once_then_errors_and_its_runners_writes_are_fen
         assert_eq!(b.renew().await.expect("renew b"), Vec::<i64>::new());
     }
 }
+
+/// A process that lost a build's lease and claimed the build again: the
+/// old run's writes still carry the old attempt and are refused; the new
+/// run's pass.
+#[tokio::test]
+async fn a_run_of_an_older_attempt_cannot_write_for_the_build_claimed_again() {
+    use std::time::Duration;
+    for (name, db) in backends().await {
+        let a = db
+            .open(options(100))
+            .await
+            .with_lease(Duration::from_secs(2));
+        let id = queue(&a, "app", "main", 1).await[0];
+        let first = a.claim_next(policy(&[])).await.unwrap().expect("claimed");
+        let old_run = a.for_run(&first);
+        old_run
+            .set_steps(id, vec!["s".into()])
+            .await
+            .expect("steps");
+        assert_eq!(rescued(&a, name).await.requeued, [id], "{name}");
+        let second = a.claim_next(policy(&[])).await.unwrap().expect("again");
+        assert_eq!((second.id, second.attempt), (id, 2), "{name}");
+        let new_run = a.for_run(&second);
+        new_run
+            .set_steps(id, vec!["s".into()])
+            .await
+            .expect("steps");
+        assert!(
+            matches!(
+                old_run.finish(id, BuildStatus::Cancelled, None).await,
+                Err(StoreError::Fenced)
+            ),
+            "{name}"
+        );
+        assert!(
+            matches!(old_run.step_started(id, 0).await, Err(StoreError::Fenced)),
+            "{name}"
+        );
+        assert_eq!(a.renew().await.expect("renew"), Vec::<i64>::new(), "{name}");
+        new_run
+            .step_started(id, 0)
+            .await
+            .expect("the new run's step");
+        new_run
+            .finish(id, BuildStatus::Success, None)
+            .await
+            .expect("the new run ends it");
+        assert_eq!(status(&a, id).await, BuildStatus::Success, "{name}");
+        // Its end written, the run writes nothing more.
+        assert!(
+            matches!(
+                new_run.finish(id, BuildStatus::Failure, None).await,
+                Err(StoreError::Fenced)
+            ),
+            "{name}"
+        );
+    }
+}
