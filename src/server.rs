@@ -77,7 +77,7 @@ pub async fn open_configured_store(config: &Config) -> anyhow::Result<Store> {
     let options = StoreOptions {
         max_queued_builds: config.max_queued_builds,
     };
-    Store::open_postgres(pg, options).await.map_err(|e| {
+    let store = Store::open_postgres(pg, options).await.map_err(|e| {
         let crate::store::StoreError::Unavailable(fault) = &e else {
             return anyhow::anyhow!("cannot open the PostgreSQL store: {e}");
         };
@@ -86,7 +86,8 @@ pub async fn open_configured_store(config: &Config) -> anyhow::Result<Store> {
             _ => "refused to open",
         };
         anyhow::anyhow!("the PostgreSQL store {why}: {}", fault.detail)
-    })
+    })?;
+    Ok(store.with_lease(config.lease))
 }
 
 pub use crate::runner::resolve_run_as;
@@ -267,6 +268,15 @@ pub async fn run_role(
         pipelines,
         notifier.clone(),
     ));
+    // A process that runs no build still rescues those whose runner
+    // stopped renewing its lease (a runner's worker does it too).
+    let rescuer = (store.shared() && worker.is_none()).then(|| {
+        tokio::spawn(crate::worker::keep_leases(
+            store.clone(),
+            LiveBuilds::default(),
+            stop.clone(),
+        ))
+    });
     let worker = worker.map(|w| tokio::spawn(w.run(stop.clone())));
     // The reporter stops after the worker, so that the reports of builds
     // re-queued at shutdown get their chance; what is left stays in the
@@ -304,6 +314,9 @@ pub async fn run_role(
                 "the reporter did not stop in time; its pending reports stay in the outbox"
             );
         }
+    }
+    if let Some(rescuer) = rescuer {
+        rescuer.abort();
     }
     reload.abort();
     crate::runner::cgroup::release();

@@ -168,6 +168,18 @@ impl Worker {
                  process group and marker"
             ),
         }
+        // On a shared store: renew this runner's leases (and rescue the
+        // builds of runners that stopped renewing theirs) until every build
+        // here has ended, shutdown included.
+        let leases = CancellationToken::new();
+        let heartbeat = self.store.shared().then(|| {
+            tokio::spawn(keep_leases(
+                self.store.clone(),
+                self.live.clone(),
+                leases.clone(),
+            ))
+        });
+        let _stop_heartbeat = leases.clone().drop_guard();
         match self.store.recover().await {
             Ok(r) => {
                 if !r.requeued.is_empty() || !r.failed.is_empty() {
@@ -260,6 +272,10 @@ impl Worker {
                 while tasks.join_next().await.is_some() {}
             }
         }
+        leases.cancel();
+        if let Some(heartbeat) = heartbeat {
+            let _ = heartbeat.await;
+        }
     }
 
     fn policy(&self) -> ClaimPolicy {
@@ -298,6 +314,8 @@ impl Worker {
     /// Runs one claimed build and records how it ended.
     async fn execute(&self, build: Build) {
         let id = build.id;
+        // This run's writes carry this claim's attempt.
+        let store = self.store.for_run(&build);
         let run = self.metrics.build_started(&build);
         let pipelines = self.pipelines.current();
         let ended = match pipelines.get(&build.pipeline) {
@@ -357,7 +375,7 @@ impl Worker {
                                 let job = Job {
                                     build: &build,
                                     pipeline,
-                                    store: Some(&self.store),
+                                    store: Some(&store),
                                     source: Source::Checkout,
                                     cancel: &cancel,
                                     stop: &stop,
@@ -381,20 +399,18 @@ impl Worker {
             run.finished(*status);
         }
         drop(run);
-        self.record(&build, ended).await;
+        self.record(&store, &build, ended).await;
         self.live.changed.notify_waiters();
     }
 
     /// Records the end of a build; retried, since a lost result would leave
     /// the build `running` until the next restart.
-    async fn record(&self, build: &Build, ended: Ended) {
+    async fn record(&self, store: &Store, build: &Build, ended: Ended) {
         let (id, pipeline) = (build.id, build.pipeline.as_str());
         let recorded = crate::store::retried("the build's end", id, || async {
             match &ended {
-                Ended::Finished(status, reason) => {
-                    self.store.finish(id, *status, reason.clone()).await
-                }
-                Ended::Requeue(reason) => self.store.requeue(id, reason.clone()).await,
+                Ended::Finished(status, reason) => store.finish(id, *status, reason.clone()).await,
+                Ended::Requeue(reason) => store.requeue(id, reason.clone()).await,
             }
         })
         .await;
@@ -423,6 +439,70 @@ impl Worker {
                 }
             }
             Err(e) => tracing::warn!(pipeline, error = %e, "cannot prune old builds"),
+        }
+    }
+}
+
+/// Why a build is stopped on a runner that lost its lease.
+const LEASE_LOST_HERE: &str = "this runner lost the build's lease";
+
+/// The heartbeat of a process on a shared store (SPEC §11). Every lease/3
+/// it renews the leases of the builds running here, in one write, and
+/// stops the steps of any it lost (rescued while this process was paused
+/// or cut off: another runner may run them now). When no renewal succeeded
+/// within the lease minus a sixth (this process's monotonic clock), it
+/// gives up all of its leases and stops their steps: a runner that cannot
+/// renew its lease stops its own steps, and writes nothing more for them.
+/// Each round it also rescues the builds whose lease ran out elsewhere.
+pub async fn keep_leases(store: Store, live: LiveBuilds, stop: CancellationToken) {
+    let lease = store.lease();
+    let period = lease / 3;
+    let trust = lease - lease / 6;
+    let mut last_ok = tokio::time::Instant::now();
+    loop {
+        let now = tokio::time::Instant::now();
+        let mut wake = now + period;
+        if last_ok + trust > now {
+            wake = wake.min(last_ok + trust);
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep_until(wake) => {}
+        }
+        let sent = tokio::time::Instant::now();
+        let left = (last_ok + trust).saturating_duration_since(sent);
+        match tokio::time::timeout(left.max(Duration::from_millis(1)), store.renew()).await {
+            Ok(Ok(lost)) => {
+                last_ok = sent;
+                for id in lost {
+                    tracing::warn!(
+                        build = id,
+                        "this runner lost the build's lease (it was rescued); stopping its steps"
+                    );
+                    live.stop(id, StopReason::Cancel(LEASE_LOST_HERE.to_owned()));
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot renew this runner's leases"),
+            Err(_) => tracing::warn!("renewing this runner's leases took too long"),
+        }
+        if last_ok.elapsed() >= trust {
+            for id in store.abandon_leases() {
+                tracing::error!(
+                    build = id,
+                    lease = ?lease,
+                    "no lease renewal within the lease; stopping the build's steps"
+                );
+                live.stop(id, StopReason::Cancel(LEASE_LOST_HERE.to_owned()));
+            }
+        }
+        match store.rescue().await {
+            Ok(r) if !r.requeued.is_empty() || !r.failed.is_empty() => tracing::warn!(
+                requeued = ?r.requeued,
+                failed = ?r.failed,
+                "rescued builds whose runner stopped renewing its lease"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot rescue builds with expired leases"),
         }
     }
 }

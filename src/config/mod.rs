@@ -81,6 +81,10 @@ pub struct Config {
     /// `labels`: what this runner offers; a pipeline's `runs_on` builds
     /// only where every label it names is offered.
     pub labels: Vec<String>,
+    /// `lease`: on a shared store, how long a runner's claim on a build
+    /// lasts without a renewal (renewed every third of it); a build whose
+    /// lease runs out goes back to the queue.
+    pub lease: Duration,
 }
 
 /// What a `hookci serve` process does (SPEC 11).
@@ -175,6 +179,7 @@ impl Default for Config {
             node: host_name(),
             role: Role::All,
             labels: Vec::new(),
+            lease: crate::store::DEFAULT_LEASE,
         }
     }
 }
@@ -392,6 +397,15 @@ fn convert_cluster(c: &mut Checker<'_>, raw: &RawConfig, config: &mut Config) {
                 if raw.store.is_none() {
                     c.error(Some(&v.span()), why);
                 }
+            }
+        }
+    }
+    if let Some(v) = &raw.lease {
+        if let Some(d) = c.duration("lease", v, false) {
+            if d < Duration::from_secs(2) || d > Duration::from_secs(3600) {
+                c.error(Some(&v.span()), "lease must be between 2s and 1h");
+            } else {
+                config.lease = d;
             }
         }
     }

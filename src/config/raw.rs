@@ -43,4 +43,5 @@ pub(crate) struct RawConfig {
     pub node: Option<Spanned<String>>,
     pub role: Option<Spanned<String>>,
     pub labels: Option<Spanned<Vec<Spanned<String>>>>,
+    pub lease: Option<Spanned<String>>,
 }

@@ -108,6 +108,11 @@ impl From<crate::store::StoreError> for ApiError {
                     fault.cause.retry_after_secs(),
                 )
             }
+            // Only a runner's writes are fenced, never an API call's.
+            StoreError::Fenced => {
+                tracing::error!("a fenced store write reached the API");
+                ApiError::unavailable("the store is unavailable; retry later", 1)
+            }
         }
     }
 }

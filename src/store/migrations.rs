@@ -285,6 +285,14 @@ const MIGRATIONS: &[&str] = &[
                   WHERE nb.id = NEW.build);
         END;
     "#,
+    // 12: leases. A claim records the claiming runner's id (its node and a
+    // nonce drawn at start) and when its lease runs out (Unix ms); a
+    // runner's writes for the build are fenced by runner id and attempt,
+    // and a build whose lease ran out is rescued.
+    r#"
+    ALTER TABLE builds ADD COLUMN runner_id TEXT;
+    ALTER TABLE builds ADD COLUMN lease_expires_ms INTEGER;
+    "#,
 ];
 
 /// The first migration that made a table again (11, `builds`): from it on,

@@ -197,6 +197,37 @@ pub struct Recovery {
     pub failed: Vec<i64>,
 }
 
+/// Who holds a claim: this process's runner id (its `node` and a nonce
+/// drawn at start, so that a restarted process is another runner) and how
+/// long a lease lasts before it must be renewed ([`Backend::renew`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The runner id recorded on the claimed build.
+    pub runner: String,
+    /// The lease, in milliseconds of the database's clock.
+    pub lease_ms: i64,
+}
+
+/// The fence on a runner's writes for one build: they change something
+/// only while the build is `running` under this runner id and attempt.
+/// Otherwise the write changes nothing and fails [`StoreError::Fenced`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The runner id the claim recorded.
+    pub runner: String,
+    /// The attempt the claim ran.
+    pub attempt: i64,
+}
+
+/// The lease length when the config names none.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Why a build goes back to the queue when its runner's lease ran out.
+pub const LEASE_LOST: &str = "interrupted: its runner stopped renewing its lease";
+
+/// Why a build ends `error` when its runner's lease ran out a second time.
+pub const LEASE_LOST_TWICE: &str = "interrupted twice: its runner stopped renewing its lease";
+
 /// A commit status report waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportJob {
@@ -345,6 +376,10 @@ pub enum StoreError {
     /// fits the cause.
     #[error("the store is unavailable ({}): {}", .0.cause, .0.detail)]
     Unavailable(Fault),
+    /// A runner's write for a build it no longer holds (its lease ran out
+    /// and the build was rescued, or it ended): nothing was written.
+    #[error("this runner no longer holds the build's lease; nothing was written")]
+    Fenced,
 }
 
 /// Why the database failed, and what it said (for the log only).
@@ -446,42 +481,78 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn pending_reports(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// Claims the oldest queued build that `policy` lets run now: marks it
-    /// `running` and returns it.
-    fn claim_next(&self, policy: ClaimPolicy) -> BoxFuture<'_, Result<Option<Build>, StoreError>>;
+    /// `running` under `holder`'s runner id with a lease of
+    /// `holder.lease_ms` from now (the database's clock), and returns it.
+    fn claim_next(
+        &self,
+        policy: ClaimPolicy,
+        holder: Holder,
+    ) -> BoxFuture<'_, Result<Option<Build>, StoreError>>;
+
+    /// Renews by `lease_ms` from now the lease of each of `builds` still
+    /// running under runner id `runner`, in one write; returns those with
+    /// their attempt. One missing is lost to the runner.
+    fn renew(
+        &self,
+        runner: String,
+        lease_ms: i64,
+        builds: Vec<i64>,
+    ) -> BoxFuture<'_, Result<Vec<(i64, i64)>, StoreError>>;
+
+    /// Rescues the running builds whose lease ran out (their runner died,
+    /// was cut off or paused): re-queued with attempt + 1, or ended `error`
+    /// if this was their second interruption, with their reports, in one
+    /// transaction. Whatever their old runner writes after is fenced.
+    fn rescue(&self) -> BoxFuture<'_, Result<Recovery, StoreError>>;
 
     /// Records a build's steps, pending or skipped with a reason, in one
-    /// write (replacing those of an earlier attempt).
+    /// write (replacing those of an earlier attempt). Fenced by `fence`.
     fn set_steps(
         &self,
         build: i64,
         steps: Vec<PlannedStep>,
+        fence: Option<Fence>,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Marks step `idx` running.
-    fn step_started(&self, build: i64, idx: usize) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Marks step `idx` running. Fenced by `fence`.
+    fn step_started(
+        &self,
+        build: i64,
+        idx: usize,
+        fence: Option<Fence>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Marks step `idx` finished.
+    /// Marks step `idx` finished. Fenced by `fence`.
     fn step_finished(
         &self,
         build: i64,
         idx: usize,
         status: StepStatus,
         exit_code: Option<i32>,
+        fence: Option<Fence>,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// A build's steps, in order.
     fn steps(&self, build: i64) -> BoxFuture<'_, Result<Vec<StepRecord>, StoreError>>;
 
     /// Ends a running build in a final state. Pending steps become skipped.
+    /// Fenced by `fence`.
     fn finish(
         &self,
         build: i64,
         status: BuildStatus,
         reason: Option<String>,
+        fence: Option<Fence>,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Puts a running build back in the queue (shutdown), keeping its attempt.
-    fn requeue(&self, build: i64, reason: String) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Puts a running build back in the queue (shutdown), keeping its
+    /// attempt. Fenced by `fence`.
+    fn requeue(
+        &self,
+        build: i64,
+        reason: String,
+        fence: Option<Fence>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Cancels a queued build, or asks a running one to stop.
     fn cancel(
@@ -503,8 +574,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Why a running build was asked to stop, if it was.
     fn cancel_reason(&self, build: i64) -> BoxFuture<'_, Result<Option<String>, StoreError>>;
 
-    /// On start: builds left `running` are re-queued with attempt + 1, or
-    /// end as `error` if this was their second interruption.
+    /// On start: builds left `running` (by this node, where several share
+    /// the store) are re-queued with attempt + 1, or end as `error` if this
+    /// was their second interruption. [`Store::recover`] also rescues.
     fn recover(&self) -> BoxFuture<'_, Result<Recovery, StoreError>>;
 
     /// Deletes finished builds of `pipeline` beyond the newest `keep`;
@@ -700,26 +772,44 @@ pub struct Store {
     events: tokio::sync::broadcast::Sender<StoreEvent>,
     /// Stops hearing other processes once the last handle is dropped.
     _hearing: Option<Arc<tokio_util::sync::DropGuard>>,
+    /// This handle's runner id and lease length: what its claims record.
+    holder: Holder,
+    /// The (build, attempt)s this handle claimed and has not ended, each
+    /// with whether its lease is lost (not renewed, or not in time: nothing
+    /// more is written for it, and it is no longer renewed). The fence of
+    /// its writes.
+    held: Arc<std::sync::Mutex<std::collections::HashMap<(i64, i64), bool>>>,
+    /// The claim whose run this handle serves ([`Store::for_run`]): its
+    /// writes for that build carry that attempt, even once the same
+    /// process claimed the build again.
+    pinned: Option<(i64, i64)>,
+}
+
+/// A runner id: `node` and a nonce, so that a restarted process (or
+/// another handle) is another runner.
+fn runner_id(node: &str) -> String {
+    format!("{node}/{:08x}", rand::random::<u32>())
 }
 
 impl Store {
     /// Opens (creating and migrating) the SQLite store at `path`.
     pub fn open_sqlite(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         let backend = sqlite::SqliteBackend::open(path, options)?;
-        Ok(Store::with_backend(Arc::new(backend)))
+        Ok(Store::with_backend(Arc::new(backend), "local"))
     }
 
     /// Opens (migrating) the PostgreSQL store `pg` names. Fails `Down`
     /// when the server cannot be reached, `Failed` when it refuses.
     pub async fn open_postgres(pg: PgOptions, options: StoreOptions) -> Result<Store, StoreError> {
+        let node = pg.node.clone();
         let backend = postgres::PostgresBackend::open(pg, options).await?;
-        Ok(Store::with_backend(Arc::new(backend)))
+        Ok(Store::with_backend(Arc::new(backend), &node))
     }
 
     /// A handle over `backend`; what other processes announce wakes this
     /// one's workers and reporter and reaches its runners, as its own
     /// writes do (must run inside a runtime when the backend announces).
-    fn with_backend(backend: Arc<dyn Backend>) -> Store {
+    fn with_backend(backend: Arc<dyn Backend>, node: &str) -> Store {
         let queued = Arc::new(Notify::new());
         let reports = Arc::new(Notify::new());
         let events = tokio::sync::broadcast::channel(256).0;
@@ -760,7 +850,178 @@ impl Store {
             reports,
             events,
             _hearing: hearing,
+            holder: Holder {
+                runner: runner_id(node),
+                lease_ms: DEFAULT_LEASE.as_millis() as i64,
+            },
+            held: Arc::default(),
+            pinned: None,
         }
+    }
+
+    /// This handle with leases of `lease` (the `lease` key; at least 1 s).
+    pub fn with_lease(mut self, lease: std::time::Duration) -> Store {
+        self.holder.lease_ms = lease.as_millis().clamp(1_000, i64::MAX as u128) as i64;
+        self
+    }
+
+    /// A handle on the same store that claims as another runner (a runner
+    /// id of its own, no builds held): what a second process would be.
+    pub fn another_runner(&self) -> Store {
+        let node = self
+            .holder
+            .runner
+            .rsplit_once('/')
+            .map_or("local", |(n, _)| n);
+        let mut other = self.clone();
+        other.holder.runner = runner_id(node);
+        other.held = Arc::default();
+        other.pinned = None;
+        other
+    }
+
+    /// This handle's runner id.
+    pub fn runner_id(&self) -> &str {
+        &self.holder.runner
+    }
+
+    /// How long a lease lasts.
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.holder.lease_ms.max(0) as u64)
+    }
+
+    /// True when other processes may share this store: leases must be
+    /// renewed and expired ones rescued (not on embedded SQLite, which one
+    /// process opens).
+    pub fn shared(&self) -> bool {
+        self._hearing.is_some()
+    }
+
+    fn held_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(i64, i64), bool>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A handle for the run of `build` this handle claimed: its writes for
+    /// the build are fenced by that claim's attempt.
+    pub fn for_run(&self, build: &Build) -> Store {
+        let mut run = self.clone();
+        run.pinned = Some((build.id, build.attempt));
+        run
+    }
+
+    /// The claim of `build` this handle's writes are for: the pinned one,
+    /// else the newest held.
+    fn claim_of(&self, build: i64) -> Option<(i64, i64)> {
+        match self.pinned {
+            Some((b, a)) if b == build => Some((b, a)),
+            _ => self
+                .held_lock()
+                .keys()
+                .filter(|(b, _)| *b == build)
+                .max()
+                .copied(),
+        }
+    }
+
+    /// The fence of this handle's writes for `build`: `None` for a build
+    /// it did not claim; [`StoreError::Fenced`] at once for one whose lease
+    /// it knows it lost.
+    fn fence(&self, build: i64) -> Result<Option<Fence>, StoreError> {
+        let Some(claim) = self.claim_of(build) else {
+            return Ok(None);
+        };
+        match self.held_lock().get(&claim) {
+            // Released: its end was written; nothing more is.
+            None => Err(StoreError::Fenced),
+            Some(true) => Err(StoreError::Fenced),
+            Some(false) => Ok(Some(Fence {
+                runner: self.holder.runner.clone(),
+                attempt: claim.1,
+            })),
+        }
+    }
+
+    /// Forgets `build`'s lease once its end is written; once refused, the
+    /// lease is lost (any later write for it is refused at once).
+    fn release(&self, build: i64, result: &Result<(), StoreError>) {
+        let Some(claim) = self.claim_of(build) else {
+            return;
+        };
+        let mut held = self.held_lock();
+        match result {
+            Ok(()) => {
+                held.remove(&claim);
+            }
+            Err(StoreError::Fenced) => {
+                if let Some(lost) = held.get_mut(&claim) {
+                    *lost = true;
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Renews the leases of the builds this handle holds; returns the ids
+    /// of those it lost (rescued, or claimed by another runner since):
+    /// nothing more is written for them. See [`Backend::renew`].
+    pub async fn renew(&self) -> Result<Vec<i64>, StoreError> {
+        let claims: Vec<(i64, i64)> = self
+            .held_lock()
+            .iter()
+            .filter(|(_, lost)| !**lost)
+            .map(|(claim, _)| *claim)
+            .collect();
+        let mut ids: Vec<i64> = claims.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let renewed = self
+            .backend
+            .renew(
+                self.holder.runner.clone(),
+                self.holder.lease_ms,
+                ids.clone(),
+            )
+            .await?;
+        let renewed: std::collections::HashSet<(i64, i64)> = renewed.into_iter().collect();
+        let mut held = self.held_lock();
+        let mut lost = Vec::new();
+        for claim in claims {
+            if !renewed.contains(&claim)
+                && let Some(l) = held.get_mut(&claim)
+            {
+                *l = true;
+                lost.push(claim.0);
+            }
+        }
+        Ok(lost)
+    }
+
+    /// Gives up every lease this handle holds (it could not renew them in
+    /// time: another runner may take their builds): nothing more is written
+    /// for them, and they are no longer renewed. Returns their ids.
+    pub fn abandon_leases(&self) -> Vec<i64> {
+        let mut held = self.held_lock();
+        let mut lost = Vec::new();
+        for ((id, _), l) in held.iter_mut() {
+            if !*l {
+                *l = true;
+                lost.push(*id);
+            }
+        }
+        lost
+    }
+
+    /// See [`Backend::rescue`]. Wakes the workers and the reporter when
+    /// something was rescued.
+    pub async fn rescue(&self) -> Result<Recovery, StoreError> {
+        let rescued = self.backend.rescue().await?;
+        if !rescued.requeued.is_empty() || !rescued.failed.is_empty() {
+            self.wake_workers();
+        }
+        Ok(rescued)
     }
 
     /// Records deliveries and their builds; see [`Backend::record_deliveries`].
@@ -860,8 +1121,9 @@ impl Store {
 
     /// See [`Backend::claim_next`].
     pub async fn claim_next(&self, policy: ClaimPolicy) -> Result<Option<Build>, StoreError> {
-        let claimed = self.backend.claim_next(policy).await?;
-        if claimed.is_some() {
+        let claimed = self.backend.claim_next(policy, self.holder.clone()).await?;
+        if let Some(build) = &claimed {
+            self.held_lock().insert((build.id, build.attempt), false);
             self.reports_changed();
         }
         Ok(claimed)
@@ -876,17 +1138,23 @@ impl Store {
                 skipped: None,
             })
             .collect();
-        self.backend.set_steps(build, steps).await
+        self.backend
+            .set_steps(build, steps, self.fence(build)?)
+            .await
     }
 
     /// Records a build's steps, some skipped; see [`Backend::set_steps`].
     pub async fn plan_steps(&self, build: i64, steps: Vec<PlannedStep>) -> Result<(), StoreError> {
-        self.backend.set_steps(build, steps).await
+        self.backend
+            .set_steps(build, steps, self.fence(build)?)
+            .await
     }
 
     /// See [`Backend::step_started`].
     pub async fn step_started(&self, build: i64, idx: usize) -> Result<(), StoreError> {
-        self.backend.step_started(build, idx).await
+        self.backend
+            .step_started(build, idx, self.fence(build)?)
+            .await
     }
 
     /// See [`Backend::step_finished`].
@@ -898,7 +1166,7 @@ impl Store {
         exit_code: Option<i32>,
     ) -> Result<(), StoreError> {
         self.backend
-            .step_finished(build, idx, status, exit_code)
+            .step_finished(build, idx, status, exit_code, self.fence(build)?)
             .await
     }
 
@@ -915,14 +1183,24 @@ impl Store {
         status: BuildStatus,
         reason: Option<String>,
     ) -> Result<(), StoreError> {
-        self.backend.finish(build, status, reason).await?;
+        let result = match self.fence(build) {
+            Ok(fence) => self.backend.finish(build, status, reason, fence).await,
+            Err(e) => Err(e),
+        };
+        self.release(build, &result);
+        result?;
         self.wake_workers();
         Ok(())
     }
 
     /// See [`Backend::requeue`].
     pub async fn requeue(&self, build: i64, reason: String) -> Result<(), StoreError> {
-        self.backend.requeue(build, reason).await?;
+        let result = match self.fence(build) {
+            Ok(fence) => self.backend.requeue(build, reason, fence).await,
+            Err(e) => Err(e),
+        };
+        self.release(build, &result);
+        result?;
         self.wake_workers();
         Ok(())
     }
@@ -959,7 +1237,11 @@ impl Store {
 
     /// See [`Backend::recover`].
     pub async fn recover(&self) -> Result<Recovery, StoreError> {
-        let recovery = self.backend.recover().await?;
+        let mut recovery = self.backend.recover().await?;
+        // And those of runners whose lease ran out meanwhile.
+        let rescued = self.backend.rescue().await?;
+        recovery.requeued.extend(rescued.requeued);
+        recovery.failed.extend(rescued.failed);
         self.reports_changed();
         Ok(recovery)
     }
@@ -1065,6 +1347,13 @@ where
         last = write().await;
         match &last {
             Ok(()) => return Ok(()),
+            Err(StoreError::Fenced) => {
+                tracing::warn!(
+                    build,
+                    "{what} not recorded: this runner lost the build's lease"
+                );
+                return last;
+            }
             Err(e) => {
                 tracing::error!(build, attempt, error = %e, "cannot record {what}");
                 if attempt < 5 {

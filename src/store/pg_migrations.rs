@@ -131,6 +131,19 @@ pub(super) const MIGRATIONS: &[(usize, &str)] = &[
     ALTER TABLE builds ADD COLUMN pull_request text;
     "#,
     ),
+    // 12: leases (SQLite's 12). A claim records the claiming runner's id
+    // (its node and a nonce drawn at start) and when its lease runs out, by
+    // the database's clock; a runner's writes for the build are fenced by
+    // runner id and attempt, and a build whose lease ran out is rescued.
+    (
+        12,
+        r#"
+    ALTER TABLE builds ADD COLUMN runner_id text;
+    ALTER TABLE builds ADD COLUMN lease_expires_at timestamptz;
+    CREATE INDEX builds_running_lease ON builds (lease_expires_at)
+        WHERE status = 'running';
+    "#,
+    ),
 ];
 
 /// The newest schema this build knows.

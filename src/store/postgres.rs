@@ -14,9 +14,9 @@ use super::outbox::{self, NewReport, Outbox, StateChange};
 use super::pg_migrations;
 use super::{
     Announce, ApproveOutcome, Backend, BoxFuture, Build, BuildFilter, BuildOrigin, BuildStatus,
-    CancelOutcome, Cause, ClaimPolicy, Fault, Manual, NewBuild, NewDelivery, PlannedStep, Recorded,
-    Recovery, ReportJob, ReportOutcome, ReportRecord, ReportedState, StepRecord, StepStatus,
-    StoreError, StoreOptions,
+    CancelOutcome, Cause, ClaimPolicy, Fault, Fence, Holder, LEASE_LOST, LEASE_LOST_TWICE, Manual,
+    NewBuild, NewDelivery, PlannedStep, Recorded, Recovery, ReportJob, ReportOutcome, ReportRecord,
+    ReportedState, StepRecord, StepStatus, StoreError, StoreOptions,
 };
 use crate::model::{CommitId, Host, PushEvent, RefKind};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -917,6 +917,7 @@ async fn claim(
     outbox: &mut Collected,
     policy: &ClaimPolicy,
     node: &str,
+    holder: &Holder,
 ) -> Result<Option<Build>, StoreError> {
     lock(tx, CLAIM_LOCK).await?;
     let mut busy = HashSet::new();
@@ -966,12 +967,20 @@ async fn claim(
     };
     let sql = format!(
         "UPDATE builds SET status = 'running', started_at = $2, finished_at = NULL,
-             reason = NULL, cancel_reason = NULL, run_parallel = $3, runner = $4
+             reason = NULL, cancel_reason = NULL, run_parallel = $3, runner = $4,
+             runner_id = $5, lease_expires_at = now() + $6 * interval '1 millisecond'
          WHERE id = $1 AND status = 'queued'
          RETURNING {BUILD_COLUMNS}, report_context"
     );
     let now = OffsetDateTime::now_utc();
-    let Some(row) = tx.query_opt(&sql, &[&id, &now, &parallel, &node]).await? else {
+    let lease_ms = holder.lease_ms as f64;
+    let Some(row) = tx
+        .query_opt(
+            &sql,
+            &[&id, &now, &parallel, &node, &holder.runner, &lease_ms],
+        )
+        .await?
+    else {
         return Ok(None);
     };
     let build = build_from_row(&row)?;
@@ -986,6 +995,28 @@ async fn claim(
     };
     outbox::state_changed(outbox, change, OffsetDateTime::now_utc())?;
     Ok(Some(build))
+}
+
+/// Refuses a runner's write for `build` unless the build is `running` under
+/// the fence's runner id and attempt, and locks its row until the write
+/// commits (a rescue waits for it, or it sees the rescue). No fence: the
+/// write is not a runner's.
+async fn held(tx: &Transaction<'_>, build: i64, fence: Option<&Fence>) -> Result<(), StoreError> {
+    let Some(fence) = fence else {
+        return Ok(());
+    };
+    let row = tx
+        .query_opt(
+            "SELECT 1 FROM builds
+             WHERE id = $1 AND status = 'running' AND runner_id = $2 AND attempt = $3
+             FOR UPDATE",
+            &[&build, &fence.runner, &fence.attempt],
+        )
+        .await?;
+    match row {
+        Some(_) => Ok(()),
+        None => Err(StoreError::Fenced),
+    }
 }
 
 /// The oldest queued build of `pipeline` that may run now: among its
@@ -1202,10 +1233,100 @@ impl Backend for PostgresBackend {
         })
     }
 
-    fn claim_next(&self, policy: ClaimPolicy) -> BoxFuture<'_, Result<Option<Build>, StoreError>> {
+    fn claim_next(
+        &self,
+        policy: ClaimPolicy,
+        holder: Holder,
+    ) -> BoxFuture<'_, Result<Option<Build>, StoreError>> {
         let node = self.node.clone();
         Box::pin(self.write(move |tx, outbox| {
-            Box::pin(async move { claim(tx, outbox, &policy, &node).await })
+            Box::pin(async move { claim(tx, outbox, &policy, &node, &holder).await })
+        }))
+    }
+
+    fn renew(
+        &self,
+        runner: String,
+        lease_ms: i64,
+        builds: Vec<i64>,
+    ) -> BoxFuture<'_, Result<Vec<(i64, i64)>, StoreError>> {
+        Box::pin(async move {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "UPDATE builds SET lease_expires_at = now() + $2 * interval '1 millisecond'
+                     WHERE runner_id = $1 AND status = 'running' AND id = ANY($3)
+                     RETURNING id, attempt",
+                    &[&runner, &(lease_ms as f64), &builds],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        })
+    }
+
+    fn rescue(&self) -> BoxFuture<'_, Result<Recovery, StoreError>> {
+        Box::pin(self.write(move |tx, outbox| {
+            Box::pin(async move {
+                let now = OffsetDateTime::now_utc();
+                // Locked in id order, as claims and finishes lock one row.
+                let rows = tx
+                    .query(
+                        "WITH lost AS (
+                             SELECT id FROM builds
+                             WHERE status = 'running' AND lease_expires_at < now()
+                             ORDER BY id FOR UPDATE)
+                         UPDATE builds b SET
+                             status = CASE WHEN b.attempt >= 2 THEN 'error' ELSE 'queued' END,
+                             attempt = CASE WHEN b.attempt >= 2 THEN b.attempt
+                                            ELSE b.attempt + 1 END,
+                             reason = CASE WHEN b.attempt >= 2 THEN $2::text ELSE $3::text END,
+                             finished_at = CASE WHEN b.attempt >= 2 THEN $1::timestamptz END,
+                             started_at = CASE WHEN b.attempt >= 2 THEN b.started_at END,
+                             cancel_reason = NULL, runner = NULL, runner_id = NULL,
+                             lease_expires_at = NULL
+                         FROM lost WHERE b.id = lost.id
+                         RETURNING b.id, b.report_context, b.path_filters, b.status",
+                        &[&now, &LEASE_LOST_TWICE, &LEASE_LOST],
+                    )
+                    .await?;
+                let mut requeued = Vec::new();
+                let mut failed = Vec::new();
+                for r in &rows {
+                    let row: ChangedRow = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                    let status: String = r.try_get(3)?;
+                    if status == "error" {
+                        failed.push(row);
+                    } else {
+                        requeued.push(row);
+                    }
+                }
+                changed(
+                    outbox,
+                    &failed,
+                    BuildStatus::Running,
+                    BuildStatus::Error,
+                    Some(LEASE_LOST_TWICE),
+                )?;
+                changed(
+                    outbox,
+                    &requeued,
+                    BuildStatus::Running,
+                    BuildStatus::Queued,
+                    Some(LEASE_LOST),
+                )?;
+                let failed: Vec<i64> = failed.into_iter().map(|(id, ..)| id).collect();
+                tx.execute(
+                    "UPDATE steps SET status = 'skipped'
+                     WHERE status IN ('pending', 'running') AND build = ANY($1)",
+                    &[&failed],
+                )
+                .await?;
+                let requeued = requeued.into_iter().map(|(id, ..)| id).collect();
+                Ok(Recovery { requeued, failed })
+            })
         }))
     }
 
@@ -1213,9 +1334,11 @@ impl Backend for PostgresBackend {
         &self,
         build: i64,
         steps: Vec<PlannedStep>,
+        fence: Option<Fence>,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.write(move |tx, _| {
             Box::pin(async move {
+                held(tx, build, fence.as_ref()).await?;
                 tx.execute("DELETE FROM steps WHERE build = $1", &[&build])
                     .await?;
                 let insert = tx
@@ -1234,18 +1357,24 @@ impl Backend for PostgresBackend {
         }))
     }
 
-    fn step_started(&self, build: i64, idx: usize) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.client()
-                .await?
-                .execute(
+    fn step_started(
+        &self,
+        build: i64,
+        idx: usize,
+        fence: Option<Fence>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |tx, _| {
+            Box::pin(async move {
+                held(tx, build, fence.as_ref()).await?;
+                tx.execute(
                     "UPDATE steps SET status = 'running', started_at = $3
                      WHERE build = $1 AND idx = $2",
                     &[&build, &(idx as i64), &OffsetDateTime::now_utc()],
                 )
                 .await?;
-            Ok(())
-        })
+                Ok(())
+            })
+        }))
     }
 
     fn step_finished(
@@ -1254,11 +1383,12 @@ impl Backend for PostgresBackend {
         idx: usize,
         status: StepStatus,
         exit_code: Option<i32>,
+        fence: Option<Fence>,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.client()
-                .await?
-                .execute(
+        Box::pin(self.write(move |tx, _| {
+            Box::pin(async move {
+                held(tx, build, fence.as_ref()).await?;
+                tx.execute(
                     "UPDATE steps SET status = $3, exit_code = $4, finished_at = $5
                      WHERE build = $1 AND idx = $2",
                     &[
@@ -1270,8 +1400,9 @@ impl Backend for PostgresBackend {
                     ],
                 )
                 .await?;
-            Ok(())
-        })
+                Ok(())
+            })
+        }))
     }
 
     fn steps(&self, build: i64) -> BoxFuture<'_, Result<Vec<StepRecord>, StoreError>> {
@@ -1308,9 +1439,11 @@ impl Backend for PostgresBackend {
         build: i64,
         status: BuildStatus,
         reason: Option<String>,
+        fence: Option<Fence>,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.write(move |tx, outbox| {
             Box::pin(async move {
+                held(tx, build, fence.as_ref()).await?;
                 let before: Option<String> = tx
                     .query_opt(
                         "SELECT status FROM builds WHERE id = $1 FOR UPDATE",
@@ -1321,7 +1454,8 @@ impl Backend for PostgresBackend {
                     .transpose()?;
                 let rows = tx
                     .query(
-                        "UPDATE builds SET status = $2, reason = $3, finished_at = $4
+                        "UPDATE builds SET status = $2, reason = $3, finished_at = $4,
+                             lease_expires_at = NULL
                          WHERE id = $1 AND status IN ('queued', 'running')
                          RETURNING id, report_context, path_filters",
                         &[
@@ -1351,13 +1485,20 @@ impl Backend for PostgresBackend {
         }))
     }
 
-    fn requeue(&self, build: i64, reason: String) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn requeue(
+        &self,
+        build: i64,
+        reason: String,
+        fence: Option<Fence>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.write(move |tx, outbox| {
             Box::pin(async move {
+                held(tx, build, fence.as_ref()).await?;
                 let rows = tx
                     .query(
                         "UPDATE builds SET status = 'queued', reason = $2, started_at = NULL,
-                             cancel_reason = NULL, runner = NULL
+                             cancel_reason = NULL, runner = NULL, runner_id = NULL,
+                             lease_expires_at = NULL
                          WHERE id = $1 AND status = 'running'
                          RETURNING id, report_context, path_filters",
                         &[&build, &reason],
@@ -1513,7 +1654,7 @@ impl Backend for PostgresBackend {
                 let rows = tx
                     .query(
                         "UPDATE builds SET status = 'error', reason = $2, finished_at = $1,
-                             runner = NULL
+                             runner = NULL, runner_id = NULL, lease_expires_at = NULL
                          WHERE status = 'running' AND runner = $3 AND attempt >= 2
                          RETURNING id, report_context, path_filters",
                         &[&now, &INTERRUPTED_TWICE, &node],
@@ -1537,7 +1678,8 @@ impl Backend for PostgresBackend {
                 let rows = tx
                     .query(
                         "UPDATE builds SET status = 'queued', attempt = attempt + 1,
-                             reason = $1, started_at = NULL, cancel_reason = NULL, runner = NULL
+                             reason = $1, started_at = NULL, cancel_reason = NULL, runner = NULL,
+                             runner_id = NULL, lease_expires_at = NULL
                          WHERE status = 'running' AND runner = $2
                          RETURNING id, report_context, path_filters",
                         &[&INTERRUPTED, &node],

@@ -11,9 +11,9 @@ use super::migrations;
 use super::outbox::{self, NewReport, Outbox, StateChange};
 use super::{
     ApproveOutcome, Backend, BoxFuture, Build, BuildFilter, BuildOrigin, BuildStatus,
-    CancelOutcome, ClaimPolicy, Manual, NewBuild, NewDelivery, PlannedStep, Recorded, Recovery,
-    ReportJob, ReportOutcome, ReportRecord, ReportedState, StepRecord, StepStatus, StoreError,
-    StoreOptions, now_rfc3339,
+    CancelOutcome, ClaimPolicy, Fence, Holder, LEASE_LOST, LEASE_LOST_TWICE, Manual, NewBuild,
+    NewDelivery, PlannedStep, Recorded, Recovery, ReportJob, ReportOutcome, ReportRecord,
+    ReportedState, StepRecord, StepStatus, StoreError, StoreOptions, now_rfc3339,
 };
 use super::{Cause, Fault};
 use crate::model::{CommitId, Host, PushEvent, RefKind};
@@ -574,7 +574,31 @@ fn supersede(
 /// them wait behind running ones, one index probe per queued ref of it. The
 /// queued rows are found through two partial indexes that hold queued builds
 /// only (migration 6).
-fn claim(conn: &Connection, policy: &ClaimPolicy) -> Result<Option<Build>, StoreError> {
+/// Now, in Unix milliseconds (leases on SQLite: one box, one clock).
+fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Refuses a runner's write for `build` unless the build is `running` under
+/// the fence's runner id and attempt. No fence: the write is not a runner's.
+fn held(conn: &Connection, build: i64, fence: Option<&Fence>) -> Result<(), StoreError> {
+    let Some(fence) = fence else {
+        return Ok(());
+    };
+    conn.prepare_cached(
+        "SELECT 1 FROM builds
+         WHERE id = ?1 AND status = 'running' AND runner_id = ?2 AND attempt = ?3",
+    )?
+    .query_row(params![build, fence.runner, fence.attempt], |_| Ok(()))
+    .optional()?
+    .ok_or(StoreError::Fenced)
+}
+
+fn claim(
+    conn: &Connection,
+    policy: &ClaimPolicy,
+    holder: &Holder,
+) -> Result<Option<Build>, StoreError> {
     let mut busy = std::collections::HashSet::new();
     let mut running: std::collections::HashMap<String, usize> = Default::default();
     {
@@ -607,13 +631,14 @@ fn claim(conn: &Connection, policy: &ClaimPolicy) -> Result<Option<Build>, Store
     let now = now_rfc3339();
     let sql = format!(
         "UPDATE builds SET status = 'running', started_at = ?2, finished_at = NULL,
-             reason = NULL, cancel_reason = NULL
+             reason = NULL, cancel_reason = NULL, runner_id = ?3, lease_expires_ms = ?4
          WHERE id = ?1 AND status = 'queued'
          RETURNING {BUILD_COLUMNS}, report_context"
     );
+    let expires = now_ms().saturating_add(holder.lease_ms);
     let claimed = conn
         .prepare_cached(&sql)?
-        .query_row(params![id, now], |r| {
+        .query_row(params![id, now, holder.runner, expires], |r| {
             Ok((
                 build_from_row(r)?,
                 r.get::<_, Option<String>>(BUILD_COLUMN_COUNT)?,
@@ -930,16 +955,97 @@ impl Backend for SqliteBackend {
         }))
     }
 
-    fn claim_next(&self, policy: ClaimPolicy) -> BoxFuture<'_, Result<Option<Build>, StoreError>> {
-        Box::pin(self.write(move |conn| claim(conn, &policy)))
+    fn claim_next(
+        &self,
+        policy: ClaimPolicy,
+        holder: Holder,
+    ) -> BoxFuture<'_, Result<Option<Build>, StoreError>> {
+        Box::pin(self.write(move |conn| claim(conn, &policy, &holder)))
+    }
+
+    fn renew(
+        &self,
+        runner: String,
+        lease_ms: i64,
+        builds: Vec<i64>,
+    ) -> BoxFuture<'_, Result<Vec<(i64, i64)>, StoreError>> {
+        Box::pin(self.write(move |conn| {
+            let expires = now_ms().saturating_add(lease_ms);
+            let mut renew = conn.prepare_cached(
+                "UPDATE builds SET lease_expires_ms = ?2
+                 WHERE id = ?3 AND runner_id = ?1 AND status = 'running'
+                 RETURNING attempt",
+            )?;
+            let mut renewed = Vec::new();
+            for id in builds {
+                if let Some(attempt) = renew
+                    .query_row(params![runner, expires, id], |r| r.get::<_, i64>(0))
+                    .optional()?
+                {
+                    renewed.push((id, attempt));
+                }
+            }
+            Ok(renewed)
+        }))
+    }
+
+    fn rescue(&self) -> BoxFuture<'_, Result<Recovery, StoreError>> {
+        Box::pin(self.write(|conn| {
+            let (now, at) = (now_rfc3339(), now_ms());
+            let failed = conn
+                .prepare_cached(
+                    "UPDATE builds SET status = 'error', reason = ?2, finished_at = ?1,
+                         cancel_reason = NULL, runner_id = NULL, lease_expires_ms = NULL
+                     WHERE status = 'running' AND lease_expires_ms < ?3 AND attempt >= 2
+                     RETURNING id, report_context, path_filters",
+                )?
+                .query_map(params![&now, LEASE_LOST_TWICE, at], changed_row)?
+                .collect::<rusqlite::Result<Vec<ChangedRow>>>()?;
+            changed(
+                conn,
+                &failed,
+                BuildStatus::Running,
+                BuildStatus::Error,
+                Some(LEASE_LOST_TWICE),
+            )?;
+            let failed: Vec<i64> = failed.into_iter().map(|(id, ..)| id).collect();
+            for id in &failed {
+                conn.prepare_cached(
+                    "UPDATE steps SET status = 'skipped'
+                     WHERE build = ?1 AND status IN ('pending', 'running')",
+                )?
+                .execute([id])?;
+            }
+            let requeued = conn
+                .prepare_cached(
+                    "UPDATE builds SET status = 'queued', attempt = attempt + 1,
+                         reason = ?1, started_at = NULL, cancel_reason = NULL,
+                         runner_id = NULL, lease_expires_ms = NULL
+                     WHERE status = 'running' AND lease_expires_ms < ?2
+                     RETURNING id, report_context, path_filters",
+                )?
+                .query_map(params![LEASE_LOST, at], changed_row)?
+                .collect::<rusqlite::Result<Vec<ChangedRow>>>()?;
+            changed(
+                conn,
+                &requeued,
+                BuildStatus::Running,
+                BuildStatus::Queued,
+                Some(LEASE_LOST),
+            )?;
+            let requeued = requeued.into_iter().map(|(id, ..)| id).collect();
+            Ok(Recovery { requeued, failed })
+        }))
     }
 
     fn set_steps(
         &self,
         build: i64,
         steps: Vec<PlannedStep>,
+        fence: Option<Fence>,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.write(move |conn| {
+            held(conn, build, fence.as_ref())?;
             conn.prepare_cached("DELETE FROM steps WHERE build = ?1")?
                 .execute([build])?;
             let mut insert = conn.prepare_cached(
@@ -953,8 +1059,14 @@ impl Backend for SqliteBackend {
         }))
     }
 
-    fn step_started(&self, build: i64, idx: usize) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn step_started(
+        &self,
+        build: i64,
+        idx: usize,
+        fence: Option<Fence>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.write(move |conn| {
+            held(conn, build, fence.as_ref())?;
             conn.prepare_cached(
                 "UPDATE steps SET status = 'running', started_at = ?3
                  WHERE build = ?1 AND idx = ?2",
@@ -970,8 +1082,10 @@ impl Backend for SqliteBackend {
         idx: usize,
         status: StepStatus,
         exit_code: Option<i32>,
+        fence: Option<Fence>,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.write(move |conn| {
+            held(conn, build, fence.as_ref())?;
             conn.prepare_cached(
                 "UPDATE steps SET status = ?3, exit_code = ?4, finished_at = ?5
                  WHERE build = ?1 AND idx = ?2",
@@ -1013,8 +1127,10 @@ impl Backend for SqliteBackend {
         build: i64,
         status: BuildStatus,
         reason: Option<String>,
+        fence: Option<Fence>,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.write(move |conn| {
+            held(conn, build, fence.as_ref())?;
             let now = now_rfc3339();
             let before: Option<String> = conn
                 .prepare_cached("SELECT status FROM builds WHERE id = ?1")?
@@ -1022,7 +1138,8 @@ impl Backend for SqliteBackend {
                 .optional()?;
             let rows = conn
                 .prepare_cached(
-                    "UPDATE builds SET status = ?2, reason = ?3, finished_at = ?4
+                    "UPDATE builds SET status = ?2, reason = ?3, finished_at = ?4,
+                         lease_expires_ms = NULL
                      WHERE id = ?1 AND status IN ('queued', 'running')
                      RETURNING id, report_context, path_filters",
                 )?
@@ -1039,12 +1156,18 @@ impl Backend for SqliteBackend {
         }))
     }
 
-    fn requeue(&self, build: i64, reason: String) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn requeue(
+        &self,
+        build: i64,
+        reason: String,
+        fence: Option<Fence>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.write(move |conn| {
+            held(conn, build, fence.as_ref())?;
             let rows = conn
                 .prepare_cached(
                     "UPDATE builds SET status = 'queued', reason = ?2, started_at = NULL,
-                         cancel_reason = NULL
+                         cancel_reason = NULL, runner_id = NULL, lease_expires_ms = NULL
                      WHERE id = ?1 AND status = 'running'
                      RETURNING id, report_context, path_filters",
                 )?
@@ -1169,7 +1292,7 @@ impl Backend for SqliteBackend {
             let failed = conn
                 .prepare_cached(
                     "UPDATE builds SET status = 'error', reason = ?2,
-                         finished_at = ?1
+                         finished_at = ?1, runner_id = NULL, lease_expires_ms = NULL
                      WHERE status = 'running' AND attempt >= 2
                      RETURNING id, report_context, path_filters",
                 )?
@@ -1193,7 +1316,8 @@ impl Backend for SqliteBackend {
             let requeued = conn
                 .prepare_cached(
                     "UPDATE builds SET status = 'queued', attempt = attempt + 1,
-                         reason = ?1, started_at = NULL, cancel_reason = NULL
+                         reason = ?1, started_at = NULL, cancel_reason = NULL,
+                         runner_id = NULL, lease_expires_ms = NULL
                      WHERE status = 'running' RETURNING id, report_context, path_filters",
                 )?
                 .query_map([INTERRUPTED], changed_row)?
@@ -1633,7 +1757,7 @@ mod tests {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();
-        assert_eq!((version, fks), (11, 0));
+        assert_eq!((version, fks), (migrations::count() as i64, 0));
         let next: i64 = conn
             .query_row(
                 "SELECT seq FROM sqlite_sequence WHERE name = 'builds'",

@@ -646,3 +646,290 @@ async fn a_database_from_a_newer_hookci_stops_serve() {
         "{stderr}"
     );
 }
+
+/// The lease of the lease tests: short, so that they run fast.
+const SHORT_LEASE: &str = "lease = \"3s\"";
+
+/// A pipeline whose one step, on its first run only, writes its process
+/// id to `dir/pid` and sleeps; the next run ends at once. Unsandboxed, so
+/// that the step sees `dir` and its pid is this machine's.
+/// Its status reports go to `host`.
+fn first_run_hangs(up: &Upstream, dir: &Path, host: &crate::report_fake::FakeHost) -> String {
+    let (mark, pid) = (dir.join("ran"), dir.join("pid"));
+    common::pipeline_toml("s")
+        .clone_url(&up.url())
+        .table("[sandbox]\nenabled = false")
+        .table(&format!(
+            "[status]\nprovider = \"github\"\napi_url = \"{}\"\ntoken = \"tok\"\n\
+             context = \"ci/lease\"",
+            host.url()
+        ))
+        .step(
+            "work",
+            &format!(
+                "if [ ! -e {mark:?} ]; then touch {mark:?}; echo $$ > {pid:?}.tmp; \
+                 mv {pid:?}.tmp {pid:?}; sleep 600; fi; echo attempt $HOOKCI_BUILD_ID done"
+            ),
+        )
+        .to_string()
+}
+
+/// Waits (bounded) for the pid the step wrote.
+async fn step_pid(dir: &Path) -> nix::unistd::Pid {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(dir.join("pid")) {
+            return nix::unistd::Pid::from_raw(text.trim().parse().expect("a pid"));
+        }
+        assert!(Instant::now() < until, "the step never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// True while process `pid` exists (a zombie counts until reaped).
+fn alive(pid: nix::unistd::Pid) -> bool {
+    nix::sys::signal::kill(pid, None).is_ok()
+}
+
+/// The store of the installation in `schema`, as a test reads it.
+async fn open_schema(schema: &pg::Schema) -> hookci::store::Store {
+    hookci::store::Store::open_postgres(
+        hookci::store::PgOptions {
+            url: hookci::secret::Secret::new(schema.url.clone()),
+            node: "test".to_owned(),
+            pool_size: 2,
+        },
+        hookci::store::StoreOptions {
+            max_queued_builds: 100,
+        },
+    )
+    .await
+    .expect("open the store")
+}
+
+/// The states of build `id`'s status reports, in the order they were
+/// written (the outbox's order is the order they are sent in).
+async fn report_states(store: &hookci::store::Store, id: i64) -> Vec<String> {
+    store
+        .reports(id)
+        .await
+        .expect("reports")
+        .iter()
+        .map(|r| r.state.as_str().to_owned())
+        .collect()
+}
+
+/// Runner A and a receiver; A claims the build of one push and its step
+/// starts; then runner B starts. Returns (receiver guard, its URL, A, B,
+/// the build id, the step's pid, the dirs, the upstream).
+struct Lost {
+    _r: common::Daemon,
+    r: String,
+    a: common::Daemon,
+    _b: common::Daemon,
+    id: i64,
+    pid: nix::unistd::Pid,
+    a_dir: tempfile::TempDir,
+    b_dir: tempfile::TempDir,
+    _r_dir: tempfile::TempDir,
+    _shared: tempfile::TempDir,
+    _up: Upstream,
+    host: crate::report_fake::FakeHost,
+}
+
+impl Drop for Lost {
+    /// A killed runner leaves its step behind: its process group goes too.
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(self.pid, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+async fn a_runs_then_b_starts(schema: &pg::Schema, name: &str) -> Lost {
+    let up = Upstream::new(name);
+    let commit = up.push(&[("README", "x\n")], "first");
+    let shared = tempfile::tempdir().unwrap();
+    let host = crate::report_fake::FakeHost::start(Vec::new()).await;
+    let toml = first_run_hangs(&up, shared.path(), &host);
+    let (r_dir, a_dir, b_dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    for dir in [r_dir.path(), a_dir.path(), b_dir.path()] {
+        write_pipeline(dir, &toml);
+    }
+    let (r_guard, r, _) = spawn_daemon_with_log(
+        r_dir.path(),
+        &format!(
+            "store = {:?}\nnode = \"r\"\nrole = \"receiver\"\n{SHORT_LEASE}",
+            schema.url
+        ),
+    );
+    let a = spawn_runner(
+        a_dir.path(),
+        &format!(
+            "store = {:?}\nnode = \"a\"\nmax_parallel_builds = 1\nshutdown_grace = \"0s\"\n{SHORT_LEASE}",
+            schema.url
+        ),
+    );
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "one");
+    let id = common::queue_github(&r, "app", "s", &format!("{name}-1"), &body).await[0];
+    let pid = step_pid(shared.path()).await;
+    let b = spawn_runner(
+        b_dir.path(),
+        &format!(
+            "store = {:?}\nnode = \"b\"\nmax_parallel_builds = 1\n{SHORT_LEASE}",
+            schema.url
+        ),
+    );
+    Lost {
+        _r: r_guard,
+        r,
+        a,
+        _b: b,
+        id,
+        pid,
+        a_dir,
+        b_dir,
+        _r_dir: r_dir,
+        _shared: shared,
+        _up: up,
+        host,
+    }
+}
+
+/// The states the fake host received, once it received a final one
+/// (bounded): each is sent after every older one, so a `success` never
+/// comes before a `pending`.
+async fn states_until_final(host: &crate::report_fake::FakeHost) -> Vec<String> {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let states: Vec<String> = host
+            .seen()
+            .iter()
+            .map(|s| s.json()["state"].as_str().unwrap_or("?").to_owned())
+            .collect();
+        if states.iter().any(|s| s != "pending") {
+            return states;
+        }
+        assert!(
+            Instant::now() < until,
+            "no final status arrived: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `states` are some pendings, then one `success`, last.
+fn in_order(states: &[String]) {
+    let (last, before) = states.split_last().expect("some states");
+    assert_eq!(last, "success", "{states:?}");
+    assert!(before.iter().all(|s| s == "pending"), "{states:?}");
+}
+
+/// Issue 13, test 4: `kill -9` of a runner mid-step. Its build is rescued
+/// when its lease runs out and finishes on another runner as attempt 2,
+/// within the lease plus 10 s; its reports were written in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runners_build_finishes_on_another_runner_as_attempt_2() {
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let mut lost = a_runs_then_b_starts(&schema, "killed").await;
+    let id = lost.id;
+    lost.a.kill().expect("kill -9 runner a");
+    let _ = lost.a.wait();
+    let killed = Instant::now();
+    // Bounded by the lease plus 10 s, as the issue asks.
+    let until = killed + Duration::from_secs(3 + 10);
+    let done = loop {
+        let b = common::get_build(&lost.r, id).await;
+        if let Some(b) = b.filter(|b| !matches!(b["status"].as_str(), Some("queued" | "running"))) {
+            break b;
+        }
+        assert!(
+            Instant::now() < until,
+            "build {id} did not finish within the lease plus 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["status"], "success", "{done}");
+    assert_eq!(done["attempt"], 2, "{done}");
+    let log = std::fs::read_to_string(lost.b_dir.path().join(format!("data/logs/{id}.log")))
+        .expect("B ran attempt 2");
+    assert!(log.contains("(attempt 2)"), "{log}");
+    assert!(log.contains(&format!("attempt {id} done")), "{log}");
+    let store = open_schema(&schema).await;
+    assert_eq!(
+        report_states(&store, id).await,
+        ["pending", "running", "pending", "running", "success"]
+    );
+    in_order(&states_until_final(&lost.host).await);
+}
+
+/// Issue 13, test 5: a runner paused (`SIGSTOP`) past its lease loses its
+/// build to another runner; resumed (`SIGCONT`), it kills its step, and
+/// its late writes change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_runner_kills_its_step_when_resumed_and_its_late_writes_change_nothing() {
+    use nix::sys::signal::{Signal, kill};
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let lost = a_runs_then_b_starts(&schema, "paused").await;
+    let (id, pid) = (lost.id, lost.pid);
+    let a_pid = nix::unistd::Pid::from_raw(lost.a.id() as i32);
+    kill(a_pid, Signal::SIGSTOP).expect("SIGSTOP runner a");
+    let done = common::wait_final(&lost.r, id).await;
+    assert_eq!(done["status"], "success", "{done}");
+    assert_eq!(done["attempt"], 2, "{done}");
+    assert!(alive(pid), "a's step runs on while a is paused");
+    let store = open_schema(&schema).await;
+    let reports = report_states(&store, id).await;
+    let steps = store.steps(id).await.expect("steps");
+    kill(a_pid, Signal::SIGCONT).expect("SIGCONT runner a");
+
+    // A kills its step...
+    let until = Instant::now() + Duration::from_secs(30);
+    while alive(pid) {
+        assert!(Instant::now() < until, "a's step was never stopped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and ends its attempt: its log says so, the store keeps B's end.
+    let a_log = lost.a_dir.path().join(format!("data/logs/{id}.log"));
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&a_log).unwrap_or_default();
+        if text.contains("==> build") {
+            assert!(text.contains("lost the build's lease"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < until, "a never ended its attempt: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = common::get_build(&lost.r, id).await.expect("the build");
+    assert_eq!(after["status"], "success", "{after}");
+    assert_eq!(after["attempt"], 2, "{after}");
+    assert_eq!(after["reason"], done["reason"], "{after}");
+    assert_eq!(after["finished_at"], done["finished_at"], "{after}");
+    assert_eq!(report_states(&store, id).await, reports);
+    let steps_after = store.steps(id).await.expect("steps");
+    assert_eq!(
+        steps_after
+            .iter()
+            .map(|s| (s.status, s.exit_code, s.finished_at))
+            .collect::<Vec<_>>(),
+        steps
+            .iter()
+            .map(|s| (s.status, s.exit_code, s.finished_at))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        reports,
+        ["pending", "running", "pending", "running", "success"]
+    );
+    let states = states_until_final(&lost.host).await;
+    in_order(&states);
+    // Nothing was sent after the final state.
+    assert_eq!(lost.host.seen().len(), states.len());
+}

@@ -168,7 +168,7 @@ fn bad_config_values_are_reported_with_line_column_and_one_sentence() {
         (
             "an unknown key",
             "listn = \"x\"\n".to_owned(),
-            "hookci.toml:1:1: unknown key \"listn\" in the server config; expected one of listen, public_url, data_dir, pipelines_dir, max_parallel_builds, max_queued_builds, max_body_bytes, admin_token, run_as, keep_builds, shutdown_grace, private, max_connections, header_timeout, request_timeout, max_log_bytes, max_body_bytes_in_flight, reserved_hook_connections, max_log_streams, max_log_streams_per_client, log_stream_lifetime, sandbox, limits, store, node, role, labels; did you mean \"listen\"?",
+            "hookci.toml:1:1: unknown key \"listn\" in the server config; expected one of listen, public_url, data_dir, pipelines_dir, max_parallel_builds, max_queued_builds, max_body_bytes, admin_token, run_as, keep_builds, shutdown_grace, private, max_connections, header_timeout, request_timeout, max_log_bytes, max_body_bytes_in_flight, reserved_hook_connections, max_log_streams, max_log_streams_per_client, log_stream_lifetime, sandbox, limits, store, node, role, labels, lease; did you mean \"listen\"?",
         ),
         (
             "a listen address without a port",
@@ -199,6 +199,11 @@ fn bad_config_values_are_reported_with_line_column_and_one_sentence() {
             "a bad duration",
             "shutdown_grace = \"30 seconds please\"\n".to_owned(),
             "hookci.toml:1:18: shutdown_grace \"30 seconds please\" is not a duration; write e.g. \"30s\", \"30m\" or \"1h30m\"",
+        ),
+        (
+            "a lease too short to renew",
+            "lease = \"1s\"\n".to_owned(),
+            "hookci.toml:1:9: lease must be between 2s and 1h",
         ),
         (
             "a zero request timeout",

@@ -1113,3 +1113,223 @@ async fn a_waiting_build_is_claimed_only_after_approval_and_closing_cancels() {
         assert_eq!(status(&store, other).await, BuildStatus::Queued, "{name}");
     }
 }
+
+/// Waits (a bounded while) until `store` rescues something, and returns it.
+async fn rescued(store: &Store, name: &str) -> hookci::store::Recovery {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = store.rescue().await.expect("rescue");
+        if !r.requeued.is_empty() || !r.failed.is_empty() {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{name}: nothing was rescued"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A renewed lease holds; one that runs out is rescued (attempt + 1, its
+/// reports in order), and every write its old runner makes after is
+/// refused (`Fenced`) and changes nothing, while the build runs again
+/// under another runner. A second loss ends it `error`.
+#[tokio::test]
+async fn a_lost_lease_is_rescued_once_then_errors_and_its_runners_writes_are_fenced() {
+    use std::time::Duration;
+    for (name, db) in backends().await {
+        let a = db
+            .open(options(100))
+            .await
+            .with_lease(Duration::from_secs(2));
+        let b = a.another_runner();
+        assert_ne!(a.runner_id(), b.runner_id());
+        let id = record_one(
+            &a,
+            delivery(
+                "app",
+                "lease-1",
+                vec![new_build("app", "main", Some("ci/app"), false)],
+                None,
+            ),
+        )
+        .await
+        .build_ids[0];
+        assert_eq!(claim(&a, &policy(&[])).await.map(|c| c.0), Some(id));
+        a.set_steps(id, vec!["s".into()]).await.expect("steps");
+        a.step_started(id, 0).await.expect("step started");
+
+        // Renewed before it runs out: held past the first lease's end.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(a.renew().await.expect("renew"), Vec::<i64>::new(), "{name}");
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(
+            a.rescue().await.expect("rescue"),
+            Default::default(),
+            "{name}: a renewed lease holds"
+        );
+
+        // a stops renewing: the build is rescued and b runs it.
+        let r = rescued(&a, name).await;
+        assert_eq!((r.requeued, r.failed), (vec![id], vec![]), "{name}");
+        let q = a.build(id).await.unwrap().expect("kept");
+        assert_eq!((q.status, q.attempt), (BuildStatus::Queued, 2), "{name}");
+        assert!(q.reason.unwrap_or_default().contains("lease"), "{name}");
+        // Before a learns of it, its writes are refused by the store.
+        assert!(
+            matches!(
+                a.step_finished(id, 0, StepStatus::Success, Some(0)).await,
+                Err(StoreError::Fenced)
+            ),
+            "{name}"
+        );
+        let b_claim = b.claim_next(policy(&[])).await.unwrap().expect("b claims");
+        assert_eq!((b_claim.id, b_claim.attempt), (id, 2), "{name}");
+        b.set_steps(id, vec!["s".into()]).await.expect("b's steps");
+        assert!(
+            matches!(a.step_started(id, 0).await, Err(StoreError::Fenced)),
+            "{name}"
+        );
+        assert!(
+            matches!(
+                a.finish(id, BuildStatus::Failure, Some("late".into()))
+                    .await,
+                Err(StoreError::Fenced)
+            ),
+            "{name}"
+        );
+        assert!(
+            matches!(a.requeue(id, "late".into()).await, Err(StoreError::Fenced)),
+            "{name}"
+        );
+        // b's lease renews; a's is gone.
+        assert_eq!(b.renew().await.expect("renew b"), Vec::<i64>::new());
+        let now = a.build(id).await.unwrap().expect("kept");
+        assert_eq!(
+            (now.status, now.attempt),
+            (BuildStatus::Running, 2),
+            "{name}"
+        );
+        assert!(now.reason.is_none(), "{name}: {:?}", now.reason);
+        let steps = a.steps(id).await.unwrap();
+        assert_eq!(steps[0].status, StepStatus::Pending, "{name}: {steps:?}");
+        b.step_started(id, 0).await.expect("b's step");
+        b.step_finished(id, 0, StepStatus::Success, Some(0))
+            .await
+            .expect("b's step ends");
+        b.finish(id, BuildStatus::Success, None)
+            .await
+            .expect("b ends it");
+        assert_eq!(status(&a, id).await, BuildStatus::Success, "{name}");
+        assert_eq!(
+            report_states(&a, id).await,
+            ["pending", "running", "pending", "running", "success"],
+            "{name}"
+        );
+
+        // A second build lost twice: error, its steps skipped.
+        let two = record_one(
+            &a,
+            delivery(
+                "app",
+                "lease-2",
+                vec![new_build("app", "main", Some("ci/app"), false)],
+                None,
+            ),
+        )
+        .await
+        .build_ids[0];
+        assert_eq!(claim(&a, &policy(&[])).await.map(|c| c.0), Some(two));
+        assert_eq!(rescued(&b, name).await.requeued, [two], "{name}");
+        let again = b.claim_next(policy(&[])).await.unwrap().expect("b claims");
+        assert_eq!((again.id, again.attempt), (two, 2), "{name}");
+        b.set_steps(two, vec!["s".into()]).await.expect("steps");
+        let r = rescued(&a, name).await;
+        assert_eq!((r.requeued, r.failed), (vec![], vec![two]), "{name}");
+        let e = a.build(two).await.unwrap().expect("kept");
+        assert_eq!((e.status, e.attempt), (BuildStatus::Error, 2), "{name}");
+        assert!(e.finished_at.is_some(), "{name}");
+        assert!(
+            a.steps(two)
+                .await
+                .unwrap()
+                .iter()
+                .all(|s| s.status == StepStatus::Skipped),
+            "{name}"
+        );
+        assert!(
+            matches!(
+                b.finish(two, BuildStatus::Success, None).await,
+                Err(StoreError::Fenced)
+            ),
+            "{name}"
+        );
+        assert_eq!(status(&a, two).await, BuildStatus::Error, "{name}");
+        assert_eq!(
+            report_states(&a, two).await.last().map(String::as_str),
+            Some("error"),
+            "{name}"
+        );
+        // b learns it lost nothing it still holds, a that it lost `two`
+        // (already refused: not renewed again).
+        assert_eq!(b.renew().await.expect("renew b"), Vec::<i64>::new());
+    }
+}
+
+/// A process that lost a build's lease and claimed the build again: the
+/// old run's writes still carry the old attempt and are refused; the new
+/// run's pass.
+#[tokio::test]
+async fn a_run_of_an_older_attempt_cannot_write_for_the_build_claimed_again() {
+    use std::time::Duration;
+    for (name, db) in backends().await {
+        let a = db
+            .open(options(100))
+            .await
+            .with_lease(Duration::from_secs(2));
+        let id = queue(&a, "app", "main", 1).await[0];
+        let first = a.claim_next(policy(&[])).await.unwrap().expect("claimed");
+        let old_run = a.for_run(&first);
+        old_run
+            .set_steps(id, vec!["s".into()])
+            .await
+            .expect("steps");
+        assert_eq!(rescued(&a, name).await.requeued, [id], "{name}");
+        let second = a.claim_next(policy(&[])).await.unwrap().expect("again");
+        assert_eq!((second.id, second.attempt), (id, 2), "{name}");
+        let new_run = a.for_run(&second);
+        new_run
+            .set_steps(id, vec!["s".into()])
+            .await
+            .expect("steps");
+        assert!(
+            matches!(
+                old_run.finish(id, BuildStatus::Cancelled, None).await,
+                Err(StoreError::Fenced)
+            ),
+            "{name}"
+        );
+        assert!(
+            matches!(old_run.step_started(id, 0).await, Err(StoreError::Fenced)),
+            "{name}"
+        );
+        assert_eq!(a.renew().await.expect("renew"), Vec::<i64>::new(), "{name}");
+        new_run
+            .step_started(id, 0)
+            .await
+            .expect("the new run's step");
+        new_run
+            .finish(id, BuildStatus::Success, None)
+            .await
+            .expect("the new run ends it");
+        assert_eq!(status(&a, id).await, BuildStatus::Success, "{name}");
+        // Its end written, the run writes nothing more.
+        assert!(
+            matches!(
+                new_run.finish(id, BuildStatus::Failure, None).await,
+                Err(StoreError::Fenced)
+            ),
+            "{name}"
+        );
+    }
+}
