@@ -545,7 +545,7 @@ fn time_of(b: &serde_json::Value, key: &str) -> time::OffsetDateTime {
         .expect("an RFC 3339 time")
 }
 
-/// Three runner processes drain pushes to five branches: every build
+/// Three runner processes drain 200 pushes to ten branches: every build
 /// succeeds, each branch's builds run one at a time, in the order they
 /// were queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -582,10 +582,10 @@ async fn three_runners_keep_each_branchs_order_and_run_one_build_of_it_at_a_time
         ));
         dirs.push(dir);
     }
-    let branches = ["b0", "b1", "b2", "b3", "b4"];
+    let branches: Vec<String> = (0..10).map(|b| format!("b{b}")).collect();
     let mut ids = Vec::new();
-    for n in 0..40 {
-        let branch = branches[n % branches.len()];
+    for n in 0..200 {
+        let branch = &branches[n % branches.len()];
         let body = common::github_push(
             &up.url(),
             &format!("refs/heads/{branch}"),
@@ -601,8 +601,11 @@ async fn three_runners_keep_each_branchs_order_and_run_one_build_of_it_at_a_time
         assert_eq!(b["status"], "success", "{b}");
         done.push(b);
     }
-    for branch in branches {
-        let mut of_branch: Vec<_> = done.iter().filter(|b| b["branch"] == branch).collect();
+    for branch in &branches {
+        let mut of_branch: Vec<_> = done
+            .iter()
+            .filter(|b| b["branch"] == branch.as_str())
+            .collect();
         of_branch.sort_by_key(|b| b["id"].as_i64());
         for pair in of_branch.windows(2) {
             assert!(
