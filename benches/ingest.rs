@@ -7,7 +7,10 @@
 //! `--seconds N`, `--connections N`, `--baseline-webhook` to run the same load
 //! against adnanh/webhook from Debian's `webhook` package in the same command,
 //! `--pending-reports N` to measure with N status reports pending, as a Git
-//! host outage leaves them).
+//! host outage leaves them), `--postgres` to run the same load, in the
+//! same command, against `--receivers N` (default 2) processes of
+//! `role = "receiver"` on one PostgreSQL schema of the bench's own (the
+//! connections split evenly between them), beside the SQLite figure.
 //!
 //! The load generator is a minimal HTTP/1.1 client on one thread, so that it
 //! takes as little of the machine's two cores as it can.
@@ -37,6 +40,8 @@ struct Args {
     connections: usize,
     baseline: bool,
     pending_reports: u64,
+    postgres: bool,
+    receivers: usize,
 }
 
 fn args() -> Args {
@@ -45,6 +50,8 @@ fn args() -> Args {
         connections: 32,
         baseline: false,
         pending_reports: 0,
+        postgres: false,
+        receivers: 2,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -52,6 +59,8 @@ fn args() -> Args {
             "--seconds" => a.seconds = it.next().and_then(|v| v.parse().ok()).unwrap_or(10),
             "--connections" => a.connections = it.next().and_then(|v| v.parse().ok()).unwrap_or(32),
             "--baseline-webhook" => a.baseline = true,
+            "--postgres" => a.postgres = true,
+            "--receivers" => a.receivers = it.next().and_then(|v| v.parse().ok()).unwrap_or(2),
             "--pending-reports" => {
                 a.pending_reports = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
             }
@@ -208,7 +217,9 @@ async fn connection(
     (acked, lat, other)
 }
 
-fn load(addr: &str, path: &str, args: &Args, seconds: u64, tag: &str, ok: u16) -> Outcome {
+/// `args.connections` connections for `seconds`, connection `c` to
+/// `addrs[c % addrs.len()]`.
+fn load(addrs: &[String], path: &str, args: &Args, seconds: u64, tag: &str, ok: u16) -> Outcome {
     let body = std::sync::Arc::new(
         std::fs::read(
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -226,7 +237,7 @@ fn load(addr: &str, path: &str, args: &Args, seconds: u64, tag: &str, ok: u16) -
         let tasks: Vec<_> = (0..args.connections)
             .map(|c| {
                 tokio::spawn(connection(
-                    addr.to_owned(),
+                    addrs[c % addrs.len()].clone(),
                     path.to_owned(),
                     format!("{tag}-{c}"),
                     body.clone(),
@@ -250,6 +261,56 @@ fn load(addr: &str, path: &str, args: &Args, seconds: u64, tag: &str, ok: u16) -
         out.elapsed = start.elapsed();
         out
     })
+}
+
+/// The same load against `args.receivers` receivers on a PostgreSQL schema
+/// of its own: the outcome, the largest peak RSS of the receivers, how many
+/// acknowledged deliveries are queued builds there, and the load average
+/// at the end. `None` when no PostgreSQL server answers.
+fn postgres_run(args: &Args, root: &Path) -> Option<(Outcome, u64, i64, String)> {
+    let schema = support::PgSchema::create()?;
+    let mut receivers = Vec::new();
+    for r in 0..args.receivers {
+        let dir = root.join(format!("receiver-{r}"));
+        std::fs::create_dir_all(dir.join("pipelines")).expect("mkdir");
+        std::fs::write(dir.join("pipelines/bench.toml"), PIPELINE).expect("pipeline");
+        let (child, addr) = support::spawn_hookci_as(
+            &dir,
+            &format!(
+                "store = {:?}\nrole = \"receiver\"\nnode = \"receiver-{r}\"\nmax_parallel_builds = 0\nmax_queued_builds = 10000000",
+                schema.url
+            ),
+            &[],
+        );
+        receivers.push((child, addr.expect("a receiver listens")));
+    }
+    let addrs: Vec<String> = receivers.iter().map(|(_, a)| a.clone()).collect();
+    let _ = load(&addrs, "/hooks/bench", args, 1, "warm", 202);
+    let out = load(&addrs, "/hooks/bench", args, args.seconds, "run", 202);
+    let load_avg = support::load_average();
+    let rss = receivers
+        .iter()
+        .map(|(c, _)| peak_rss_kib(c.id()))
+        .max()
+        .unwrap_or(0);
+    for (child, _) in receivers {
+        support::stop(child);
+    }
+    assert_eq!(out.other, 0, "a receiver answered something other than 202");
+    let stored = schema
+        .with_client(async |client| {
+            let row = client
+                .query_one(
+                    "SELECT count(*) FROM builds
+                     WHERE delivery_id = ANY($1) AND status = 'queued'",
+                    &[&out.acked],
+                )
+                .await
+                .expect("count");
+            row.get::<_, i64>(0)
+        })
+        .expect("connect to the bench schema");
+    Some((out, rss, stored, load_avg))
 }
 
 fn add_pending_reports(db: &Path, n: u64) {
@@ -320,7 +381,7 @@ fn main() {
 
     let (mut child, mut addr) = spawn_daemon(dir.path());
     // Warm up, then measure.
-    let _ = load(&addr, "/hooks/bench", &args, 1, "warm", 202);
+    let _ = load(&[addr.clone()], "/hooks/bench", &args, 1, "warm", 202);
     if args.pending_reports > 0 {
         // A host outage: N reports pending and backing off (due in a day),
         // each of its own context (so none supersedes another), over the
@@ -331,7 +392,8 @@ fn main() {
         (child, addr) = spawn_daemon(dir.path());
         println!("({} status reports pending)", args.pending_reports);
     }
-    let mut out = load(&addr, "/hooks/bench", &args, args.seconds, "run", 202);
+    let mut out = load(&[addr], "/hooks/bench", &args, args.seconds, "run", 202);
+    let sqlite_load = support::load_average();
     let rss = peak_rss_kib(child.id());
     let _ = child.kill();
     let _ = child.wait();
@@ -367,10 +429,31 @@ fn main() {
         out.acked.len(),
         "an acknowledged delivery is missing from the store"
     );
+    if args.postgres {
+        println!("(SQLite: load average {sqlite_load} at the end of its run)");
+        let name = format!("hookci, PostgreSQL, {} receivers", args.receivers);
+        match postgres_run(&args, dir.path()) {
+            Some((mut pg, rss, stored, load_avg)) => {
+                let pg_rate = report(&name, &mut pg, rss, Some(stored));
+                println!("(PostgreSQL: load average {load_avg} at the end of its run)");
+                println!(
+                    "\nPostgreSQL / SQLite throughput ratio: {:.2}",
+                    pg_rate / rate.max(1.0)
+                );
+                assert_eq!(
+                    stored as usize,
+                    pg.acked.len(),
+                    "an acknowledged delivery is missing from PostgreSQL"
+                );
+            }
+            None => println!("\n(PostgreSQL skipped: no server answers)"),
+        }
+    }
 
     if args.baseline {
         match spawn_webhook(dir.path()) {
             Some((mut child, addr)) => {
+                let addr = [addr];
                 let _ = load(&addr, "/hooks/bench", &args, 1, "warm", 200);
                 let mut base = load(&addr, "/hooks/bench", &args, args.seconds, "run", 200);
                 let rss = peak_rss_kib(child.id());

@@ -10,6 +10,16 @@ use std::process::{Child, Command, Stdio};
 /// replaces the log filter.
 #[allow(dead_code, reason = "the checkout bench starts no daemon")]
 pub fn spawn_hookci(dir: &Path, extra: &str) -> (Child, String) {
+    let (child, addr) = spawn_hookci_as(dir, extra, &[]);
+    (child, addr.expect("a daemon that listens"))
+}
+
+/// [`spawn_hookci`] with more arguments for `serve` (`--role runner`):
+/// returns once the process listens (with its address) or, as a runner,
+/// once it says it claims builds (no address).
+#[allow(dead_code, reason = "the checkout bench starts no daemon")]
+pub fn spawn_hookci_as(dir: &Path, extra: &str, serve_args: &[&str]) -> (Child, Option<String>) {
+    std::fs::create_dir_all(dir).expect("mkdir");
     let config = dir.join("hookci.toml");
     std::fs::write(
         &config,
@@ -23,7 +33,9 @@ pub fn spawn_hookci(dir: &Path, extra: &str) -> (Child, String) {
     let filter =
         std::env::var("BENCH_HOOKCI_LOG").unwrap_or_else(|_| "warn,hookci::server=info".into());
     let mut child = Command::new(env!("CARGO_BIN_EXE_hookci"))
-        .args(["serve", "--config"])
+        .arg("serve")
+        .args(serve_args)
+        .arg("--config")
         .arg(&config)
         .env("HOOKCI_LOG", filter)
         .stdin(Stdio::null())
@@ -35,7 +47,10 @@ pub fn spawn_hookci(dir: &Path, extra: &str) -> (Child, String) {
     let addr = loop {
         let line = lines.next().expect("hookci exited").expect("stderr");
         if let Some(rest) = line.split("address=").nth(1) {
-            break rest.split_whitespace().next().expect("address").to_owned();
+            break Some(rest.split_whitespace().next().expect("address").to_owned());
+        }
+        if line.contains("runner: claiming builds") {
+            break None;
         }
     };
     // Pass the daemon's warnings and errors on; they would explain a failed run.
@@ -45,6 +60,114 @@ pub fn spawn_hookci(dir: &Path, extra: &str) -> (Child, String) {
         }
     });
     (child, addr)
+}
+
+/// Stops a daemon with SIGTERM (running builds are re-queued, not lost) and
+/// reaps it.
+#[allow(dead_code, reason = "not every bench stops daemons this way")]
+pub fn stop(mut daemon: Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = daemon.wait();
+}
+
+/// The 1-minute load average.
+#[allow(dead_code, reason = "not every bench prints it")]
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// A PostgreSQL schema of the bench's own on the server
+/// `HOOKCI_TEST_DATABASE_URL` names (default: the local `test` database,
+/// as the tests use), dropped when the guard goes.
+#[allow(dead_code, reason = "not every bench uses PostgreSQL")]
+#[derive(Debug)]
+pub struct PgSchema {
+    /// The URL that puts a connection in the schema (`search_path`).
+    pub url: String,
+    name: String,
+    server: String,
+}
+
+#[allow(dead_code, reason = "not every bench uses PostgreSQL")]
+impl PgSchema {
+    /// A new empty schema; `None` (after saying why) when no server answers.
+    pub fn create() -> Option<PgSchema> {
+        let server = std::env::var("HOOKCI_TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let name = format!(
+            "hookci_bench_{}_{}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        if let Err(e) = pg_execute(&server, &format!("CREATE SCHEMA {name}")) {
+            eprintln!("no PostgreSQL at HOOKCI_TEST_DATABASE_URL or 127.0.0.1:5432: {e}");
+            return None;
+        }
+        let sep = if server.contains('?') { '&' } else { '?' };
+        Some(PgSchema {
+            url: format!("{server}{sep}options=-c%20search_path%3D{name}"),
+            name,
+            server,
+        })
+    }
+
+    /// Runs `f` on a client connected into the schema.
+    pub fn with_client<T>(
+        &self,
+        f: impl AsyncFnOnce(&tokio_postgres::Client) -> T,
+    ) -> Result<T, tokio_postgres::Error> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await?;
+            let task = tokio::spawn(conn);
+            let out = f(&client).await;
+            drop(client);
+            let _ = task.await;
+            Ok(out)
+        })
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        // `BENCH_KEEP_SCHEMA=1` keeps it, to look at the queries afterwards.
+        if std::env::var_os("BENCH_KEEP_SCHEMA").is_some() {
+            eprintln!("kept the bench schema {}", self.name);
+            return;
+        }
+        if let Err(e) = pg_execute(
+            &self.server,
+            &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
+        ) {
+            eprintln!("cannot drop the bench schema {}: {e}", self.name);
+        }
+    }
+}
+
+fn pg_execute(url: &str, sql: &str) -> Result<(), tokio_postgres::Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        let task = tokio::spawn(conn);
+        let out = client.batch_execute(sql).await;
+        drop(client);
+        let _ = task.await;
+        out
+    })
 }
 
 /// Runs git in `dir` (with `dir` as HOME and a fixed author); its output.

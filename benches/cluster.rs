@@ -1,0 +1,439 @@
+//! Several processes on one PostgreSQL (SPEC 11), each against its baseline
+//! in the same run:
+//!
+//! 1. Push to first step: a small repository, already mirrored; a new
+//!    commit is pushed and delivered, measured from the 202 to the first
+//!    step's process start (`date +%s%N`). Three installations, their runs
+//!    interleaved: SQLite (one process, `role = "all"`, the baseline); a
+//!    PostgreSQL receiver plus a runner process (`serve --role runner`),
+//!    woken by NOTIFY; one `role = "all"` process on PostgreSQL.
+//! 2. Drain: `--builds` (300) one-step `true` builds of a `parallel`
+//!    pipeline queued through a receiver while no runner runs, then drained
+//!    by one runner process, or by two, each with `--slots` (1) builds at a
+//!    time; measured from the first build's start to the last one's end
+//!    (the store's own timestamps). Each drain on a schema of its own and
+//!    fresh data directories; `--drains` (3) pairs, alternating which goes
+//!    first.
+//!
+//! Each run creates its schemas on the server `HOOKCI_TEST_DATABASE_URL`
+//! names (default: the local `test` database) and drops them. Run:
+//! `cargo bench --bench cluster` (`-- --runs N --builds N --drains N
+//! --slots N --dir D --only first|drain`).
+
+#[path = "support.rs"]
+mod support;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::{PgSchema, git, load_average, spawn_hookci_as, stop};
+
+const SECRET: &str = "bench";
+const ZERO: &str = "0000000000000000000000000000000000000000";
+
+fn request(addr: &str, head: &str, body: &[u8]) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.write_all(head.as_bytes()).expect("write");
+    stream.write_all(body).expect("write");
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).expect("read");
+    answer
+}
+
+fn json_of(answer: &str) -> serde_json::Value {
+    serde_json::from_str(&answer[answer.find("\r\n\r\n").expect("body") + 4..]).expect("json")
+}
+
+/// Sends a signed GitHub push; returns the build id and when the 202 came.
+fn deliver(addr: &str, pipeline: &str, url: &str, after: &str) -> (i64, SystemTime) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let delivery = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Each body its own (signed bodies are replay-protected).
+    let body = serde_json::json!({
+        "ref": "refs/heads/main", "before": ZERO, "after": after,
+        "created": false, "deleted": false, "forced": false,
+        "head_commit": {"id": after, "message": format!("bench {delivery}")},
+        "repository": {"full_name": "bench/small", "clone_url": url, "html_url": "http://127.0.0.1/bench/small"},
+        "pusher": {"name": "bench"}
+    });
+    let body = serde_json::to_vec(&body).expect("json");
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(&body);
+    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let head = format!(
+        "POST /hooks/{pipeline} HTTP/1.1\r\nHost: b\r\nX-GitHub-Event: push\r\n\
+         X-GitHub-Delivery: cluster-bench-{}-{delivery}\r\n\
+         X-Hub-Signature-256: {sig}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        std::process::id(),
+        body.len()
+    );
+    let answer = request(addr, &head, &body);
+    let at = SystemTime::now();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    (
+        json_of(&answer)["builds"][0]["id"].as_i64().expect("id"),
+        at,
+    )
+}
+
+fn wait_done(addr: &str, id: i64) {
+    let until = Instant::now() + Duration::from_secs(600);
+    loop {
+        let head = format!("GET /api/builds/{id} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n");
+        let b = json_of(&request(addr, &head, b""));
+        if b["status"] != "queued" && b["status"] != "running" {
+            assert_eq!(b["status"], "success", "{b}");
+            return;
+        }
+        assert!(Instant::now() < until, "build {id} did not finish");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// The pipelines every process of the bench reads (distributing them is
+/// the deployment's job): `first` writes its start time, `true` does
+/// nothing; both `parallel`, both on the local repository.
+fn write_pipelines(dir: &Path, url: &str, out: &Path) {
+    std::fs::create_dir_all(dir.join("pipelines")).expect("mkdir");
+    let pipeline = |run: &str| {
+        format!(
+            "repo = \"bench/small\"\nsecret = \"{SECRET}\"\nconcurrency = \"parallel\"\n\
+             clone_url = {url:?}\n[env]\nOUT = \"{}\"\n[sandbox]\nread_write = [\"{}\"]\n\
+             [[steps]]\nname = \"s\"\nrun = '{run}'\n",
+            out.display(),
+            out.display()
+        )
+    };
+    std::fs::write(
+        dir.join("pipelines/first.toml"),
+        pipeline("date +%s%N > \"$OUT/start-$HOOKCI_BUILD_ID\""),
+    )
+    .expect("w");
+    std::fs::write(dir.join("pipelines/true.toml"), pipeline("true")).expect("w");
+}
+
+/// A process of an installation in `dir`: `extra` config lines, `args`
+/// for `serve`; its address if it listens.
+fn start(dir: &Path, url: &str, out: &Path, extra: &str, args: &[&str]) -> (Child, Option<String>) {
+    write_pipelines(dir, url, out);
+    spawn_hookci_as(dir, extra, args)
+}
+
+fn pg_lines(schema: &PgSchema, node: &str, role: &str, slots: usize) -> String {
+    format!(
+        "store = {:?}\nnode = {node:?}\nrole = {role:?}\nmax_parallel_builds = {slots}\nmax_queued_builds = 100000",
+        schema.url
+    )
+}
+
+struct Repo {
+    work: PathBuf,
+    url: String,
+    head: String,
+}
+
+impl Repo {
+    fn new(root: &Path) -> Repo {
+        let bare = root.join("small.git");
+        git(
+            root,
+            &[
+                "init",
+                "-q",
+                "--bare",
+                "-b",
+                "main",
+                bare.to_str().expect("utf-8"),
+            ],
+        );
+        let work = root.join("work");
+        let url = format!("file://{}", bare.display());
+        git(root, &["clone", "-q", &url, work.to_str().expect("utf-8")]);
+        for f in 0..20 {
+            std::fs::write(work.join(format!("f{f}.txt")), format!("file {f}\n")).expect("w");
+        }
+        git(&work, &["add", "."]);
+        git(&work, &["commit", "-qm", "first"]);
+        git(&work, &["push", "-q", "origin", "HEAD:main"]);
+        let head = git(&work, &["rev-parse", "HEAD"]);
+        Repo { work, url, head }
+    }
+
+    fn push(&mut self, what: &str) {
+        std::fs::write(self.work.join("f0.txt"), format!("{what}\n")).expect("w");
+        git(&self.work, &["commit", "-qam", what]);
+        git(&self.work, &["push", "-q", "origin", "HEAD:main"]);
+        self.head = git(&self.work, &["rev-parse", "HEAD"]);
+    }
+}
+
+/// Part 1: push to first step in the three installations, interleaved.
+fn first_step(root: &Path, out: &Path, repo: &mut Repo, runs: usize) {
+    let Some(split) = PgSchema::create() else {
+        return;
+    };
+    let Some(single) = PgSchema::create() else {
+        return;
+    };
+    let url = repo.url.clone();
+    let (sqlite, sqlite_addr) = start(
+        &root.join("sqlite"),
+        &url,
+        out,
+        "max_parallel_builds = 1",
+        &[],
+    );
+    let (receiver, receiver_addr) = start(
+        &root.join("pg-receiver"),
+        &url,
+        out,
+        &pg_lines(&split, "receiver", "receiver", 0),
+        &[],
+    );
+    let (runner, _) = start(
+        &root.join("pg-runner"),
+        &url,
+        out,
+        &pg_lines(&split, "runner", "runner", 1),
+        &[],
+    );
+    let (all, all_addr) = start(
+        &root.join("pg-all"),
+        &url,
+        out,
+        &pg_lines(&single, "all", "all", 1),
+        &[],
+    );
+    let modes = [
+        ("SQLite, one process (baseline)", sqlite_addr.expect("addr")),
+        (
+            "PostgreSQL, a receiver and a runner process",
+            receiver_addr.expect("addr"),
+        ),
+        ("PostgreSQL, one process", all_addr.expect("addr")),
+    ];
+    // The first build of each clones the mirror: not measured.
+    for (_, addr) in &modes {
+        let (id, _) = deliver(addr, "first", &url, &repo.head);
+        wait_done(addr, id);
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    for r in 0..runs {
+        for (m, (_, addr)) in modes.iter().enumerate() {
+            repo.push(&format!("run {r} mode {m}"));
+            let (id, acked) = deliver(addr, "first", &url, &repo.head);
+            wait_done(addr, id);
+            let started: u128 = std::fs::read_to_string(out.join(format!("start-{id}")))
+                .expect("start file")
+                .trim()
+                .parse()
+                .expect("ns");
+            let _ = std::fs::remove_file(out.join(format!("start-{id}")));
+            let acked = acked.duration_since(UNIX_EPOCH).expect("clock").as_nanos();
+            times[m].push(started.saturating_sub(acked) as f64 / 1e6);
+        }
+    }
+    let load = load_average();
+    for daemon in [sqlite, receiver, runner, all] {
+        stop(daemon);
+    }
+    let base = median(times[0].clone());
+    println!("\npush to first step (median of {runs}, load average {load} at the end)");
+    println!("| installation | median ms | min ms | max ms | vs SQLite |");
+    println!("|---|---|---|---|---|");
+    for (m, (name, _)) in modes.iter().enumerate() {
+        let v = &times[m];
+        let min = v.iter().copied().fold(f64::MAX, f64::min);
+        let max = v.iter().copied().fold(0f64, f64::max);
+        let med = median(v.clone());
+        println!(
+            "| {name} | {med:.1} | {min:.1} | {max:.1} | {:+.1} ms |",
+            med - base
+        );
+    }
+    for (m, (name, _)) in modes.iter().enumerate() {
+        eprintln!("{name} (ms): {:.1?}", times[m]);
+    }
+}
+
+/// What the store says of a drain once every build has ended: seconds from
+/// the first start to the last end, and builds per runner node.
+struct Drained {
+    seconds: f64,
+    per_runner: Vec<(String, i64)>,
+}
+
+fn drained(schema: &PgSchema, builds: usize) -> Drained {
+    let until = Instant::now() + Duration::from_secs(900);
+    loop {
+        let (ended, failed, seconds) = schema
+            .with_client(async |c| {
+                let row = c
+                    .query_one(
+                        "SELECT count(*) FILTER (WHERE status NOT IN ('queued', 'running')),
+                                count(*) FILTER (WHERE status <> 'success'
+                                                 AND status NOT IN ('queued', 'running')),
+                                EXTRACT(EPOCH FROM max(finished_at) - min(started_at))::float8
+                         FROM builds WHERE pipeline = 'true'",
+                        &[],
+                    )
+                    .await
+                    .expect("query");
+                (
+                    row.get::<_, i64>(0),
+                    row.get::<_, i64>(1),
+                    row.get::<_, Option<f64>>(2),
+                )
+            })
+            .expect("connect");
+        assert_eq!(failed, 0, "a drained build did not succeed");
+        if ended as usize >= builds {
+            let per_runner = schema
+                .with_client(async |c| {
+                    c.query(
+                        "SELECT coalesce(runner, '?'), count(*) FROM builds
+                         WHERE pipeline = 'true' GROUP BY 1 ORDER BY 1",
+                        &[],
+                    )
+                    .await
+                    .expect("query")
+                    .iter()
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+                    .collect()
+                })
+                .expect("connect");
+            return Drained {
+                seconds: seconds.expect("times"),
+                per_runner,
+            };
+        }
+        assert!(Instant::now() < until, "the drain did not end");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One drain of `builds` builds by `runners` runner processes of `slots`
+/// builds each, on a schema of its own.
+fn drain(
+    root: &Path,
+    out: &Path,
+    repo: &Repo,
+    builds: usize,
+    runners: usize,
+    slots: usize,
+) -> Drained {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let schema = PgSchema::create().expect("the server answered before");
+    let base = root.join(format!("drain-{n}"));
+    let (receiver, addr) = start(
+        &base.join("receiver"),
+        &repo.url,
+        out,
+        &pg_lines(&schema, "receiver", "receiver", 0),
+        &[],
+    );
+    let addr = addr.expect("addr");
+    for _ in 0..builds {
+        deliver(&addr, "true", &repo.url, &repo.head);
+    }
+    let procs: Vec<Child> = (0..runners)
+        .map(|r| {
+            start(
+                &base.join(format!("runner-{r}")),
+                &repo.url,
+                out,
+                &pg_lines(&schema, &format!("runner-{r}"), "runner", slots),
+                &[],
+            )
+            .0
+        })
+        .collect();
+    let d = drained(&schema, builds);
+    for p in procs {
+        stop(p);
+    }
+    stop(receiver);
+    let _ = std::fs::remove_dir_all(&base);
+    d
+}
+
+fn main() {
+    let (mut runs, mut builds, mut drains, mut slots) = (7usize, 300usize, 3usize, 1usize);
+    let mut only = String::new();
+    let mut dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--runs" => runs = args.next().and_then(|v| v.parse().ok()).unwrap_or(runs),
+            "--builds" => builds = args.next().and_then(|v| v.parse().ok()).unwrap_or(builds),
+            "--drains" => drains = args.next().and_then(|v| v.parse().ok()).unwrap_or(drains),
+            "--slots" => slots = args.next().and_then(|v| v.parse().ok()).unwrap_or(slots),
+            "--dir" => dir = args.next().map(Into::into).unwrap_or(dir),
+            "--only" => only = args.next().unwrap_or_default(),
+            _ => {}
+        }
+    }
+    // Skipped, not failed, where no server answers.
+    if PgSchema::create().is_none() {
+        eprintln!("skipped: no PostgreSQL");
+        return;
+    }
+    let tmp = tempfile::tempdir_in(&dir).expect("tmp");
+    let root = tmp.path();
+    // The steps' marks live outside the daemons' directories, which the
+    // sandbox hides.
+    let marks = tempfile::tempdir_in(&dir).expect("tmp");
+    let out = marks.path();
+    let mut repo = Repo::new(root);
+    println!("cluster benchmark under {}", dir.display());
+
+    if only.is_empty() || only == "first" {
+        first_step(root, out, &mut repo, runs);
+    }
+    if only.is_empty() || only == "drain" {
+        let (mut one, mut two) = (Vec::new(), Vec::new());
+        for d in 0..drains {
+            let (a, b) = if d % 2 == 0 {
+                let a = drain(root, out, &repo, builds, 1, slots);
+                (a, drain(root, out, &repo, builds, 2, slots))
+            } else {
+                let b = drain(root, out, &repo, builds, 2, slots);
+                (drain(root, out, &repo, builds, 1, slots), b)
+            };
+            eprintln!(
+                "drain {d}: one runner {:.2} s, two {:.2} s ({:?}): speed-up {:.2}, load {}",
+                a.seconds,
+                b.seconds,
+                b.per_runner,
+                a.seconds / b.seconds,
+                load_average()
+            );
+            one.push(a.seconds);
+            two.push(b.seconds);
+        }
+        let ratios: Vec<f64> = one.iter().zip(&two).map(|(a, b)| a / b).collect();
+        let (m1, m2) = (median(one), median(two));
+        println!(
+            "\ndrain {builds} one-step builds, runner processes of {slots} slot(s) (median of {drains}, load average {} at the end)",
+            load_average()
+        );
+        println!("| runners | seconds | builds/s | speed-up |");
+        println!("|---|---|---|---|");
+        println!("| 1 | {m1:.2} | {:.1} | |", builds as f64 / m1);
+        println!(
+            "| 2 | {m2:.2} | {:.1} | {:.2} (pairs {:.2?}) |",
+            builds as f64 / m2,
+            median(ratios.clone()),
+            ratios
+        );
+    }
+}
