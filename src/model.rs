@@ -554,6 +554,9 @@ pub struct Build {
     pub finished_at: Option<OffsetDateTime>,
     /// The path rules the runner decides; empty = none.
     pub path_filters: Vec<PathFilter>,
+    /// The `node` of the runner that claimed it last; `None` until claimed
+    /// (and again once re-queued).
+    pub node: Option<String>,
 }
 
 /// A build is its push plus its state: the push's fields read through, so
@@ -591,6 +594,7 @@ impl Serialize for Build {
             finished_at: Option<String>,
             #[serde(skip_serializing_if = "Option::is_none")]
             pull_request: Option<&'a PullRequest>,
+            node: Option<&'a str>,
         }
         Shown {
             id: self.id,
@@ -611,6 +615,7 @@ impl Serialize for Build {
             started_at: self.started_at.map(rfc3339),
             finished_at: self.finished_at.map(rfc3339),
             pull_request: self.push.pull_request.as_ref(),
+            node: self.node.as_deref(),
         }
         .serialize(s)
     }

@@ -53,11 +53,12 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
             path.display()
         );
     }
-    Store::open_sqlite(
+    Store::open_sqlite_as(
         &path,
         StoreOptions {
             max_queued_builds: config.max_queued_builds,
         },
+        &config.node,
     )
     .with_context(|| format!("cannot open the store at {}", path.display()))
 }

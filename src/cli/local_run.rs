@@ -219,5 +219,6 @@ fn local_build(pipeline: &pipeline::Pipeline, git_ref: &str, commit: Option<Comm
         started_at: None,
         finished_at: None,
         path_filters: Vec::new(),
+        node: None,
     }
 }

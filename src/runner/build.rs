@@ -909,6 +909,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             path_filters: Vec::new(),
+            node: None,
         }
     }
 

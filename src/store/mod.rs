@@ -791,11 +791,29 @@ fn runner_id(node: &str) -> String {
     format!("{node}/{:08x}", rand::random::<u32>())
 }
 
+/// The `node` part of a [`runner_id`].
+fn node_of(runner_id: &str) -> String {
+    runner_id
+        .rsplit_once('/')
+        .map_or(runner_id, |(node, _)| node)
+        .to_owned()
+}
+
 impl Store {
-    /// Opens (creating and migrating) the SQLite store at `path`.
+    /// Opens (creating and migrating) the SQLite store at `path`; its
+    /// builds run on the node `local`.
     pub fn open_sqlite(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        Store::open_sqlite_as(path, options, "local")
+    }
+
+    /// Opens the SQLite store at `path` for the process named `node`.
+    pub fn open_sqlite_as(
+        path: &Path,
+        options: StoreOptions,
+        node: &str,
+    ) -> Result<Store, StoreError> {
         let backend = sqlite::SqliteBackend::open(path, options)?;
-        Ok(Store::with_backend(Arc::new(backend), "local"))
+        Ok(Store::with_backend(Arc::new(backend), node))
     }
 
     /// Opens (migrating) the PostgreSQL store `pg` names. Fails `Down`
@@ -1404,6 +1422,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             path_filters: Vec::new(),
+            node: None,
         }
     }
 

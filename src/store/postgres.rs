@@ -478,10 +478,10 @@ fn changed(
 const BUILD_COLUMNS: &str = "id, pipeline, repo, host, event, ref, branch, tag, commit_sha,
     before_sha, after_sha, status, reason, delivery_id, attempt, created_at, started_at,
     finished_at, clone_url, ssh_url, web_url, message, pusher, forced, path_filters,
-    pull_request";
+    pull_request, runner_id";
 
 /// How many columns [`BUILD_COLUMNS`] names.
-const BUILD_COLUMN_COUNT: usize = 26;
+const BUILD_COLUMN_COUNT: usize = 27;
 
 /// [`BUILD_COLUMNS`] of the table `alias`.
 fn build_columns_of(alias: &str) -> String {
@@ -520,6 +520,7 @@ fn build_from_row_at(r: &Row, at: usize) -> Result<Build, StoreError> {
     let git_ref: String = r.try_get(at + 5)?;
     let before = commit_at(r, at + 9)?;
     let pull_request: Option<String> = r.try_get(at + 25)?;
+    let runner_id: Option<String> = r.try_get(at + 26)?;
     let pull_request: Option<crate::model::PullRequest> = pull_request
         .map(|text| serde_json::from_str(&text))
         .transpose()
@@ -560,6 +561,7 @@ fn build_from_row_at(r: &Row, at: usize) -> Result<Build, StoreError> {
         finished_at: r.try_get(at + 17)?,
         path_filters: serde_json::from_str(&filters)
             .map_err(|e| failed(format!("bad path rules of a build: {e}")))?,
+        node: runner_id.as_deref().map(super::node_of),
     })
 }
 

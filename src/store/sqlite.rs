@@ -806,10 +806,10 @@ fn oldest_runnable(
 const BUILD_COLUMNS: &str = "id, pipeline, repo, host, event, ref, branch, tag, commit_sha,
     before_sha, after_sha, status, reason, delivery_id, attempt, created_at, started_at,
     finished_at, clone_url, ssh_url, web_url, message, pusher, forced, path_filters,
-    pull_request";
+    pull_request, runner_id";
 
 /// How many columns [`BUILD_COLUMNS`] names.
-const BUILD_COLUMN_COUNT: usize = 26;
+const BUILD_COLUMN_COUNT: usize = 27;
 
 /// The commit id in column `column`; anything but hex is a corrupt row.
 fn commit_at(r: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<CommitId> {
@@ -838,6 +838,7 @@ fn build_from_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Build
     let git_ref: String = r.get(at + 5)?;
     let before = commit_at(r, at + 9)?;
     let pull_request: Option<String> = r.get(at + 25)?;
+    let runner_id: Option<String> = r.get(at + 26)?;
     let pull_request: Option<crate::model::PullRequest> = pull_request
         .map(|text| {
             serde_json::from_str(&text).map_err(|e| {
@@ -888,6 +889,7 @@ fn build_from_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Build
                 Box::new(e),
             )
         })?,
+        node: runner_id.as_deref().map(super::node_of),
     })
 }
 

@@ -721,3 +721,34 @@ async fn a_running_builds_log_can_be_followed_live_and_read_when_done() {
     assert!(plain.contains("tick 5 ***"), "{plain}");
     server.stop().await;
 }
+
+/// A build shows the `node` that ran it (SPEC §11): none while it is
+/// queued, the config's `node` once claimed (one box, the SQLite store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_shows_the_node_that_ran_it() {
+    let up = Upstream::new("node");
+    let commit = up.push(&[("README", "x\n")], "first");
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("pipelines/app.toml"),
+        pipeline(&up.url(), "", "[[steps]]\nname = \"t\"\nrun = \"true\"\n"),
+    )
+    .expect("pipeline");
+    let (_daemon, base) = common::spawn_daemon(dir.path(), "node = \"box-7\"");
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "node");
+    let id = common::queue_github(&base, "app", SECRET, "node-1", &body).await[0];
+    let b = common::wait_final(&base, id).await;
+    assert_eq!(b["status"], "success", "{b}");
+    assert_eq!(b["node"], "box-7", "{b}");
+    // The list shows it too.
+    let list: Value = client()
+        .get(format!("{base}/api/builds"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list["builds"][0]["node"], "box-7", "{list}");
+}

@@ -625,6 +625,21 @@ async fn three_runners_keep_each_branchs_order_and_run_one_build_of_it_at_a_time
         })
         .sum();
     assert_eq!(ran, ids.len(), "every build ran once, on one runner");
+    // Each build names the runner that ran it (SPEC §11: `node`, shown on
+    // builds and in the API), and that runner has its log.
+    for b in &done {
+        let node = b["node"].as_str().unwrap_or_else(|| panic!("no node: {b}"));
+        let i: usize = node
+            .strip_prefix('x')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("not a runner's node: {b}"));
+        let log = dirs[i].path().join(format!("data/logs/{}.log", b["id"]));
+        assert!(
+            log.exists(),
+            "build {} says {node} but has no log there",
+            b["id"]
+        );
+    }
 }
 
 /// A database migrated by a newer hookci stops `serve`: exit 2, and why.

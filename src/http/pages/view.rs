@@ -1220,6 +1220,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             path_filters: Vec::new(),
+            node: None,
         }
     }
 
