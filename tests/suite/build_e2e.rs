@@ -751,4 +751,14 @@ async fn a_build_shows_the_node_that_ran_it() {
         .await
         .expect("json");
     assert_eq!(list["builds"][0]["node"], "box-7", "{list}");
+    // And the build page.
+    let page = client()
+        .get(format!("{base}/builds/{id}"))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("Ran on") && page.contains("box-7"), "{page}");
 }

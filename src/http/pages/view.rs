@@ -853,6 +853,10 @@ pub fn facts(page: &BuildPage<'_>) -> Markup {
             dt { "Attempt" }
             dd { (b.attempt) span.muted { " (the daemon was interrupted while it ran)" } }
         }
+        @if let Some(node) = &b.node {
+            dt { "Ran on" }
+            dd.mono { (node) }
+        }
         dt { "Created" }
         dd { (when(Some(b.created_at), page.now)) }
         dt { "Started" }
