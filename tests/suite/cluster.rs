@@ -345,42 +345,12 @@ fn a_runner_on_the_embedded_store_is_refused() {
 /// report has one sender; when that process goes, the other takes over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_process_at_a_time_sends_the_status_reports() {
-    use hookci::store::{NewBuild, NewDelivery, PgOptions, Store, StoreOptions};
+    use hookci::store::{NewBuild, NewDelivery};
     let Some(schema) = pg::Schema::create().await else {
         return;
     };
-    let open = |node: &str| {
-        let pg = PgOptions {
-            url: hookci::secret::Secret::new(schema.url.clone()),
-            node: node.to_owned(),
-            pool_size: 2,
-        };
-        Store::open_postgres(
-            pg,
-            StoreOptions {
-                max_queued_builds: 100,
-            },
-        )
-    };
-    let a = open("a").await.expect("open a");
-    let b = open("b").await.expect("open b");
-    let push = |after: &str| hookci::webhook::PushEvent {
-        repo: "acme/app".into(),
-        git_ref: "refs/heads/main".into(),
-        kind: hookci::webhook::RefKind::Branch("main".into()),
-        before: ZERO.parse().unwrap(),
-        after: after.parse().unwrap(),
-        commit: Some(after.parse().unwrap()),
-        created: true,
-        deleted: false,
-        forced: false,
-        clone_url: "https://git.example/acme/app.git".into(),
-        ssh_url: None,
-        web_url: None,
-        message: "m".into(),
-        pusher: "p".into(),
-        pull_request: None,
-    };
+    let a = open_schema_as(&schema, "a").await;
+    let b = open_schema_as(&schema, "b").await;
     a.record_deliveries(vec![NewDelivery {
         pipeline: "app".into(),
         delivery_id: "d1".into(),
@@ -388,7 +358,7 @@ async fn one_process_at_a_time_sends_the_status_reports() {
         event: "push".into(),
         builds: vec![NewBuild {
             pipeline: "app".into(),
-            push: push(&"a".repeat(40)),
+            push: main_push(&"a".repeat(40)),
             path_filters: Vec::new(),
             supersede: false,
             waiting: false,
@@ -474,47 +444,18 @@ async fn a_runner_whose_database_sessions_are_cut_reconnects_and_runs_the_next_b
 /// never those another process is running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_recovers_only_its_own_nodes_builds() {
-    use hookci::store::{BuildStatus, ClaimPolicy, NewBuild, PgOptions, Store, StoreOptions};
+    use hookci::store::{BuildStatus, ClaimPolicy, NewBuild};
     let Some(schema) = pg::Schema::create().await else {
         return;
     };
-    let open = |node: &str| {
-        let pg = PgOptions {
-            url: hookci::secret::Secret::new(schema.url.clone()),
-            node: node.to_owned(),
-            pool_size: 2,
-        };
-        Store::open_postgres(
-            pg,
-            StoreOptions {
-                max_queued_builds: 100,
-            },
-        )
-    };
-    let a = open("a").await.expect("open a");
-    let b = open("b").await.expect("open b");
+    let a = open_schema_as(&schema, "a").await;
+    let b = open_schema_as(&schema, "b").await;
     let after = "b".repeat(40);
     let queued = a
         .queue_manual(
             NewBuild {
                 pipeline: "app".into(),
-                push: hookci::webhook::PushEvent {
-                    repo: "acme/app".into(),
-                    git_ref: "refs/heads/main".into(),
-                    kind: hookci::webhook::RefKind::Branch("main".into()),
-                    before: ZERO.parse().unwrap(),
-                    after: after.parse().unwrap(),
-                    commit: Some(after.parse().unwrap()),
-                    created: true,
-                    deleted: false,
-                    forced: false,
-                    clone_url: "https://git.example/acme/app.git".into(),
-                    ssh_url: None,
-                    web_url: None,
-                    message: "m".into(),
-                    pusher: "p".into(),
-                    pull_request: None,
-                },
+                push: main_push(&after),
                 path_filters: Vec::new(),
                 supersede: false,
                 waiting: false,
@@ -711,10 +652,15 @@ fn alive(pid: nix::unistd::Pid) -> bool {
 
 /// The store of the installation in `schema`, as a test reads it.
 async fn open_schema(schema: &pg::Schema) -> hookci::store::Store {
+    open_schema_as(schema, "test").await
+}
+
+/// The store in `schema`, opened by a process named `node`.
+async fn open_schema_as(schema: &pg::Schema, node: &str) -> hookci::store::Store {
     hookci::store::Store::open_postgres(
         hookci::store::PgOptions {
             url: hookci::secret::Secret::new(schema.url.clone()),
-            node: "test".to_owned(),
+            node: node.to_owned(),
             pool_size: 2,
         },
         hookci::store::StoreOptions {
@@ -722,7 +668,28 @@ async fn open_schema(schema: &pg::Schema) -> hookci::store::Store {
         },
     )
     .await
-    .expect("open the store")
+    .unwrap_or_else(|e| panic!("open the store as {node}: {e}"))
+}
+
+/// A push of `after` to `main` of acme/app, as a store test records it.
+fn main_push(after: &str) -> hookci::webhook::PushEvent {
+    hookci::webhook::PushEvent {
+        repo: "acme/app".into(),
+        git_ref: "refs/heads/main".into(),
+        kind: hookci::webhook::RefKind::Branch("main".into()),
+        before: ZERO.parse().unwrap(),
+        after: after.parse().unwrap(),
+        commit: Some(after.parse().unwrap()),
+        created: true,
+        deleted: false,
+        forced: false,
+        clone_url: "https://git.example/acme/app.git".into(),
+        ssh_url: None,
+        web_url: None,
+        message: "m".into(),
+        pusher: "p".into(),
+        pull_request: None,
+    }
 }
 
 /// The states of build `id`'s status reports, in the order they were

@@ -269,6 +269,24 @@ async fn a_gitlab_merge_request_builds_its_head_from_the_merge_request_ref() {
     .await;
 }
 
+/// Gitea's and Forgejo's `pull_request` (GitHub's shape): the test's head,
+/// base and branches.
+fn fill_gitea(v: &mut Value, head: &str, base: &str) {
+    let pr = &mut v["pull_request"];
+    pr["head"]["sha"] = head.into();
+    pr["head"]["ref"] = "feature".into();
+    pr["base"]["ref"] = "main".into();
+    pr["base"]["sha"] = base.into();
+}
+
+/// Gitea's and Forgejo's `pull_request` from a fork, by someone who does
+/// not own the repository.
+fn fork_gitea(v: &mut Value) {
+    v["pull_request"]["head"]["repo"]["full_name"] = "mallory/fork".into();
+    v["pull_request"]["user"]["login"] = "mallory".into();
+    v["pull_request"]["user"]["username"] = "mallory".into();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gitea_pull_request_builds_its_head_from_the_pull_ref() {
     run(Case {
@@ -280,19 +298,9 @@ async fn a_gitea_pull_request_builds_its_head_from_the_pull_ref() {
         close_event: "pull_request",
         pull_ref: "refs/pull/2/head",
         number: 2,
-        fill: |v, head, base| {
-            let pr = &mut v["pull_request"];
-            pr["head"]["sha"] = head.into();
-            pr["head"]["ref"] = "feature".into();
-            pr["base"]["ref"] = "main".into();
-            pr["base"]["sha"] = base.into();
-        },
+        fill: fill_gitea,
         close: |v| v["action"] = "closed".into(),
-        fork: |v| {
-            v["pull_request"]["head"]["repo"]["full_name"] = "mallory/fork".into();
-            v["pull_request"]["user"]["login"] = "mallory".into();
-            v["pull_request"]["user"]["username"] = "mallory".into();
-        },
+        fork: fork_gitea,
     })
     .await;
 }
@@ -308,19 +316,9 @@ async fn a_forgejo_pull_request_builds_its_head_from_the_pull_ref() {
         close_event: "pull_request",
         pull_ref: "refs/pull/1/head",
         number: 1,
-        fill: |v, head, base| {
-            let pr = &mut v["pull_request"];
-            pr["head"]["sha"] = head.into();
-            pr["head"]["ref"] = "feature".into();
-            pr["base"]["ref"] = "main".into();
-            pr["base"]["sha"] = base.into();
-        },
+        fill: fill_gitea,
         close: |v| v["action"] = "closed".into(),
-        fork: |v| {
-            v["pull_request"]["head"]["repo"]["full_name"] = "mallory/fork".into();
-            v["pull_request"]["user"]["login"] = "mallory".into();
-            v["pull_request"]["user"]["username"] = "mallory".into();
-        },
+        fork: fork_gitea,
     })
     .await;
 }
