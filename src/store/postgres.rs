@@ -19,13 +19,14 @@ use super::{
     ReportedState, StepRecord, StepStatus, StoreError, StoreOptions,
 };
 use crate::model::{CommitId, Host, PushEvent, RefKind};
+use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{GenericClient, Row, Transaction};
+use tokio_postgres::{GenericClient, Row};
 
 /// The reason of a build that a dead daemon left running twice.
 const INTERRUPTED_TWICE: &str = "interrupted twice";
@@ -204,6 +205,10 @@ pub struct PostgresBackend {
     /// The session that holds the reporter lock, once it does: one process
     /// sends the status reports at a time (see [`PostgresBackend::reporting`]).
     reporter: tokio::sync::Mutex<Option<(tokio_postgres::Client, bool)>>,
+    /// Where `record_deliveries` calls wait for a lane ([`start_recording`]).
+    recorder: tokio::sync::mpsc::UnboundedSender<Pending>,
+    /// A "builds were queued" announcement is waiting to be sent.
+    queued_unsent: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the connection that hears other processes needs.
@@ -279,6 +284,7 @@ impl PostgresBackend {
             )
             .await?
             .try_get(0)?;
+        let recorder = start_recording(&pool, options.max_queued_builds);
         let backend = PostgresBackend {
             pool,
             options,
@@ -290,6 +296,8 @@ impl PostgresBackend {
                 me: format!("{:016x}", rand::random::<u64>()),
             },
             reporter: tokio::sync::Mutex::new(None),
+            recorder,
+            queued_unsent: std::sync::Arc::default(),
         };
         backend.migrate().await?;
         Ok(backend)
@@ -409,13 +417,31 @@ impl Collected {
     /// Inserts the reports, each superseding the pending ones before it of
     /// the same repository, commit and context.
     async fn write(self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO reports (build, context, state, description, created_at,
+                     created_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .await?;
+        let supersede = tx
+            .prepare_cached(
+                "UPDATE reports SET outcome = 'superseded'
+                 WHERE outcome = 'pending' AND context = $2 AND id < $3
+                   AND build IN (
+                       SELECT ob.id FROM builds nb
+                       JOIN builds ob ON ob.repo = nb.repo AND ob.commit_sha = nb.commit_sha
+                       WHERE nb.id = $1)",
+            )
+            .await?;
         for (report, at) in self.0 {
             let created_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
             let row = tx
                 .query_one(
-                    "INSERT INTO reports (build, context, state, description, created_at,
-                         created_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                    &insert,
                     &[
                         &report.build,
                         &report.context,
@@ -427,16 +453,8 @@ impl Collected {
                 )
                 .await?;
             let id: i64 = row.try_get(0)?;
-            tx.execute(
-                "UPDATE reports SET outcome = 'superseded'
-                 WHERE outcome = 'pending' AND context = $2 AND id < $3
-                   AND build IN (
-                       SELECT ob.id FROM builds nb
-                       JOIN builds ob ON ob.repo = nb.repo AND ob.commit_sha = nb.commit_sha
-                       WHERE nb.id = $1)",
-                &[&report.build, &report.context, &id],
-            )
-            .await?;
+            tx.execute(&supersede, &[&report.build, &report.context, &id])
+                .await?;
         }
         Ok(())
     }
@@ -581,22 +599,23 @@ async fn seen_delivery(
     tx: &Transaction<'_>,
     d: &NewDelivery,
 ) -> Result<Option<(i64, Option<String>)>, StoreError> {
-    let row = tx
-        .query_opt(
+    let by_id = tx
+        .prepare_cached(
             "SELECT id, skipped FROM deliveries WHERE pipeline = $1 AND delivery_id = $2",
-            &[&d.pipeline, &d.delivery_id],
         )
         .await?;
+    let row = tx.query_opt(&by_id, &[&d.pipeline, &d.delivery_id]).await?;
     let row = match (row, &d.body_sha256) {
         (Some(row), _) => Some(row),
         // A replay under a new delivery id: the first answer.
         (None, Some(digest)) => {
-            tx.query_opt(
-                "SELECT id, skipped FROM deliveries
-                 WHERE pipeline = $1 AND body_sha256 = $2 ORDER BY id LIMIT 1",
-                &[&d.pipeline, digest],
-            )
-            .await?
+            let by_body = tx
+                .prepare_cached(
+                    "SELECT id, skipped FROM deliveries
+                     WHERE pipeline = $1 AND body_sha256 = $2 ORDER BY id LIMIT 1",
+                )
+                .await?;
+            tx.query_opt(&by_body, &[&d.pipeline, digest]).await?
         }
         (None, None) => None,
     };
@@ -629,17 +648,18 @@ async fn duplicate_answer(
     })
 }
 
+/// Records one call's deliveries; `room` is how many more builds the queue
+/// takes, and what they queue is taken from it.
 async fn record(
     tx: &Transaction<'_>,
     outbox: &mut Collected,
     deliveries: Vec<NewDelivery>,
-    max_queued: u64,
+    room: &mut u64,
 ) -> Result<Vec<Recorded>, StoreError> {
     let mut out = Vec::with_capacity(deliveries.len());
     if deliveries.is_empty() {
         return Ok(out);
     }
-    let mut room = max_queued.saturating_sub(queued_count(tx).await?);
     let now = OffsetDateTime::now_utc();
     for d in deliveries {
         if let Some((row, skipped)) = seen_delivery(tx, &d).await? {
@@ -647,19 +667,24 @@ async fn record(
             continue;
         }
         let wanted = d.builds.len() as u64;
-        if wanted > room {
+        if wanted > *room {
             return Err(StoreError::QueueFull);
         }
-        room -= wanted;
+        *room -= wanted;
         // Two receivers with the same delivery at once: the second waits
         // here for the first to commit, inserts nothing, and answers what
         // the first recorded.
-        let inserted = tx
-            .query_opt(
+        let insert = tx
+            .prepare_cached(
                 "INSERT INTO deliveries
                      (pipeline, delivery_id, host, event, skipped, received_at, body_sha256)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .await?;
+        let inserted = tx
+            .query_opt(
+                &insert,
                 &[
                     &d.pipeline,
                     &d.delivery_id,
@@ -732,6 +757,142 @@ async fn record(
     Ok(out)
 }
 
+/// One `record_deliveries` call waiting for its commit.
+struct Pending {
+    deliveries: Vec<NewDelivery>,
+    answer: tokio::sync::oneshot::Sender<Result<Vec<Recorded>, StoreError>>,
+}
+
+/// How many transactions record deliveries at once in one process.
+const RECORD_LANES: usize = 4;
+
+/// The most calls one transaction records. Each is a savepoint, and
+/// PostgreSQL slows every session's snapshots once a transaction has more
+/// than 64 subtransactions.
+const RECORD_BATCH: usize = 32;
+
+/// Starts the lanes that record deliveries: each takes every call waiting
+/// (up to [`RECORD_BATCH`]) and records them in one transaction, so that
+/// under load a commit's flush, the admission count and the wake-up are
+/// paid once per group, not once per delivery (SQLite's writer thread does
+/// the same). They end when the backend is dropped.
+fn start_recording(pool: &Pool, max_queued: u64) -> tokio::sync::mpsc::UnboundedSender<Pending> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Pending>();
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+    for _ in 0..RECORD_LANES {
+        let (pool, rx) = (pool.clone(), rx.clone());
+        tokio::spawn(async move {
+            loop {
+                let mut batch = Vec::new();
+                {
+                    let mut rx = rx.lock().await;
+                    let Some(first) = rx.recv().await else {
+                        return;
+                    };
+                    batch.push(first);
+                    while batch.len() < RECORD_BATCH {
+                        match rx.try_recv() {
+                            Ok(next) => batch.push(next),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                record_batch(&pool, max_queued, batch).await;
+            }
+        });
+    }
+    tx
+}
+
+/// The same failure again, for each call of a group that shared it.
+fn again(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::QueueFull => StoreError::QueueFull,
+        StoreError::Fenced => StoreError::Fenced,
+        StoreError::Unavailable(fault) => StoreError::Unavailable(fault.clone()),
+    }
+}
+
+/// Records a group of calls in one transaction and answers each once it
+/// committed. A call that fails (a full queue, a conflict) is rolled back
+/// to its savepoint and answered alone; the others go on. A failure of the
+/// transaction itself answers every call with it: none was recorded.
+async fn record_batch(pool: &Pool, max_queued: u64, batch: Vec<Pending>) {
+    let mut senders = Vec::with_capacity(batch.len());
+    let mut calls = Vec::with_capacity(batch.len());
+    for call in batch {
+        senders.push(call.answer);
+        calls.push(call.deliveries);
+    }
+    let answers = match record_group(pool, max_queued, calls).await {
+        Ok(answers) => answers,
+        // Nothing of the group was recorded.
+        Err(e) => senders.iter().map(|_| Err(again(&e))).collect(),
+    };
+    for (sender, answer) in senders.into_iter().zip(answers) {
+        let _ = sender.send(answer);
+    }
+}
+
+/// The transaction of [`record_batch`]: one answer per call, or the
+/// failure that rolled all of them back (before it returns, so that their
+/// locks are gone by the time a caller learns of it).
+async fn record_group(
+    pool: &Pool,
+    max_queued: u64,
+    calls: Vec<Vec<NewDelivery>>,
+) -> Result<Vec<Result<Vec<Recorded>, StoreError>>, StoreError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    match record_calls(&tx, max_queued, calls).await {
+        Ok(answers) => {
+            tx.commit().await?;
+            Ok(answers)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+async fn record_calls(
+    tx: &Transaction<'_>,
+    max_queued: u64,
+    calls: Vec<Vec<NewDelivery>>,
+) -> Result<Vec<Result<Vec<Recorded>, StoreError>>, StoreError> {
+    let alone = calls.len() == 1;
+    let mut answers = Vec::with_capacity(calls.len());
+    let mut room = max_queued.saturating_sub(queued_count(&**tx).await?);
+    for deliveries in calls {
+        if !alone {
+            tx.batch_execute("SAVEPOINT call").await?;
+        }
+        let before = room;
+        let mut outbox = Collected::default();
+        let result = match record(tx, &mut outbox, deliveries, &mut room).await {
+            Ok(recorded) => outbox.write(tx).await.map(|()| recorded),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(recorded) => {
+                if !alone {
+                    tx.batch_execute("RELEASE SAVEPOINT call").await?;
+                }
+                answers.push(Ok(recorded));
+            }
+            // Alone, the call's failure is the transaction's.
+            Err(e) if alone => return Err(e),
+            Err(e) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT call").await?;
+                room = before;
+                answers.push(Err(e));
+            }
+        }
+    }
+    Ok(answers)
+}
+
 /// Inserts one queued build; returns its id.
 async fn insert_build(
     tx: &Transaction<'_>,
@@ -788,8 +949,8 @@ async fn insert_build(
         &status.as_str(),
         &pull_request,
     ];
-    let id: i64 = tx
-        .query_one(
+    let insert = tx
+        .prepare_cached(
             "INSERT INTO builds (pipeline, delivery, delivery_id, repo, host, event, ref, branch,
                  tag, commit_sha, before_sha, after_sha, forced, clone_url, ssh_url, web_url,
                  message, pusher, path_filters, status, created_at, report_context,
@@ -797,10 +958,9 @@ async fn insert_build(
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
                  $17, $18, $19, $22, $20, $21, $23)
              RETURNING id",
-            params,
         )
-        .await?
-        .try_get(0)?;
+        .await?;
+    let id: i64 = tx.query_one(&insert, params).await?.try_get(0)?;
     let change = StateChange {
         build: id,
         context: b.report_context.as_deref(),
@@ -869,7 +1029,7 @@ async fn queue_manual(
     origin: &BuildOrigin,
     max_queued: u64,
 ) -> Result<Manual, StoreError> {
-    if queued_count(tx).await? >= max_queued {
+    if queued_count(&**tx).await? >= max_queued {
         return Err(StoreError::QueueFull);
     }
     let now = OffsetDateTime::now_utc();
@@ -1127,8 +1287,15 @@ impl Backend for PostgresBackend {
         &self,
         deliveries: Vec<NewDelivery>,
     ) -> BoxFuture<'_, Result<Vec<Recorded>, StoreError>> {
-        let max = self.options.max_queued_builds;
-        Box::pin(self.write(move |tx, outbox| Box::pin(record(tx, outbox, deliveries, max))))
+        Box::pin(async move {
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            self.recorder
+                .send(Pending { deliveries, answer })
+                .map_err(|_| StoreError::unavailable(Cause::Down, "the store is closing"))?;
+            answered.await.unwrap_or_else(|_| {
+                Err(StoreError::unavailable(Cause::Down, "the store is closing"))
+            })
+        })
     }
 
     fn queue_manual(
@@ -1920,6 +2087,17 @@ impl Backend for PostgresBackend {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // "Builds were queued" says nothing of which: while one is waiting
+        // to be sent, another adds nothing. PostgreSQL serialises the
+        // commits of notifying transactions, so under load one per
+        // delivery would cost every delivery its turn.
+        let coalesced = matches!(event, Announce::Queued).then(|| self.queued_unsent.clone());
+        if coalesced
+            .as_ref()
+            .is_some_and(|unsent| unsent.swap(true, std::sync::atomic::Ordering::AcqRel))
+        {
+            return;
+        }
         let pool = self.pool.clone();
         let channel = self.hearing.channel.clone();
         let payload = payload(&self.hearing.me, event);
@@ -1927,13 +2105,21 @@ impl Backend for PostgresBackend {
         // its commit); one lost is made up by the others' fallback poll.
         runtime.spawn(async move {
             let sent = async {
-                pool.get()
-                    .await?
+                let client = pool.get().await?;
+                // Cleared before the NOTIFY is sent, so that it is sent
+                // after every commit that set it.
+                if let Some(unsent) = &coalesced {
+                    unsent.store(false, std::sync::atomic::Ordering::Release);
+                }
+                client
                     .execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
                     .await?;
                 Ok::<_, StoreError>(())
             };
             if let Err(e) = sent.await {
+                if let Some(unsent) = &coalesced {
+                    unsent.store(false, std::sync::atomic::Ordering::Release);
+                }
                 tracing::debug!(error = %e, "cannot tell other hookci processes");
             }
         });

@@ -327,6 +327,115 @@ async fn report_states(store: &Store, id: i64) -> Vec<String> {
         .collect()
 }
 
+/// Calls that arrive together (a backend may record them in one
+/// transaction) are answered each on its own: the queue limit holds across
+/// them, a call refused as over the limit leaves nothing of itself, not even
+/// its deliveries that fit, and one delivery sent many times at once is one
+/// build that every answer names.
+#[tokio::test]
+async fn calls_at_once_are_each_answered_alone() {
+    for (name, db) in backends().await {
+        let store = db.open(options(12)).await;
+        // Over the limit as a whole: its first delivery fits, its second
+        // does not.
+        let over = vec![
+            delivery(
+                "app",
+                "over-1",
+                vec![new_build("app", "o1", None, false)],
+                None,
+            ),
+            delivery(
+                "app",
+                "over-2",
+                (0..20)
+                    .map(|i| new_build("app", &format!("o2-{i}"), None, false))
+                    .collect(),
+                None,
+            ),
+        ];
+        let mut calls = vec![over];
+        for i in 0..20 {
+            calls.push(vec![delivery(
+                "app",
+                &format!("d{i}"),
+                vec![new_build("app", &format!("b{i}"), None, false)],
+                None,
+            )]);
+        }
+        for _ in 0..8 {
+            calls.push(vec![delivery(
+                "app",
+                "same",
+                vec![new_build("other", "main", None, false)],
+                None,
+            )]);
+        }
+        let answers = futures_util::future::join_all(calls.into_iter().map(|c| {
+            let store = store.clone();
+            async move { store.record_deliveries(c).await }
+        }))
+        .await;
+        assert!(
+            matches!(answers[0], Err(StoreError::QueueFull)),
+            "{name}: the call over the limit is refused"
+        );
+        assert!(
+            !store.delivery_recorded("app", "over-1").await.unwrap(),
+            "{name}: nothing of it is kept"
+        );
+        let mut queued = 0;
+        let mut refused = 0;
+        let mut same = Vec::new();
+        for answer in &answers[1..] {
+            match answer {
+                Ok(recorded) => {
+                    assert_eq!(recorded.len(), 1, "{name}");
+                    let r = &recorded[0];
+                    if r.delivery_id == "same" {
+                        same.push((r.duplicate, r.build_ids.clone()));
+                    } else {
+                        assert_eq!(r.build_ids.len(), 1, "{name}");
+                        let b = store.build(r.build_ids[0]).await.unwrap().expect("stored");
+                        assert_eq!(
+                            b.delivery.as_deref(),
+                            Some(r.delivery_id.as_str()),
+                            "{name}"
+                        );
+                        queued += 1;
+                    }
+                }
+                Err(StoreError::QueueFull) => refused += 1,
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
+        let firsts = same.iter().filter(|(dup, _)| !dup).count();
+        let same_queued = usize::from(firsts == 1);
+        assert!(
+            firsts <= 1,
+            "{name}: one delivery sent at once is recorded once: {same:?}"
+        );
+        if let Some((_, ids)) = same.iter().find(|(dup, _)| !dup) {
+            assert_eq!(ids.len(), 1, "{name}");
+            assert!(
+                same.iter().all(|(_, got)| got == ids),
+                "{name}: every answer names its build: {same:?}"
+            );
+        }
+        assert_eq!(
+            queued + same_queued,
+            12,
+            "{name}: the queue takes exactly its limit"
+        );
+        assert_eq!(
+            refused + same.len(),
+            28 - queued,
+            "{name}: every other call is answered as refused or as the same delivery"
+        );
+        assert_eq!(store.queued_count().await.unwrap(), 12, "{name}");
+    }
+}
+
 /// A delivery's builds are queued and read back as they were pushed;
 /// lists are newest first and filter; a full queue records nothing.
 #[tokio::test]
