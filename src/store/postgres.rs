@@ -420,41 +420,39 @@ impl Collected {
         if self.0.is_empty() {
             return Ok(());
         }
+        // One statement: the UPDATE sees the table as it was before the
+        // INSERT, and supersedes only older rows.
         let insert = tx
             .prepare_cached(
-                "INSERT INTO reports (build, context, state, description, created_at,
-                     created_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            )
-            .await?;
-        let supersede = tx
-            .prepare_cached(
-                "UPDATE reports SET outcome = 'superseded'
-                 WHERE outcome = 'pending' AND context = $2 AND id < $3
-                   AND build IN (
-                       SELECT ob.id FROM builds nb
-                       JOIN builds ob ON ob.repo = nb.repo AND ob.commit_sha = nb.commit_sha
-                       WHERE nb.id = $1)",
+                "WITH new AS (
+                     INSERT INTO reports (build, context, state, description, created_at,
+                         created_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
+                 ), superseded AS (
+                     UPDATE reports SET outcome = 'superseded'
+                     WHERE outcome = 'pending' AND context = $2 AND id < (SELECT id FROM new)
+                       AND build IN (
+                           SELECT ob.id FROM builds nb
+                           JOIN builds ob ON ob.repo = nb.repo AND ob.commit_sha = nb.commit_sha
+                           WHERE nb.id = $1)
+                 )
+                 SELECT id FROM new",
             )
             .await?;
         for (report, at) in self.0 {
             let created_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
-            let row = tx
-                .query_one(
-                    &insert,
-                    &[
-                        &report.build,
-                        &report.context,
-                        &report.state.as_str(),
-                        &report.description,
-                        &at,
-                        &created_ms,
-                    ],
-                )
-                .await?;
-            let id: i64 = row.try_get(0)?;
-            tx.execute(&supersede, &[&report.build, &report.context, &id])
-                .await?;
+            tx.execute(
+                &insert,
+                &[
+                    &report.build,
+                    &report.context,
+                    &report.state.as_str(),
+                    &report.description,
+                    &at,
+                    &created_ms,
+                ],
+            )
+            .await?;
         }
         Ok(())
     }
@@ -604,7 +602,9 @@ async fn seen_delivery(
             "SELECT id, skipped FROM deliveries WHERE pipeline = $1 AND delivery_id = $2",
         )
         .await?;
-    let row = tx.query_opt(&by_id, &[&d.pipeline, &d.delivery_id]).await?;
+    let row = tx
+        .query_opt(&by_id, &[&d.pipeline, &text(&d.delivery_id)])
+        .await?;
     let row = match (row, &d.body_sha256) {
         (Some(row), _) => Some(row),
         // A replay under a new delivery id: the first answer.
@@ -662,18 +662,21 @@ async fn record(
     }
     let now = OffsetDateTime::now_utc();
     for d in deliveries {
-        if let Some((row, skipped)) = seen_delivery(tx, &d).await? {
-            out.push(duplicate_answer(tx, d, row, skipped).await?);
-            continue;
-        }
         let wanted = d.builds.len() as u64;
         if wanted > *room {
+            // Over the limit, unless it is a redelivery (which takes no
+            // room: it gets its first answer).
+            if let Some((row, skipped)) = seen_delivery(tx, &d).await? {
+                out.push(duplicate_answer(tx, d, row, skipped).await?);
+                continue;
+            }
             return Err(StoreError::QueueFull);
         }
-        *room -= wanted;
-        // Two receivers with the same delivery at once: the second waits
-        // here for the first to commit, inserts nothing, and answers what
-        // the first recorded.
+        // Inserted first, looked up only when it was there already (by
+        // delivery id, or by body: a replay under a new id), so that a new
+        // delivery costs one statement. Two receivers with the same
+        // delivery at once: the second waits here for the first to commit,
+        // inserts nothing, and answers what the first recorded.
         let insert = tx
             .prepare_cached(
                 "INSERT INTO deliveries
@@ -687,9 +690,9 @@ async fn record(
                 &insert,
                 &[
                     &d.pipeline,
-                    &d.delivery_id,
+                    &text(&d.delivery_id),
                     &d.host.as_str(),
-                    &d.event,
+                    &text(&d.event),
                     &d.skipped,
                     &now,
                     &d.body_sha256,
@@ -706,6 +709,7 @@ async fn record(
             out.push(duplicate_answer(tx, d, row, skipped).await?);
             continue;
         };
+        *room -= wanted;
         let row: i64 = inserted.try_get(0)?;
         let mut build_ids = Vec::with_capacity(d.builds.len());
         let mut cancel_running = Vec::new();
@@ -766,9 +770,9 @@ struct Pending {
 /// How many transactions record deliveries at once in one process.
 const RECORD_LANES: usize = 4;
 
-/// The most calls one transaction records. Each is a savepoint, and
-/// PostgreSQL slows every session's snapshots once a transaction has more
-/// than 64 subtransactions.
+/// The most calls one transaction records. A call that may overflow the
+/// queue is a savepoint, and PostgreSQL slows every session's snapshots
+/// once a transaction has more than 64 subtransactions.
 const RECORD_BATCH: usize = 32;
 
 /// Starts the lanes that record deliveries: each takes every call waiting
@@ -824,10 +828,27 @@ async fn record_batch(pool: &Pool, max_queued: u64, batch: Vec<Pending>) {
         senders.push(call.answer);
         calls.push(call.deliveries);
     }
+    // Kept to record each call alone if the group fails as a whole.
+    let again_alone = (calls.len() > 1).then(|| calls.clone());
     let answers = match record_group(pool, max_queued, calls).await {
         Ok(answers) => answers,
-        // Nothing of the group was recorded.
-        Err(e) => senders.iter().map(|_| Err(again(&e))).collect(),
+        Err(e) => match again_alone {
+            // One call's conflict (a deadlock with another process, a
+            // delivery not visible yet) must not cost the others their
+            // build: each is tried once more in a transaction of its own.
+            Some(calls) => {
+                tracing::debug!(error = %e, "a group of deliveries failed; recording them one by one");
+                let mut answers = Vec::with_capacity(calls.len());
+                for call in calls {
+                    answers.push(match record_group(pool, max_queued, vec![call]).await {
+                        Ok(mut one) => one.pop().unwrap_or_else(|| Err(again(&e))),
+                        Err(e) => Err(e),
+                    });
+                }
+                answers
+            }
+            None => vec![Err(e)],
+        },
     };
     for (sender, answer) in senders.into_iter().zip(answers) {
         let _ = sender.send(answer);
@@ -856,6 +877,9 @@ async fn record_group(
     }
 }
 
+/// Records each call in turn. A call that might not fit in the queue's
+/// room runs under a savepoint, so that a refusal takes back only its own
+/// writes; any other failure is the whole group's.
 async fn record_calls(
     tx: &Transaction<'_>,
     max_queued: u64,
@@ -865,7 +889,9 @@ async fn record_calls(
     let mut answers = Vec::with_capacity(calls.len());
     let mut room = max_queued.saturating_sub(queued_count(&**tx).await?);
     for deliveries in calls {
-        if !alone {
+        let wanted: u64 = deliveries.iter().map(|d| d.builds.len() as u64).sum();
+        let guarded = !alone && wanted > room;
+        if guarded {
             tx.batch_execute("SAVEPOINT call").await?;
         }
         let before = room;
@@ -876,21 +902,31 @@ async fn record_calls(
         };
         match result {
             Ok(recorded) => {
-                if !alone {
+                if guarded {
                     tx.batch_execute("RELEASE SAVEPOINT call").await?;
                 }
                 answers.push(Ok(recorded));
             }
-            // Alone, the call's failure is the transaction's.
-            Err(e) if alone => return Err(e),
-            Err(e) => {
+            Err(StoreError::QueueFull) if guarded => {
                 tx.batch_execute("ROLLBACK TO SAVEPOINT call").await?;
                 room = before;
-                answers.push(Err(e));
+                answers.push(Err(StoreError::QueueFull));
             }
+            Err(e) => return Err(e),
         }
     }
     Ok(answers)
+}
+
+/// Payload text as PostgreSQL can hold it: a `text` value cannot contain
+/// NUL, which JSON can carry (`\u0000` in a commit message), so it is
+/// written as U+FFFD, as a page would show it. Any other character is kept.
+fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{fffd}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
 }
 
 /// Inserts one queued build; returns its id.
@@ -927,8 +963,8 @@ async fn insert_build(
     let params: &[&(dyn ToSql + Sync)] = &[
         &b.pipeline,
         &delivery_row,
-        &delivery_id,
-        &p.repo,
+        &delivery_id.map(text),
+        &text(&p.repo),
         &host.map(Host::as_str),
         &p.event_name(),
         &p.git_ref,
@@ -938,11 +974,11 @@ async fn insert_build(
         &p.before.as_str(),
         &p.after.as_str(),
         &p.forced,
-        &p.clone_url,
-        &p.ssh_url,
-        &p.web_url,
-        &p.message,
-        &p.pusher,
+        &text(&p.clone_url),
+        &p.ssh_url.as_deref().map(text),
+        &p.web_url.as_deref().map(text),
+        &text(&p.message),
+        &text(&p.pusher),
         &filters,
         &now,
         &b.report_context,

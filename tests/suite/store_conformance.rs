@@ -436,6 +436,31 @@ async fn calls_at_once_are_each_answered_alone() {
     }
 }
 
+/// A payload's text may hold any character JSON can carry, NUL among
+/// them (`\u0000` in a commit message): the delivery is recorded on every
+/// backend, and the text reads back with the NUL shown as U+FFFD where the
+/// database cannot hold it, never refused.
+#[tokio::test]
+async fn a_nul_in_a_payloads_text_is_recorded() {
+    for (name, _db, store) in stores().await {
+        let mut b = new_build("app", "main", None, false);
+        b.push.message = "fix\0 the build".to_owned();
+        b.push.pusher = "octo\0cat".to_owned();
+        let r = record_one(&store, delivery("app", "nul", vec![b], None)).await;
+        let got = store.build(r.build_ids[0]).await.unwrap().expect("stored");
+        for (text, want) in [
+            (&got.push.message, "fix the build"),
+            (&got.push.pusher, "octocat"),
+        ] {
+            assert_eq!(
+                text.replace(['\0', '\u{fffd}'], ""),
+                want,
+                "{name}: {text:?}"
+            );
+        }
+    }
+}
+
 /// A delivery's builds are queued and read back as they were pushed;
 /// lists are newest first and filter; a full queue records nothing.
 #[tokio::test]
