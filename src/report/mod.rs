@@ -62,6 +62,10 @@ const BUSY_RECHECK: Duration = Duration::from_secs(1);
 /// After a store error, wait this long before reading the outbox again.
 const STORE_RETRY: Duration = Duration::from_secs(5);
 
+/// How long the reporter gathers newly written reports before it reads
+/// them: a status a few milliseconds later, for one read per burst.
+const GATHER: Duration = Duration::from_millis(20);
+
 /// The most of a host's answer kept in an error.
 const MAX_ANSWER_CHARS: usize = 200;
 
@@ -232,7 +236,15 @@ impl Reporter {
                 Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                     busy.remove(&task_id(&done));
                 }
-                () = inner.store.reports_written() => {}
+                () = inner.store.reports_written() => {
+                    // Reports come in bursts (a flood of pushes writes one
+                    // each): gathered for a moment, one read takes them all,
+                    // instead of two queries per delivery.
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(GATHER) => {}
+                    }
+                }
                 () = sleep_until(wake_at) => {}
             }
         }

@@ -205,6 +205,8 @@ pub struct PostgresBackend {
     /// The session that holds the reporter lock, once it does: one process
     /// sends the status reports at a time (see [`PostgresBackend::reporting`]).
     reporter: tokio::sync::Mutex<Option<(tokio_postgres::Client, bool)>>,
+    /// When this process last asked for the reporter lock.
+    reporter_asked: std::sync::Mutex<Option<std::time::Instant>>,
     /// Where `record_deliveries` calls wait for a lane ([`start_recording`]).
     recorder: tokio::sync::mpsc::UnboundedSender<Pending>,
     /// A "builds were queued" announcement is waiting to be sent.
@@ -296,6 +298,7 @@ impl PostgresBackend {
                 me: format!("{:016x}", rand::random::<u64>()),
             },
             reporter: tokio::sync::Mutex::new(None),
+            reporter_asked: std::sync::Mutex::new(None),
             recorder,
             queued_unsent: std::sync::Arc::default(),
         };
@@ -328,6 +331,20 @@ impl PostgresBackend {
         };
         if *held {
             return true;
+        }
+        // Another process holds it: asked again at most once a second, not
+        // on every wake-up (a flood of deliveries wakes the reporter for
+        // each), so a takeover waits at most that second.
+        {
+            let now = std::time::Instant::now();
+            let mut asked = self
+                .reporter_asked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if asked.is_some_and(|then| now.duration_since(then) < REPORTER_ASK_EVERY) {
+                return false;
+            }
+            *asked = Some(now);
         }
         let got = client
             .query_one(
@@ -760,6 +777,9 @@ async fn record(
     }
     Ok(out)
 }
+
+/// How often a process that does not send the reports asks for the lock.
+const REPORTER_ASK_EVERY: Duration = Duration::from_secs(1);
 
 /// One `record_deliveries` call waiting for its commit.
 struct Pending {
