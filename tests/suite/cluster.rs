@@ -23,7 +23,7 @@ fn cluster_config(schema: &pg::Schema, node: &str, builds: usize) -> String {
     )
 }
 
-fn write_pipeline(dir: &Path, toml: &str) {
+pub(crate) fn write_pipeline(dir: &Path, toml: &str) {
     std::fs::create_dir_all(dir.join("pipelines")).expect("mkdir");
     std::fs::write(dir.join("pipelines/app.toml"), toml).expect("pipeline");
 }
@@ -222,7 +222,7 @@ fn a_store_that_is_not_a_postgres_url_is_a_config_error() {
 
 /// `hookci serve --role runner` on a config written in `dir`, once it says
 /// it claims builds. A runner serves no HTTP.
-fn spawn_runner(dir: &Path, extra: &str) -> common::Daemon {
+pub(crate) fn spawn_runner(dir: &Path, extra: &str) -> common::Daemon {
     use std::io::{BufRead, BufReader};
     let config = dir.join("hookci.toml");
     std::fs::write(
@@ -707,15 +707,15 @@ async fn report_states(store: &hookci::store::Store, id: i64) -> Vec<String> {
 /// Runner A and a receiver; A claims the build of one push and its step
 /// starts; then runner B starts. Returns (receiver guard, its URL, A, B,
 /// the build id, the step's pid, the dirs, the upstream).
-struct Lost {
+pub(crate) struct Lost {
     _r: common::Daemon,
-    r: String,
-    a: common::Daemon,
+    pub(crate) r: String,
+    pub(crate) a: common::Daemon,
     _b: common::Daemon,
-    id: i64,
+    pub(crate) id: i64,
     pid: nix::unistd::Pid,
-    a_dir: tempfile::TempDir,
-    b_dir: tempfile::TempDir,
+    pub(crate) a_dir: tempfile::TempDir,
+    pub(crate) b_dir: tempfile::TempDir,
     _r_dir: tempfile::TempDir,
     _shared: tempfile::TempDir,
     _up: Upstream,
@@ -729,7 +729,7 @@ impl Drop for Lost {
     }
 }
 
-async fn a_runs_then_b_starts(schema: &pg::Schema, name: &str) -> Lost {
+pub(crate) async fn a_runs_then_b_starts(schema: &pg::Schema, name: &str) -> Lost {
     let up = Upstream::new(name);
     let commit = up.push(&[("README", "x\n")], "first");
     let shared = tempfile::tempdir().unwrap();
