@@ -219,7 +219,8 @@ pub async fn run_role(
     };
     let sweeper = mirrors.clone().map(|m| {
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+            // Copies of pruned builds go within a minute.
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
                 every.tick().await;
                 m.sweep().await;

@@ -93,13 +93,11 @@ async fn a_receiver_streams_and_serves_the_log_of_a_build_running_on_another_box
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     write_pipeline(a_dir.path(), &toml);
     write_pipeline(b_dir.path(), &toml);
-    let (_b, b, _) = spawn_daemon_with_log(
-        b_dir.path(),
-        &format!(
-            "store = {:?}\nnode = \"b\"\nrole = \"receiver\"",
-            schema.url
-        ),
+    let b_config = format!(
+        "store = {:?}\nnode = \"b\"\nrole = \"receiver\"",
+        schema.url
     );
+    let (b_guard, b, _) = spawn_daemon_with_log(b_dir.path(), &b_config);
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "ticks");
     let id = common::queue_github(&b, "app", "s", "ticks-1", &body).await[0];
     // Every reader starts while the build is queued: nothing runs yet.
@@ -195,6 +193,17 @@ async fn a_receiver_streams_and_serves_the_log_of_a_build_running_on_another_box
         .expect("html");
     assert!(html.contains("tick 10"), "{html}");
     assert!(!html.contains(SECRET_VALUE));
+
+    // A receiver restarted (its copies are a cache, emptied at start)
+    // serves the same log.
+    let mirror = b_dir.path().join("data/logs/mirror");
+    assert!(
+        std::fs::read_dir(&mirror).expect("B's copies").count() > 0,
+        "B keeps a copy"
+    );
+    drop(b_guard);
+    let (_b, b, _) = spawn_daemon_with_log(b_dir.path(), &b_config);
+    assert_eq!(api_log(&b, id).await, file);
 }
 
 /// Test (c): runner A is killed mid-step; its build runs again on runner B
