@@ -266,3 +266,67 @@ async fn a_killed_runners_build_shows_only_attempt_2s_log_on_the_receiver() {
             .exists()
     );
 }
+
+/// The database fails the runner while it ships (its sessions are cut,
+/// three times, while the step prints): the step goes on, the shipper
+/// retries and catches up, and the receiver serves the whole log, the
+/// runner's file byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_shipped_through_cut_database_sessions_arrives_whole() {
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let up = Upstream::new("shipcut");
+    let commit = up.push(&[("README", "x\n")], "first");
+    let toml = common::pipeline_toml("s")
+        .clone_url(&up.url())
+        .step(
+            "ticks",
+            r#"for i in $(seq 1 12); do seq -f "tick $i line %g" 1 2000; sleep 0.3; done"#,
+        )
+        .to_string();
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_pipeline(a_dir.path(), &toml);
+    write_pipeline(b_dir.path(), &toml);
+    let (_b, b, _) = spawn_daemon_with_log(
+        b_dir.path(),
+        &format!(
+            "store = {:?}\nnode = \"b\"\nrole = \"receiver\"",
+            schema.url
+        ),
+    );
+    let node = format!("a-{}", schema.name);
+    let _a = spawn_runner(
+        a_dir.path(),
+        &format!(
+            "store = {:?}\nnode = {node:?}\nmax_parallel_builds = 1",
+            schema.url
+        ),
+    );
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "cut");
+    let id = common::queue_github(&b, "app", "s", "cut-1", &body).await[0];
+    let following = tokio::spawn(sse_events(format!("{b}/api/builds/{id}/log/stream")));
+    common::wait_build(&b, id, |b| b["status"] == "running").await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        schema
+            .execute(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name = 'hookci {node}'"
+            ))
+            .await;
+    }
+    let done = common::wait_final(&b, id).await;
+    assert_eq!(done["status"], "success", "{done}");
+    let file = std::fs::read(a_dir.path().join(format!("data/logs/{id}.log"))).expect("A's file");
+    assert!(String::from_utf8_lossy(&file).contains("tick 12 line 2000\n"));
+    assert_eq!(api_log(&b, id).await, file);
+    let followed = following.await.expect("the stream");
+    let text: String = followed
+        .iter()
+        .filter(|(_, kind, _)| kind == "message")
+        .map(|(_, _, data)| format!("{data}\n"))
+        .collect();
+    assert!(text.contains("tick 12 line 2000"), "the stream ended early");
+    assert_eq!(followed.last().map(|e| e.2.as_str()), Some("success"));
+}
