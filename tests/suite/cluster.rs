@@ -656,7 +656,7 @@ async fn open_schema(schema: &pg::Schema) -> hookci::store::Store {
 }
 
 /// The store in `schema`, opened by a process named `node`.
-async fn open_schema_as(schema: &pg::Schema, node: &str) -> hookci::store::Store {
+pub(crate) async fn open_schema_as(schema: &pg::Schema, node: &str) -> hookci::store::Store {
     hookci::store::Store::open_postgres(
         hookci::store::PgOptions {
             url: hookci::secret::Secret::new(schema.url.clone()),
@@ -672,7 +672,7 @@ async fn open_schema_as(schema: &pg::Schema, node: &str) -> hookci::store::Store
 }
 
 /// A push of `after` to `main` of acme/app, as a store test records it.
-fn main_push(after: &str) -> hookci::webhook::PushEvent {
+pub(crate) fn main_push(after: &str) -> hookci::webhook::PushEvent {
     hookci::webhook::PushEvent {
         repo: "acme/app".into(),
         git_ref: "refs/heads/main".into(),

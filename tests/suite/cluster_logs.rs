@@ -6,7 +6,9 @@
 //! for byte, masked as the runner masked it; a build re-run as attempt 2
 //! shows only attempt 2's log.
 
-use crate::cluster::{a_runs_then_b_starts, spawn_runner, write_pipeline};
+use crate::cluster::{
+    a_runs_then_b_starts, main_push, open_schema_as, spawn_runner, write_pipeline,
+};
 use crate::common;
 use crate::gitserve;
 use crate::pg;
@@ -329,4 +331,147 @@ async fn a_log_shipped_through_cut_database_sessions_arrives_whole() {
         .collect();
     assert!(text.contains("tick 12 line 2000"), "the stream ended early");
     assert_eq!(followed.last().map(|e| e.2.as_str()), Some("success"));
+}
+
+/// A receiver's copy of a shipped log, driven through the store: two
+/// followers share one copy and follow it live; a new run (attempt 2)
+/// ends the old run's followers, whose copy goes, and a new follower
+/// reads the new run only; once the build is pruned, its copy goes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receivers_copy_follows_one_run_at_a_time_and_goes_with_its_build() {
+    use hookci::runner::log::mirror::Mirrors;
+    use hookci::store::{BuildOrigin, BuildStatus, ClaimPolicy, LogChunk, NewBuild};
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let store = open_schema_as(&schema, "runner")
+        .await
+        .with_lease(Duration::from_secs(1));
+    let receiver = open_schema_as(&schema, "receiver").await;
+    let id = store
+        .queue_manual(
+            NewBuild {
+                pipeline: "app".into(),
+                push: main_push(&"c".repeat(40)),
+                path_filters: Vec::new(),
+                supersede: false,
+                waiting: false,
+                report_context: None,
+            },
+            None,
+            BuildOrigin {
+                rebuild_of: None,
+                triggered_by: "admin".into(),
+                resume: None,
+            },
+        )
+        .await
+        .expect("queue")
+        .id;
+    let first = store
+        .claim_next(ClaimPolicy::default())
+        .await
+        .unwrap()
+        .expect("claimed");
+    let run = store.for_run(&first);
+    let r1 = run.log_begin(id).await.unwrap().expect("a run");
+    let chunk = |offset: u64, data: &[u8]| LogChunk {
+        offset,
+        data: data.to_vec(),
+        times: Vec::new(),
+    };
+    run.log_append(id, r1, chunk(0, b"one\n"), false)
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors = Mirrors::open(dir.path().join("mirror"), receiver.clone()).expect("open");
+    let mut a = mirrors.follow(id).await.unwrap().expect("a follower");
+    let mut b = mirrors.follow(id).await.unwrap().expect("another");
+    let next = |f: &mut hookci::runner::log::LogFollower| {
+        let mut f = f.clone();
+        async move {
+            let mut got = Vec::new();
+            let until = Instant::now() + Duration::from_secs(20);
+            while let Ok(Ok(Some(c))) = tokio::time::timeout(
+                until.saturating_duration_since(Instant::now()),
+                f.next_chunk(),
+            )
+            .await
+            {
+                got.extend(c);
+            }
+            got
+        }
+    };
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), a.next_chunk())
+            .await
+            .expect("in time")
+            .unwrap()
+            .as_deref(),
+        Some(&b"one\n"[..])
+    );
+    run.log_append(id, r1, chunk(4, b"two\n"), false)
+        .await
+        .unwrap();
+    // Live: the second line reaches the follower while the log is open.
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), a.next_chunk())
+            .await
+            .expect("the second line came live")
+            .unwrap()
+            .as_deref(),
+        Some(&b"two\n"[..])
+    );
+    let copies = || {
+        std::fs::read_dir(dir.path().join("mirror"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(copies(), 2, "one copy (log and times) for both followers");
+
+    // The runner loses the build; attempt 2 begins a new run.
+    let until = Instant::now() + Duration::from_secs(20);
+    while store.rescue().await.unwrap().requeued.is_empty() {
+        assert!(Instant::now() < until, "never rescued");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ended_b = next(&mut b).await;
+    assert_eq!(
+        ended_b, b"one\ntwo\n",
+        "attempt 1's follower ends with its run"
+    );
+    let second = store
+        .claim_next(ClaimPolicy::default())
+        .await
+        .unwrap()
+        .expect("again");
+    assert_eq!(second.attempt, 2);
+    let run2 = store.for_run(&second);
+    let r2 = run2.log_begin(id).await.unwrap().expect("a run");
+    run2.log_append(id, r2, chunk(0, b"attempt 2\n"), true)
+        .await
+        .unwrap();
+    let c = mirrors.follow(id).await.unwrap().expect("a follower");
+    assert_eq!(next(&mut c.clone()).await, b"attempt 2\n");
+    let file = mirrors.file(id).await.unwrap().expect("a copy");
+    assert_eq!(std::fs::read(&file.path).unwrap(), b"attempt 2\n");
+    assert_eq!(copies(), 2, "attempt 1's copy is gone");
+    drop((a, b, c, file));
+
+    // Pruned: the log goes with the build, and the copy with the log.
+    run2.finish(id, BuildStatus::Success, None).await.unwrap();
+    assert_eq!(store.prune("app".into(), 0).await.unwrap(), [id]);
+    // (A copier still ending holds the copy a moment.)
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        mirrors.sweep().await;
+        if copies() == 0 {
+            break;
+        }
+        assert!(Instant::now() < until, "the pruned build's copy stays");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(mirrors.file(id).await.unwrap().is_none());
 }
