@@ -88,7 +88,7 @@ impl LiveBuilds {
                 return Ok(r.log.clone());
             }
             let wait = match store.build(id).await?.map(|b| b.status) {
-                Some(BuildStatus::Queued | BuildStatus::Waiting) => Duration::from_secs(5),
+                Some(BuildStatus::Queued) => Duration::from_secs(5),
                 Some(BuildStatus::Running) => {
                     match store.log_head(id).await? {
                         Some(head) if head.writer_holds => {
