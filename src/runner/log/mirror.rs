@@ -119,6 +119,7 @@ impl Mirrors {
                 _keep: mirror,
             })),
             None => {
+                drop(mirror);
                 self.forget(id);
                 Ok(None)
             }
@@ -131,6 +132,7 @@ impl Mirrors {
     pub async fn follow(self: &Arc<Self>, id: i64) -> Result<Option<LogFollower>, StoreError> {
         let mirror = self.get(id);
         let Some(publisher) = mirror.sync(&self.store, &self.dir).await? else {
+            drop(mirror);
             self.forget(id);
             return Ok(None);
         };
