@@ -15,10 +15,17 @@
 //!    fresh data directories; `--drains` (3) pairs, alternating which goes
 //!    first.
 //!
+//! 3. A loud step (`--only log`): one step prints `--log-mb` (50) MB of
+//!    numbered lines (`seq`). SQLite (one process, the baseline) and a PostgreSQL receiver
+//!    plus a runner process, `--runs` builds each, interleaved: the step's
+//!    time and the build's (start to recorded end: on PostgreSQL the end
+//!    is recorded once the log is all in the database), as the store says;
+//!    and that the receiver serves the runner's whole log.
+//!
 //! Each run creates its schemas on the server `HOOKCI_TEST_DATABASE_URL`
 //! names (default: the local `test` database) and drops them. Run:
 //! `cargo bench --bench cluster` (`-- --runs N --builds N --drains N
-//! --slots N --dir D --only first|drain`).
+//! --slots N --log-mb N --dir D --only first|drain|log`).
 
 #[path = "support.rs"]
 mod support;
@@ -118,6 +125,184 @@ fn write_pipelines(dir: &Path, url: &str, out: &Path) {
     )
     .expect("w");
     std::fs::write(dir.join("pipelines/true.toml"), pipeline("true")).expect("w");
+    let mb = LOG_MB.load(std::sync::atomic::Ordering::Relaxed);
+    std::fs::write(
+        dir.join("pipelines/loud.toml"),
+        pipeline(&format!(
+            "seq -f \"%.0f: a line of the loud step, a few words to fill it out\" 1 9000000 | \
+             head -c {}",
+            mb * 1_000_000
+        )),
+    )
+    .expect("w");
+}
+
+/// How many MB the loud step prints.
+static LOG_MB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(50);
+
+/// Build `id` as `addr`'s API has it.
+fn build_json(addr: &str, id: i64) -> serde_json::Value {
+    let head = format!("GET /api/builds/{id} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n");
+    json_of(&request(addr, &head, b""))
+}
+
+/// Seconds between two RFC 3339 times of a build's JSON.
+fn seconds_between(v: &serde_json::Value, from: &str, to: &str) -> f64 {
+    let at = |k: &str| {
+        time::OffsetDateTime::parse(
+            v[k].as_str().expect("a time"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("RFC 3339")
+    };
+    (at(to) - at(from)).as_seconds_f64()
+}
+
+/// How many bytes `addr` serves of build `id`'s log.
+fn served_log_len(addr: &str, id: i64) -> usize {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let head = format!("GET /api/builds/{id}/log HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).expect("write");
+    let mut answer = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut answer).expect("read");
+    let body = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a body")
+        + 4;
+    let head = String::from_utf8_lossy(&answer[..body]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    if head.contains("transfer-encoding: chunked") {
+        // Chunk sizes in hex, each on its own line, then the chunk.
+        let (mut at, mut len) = (body, 0);
+        loop {
+            let line_end = at
+                + answer[at..]
+                    .windows(2)
+                    .position(|w| w == b"\r\n")
+                    .expect("size");
+            let size =
+                usize::from_str_radix(String::from_utf8_lossy(&answer[at..line_end]).trim(), 16)
+                    .expect("hex");
+            if size == 0 {
+                return len;
+            }
+            len += size;
+            at = line_end + 2 + size + 2;
+        }
+    }
+    answer.len() - body
+}
+
+/// Part 3: a step that prints a lot, SQLite against a PostgreSQL runner
+/// that ships its log, interleaved.
+fn loud_step(root: &Path, out: &Path, repo: &Repo, runs: usize) {
+    let Some(schema) = PgSchema::create() else {
+        return;
+    };
+    let url = repo.url.clone();
+    let (sqlite, sqlite_addr) = start(
+        &root.join("loud-sqlite"),
+        &url,
+        out,
+        "max_parallel_builds = 1",
+        &[],
+    );
+    let (receiver, receiver_addr) = start(
+        &root.join("loud-receiver"),
+        &url,
+        out,
+        &pg_lines(&schema, "receiver", "receiver", 0),
+        &[],
+    );
+    let runner_dir = root.join("loud-runner");
+    let (runner, _) = start(
+        &runner_dir,
+        &url,
+        out,
+        &pg_lines(&schema, "runner", "runner", 1),
+        &[],
+    );
+    let modes = [
+        ("SQLite, one process (baseline)", sqlite_addr.expect("addr")),
+        (
+            "PostgreSQL, a receiver and a runner that ships the log",
+            receiver_addr.expect("addr"),
+        ),
+    ];
+    let (mut step, mut build): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
+        (vec![Vec::new(); 2], vec![Vec::new(); 2]);
+    let mut ratios = Vec::new();
+    // One unmeasured build each: the mirror's first clone.
+    for r in 0..=runs {
+        let mut pair = [0f64; 2];
+        for (m, (_, addr)) in modes.iter().enumerate() {
+            let (id, _) = deliver(addr, "loud", &url, &repo.head);
+            wait_done(addr, id);
+            let b = build_json(addr, id);
+            let s = seconds_between(&b["steps"][0], "started_at", "finished_at");
+            let whole = seconds_between(&b, "started_at", "finished_at");
+            if m == 1 {
+                let file = std::fs::metadata(runner_dir.join(format!("data/logs/{id}.log")))
+                    .expect("the runner's log")
+                    .len() as usize;
+                assert_eq!(served_log_len(addr, id), file, "the receiver serves it all");
+            }
+            if r > 0 {
+                step[m].push(s);
+                build[m].push(whole);
+                pair[m] = whole;
+            }
+        }
+        if r > 0 {
+            ratios.push(pair[1] / pair[0]);
+        }
+    }
+    let (shipped, stored) = schema
+        .with_client(async |c| {
+            let row = c
+                .query_one(
+                    "SELECT (SELECT sum(length)::float8 FROM build_logs),
+                            pg_total_relation_size('log_chunks')::float8",
+                    &[],
+                )
+                .await
+                .expect("query");
+            (
+                row.get::<_, Option<f64>>(0).unwrap_or(0.0),
+                row.get::<_, f64>(1),
+            )
+        })
+        .expect("connect");
+    let load = load_average();
+    for daemon in [sqlite, receiver, runner] {
+        stop(daemon);
+    }
+    let mb = LOG_MB.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "\nlogs in the database: {:.1} MB of log take {:.1} MB in log_chunks ({:.2} bytes per byte)",
+        shipped / 1e6,
+        stored / 1e6,
+        stored / shipped.max(1.0)
+    );
+    println!("\na step printing {mb} MB (median of {runs}, load average {load} at the end)");
+    println!("| installation | step s | build s (start to recorded end) | build vs SQLite |");
+    println!("|---|---|---|---|");
+    for (m, (name, _)) in modes.iter().enumerate() {
+        println!(
+            "| {name} | {:.2} | {:.2} | {} |",
+            median(step[m].clone()),
+            median(build[m].clone()),
+            if m == 0 {
+                String::new()
+            } else {
+                format!("{:.2} x (pairs {:.2?})", median(ratios.clone()), ratios)
+            }
+        );
+    }
+    for (m, (name, _)) in modes.iter().enumerate() {
+        eprintln!("{name}: steps {:.2?} builds {:.2?}", step[m], build[m]);
+    }
 }
 
 /// A process of an installation in `dir`: `extra` config lines, `args`
@@ -378,6 +563,11 @@ fn main() {
             "--drains" => drains = args.next().and_then(|v| v.parse().ok()).unwrap_or(drains),
             "--slots" => slots = args.next().and_then(|v| v.parse().ok()).unwrap_or(slots),
             "--dir" => dir = args.next().map(Into::into).unwrap_or(dir),
+            "--log-mb" => {
+                if let Some(mb) = args.next().and_then(|v| v.parse().ok()) {
+                    LOG_MB.store(mb, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             "--only" => only = args.next().unwrap_or_default(),
             _ => {}
         }
@@ -398,6 +588,9 @@ fn main() {
 
     if only.is_empty() || only == "first" {
         first_step(root, out, &mut repo, runs);
+    }
+    if only.is_empty() || only == "log" {
+        loud_step(root, out, &repo, runs.min(5));
     }
     if only.is_empty() || only == "drain" {
         let (mut one, mut two) = (Vec::new(), Vec::new());

@@ -205,6 +205,28 @@ pub async fn run_role(
         ),
         false => None,
     };
+    // On a shared store, the logs of builds run on other boxes are read
+    // from the database, through copies here (SPEC §11).
+    let mirrors = match (store.shared(), listener.is_some()) {
+        (true, true) => Some(
+            crate::runner::log::mirror::Mirrors::open(
+                config.data_dir.join("logs").join("mirror"),
+                store.clone(),
+            )
+            .context("cannot create the directory of log copies")?,
+        ),
+        _ => None,
+    };
+    let sweeper = mirrors.clone().map(|m| {
+        tokio::spawn(async move {
+            // Copies of pruned builds go within a minute.
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                m.sweep().await;
+            }
+        })
+    });
     let pipelines_dir = config.pipelines_dir.clone();
     let served = listener.map(|listener| {
         http::raise_open_file_limit(config.max_connections + config.reserved_hook_connections);
@@ -214,6 +236,7 @@ pub async fn run_role(
             store.clone(),
             Arc::clone(&runner),
             live,
+            mirrors.clone(),
             metrics,
         );
         tracing::info!(
@@ -318,6 +341,9 @@ pub async fn run_role(
     }
     if let Some(rescuer) = rescuer {
         rescuer.abort();
+    }
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
     }
     reload.abort();
     crate::runner::cgroup::release();

@@ -64,6 +64,74 @@ impl LiveBuilds {
         }
     }
 
+    /// [`LiveBuilds::follow`] on a shared store, where the build may run
+    /// on another box: a build running here is followed here; any other
+    /// through `mirrors`, the copies of the logs runners ship to the
+    /// database. Waits while the build is queued, or running without its
+    /// claim's log begun (woken when a log in the database begins or
+    /// grows; the store is asked again every second). A build the database
+    /// has no log of (shipped before logs were, or never shipped) is read
+    /// from this box's file, if any.
+    pub async fn follow_shared(
+        &self,
+        id: i64,
+        runner: &Runner,
+        store: &Store,
+        mirrors: &Arc<crate::runner::log::mirror::Mirrors>,
+    ) -> Result<LogFollower, StoreError> {
+        let mut logs = store.subscribe_logs();
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(r) = self.lock().get(&id) {
+                return Ok(r.log.clone());
+            }
+            let wait = match store.build(id).await?.map(|b| b.status) {
+                Some(BuildStatus::Queued) => Duration::from_secs(5),
+                Some(BuildStatus::Running) => {
+                    match store.log_head(id).await? {
+                        Some(head) if head.writer_holds => {
+                            if let Some(f) = mirrors.follow(id).await? {
+                                return Ok(f);
+                            }
+                        }
+                        _ => {}
+                    }
+                    Duration::from_secs(1)
+                }
+                None => return Ok(follow_file(runner.log_path(id))),
+                Some(_) => {
+                    return Ok(match mirrors.follow(id).await? {
+                        Some(f) => f,
+                        None => follow_file(runner.log_path(id)),
+                    });
+                }
+            };
+            let heard = async {
+                loop {
+                    match logs.recv().await {
+                        Ok(Some(b)) if b != id => {}
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                () = changed => {}
+                () = heard => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// The log follower of build `id` when it runs in this process.
+    pub fn running_here(&self, id: i64) -> Option<LogFollower> {
+        self.lock().get(&id).map(|r| r.log.clone())
+    }
+
     /// The state build `id` settles in once its log has ended: its final
     /// status, or `queued` when it was re-queued (a shutdown). Waits (at
     /// most ~10 s) while the store still says `running`: the end is
@@ -344,6 +412,11 @@ impl Worker {
                         Some(format!("cannot write the build log: {e}")),
                     ),
                     Ok(mut log) => {
+                        // On a shared store the log goes to the database
+                        // too, so that every receiver serves it.
+                        let shipper = store
+                            .shared()
+                            .then(|| crate::runner::log::ship::start(store.clone(), id, &log));
                         let cancel = CancellationToken::new();
                         let stop: StopSlot = Arc::default();
                         self.live.insert(
@@ -388,6 +461,19 @@ impl Worker {
                         if let Err(e) = log.finish().await {
                             tracing::warn!(build = id, error = %e, "cannot finish the build log");
                             lost.get_or_insert_with(|| crate::runner::log::describe(&e));
+                        }
+                        // The end is recorded once the whole log is in the
+                        // database, so that a receiver that sees the build
+                        // ended serves all of it; not waiting longer than
+                        // SHIP_GRACE (the shipper then goes on alone).
+                        if let Some(shipper) = shipper {
+                            if !shipper.wait(SHIP_GRACE).await {
+                                tracing::warn!(
+                                    build = id,
+                                    "the build log is not all in the database yet; recording \
+                                     the build's end anyway"
+                                );
+                            }
                         }
                         unlogged(ended, lost)
                     }
@@ -442,6 +528,9 @@ impl Worker {
         }
     }
 }
+
+/// How long a build's end waits for its log to be all in a shared store.
+const SHIP_GRACE: Duration = Duration::from_secs(10);
 
 /// Why a build is stopped on a runner that lost its lease.
 const LEASE_LOST_HERE: &str = "this runner lost the build's lease";

@@ -565,7 +565,8 @@ pub async fn get_log(
         return Err(ApiError::not_found("no such build"));
     };
     let content_type = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
-    match tokio::fs::File::open(state.log_path(id)).await {
+    let file = state.log_file(id).await?;
+    match tokio::fs::File::open(&file.path).await {
         Ok(file) => {
             // What a terminal shows of each line is masked too: a secret
             // split by an escape sequence is whole only there.

@@ -37,6 +37,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+/// A build's log file, as [`AppState::log_file`] finds it.
+#[derive(Debug)]
+pub struct LogFile {
+    /// The file.
+    pub path: std::path::PathBuf,
+    _keep: Option<crate::runner::log::mirror::MirrorFile>,
+}
+
 /// The state every handler shares: a cheap clone of `Arc`s.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -50,19 +58,23 @@ struct Inner {
     store: Store,
     runner: Arc<Runner>,
     live: LiveBuilds,
+    /// On a shared store: the copies of the logs runners ship.
+    mirrors: Option<Arc<crate::runner::log::mirror::Mirrors>>,
     metrics: Arc<Metrics>,
     bodies: Arc<body::BodyBudget>,
     streams: Arc<streams::StreamCounts>,
 }
 
 impl AppState {
-    /// State for a server with this config, pipelines and store.
+    /// State for a server with this config, pipelines and store; on a
+    /// shared store, `mirrors` copies the logs of builds run elsewhere.
     pub fn new(
         config: Config,
         pipelines: PipelineSet,
         store: Store,
         runner: Arc<Runner>,
         live: LiveBuilds,
+        mirrors: Option<Arc<crate::runner::log::mirror::Mirrors>>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let bodies = body::BodyBudget::new(config.max_body_bytes_in_flight, config.max_body_bytes);
@@ -75,6 +87,7 @@ impl AppState {
                 store,
                 runner,
                 live,
+                mirrors,
                 metrics,
             }),
         }
@@ -86,10 +99,20 @@ impl AppState {
         &self,
         id: i64,
     ) -> Result<crate::runner::log::LogFollower, crate::store::StoreError> {
-        self.inner
-            .live
-            .follow(id, &self.inner.runner, &self.inner.store)
-            .await
+        match &self.inner.mirrors {
+            Some(mirrors) => {
+                self.inner
+                    .live
+                    .follow_shared(id, &self.inner.runner, &self.inner.store, mirrors)
+                    .await
+            }
+            None => {
+                self.inner
+                    .live
+                    .follow(id, &self.inner.runner, &self.inner.store)
+                    .await
+            }
+        }
     }
 
     /// Build `id`'s status once its log has ended (see
@@ -101,9 +124,28 @@ impl AppState {
         self.inner.live.settled_status(id, &self.inner.store).await
     }
 
-    /// The log file of build `id`.
-    pub fn log_path(&self, id: i64) -> std::path::PathBuf {
-        self.inner.runner.log_path(id)
+    /// The log file of build `id` as it is now: this box's file, or on a
+    /// shared store, for a build not running here, the copy of what its
+    /// runner shipped to the database (this box's file when the database
+    /// has none for it). The copy stays while the answer is held.
+    pub async fn log_file(&self, id: i64) -> Result<LogFile, crate::store::StoreError> {
+        let local = LogFile {
+            path: self.inner.runner.log_path(id),
+            _keep: None,
+        };
+        let Some(mirrors) = &self.inner.mirrors else {
+            return Ok(local);
+        };
+        if self.inner.live.running_here(id).is_some() {
+            return Ok(local);
+        }
+        Ok(match mirrors.file(id).await? {
+            Some(copy) => LogFile {
+                path: copy.path.clone(),
+                _keep: Some(copy),
+            },
+            None => local,
+        })
     }
 
     /// The daemon's counters.

@@ -319,7 +319,8 @@ async fn build_page_markup(
     let Some(build) = state.store().build(id).await? else {
         return Err(no_such_build);
     };
-    let log = match logtail::read(&state.log_path(id), LOG_EMBED_BYTES).await {
+    let file = state.log_file(id).await?;
+    let log = match logtail::read(&file.path, LOG_EMBED_BYTES).await {
         Ok(tail) => Some(tail),
         Err(e) => {
             tracing::error!(build = id, error = %e, "cannot read a build log for its page");
@@ -330,7 +331,7 @@ async fn build_page_markup(
     let log = match log {
         Some(tail) => {
             let live = !ctx.build.status.is_final();
-            Some(layout_log(state, id, &ctx.steps, tail, live, times).await)
+            Some(layout_log(state, id, &file.path, &ctx.steps, tail, live, times).await)
         }
         None => None,
     };
@@ -427,6 +428,7 @@ fn step_views(
 async fn layout_log(
     state: &AppState,
     id: i64,
+    path: &std::path::Path,
     steps: &[view::StepView],
     tail: logtail::LogTail,
     live: bool,
@@ -438,9 +440,7 @@ async fn layout_log(
             .iter()
             .filter(|s| s.record.status != crate::store::StepStatus::Pending)
             .count();
-        let lines = logtail::lines_before(&state.log_path(id), tail.skipped)
-            .await
-            .unwrap_or(0);
+        let lines = logtail::lines_before(path, tail.skipped).await.unwrap_or(0);
         (
             lines + 1,
             logview::section_at_cut(&tail.text, &names, started),
@@ -455,7 +455,7 @@ async fn layout_log(
         }
     }
     if times {
-        let (path, from) = (state.log_path(id), tail.skipped);
+        let (path, from) = (path.to_path_buf(), tail.skipped);
         let found = tokio::task::spawn_blocking(move || {
             crate::runner::log::times::LineTimes::open(&path, from)
         })
@@ -514,7 +514,8 @@ pub async fn log_part(
         let Some(build) = state.store().build(id).await? else {
             return Err(no_such_build);
         };
-        let path = state.log_path(id);
+        let file = state.log_file(id).await?;
+        let path = file.path.clone();
         let tail = logtail::read_before(&path, Some(before), LOG_EMBED_BYTES)
             .await
             .map_err(|e| {
@@ -523,7 +524,7 @@ pub async fn log_part(
             })?;
         let records = state.store().steps(id).await?;
         let steps = step_views(&build, records, None);
-        let part = layout_log(&state, id, &steps, tail.clone(), false, times).await;
+        let part = layout_log(&state, id, &path, &steps, tail.clone(), false, times).await;
         Ok::<_, PageError>(view::log_part(id, &part.sections, tail.skipped, times))
     };
     match part.await {

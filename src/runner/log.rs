@@ -18,6 +18,8 @@
 
 mod follow;
 pub mod mask;
+pub mod mirror;
+pub mod ship;
 pub mod times;
 pub mod visible;
 
@@ -363,6 +365,62 @@ impl LogWriter {
         }
         self.inner = Some(inner);
         Ok(result)
+    }
+}
+
+/// The publishing end of a log file that something other than a
+/// [`LogWriter`] writes (a receiver's copy of a log a runner shipped to the
+/// database, [`mirror`]): its followers read the file up to what it
+/// published, as a writer's do.
+#[derive(Debug)]
+pub struct Publisher {
+    path: PathBuf,
+    progress: watch::Sender<Progress>,
+}
+
+impl Publisher {
+    /// Publishes the file at `path`, empty so far.
+    pub fn new(path: PathBuf) -> Publisher {
+        Publisher {
+            path,
+            progress: watch::channel(Progress::default()).0,
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The first `written` bytes of the file are written and readable.
+    pub fn written(&self, written: u64) {
+        self.progress.send_if_modified(|p| {
+            let changed = p.written != written;
+            p.written = written;
+            changed
+        });
+    }
+
+    /// No byte will be added: followers end once they have read it all.
+    pub fn finish(&self) {
+        self.progress
+            .send_if_modified(|p| !std::mem::replace(&mut p.finished, true));
+    }
+
+    /// True once [`Publisher::finish`] was called.
+    pub fn is_finished(&self) -> bool {
+        self.progress.borrow().finished
+    }
+
+    /// A reader of the file from its first byte, that follows it until
+    /// [`Publisher::finish`].
+    pub fn follow(&self) -> LogFollower {
+        LogFollower::live(self.path.clone(), self.progress.subscribe())
+    }
+
+    /// How many followers (and clones of them) read it now.
+    pub fn followers(&self) -> usize {
+        self.progress.receiver_count()
     }
 }
 

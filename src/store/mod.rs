@@ -219,6 +219,41 @@ pub struct Fence {
     pub attempt: i64,
 }
 
+/// Where a build's log stands in a store that keeps logs (PostgreSQL:
+/// runners ship them there, so that every receiver serves them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogHead {
+    /// The log's run: a new one each time a claim of the build begins its
+    /// log ([`Backend::log_begin`]), so that a reader never mixes the bytes
+    /// of two runs (attempt 1's and attempt 2's).
+    pub run: i64,
+    /// The attempt whose log it is.
+    pub attempt: i64,
+    /// Bytes shipped so far.
+    pub length: u64,
+    /// The runner wrote it all: no byte will be added.
+    pub complete: bool,
+    /// The run's runner still holds the build (same runner id and
+    /// attempt): more may come. False once the build was rescued,
+    /// re-queued or claimed again.
+    pub writer_holds: bool,
+    /// The build is `running`.
+    pub running: bool,
+}
+
+/// A piece of a log in the store: its bytes from `offset` on, and the
+/// line-time records of those bytes (16-byte records as in
+/// `runner::log::times`: offset and Unix ms, little-endian).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogChunk {
+    /// The byte offset of `data` in the log.
+    pub offset: u64,
+    /// The (masked) bytes.
+    pub data: Vec<u8>,
+    /// Their line-time records.
+    pub times: Vec<u8>,
+}
+
 /// The lease length when the config names none.
 pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -337,6 +372,8 @@ pub enum Announce {
     Reports,
     /// A running build was asked to stop.
     Cancel(i64),
+    /// A build's log (in the store) began or grew.
+    Log(i64),
     /// Announcements may have been missed: treat everything as changed.
     Resync,
 }
@@ -630,6 +667,57 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// state: what changes when a build is queued, starts or ends.
     fn activity(&self) -> BoxFuture<'_, Result<Activity, StoreError>>;
 
+    /// Begins build `build`'s log for the claim `fence` names: a new run,
+    /// empty, replacing an earlier run's (its bytes go at once). Returns
+    /// the run, or `None` where the store keeps no logs: the embedded
+    /// SQLite store, whose one process reads its logs from its own files.
+    /// Fenced by the runner id and attempt only (not the build's state), so
+    /// that a runner may complete a log after its build's end was recorded;
+    /// a rescued, re-queued or re-claimed build refuses it.
+    fn log_begin(
+        &self,
+        _build: i64,
+        _fence: Fence,
+    ) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Appends `chunk` to run `run` of `build`'s log (its offset must be
+    /// the log's length), with its line times; `complete` marks the log
+    /// complete after it. A chunk already appended (a retry whose answer
+    /// was lost) changes nothing. Fenced as [`Backend::log_begin`], and by
+    /// the run: a newer run refuses it. Wakes the readers of other
+    /// processes. Nothing where the store keeps no logs.
+    fn log_append(
+        &self,
+        _build: i64,
+        _run: i64,
+        _chunk: LogChunk,
+        _complete: bool,
+        _fence: Fence,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Where `build`'s log stands; `None` when none was begun (or the
+    /// store keeps no logs).
+    fn log_head(&self, _build: i64) -> BoxFuture<'_, Result<Option<LogHead>, StoreError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// The chunks of run `run` of `build`'s log from byte `from` on (a
+    /// chunk boundary), in order, at most `max` of them; none when `run`
+    /// is not the log's run any more.
+    fn log_chunks(
+        &self,
+        _build: i64,
+        _run: i64,
+        _from: u64,
+        _max: u32,
+    ) -> BoxFuture<'_, Result<Vec<LogChunk>, StoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     /// Tells the other processes on this database, best effort (a missed
     /// one is made up by their fallback poll). Nothing for a store only
     /// this process opens.
@@ -770,6 +858,9 @@ pub struct Store {
     queued: Arc<Notify>,
     reports: Arc<Notify>,
     events: tokio::sync::broadcast::Sender<StoreEvent>,
+    /// Logs that grew in other processes: `Some(build)`, or `None` when
+    /// announcements may have been missed.
+    logs: tokio::sync::broadcast::Sender<Option<i64>>,
     /// Stops hearing other processes once the last handle is dropped.
     _hearing: Option<Arc<tokio_util::sync::DropGuard>>,
     /// This handle's runner id and lease length: what its claims record.
@@ -831,10 +922,15 @@ impl Store {
         let queued = Arc::new(Notify::new());
         let reports = Arc::new(Notify::new());
         let events = tokio::sync::broadcast::channel(256).0;
+        let logs = tokio::sync::broadcast::channel(1024).0;
         let stop = tokio_util::sync::CancellationToken::new();
         let hearing = backend.announcements(stop.clone()).map(|mut heard| {
-            let (queued, reports, events) =
-                (Arc::clone(&queued), Arc::clone(&reports), events.clone());
+            let (queued, reports, events, logs) = (
+                Arc::clone(&queued),
+                Arc::clone(&reports),
+                events.clone(),
+                logs.clone(),
+            );
             let stopped = stop.clone();
             tokio::spawn(async move {
                 loop {
@@ -852,10 +948,14 @@ impl Store {
                         Some(Announce::Cancel(id)) => {
                             let _ = events.send(StoreEvent::CancelRequested(id));
                         }
+                        Some(Announce::Log(id)) => {
+                            let _ = logs.send(Some(id));
+                        }
                         Some(Announce::Resync) => {
                             queued.notify_one();
                             reports.notify_one();
                             let _ = events.send(StoreEvent::Resync);
+                            let _ = logs.send(None);
                         }
                     }
                 }
@@ -867,6 +967,7 @@ impl Store {
             queued,
             reports,
             events,
+            logs,
             _hearing: hearing,
             holder: Holder {
                 runner: runner_id(node),
@@ -1262,6 +1363,61 @@ impl Store {
         recovery.failed.extend(rescued.failed);
         self.reports_changed();
         Ok(recovery)
+    }
+
+    /// The fence of this handle's log writes for `build`: the claim it
+    /// runs (see [`Store::for_run`]), whether or not its end was recorded.
+    fn log_fence(&self, build: i64) -> Result<Fence, StoreError> {
+        self.claim_of(build)
+            .map(|(_, attempt)| Fence {
+                runner: self.holder.runner.clone(),
+                attempt,
+            })
+            .ok_or(StoreError::Fenced)
+    }
+
+    /// Begins the log of a build this handle claimed; see
+    /// [`Backend::log_begin`].
+    pub async fn log_begin(&self, build: i64) -> Result<Option<i64>, StoreError> {
+        let fence = self.log_fence(build)?;
+        self.backend.log_begin(build, fence).await
+    }
+
+    /// Appends to the log of a build this handle claimed; see
+    /// [`Backend::log_append`].
+    pub async fn log_append(
+        &self,
+        build: i64,
+        run: i64,
+        chunk: LogChunk,
+        complete: bool,
+    ) -> Result<(), StoreError> {
+        let fence = self.log_fence(build)?;
+        self.backend
+            .log_append(build, run, chunk, complete, fence)
+            .await
+    }
+
+    /// See [`Backend::log_head`].
+    pub async fn log_head(&self, build: i64) -> Result<Option<LogHead>, StoreError> {
+        self.backend.log_head(build).await
+    }
+
+    /// See [`Backend::log_chunks`].
+    pub async fn log_chunks(
+        &self,
+        build: i64,
+        run: i64,
+        from: u64,
+        max: u32,
+    ) -> Result<Vec<LogChunk>, StoreError> {
+        self.backend.log_chunks(build, run, from, max).await
+    }
+
+    /// Logs that grew in other processes: `Some(build)`, or `None` when
+    /// announcements may have been missed (look again at every log).
+    pub fn subscribe_logs(&self) -> tokio::sync::broadcast::Receiver<Option<i64>> {
+        self.logs.subscribe()
     }
 
     /// See [`Backend::prune`].

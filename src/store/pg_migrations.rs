@@ -144,6 +144,35 @@ pub(super) const MIGRATIONS: &[(usize, &str)] = &[
         WHERE status = 'running';
     "#,
     ),
+    // 13: logs (SQLite's 13 is empty: there they stay files). A runner
+    // ships each build's masked log here as it is written, so that every
+    // receiver serves it: one `build_logs` row per build (its current run,
+    // a new one per claim that begins the log, and how much of it is in),
+    // and its bytes in `log_chunks`, keyed by (build, run, byte offset),
+    // each with the line-time records of its bytes. Both go with their
+    // build when it is pruned.
+    (
+        13,
+        r#"
+    CREATE SEQUENCE log_runs;
+    CREATE TABLE build_logs (
+        build      bigint PRIMARY KEY REFERENCES builds(id) ON DELETE CASCADE,
+        run        bigint NOT NULL,
+        attempt    bigint NOT NULL,
+        runner_id  text NOT NULL,
+        length     bigint NOT NULL DEFAULT 0,
+        complete   boolean NOT NULL DEFAULT false
+    );
+    CREATE TABLE log_chunks (
+        build        bigint NOT NULL REFERENCES builds(id) ON DELETE CASCADE,
+        run          bigint NOT NULL,
+        byte_offset  bigint NOT NULL,
+        data         bytea NOT NULL,
+        times        bytea NOT NULL,
+        PRIMARY KEY (build, run, byte_offset)
+    );
+    "#,
+    ),
 ];
 
 /// The newest schema this build knows.

@@ -14,9 +14,9 @@ use super::outbox::{self, NewReport, Outbox, StateChange};
 use super::pg_migrations;
 use super::{
     Announce, ApproveOutcome, Backend, BoxFuture, Build, BuildFilter, BuildOrigin, BuildStatus,
-    CancelOutcome, Cause, ClaimPolicy, Fault, Fence, Holder, LEASE_LOST, LEASE_LOST_TWICE, Manual,
-    NewBuild, NewDelivery, PlannedStep, Recorded, Recovery, ReportJob, ReportOutcome, ReportRecord,
-    ReportedState, StepRecord, StepStatus, StoreError, StoreOptions,
+    CancelOutcome, Cause, ClaimPolicy, Fault, Fence, Holder, LEASE_LOST, LEASE_LOST_TWICE,
+    LogChunk, LogHead, Manual, NewBuild, NewDelivery, PlannedStep, Recorded, Recovery, ReportJob,
+    ReportOutcome, ReportRecord, ReportedState, StepRecord, StepStatus, StoreError, StoreOptions,
 };
 use crate::model::{CommitId, Host, PushEvent, RefKind};
 use deadpool_postgres::Transaction;
@@ -366,6 +366,20 @@ impl PostgresBackend {
                 false
             }
         }
+    }
+
+    /// Wakes the readers of `build`'s log in other processes, when `tx`
+    /// commits.
+    async fn notify_log(&self, tx: &Transaction<'_>, build: i64) -> Result<(), StoreError> {
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[
+                &self.hearing.channel,
+                &payload(&self.hearing.me, Announce::Log(build)),
+            ],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -1228,6 +1242,24 @@ async fn held(tx: &Transaction<'_>, build: i64, fence: Option<&Fence>) -> Result
             "SELECT 1 FROM builds
              WHERE id = $1 AND status = 'running' AND runner_id = $2 AND attempt = $3
              FOR UPDATE",
+            &[&build, &fence.runner, &fence.attempt],
+        )
+        .await?;
+    match row {
+        Some(_) => Ok(()),
+        None => Err(StoreError::Fenced),
+    }
+}
+
+/// Refuses a runner's log write for `build` unless the build is still its
+/// claim's (runner id and attempt: a rescue, a re-queue or a new claim
+/// changes them), whatever its state: a log may be completed after the
+/// build's end was recorded. Locks the row (shared) until the write
+/// commits, so a rescue waits for it or it sees the rescue.
+async fn log_fenced(tx: &Transaction<'_>, build: i64, fence: &Fence) -> Result<(), StoreError> {
+    let row = tx
+        .query_opt(
+            "SELECT 1 FROM builds WHERE id = $1 AND runner_id = $2 AND attempt = $3 FOR SHARE",
             &[&build, &fence.runner, &fence.attempt],
         )
         .await?;
@@ -2139,6 +2171,147 @@ impl Backend for PostgresBackend {
         })
     }
 
+    fn log_begin(
+        &self,
+        build: i64,
+        fence: Fence,
+    ) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            log_fenced(&tx, build, &fence).await?;
+            tx.execute("DELETE FROM log_chunks WHERE build = $1", &[&build])
+                .await?;
+            let run: i64 = tx
+                .query_one(
+                    "INSERT INTO build_logs (build, run, attempt, runner_id, length, complete)
+                     VALUES ($1, nextval('log_runs'), $2, $3, 0, false)
+                     ON CONFLICT (build) DO UPDATE SET run = EXCLUDED.run,
+                         attempt = EXCLUDED.attempt, runner_id = EXCLUDED.runner_id,
+                         length = 0, complete = false
+                     RETURNING run",
+                    &[&build, &fence.attempt, &fence.runner],
+                )
+                .await?
+                .try_get(0)?;
+            self.notify_log(&tx, build).await?;
+            tx.commit().await?;
+            Ok(Some(run))
+        })
+    }
+
+    fn log_append(
+        &self,
+        build: i64,
+        run: i64,
+        chunk: LogChunk,
+        complete: bool,
+        fence: Fence,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let offset = i64::try_from(chunk.offset).map_err(failed)?;
+            let end = offset + chunk.data.len() as i64;
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            log_fenced(&tx, build, &fence).await?;
+            let Some(row) = tx
+                .query_opt(
+                    "SELECT length, complete FROM build_logs WHERE build = $1 AND run = $2
+                     FOR UPDATE",
+                    &[&build, &run],
+                )
+                .await?
+            else {
+                return Err(StoreError::Fenced);
+            };
+            let (length, was_complete): (i64, bool) = (row.try_get(0)?, row.try_get(1)?);
+            if length >= end && (was_complete || !complete || length > end) {
+                // Appended already (a retry whose answer was lost).
+                return Ok(());
+            }
+            if length != offset && length != end {
+                return Err(failed(format!(
+                    "a log chunk at {offset} does not follow the log's {length} bytes"
+                )));
+            }
+            if length == offset && !chunk.data.is_empty() {
+                tx.execute(
+                    "INSERT INTO log_chunks (build, run, byte_offset, data, times)
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[&build, &run, &offset, &chunk.data, &chunk.times],
+                )
+                .await?;
+            }
+            tx.execute(
+                "UPDATE build_logs SET length = $2, complete = $3 WHERE build = $1",
+                &[&build, &end, &complete],
+            )
+            .await?;
+            self.notify_log(&tx, build).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn log_head(&self, build: i64) -> BoxFuture<'_, Result<Option<LogHead>, StoreError>> {
+        Box::pin(async move {
+            let row = self
+                .client()
+                .await?
+                .query_opt(
+                    "SELECT l.run, l.attempt, l.length, l.complete,
+                         COALESCE(b.runner_id = l.runner_id AND b.attempt = l.attempt, false),
+                         b.status = 'running'
+                     FROM build_logs l JOIN builds b ON b.id = l.build
+                     WHERE l.build = $1",
+                    &[&build],
+                )
+                .await?;
+            row.map(|r| {
+                Ok(LogHead {
+                    run: r.try_get(0)?,
+                    attempt: r.try_get(1)?,
+                    length: u64::try_from(r.try_get::<_, i64>(2)?).unwrap_or(0),
+                    complete: r.try_get(3)?,
+                    writer_holds: r.try_get(4)?,
+                    running: r.try_get(5)?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn log_chunks(
+        &self,
+        build: i64,
+        run: i64,
+        from: u64,
+        max: u32,
+    ) -> BoxFuture<'_, Result<Vec<LogChunk>, StoreError>> {
+        Box::pin(async move {
+            let from = i64::try_from(from).map_err(failed)?;
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "SELECT byte_offset, data, times FROM log_chunks
+                     WHERE build = $1 AND run = $2 AND byte_offset >= $3
+                     ORDER BY byte_offset LIMIT $4",
+                    &[&build, &run, &from, &i64::from(max)],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(LogChunk {
+                        offset: u64::try_from(r.try_get::<_, i64>(0)?).unwrap_or(0),
+                        data: r.try_get(1)?,
+                        times: r.try_get(2)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
     fn announce(&self, event: Announce) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -2214,12 +2387,14 @@ impl Backend for PostgresBackend {
     }
 }
 
-/// An announcement as a NOTIFY payload: `TAG:q`, `TAG:r`, `TAG:c:ID`.
+/// An announcement as a NOTIFY payload: `TAG:q`, `TAG:r`, `TAG:c:ID`,
+/// `TAG:l:ID`.
 fn payload(me: &str, event: Announce) -> String {
     match event {
         Announce::Queued => format!("{me}:q"),
         Announce::Reports => format!("{me}:r"),
         Announce::Cancel(id) => format!("{me}:c:{id}"),
+        Announce::Log(id) => format!("{me}:l:{id}"),
         Announce::Resync => format!("{me}:s"),
     }
 }
@@ -2235,10 +2410,11 @@ fn heard(me: &str, payload: &str) -> Option<Announce> {
         "q" => Some(Announce::Queued),
         "r" => Some(Announce::Reports),
         "s" => Some(Announce::Resync),
-        _ => what
-            .strip_prefix("c:")
-            .and_then(|id| id.parse().ok())
-            .map(Announce::Cancel),
+        _ => match what.split_once(':') {
+            Some(("c", id)) => id.parse().ok().map(Announce::Cancel),
+            Some(("l", id)) => id.parse().ok().map(Announce::Log),
+            _ => None,
+        },
     }
 }
 
@@ -2374,12 +2550,14 @@ mod tests {
             Announce::Queued,
             Announce::Reports,
             Announce::Cancel(42),
+            Announce::Log(43),
             Announce::Resync,
         ] {
             assert_eq!(heard("b", &payload("a", event)), Some(event));
             assert_eq!(heard("a", &payload("a", event)), None);
         }
         assert_eq!(heard("b", "a:c:x"), None);
+        assert_eq!(heard("b", "a:l:"), None);
         assert_eq!(heard("b", "nonsense"), None);
     }
 

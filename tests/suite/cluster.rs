@@ -23,7 +23,7 @@ fn cluster_config(schema: &pg::Schema, node: &str, builds: usize) -> String {
     )
 }
 
-fn write_pipeline(dir: &Path, toml: &str) {
+pub(crate) fn write_pipeline(dir: &Path, toml: &str) {
     std::fs::create_dir_all(dir.join("pipelines")).expect("mkdir");
     std::fs::write(dir.join("pipelines/app.toml"), toml).expect("pipeline");
 }
@@ -222,7 +222,7 @@ fn a_store_that_is_not_a_postgres_url_is_a_config_error() {
 
 /// `hookci serve --role runner` on a config written in `dir`, once it says
 /// it claims builds. A runner serves no HTTP.
-fn spawn_runner(dir: &Path, extra: &str) -> common::Daemon {
+pub(crate) fn spawn_runner(dir: &Path, extra: &str) -> common::Daemon {
     use std::io::{BufRead, BufReader};
     let config = dir.join("hookci.toml");
     std::fs::write(
@@ -656,7 +656,7 @@ async fn open_schema(schema: &pg::Schema) -> hookci::store::Store {
 }
 
 /// The store in `schema`, opened by a process named `node`.
-async fn open_schema_as(schema: &pg::Schema, node: &str) -> hookci::store::Store {
+pub(crate) async fn open_schema_as(schema: &pg::Schema, node: &str) -> hookci::store::Store {
     hookci::store::Store::open_postgres(
         hookci::store::PgOptions {
             url: hookci::secret::Secret::new(schema.url.clone()),
@@ -672,7 +672,7 @@ async fn open_schema_as(schema: &pg::Schema, node: &str) -> hookci::store::Store
 }
 
 /// A push of `after` to `main` of acme/app, as a store test records it.
-fn main_push(after: &str) -> hookci::webhook::PushEvent {
+pub(crate) fn main_push(after: &str) -> hookci::webhook::PushEvent {
     hookci::webhook::PushEvent {
         repo: "acme/app".into(),
         git_ref: "refs/heads/main".into(),
@@ -707,15 +707,15 @@ async fn report_states(store: &hookci::store::Store, id: i64) -> Vec<String> {
 /// Runner A and a receiver; A claims the build of one push and its step
 /// starts; then runner B starts. Returns (receiver guard, its URL, A, B,
 /// the build id, the step's pid, the dirs, the upstream).
-struct Lost {
+pub(crate) struct Lost {
     _r: common::Daemon,
-    r: String,
-    a: common::Daemon,
+    pub(crate) r: String,
+    pub(crate) a: common::Daemon,
     _b: common::Daemon,
-    id: i64,
+    pub(crate) id: i64,
     pid: nix::unistd::Pid,
-    a_dir: tempfile::TempDir,
-    b_dir: tempfile::TempDir,
+    pub(crate) a_dir: tempfile::TempDir,
+    pub(crate) b_dir: tempfile::TempDir,
     _r_dir: tempfile::TempDir,
     _shared: tempfile::TempDir,
     _up: Upstream,
@@ -729,7 +729,7 @@ impl Drop for Lost {
     }
 }
 
-async fn a_runs_then_b_starts(schema: &pg::Schema, name: &str) -> Lost {
+pub(crate) async fn a_runs_then_b_starts(schema: &pg::Schema, name: &str) -> Lost {
     let up = Upstream::new(name);
     let commit = up.push(&[("README", "x\n")], "first");
     let shared = tempfile::tempdir().unwrap();

@@ -11,8 +11,8 @@ use crate::pg;
 use hookci::pipeline::PathFilter;
 use hookci::secret::Secret;
 use hookci::store::{
-    ApproveOutcome, BuildFilter, BuildStatus, CancelOutcome, ClaimPolicy, CloseRef, NewBuild,
-    NewDelivery, PgOptions, ReportOutcome, StepStatus, Store, StoreError, StoreOptions,
+    ApproveOutcome, BuildFilter, BuildStatus, CancelOutcome, ClaimPolicy, CloseRef, LogChunk,
+    NewBuild, NewDelivery, PgOptions, ReportOutcome, StepStatus, Store, StoreError, StoreOptions,
 };
 use hookci::webhook::{CommitId, Host, PullRequest, PushEvent, RefKind};
 use std::collections::HashSet;
@@ -1465,5 +1465,139 @@ async fn a_run_of_an_older_attempt_cannot_write_for_the_build_claimed_again() {
             ),
             "{name}"
         );
+    }
+}
+
+/// One line-time record: (offset, Unix ms), little-endian.
+fn time_record(offset: u64, ms: u64) -> Vec<u8> {
+    let mut r = offset.to_le_bytes().to_vec();
+    r.extend_from_slice(&ms.to_le_bytes());
+    r
+}
+
+fn log_chunk(offset: u64, data: &[u8], times: Vec<u8>) -> LogChunk {
+    LogChunk {
+        offset,
+        data: data.to_vec(),
+        times,
+    }
+}
+
+/// Logs in the store (SPEC 11: every receiver serves every log). On
+/// PostgreSQL a runner begins its claim's log and appends chunks in order
+/// with their line times (a retried append changes nothing, a gap is
+/// refused); a rescued runner's appends are fenced; attempt 2 begins a new
+/// run and the old run's bytes are gone at once; a log may be completed
+/// after its build's end was recorded; pruning takes the log with its
+/// build. SQLite keeps no logs (its one process reads its own files):
+/// `log_begin` says so with `None`, appends change nothing, there is no
+/// head and no chunk.
+#[tokio::test]
+async fn a_log_is_shipped_in_order_one_run_at_a_time_and_fenced() {
+    use std::time::Duration;
+    for (name, db) in backends().await {
+        let a = db
+            .open(options(100))
+            .await
+            .with_lease(Duration::from_secs(2));
+        let b = a.another_runner();
+        let id = queue(&a, "app", "main", 1).await[0];
+        let first = a.claim_next(policy(&[])).await.unwrap().expect("claimed");
+        let run_a = a.for_run(&first);
+        let begun = run_a.log_begin(id).await.expect("begin");
+        if name == "sqlite" {
+            assert_eq!(begun, None, "{name}");
+            run_a
+                .log_append(id, 0, log_chunk(0, b"x", Vec::new()), true)
+                .await
+                .expect("nothing");
+            assert_eq!(a.log_head(id).await.unwrap(), None, "{name}");
+            assert!(a.log_chunks(id, 0, 0, 16).await.unwrap().is_empty());
+            continue;
+        }
+        let run1 = begun.expect("a run");
+        let hello = log_chunk(0, b"hello ", time_record(0, 1_000));
+        run_a
+            .log_append(id, run1, hello.clone(), false)
+            .await
+            .expect("append");
+        // A retry whose answer was lost: nothing changes.
+        run_a
+            .log_append(id, run1, hello.clone(), false)
+            .await
+            .expect("a retried append");
+        assert!(
+            run_a
+                .log_append(id, run1, log_chunk(100, b"gap", Vec::new()), false)
+                .await
+                .is_err(),
+            "{name}: a gap is refused"
+        );
+        let head = a.log_head(id).await.unwrap().expect("a head");
+        assert_eq!(
+            (head.run, head.attempt, head.length, head.complete),
+            (run1, 1, 6, false)
+        );
+        assert!(head.writer_holds && head.running, "{head:?}");
+        assert_eq!(a.log_chunks(id, run1, 0, 16).await.unwrap(), [hello]);
+
+        // Rescued: the old runner appends nothing more.
+        assert_eq!(rescued(&a, name).await.requeued, [id], "{name}");
+        assert!(matches!(
+            run_a
+                .log_append(id, run1, log_chunk(6, b"late", Vec::new()), true)
+                .await,
+            Err(StoreError::Fenced)
+        ));
+        let head = a.log_head(id).await.unwrap().expect("a head");
+        assert_eq!(
+            (head.length, head.writer_holds, head.running),
+            (6, false, false)
+        );
+
+        // Attempt 2 begins a new run: attempt 1's bytes go at once.
+        let second = b.claim_next(policy(&[])).await.unwrap().expect("b claims");
+        assert_eq!(second.attempt, 2);
+        let run_b = b.for_run(&second);
+        let run2 = run_b.log_begin(id).await.unwrap().expect("a run");
+        assert_ne!(run2, run1);
+        assert!(a.log_chunks(id, run1, 0, 16).await.unwrap().is_empty());
+        assert!(matches!(run_a.log_begin(id).await, Err(StoreError::Fenced)));
+        let head = a.log_head(id).await.unwrap().expect("a head");
+        assert_eq!(
+            (head.run, head.attempt, head.length, head.writer_holds),
+            (run2, 2, 0, true)
+        );
+        run_b
+            .log_append(
+                id,
+                run2,
+                log_chunk(0, b"two\n", time_record(0, 2_000)),
+                false,
+            )
+            .await
+            .expect("append");
+        // The end recorded first, the log completed after.
+        run_b
+            .finish(id, BuildStatus::Success, None)
+            .await
+            .expect("finish");
+        let end = log_chunk(4, b"end\n", time_record(4, 2_500));
+        run_b
+            .log_append(id, run2, end.clone(), true)
+            .await
+            .expect("completed after the end");
+        let head = a.log_head(id).await.unwrap().expect("a head");
+        assert_eq!(
+            (head.length, head.complete, head.writer_holds, head.running),
+            (8, true, true, false)
+        );
+        assert_eq!(a.log_chunks(id, run2, 4, 16).await.unwrap(), [end]);
+        assert_eq!(a.log_chunks(id, run2, 0, 1).await.unwrap().len(), 1);
+
+        // Pruned with its build.
+        assert!(a.prune("app".into(), 0).await.unwrap().contains(&id));
+        assert_eq!(a.log_head(id).await.unwrap(), None, "{name}");
+        assert!(a.log_chunks(id, run2, 0, 16).await.unwrap().is_empty());
     }
 }

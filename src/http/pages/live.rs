@@ -225,12 +225,16 @@ async fn follow_build(state: AppState, id: i64, shown: Shown, tx: mpsc::Sender<E
                 let mut p = logview::LogParser::new(names, sec, line);
                 p.set_in_group(grp);
                 if times {
-                    let path = state.log_path(id);
-                    let found = tokio::task::spawn_blocking(move || {
-                        crate::runner::log::times::LineTimes::open(&path, from)
-                    })
-                    .await;
-                    if let Ok(Some(line_times)) = found {
+                    let found = match state.log_file(id).await {
+                        Ok(file) => tokio::task::spawn_blocking(move || {
+                            crate::runner::log::times::LineTimes::open(&file.path, from)
+                        })
+                        .await
+                        .ok()
+                        .flatten(),
+                        Err(_) => None,
+                    };
+                    if let Some(line_times) = found {
                         p.with_times(line_times, from);
                     }
                 }
