@@ -357,6 +357,7 @@ async fn queue(
             pipeline.report_context(host)
         },
         push,
+        pipeline_revision: Some(pipeline.revision.clone()),
     };
     let queued = state.store().queue_manual(build, host, origin).await?;
     state.metrics().ended_unrun(

@@ -293,6 +293,28 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE builds ADD COLUMN runner_id TEXT;
     ALTER TABLE builds ADD COLUMN lease_expires_ms INTEGER;
     "#,
+    // 13: PLACEHOLDER, taken by the log shipping branch (issue 13); it is
+    // replaced by that migration when the branches meet.
+    "",
+    // 14: runners and pipeline revisions. Each runner process keeps a row
+    // (refreshed by its heartbeat, deleted at a clean stop; a row not seen
+    // for 3 heartbeats is shown gone, and one not seen for an hour is
+    // forgotten); times are Unix ms. A build records the revision of the
+    // pipeline file it was matched with.
+    r#"
+    CREATE TABLE runners (
+        runner_id    TEXT PRIMARY KEY,
+        node         TEXT NOT NULL,
+        role         TEXT NOT NULL,
+        labels       TEXT NOT NULL DEFAULT '[]',
+        version      TEXT NOT NULL,
+        max_parallel INTEGER NOT NULL,
+        heartbeat_ms INTEGER NOT NULL,
+        started_ms   INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL
+    );
+    ALTER TABLE builds ADD COLUMN pipeline_revision TEXT;
+    "#,
 ];
 
 /// The first migration that made a table again (11, `builds`): from it on,

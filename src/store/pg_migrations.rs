@@ -144,6 +144,30 @@ pub(super) const MIGRATIONS: &[(usize, &str)] = &[
         WHERE status = 'running';
     "#,
     ),
+    // 13: PLACEHOLDER, taken by the log shipping branch (issue 13); it is
+    // replaced by that migration when the branches meet.
+    (13, ""),
+    // 14: runners and pipeline revisions (SQLite's 14). Each runner
+    // process keeps a row, refreshed by its heartbeat by the database's
+    // clock; a build records the revision of the pipeline file it was
+    // matched with.
+    (
+        14,
+        r#"
+    CREATE TABLE runners (
+        runner_id    text PRIMARY KEY,
+        node         text NOT NULL,
+        role         text NOT NULL,
+        labels       text NOT NULL DEFAULT '[]',
+        version      text NOT NULL,
+        max_parallel bigint NOT NULL,
+        heartbeat_ms bigint NOT NULL,
+        started_at   timestamptz NOT NULL,
+        last_seen_at timestamptz NOT NULL
+    );
+    ALTER TABLE builds ADD COLUMN pipeline_revision text;
+    "#,
+    ),
 ];
 
 /// The newest schema this build knows.

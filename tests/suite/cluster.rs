@@ -363,6 +363,7 @@ async fn one_process_at_a_time_sends_the_status_reports() {
             supersede: false,
             waiting: false,
             report_context: Some("ci/app".into()),
+            pipeline_revision: None,
         }],
         skipped: None,
         body_sha256: None,
@@ -460,6 +461,7 @@ async fn a_start_recovers_only_its_own_nodes_builds() {
                 supersede: false,
                 waiting: false,
                 report_context: None,
+                pipeline_revision: None,
             },
             None,
             hookci::store::BuildOrigin {

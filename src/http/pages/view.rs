@@ -800,7 +800,12 @@ pub fn facts(page: &BuildPage<'_>) -> Markup {
             }
         }
         dt { "Pipeline" }
-        dd { a href={ "/pipelines/" (url_component(&b.pipeline)) } { (b.pipeline) } }
+        dd {
+            a href={ "/pipelines/" (url_component(&b.pipeline)) } { (b.pipeline) }
+            @if let Some(rev) = &b.pipeline_revision {
+                span.muted { " revision " } span.mono title="the first 12 hex digits of the SHA-256 of the pipeline file it was matched with" { (rev) }
+            }
+        }
         dt { "Repository" }
         dd.mono {
             @if let Some(url) = web_url(b) { a href=(url) rel="noreferrer" { (b.repo) } } @else { (b.repo) }
@@ -1225,6 +1230,7 @@ mod tests {
             finished_at: None,
             path_filters: Vec::new(),
             node: None,
+            pipeline_revision: None,
         }
     }
 
