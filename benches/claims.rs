@@ -96,6 +96,7 @@ async fn fill(store: &Store, shape: Shape, from: usize, to: usize, depth: usize)
                         supersede: false,
                         waiting: false,
                         report_context: None,
+                        pipeline_revision: None,
                     }],
                     skipped: None,
                     body_sha256: None,

@@ -19,6 +19,8 @@
 //!   the status report outbox.
 //! - [`worker`]: claims queued builds and runs them with [`runner`].
 //! - [`runner`]: one build: mirror fetch, workspace, steps, masked log.
+//! - [`runners`]: each runner process's row in the store, and why a queued
+//!   build waits.
 //! - [`report`]: commit statuses to the Git hosts, from the outbox; the only
 //!   module that calls their APIs (fetching is `runner::checkout`'s).
 //! - [`metrics`]: the Prometheus counters and `GET /metrics`'s registry.
@@ -42,6 +44,7 @@ pub mod pipeline;
 pub mod reload;
 pub mod report;
 pub mod runner;
+pub mod runners;
 pub mod secret;
 pub mod server;
 pub mod store;

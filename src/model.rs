@@ -557,6 +557,9 @@ pub struct Build {
     /// The `node` of the runner that claimed it last; `None` until claimed
     /// (and again once re-queued).
     pub node: Option<String>,
+    /// The revision of the pipeline file it was matched with; `None` for
+    /// builds from before revisions were recorded, and for `hookci run`.
+    pub pipeline_revision: Option<String>,
 }
 
 /// A build is its push plus its state: the push's fields read through, so
@@ -595,6 +598,7 @@ impl Serialize for Build {
             #[serde(skip_serializing_if = "Option::is_none")]
             pull_request: Option<&'a PullRequest>,
             node: Option<&'a str>,
+            pipeline_revision: Option<&'a str>,
         }
         Shown {
             id: self.id,
@@ -616,6 +620,7 @@ impl Serialize for Build {
             finished_at: self.finished_at.map(rfc3339),
             pull_request: self.push.pull_request.as_ref(),
             node: self.node.as_deref(),
+            pipeline_revision: self.pipeline_revision.as_deref(),
         }
         .serialize(s)
     }

@@ -192,6 +192,7 @@ pub async fn run_role(
         live: live.clone(),
         metrics: Arc::clone(&metrics),
         labels: config.labels.clone(),
+        role: role.as_str(),
     });
     let reporter = match role.receives() {
         true => Some(

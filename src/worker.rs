@@ -212,6 +212,9 @@ pub struct Worker {
     /// What this runner offers (`labels`); it claims no build of a
     /// pipeline whose `runs_on` names another.
     pub labels: Vec<String>,
+    /// This process's role (`all` or `runner`), as its row in the store
+    /// shows it.
+    pub role: &'static str,
 }
 
 impl Worker {
@@ -248,6 +251,18 @@ impl Worker {
             ))
         });
         let _stop_heartbeat = leases.clone().drop_guard();
+        // This runner's row in the store: registered now, refreshed, and
+        // removed once every build here has ended.
+        let presence_stop = CancellationToken::new();
+        let presence = tokio::spawn(crate::runners::keep_presence(
+            self.store.clone(),
+            crate::runners::info(&self.store, self.role, &self.labels, self.max_parallel),
+            presence_stop.clone(),
+        ));
+        let presence = async move {
+            presence_stop.cancel();
+            let _ = presence.await;
+        };
         match self.store.recover().await {
             Ok(r) => {
                 if !r.requeued.is_empty() || !r.failed.is_empty() {
@@ -289,6 +304,7 @@ impl Worker {
         if self.max_parallel == 0 {
             tracing::info!("max_parallel_builds = 0: queueing only, running no builds");
             shutdown.cancelled().await;
+            presence.await;
             return;
         }
         let permits = Arc::new(Semaphore::new(self.max_parallel));
@@ -344,6 +360,7 @@ impl Worker {
         if let Some(heartbeat) = heartbeat {
             let _ = heartbeat.await;
         }
+        presence.await;
     }
 
     fn policy(&self) -> ClaimPolicy {

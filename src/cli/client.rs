@@ -437,6 +437,60 @@ async fn stream_log(api: &Api, id: u64, skip: usize) -> Result<usize, ClientErro
     Ok(seen.max(skip))
 }
 
+#[derive(Debug, Deserialize)]
+struct RunnerList {
+    runners: Vec<RunnerRow>,
+}
+
+/// The fields of a runner the client shows.
+#[derive(Debug, Deserialize)]
+struct RunnerRow {
+    id: String,
+    node: String,
+    labels: Vec<String>,
+    max_parallel_builds: i64,
+    running: i64,
+    last_seen_at: String,
+    gone: bool,
+}
+
+/// `hookci runners`: the runner processes registered in the store (NODE,
+/// STATE online or gone, LABELS, BUILDS running of max, LAST SEEN, ID), or
+/// `--json` the server's answer as it came.
+pub fn runners(target: &Target, json: bool) -> Result<ExitCode, Failure> {
+    run(target, async |api| {
+        let res = api.send(api.get("/api/runners")).await?;
+        let body = api.body(res).await?;
+        let list: RunnerList = api.decode(&body)?;
+        let mut out = std::io::stdout().lock();
+        if json {
+            out.write_all(&body).map_err(output)?;
+            if !body.ends_with(b"\n") {
+                out.write_all(b"\n").map_err(output)?;
+            }
+        } else if list.runners.is_empty() {
+            eprintln!("no runners");
+        } else {
+            let now = OffsetDateTime::now_utc();
+            let mut rows =
+                vec![["NODE", "STATE", "LABELS", "BUILDS", "LAST SEEN", "ID"].map(str::to_owned)];
+            for r in &list.runners {
+                rows.push([
+                    clean(&r.node),
+                    (if r.gone { "gone" } else { "online" }).to_owned(),
+                    clean(&r.labels.join(",")),
+                    format!("{}/{}", r.running, r.max_parallel_builds),
+                    parse_time(&r.last_seen_at).map_or_else(String::new, |t| ago(now - t)),
+                    clean(&r.id),
+                ]);
+            }
+            out.write_all(aligned(&rows).as_bytes()).map_err(output)?;
+        }
+        out.flush().map_err(output)?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 /// `hookci cancel ID`.
 pub fn cancel(target: &Target, id: u64) -> Result<ExitCode, Failure> {
     run(target, async |api| {
@@ -828,14 +882,19 @@ fn table(builds: &[BuildRow], now: OffsetDateTime) -> String {
             clean(b.reason.as_deref().unwrap_or("")),
         ]);
     }
-    let mut widths = [0usize; 8];
-    for row in &rows {
+    aligned(&rows)
+}
+
+/// Rows as columns two spaces apart, each as wide as its widest cell.
+fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    for row in &rows {
+    for row in rows {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
             if i > 0 {

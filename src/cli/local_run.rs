@@ -220,5 +220,6 @@ fn local_build(pipeline: &pipeline::Pipeline, git_ref: &str, commit: Option<Comm
         finished_at: None,
         path_filters: Vec::new(),
         node: None,
+        pipeline_revision: None,
     }
 }

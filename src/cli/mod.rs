@@ -104,6 +104,15 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// List the runner processes registered in the store: labels, builds
+    /// running, online or gone.
+    Runners {
+        /// Print the server's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Print a build's log; with --follow, stream it until the build ends.
     Logs {
         /// The build's id.
@@ -243,6 +252,9 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             client::builds(&target, &query, json)
         }),
+        Command::Runners { json, server } => server
+            .target(cli.config)
+            .and_then(|target| client::runners(&target, json)),
         Command::Logs { id, follow, server } => server
             .target(cli.config)
             .and_then(|target| client::logs(&target, id, follow)),

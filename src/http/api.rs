@@ -357,6 +357,7 @@ async fn queue(
             pipeline.report_context(host)
         },
         push,
+        pipeline_revision: Some(pipeline.revision.clone()),
     };
     let queued = state.store().queue_manual(build, host, origin).await?;
     state.metrics().ended_unrun(
@@ -375,6 +376,21 @@ pub struct BuildView {
     url: String,
     steps: Vec<StepRecord>,
     reports: Vec<ReportRecord>,
+    /// Why a waiting or queued build waits (`runners::waiting_reason`);
+    /// null otherwise.
+    waiting_reason: Option<String>,
+}
+
+/// `GET /api/runners`: every runner process registered in the store, with
+/// how many builds each runs now and whether it is gone (missed its
+/// heartbeats).
+pub async fn list_runners(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_read(&state, &headers)?;
+    let runners = state.store().runners().await?;
+    Ok(Json(json!({ "runners": runners })))
 }
 
 /// Checks `Authorization: Bearer TOKEN` against the admin token, for the
@@ -490,12 +506,15 @@ pub async fn get_build(
         .ok_or_else(|| ApiError::not_found("no such build"))?;
     let steps = state.store().steps(id).await?;
     let reports = state.store().reports(id).await?;
+    let waiting_reason =
+        crate::runners::waiting_reason_now(state.store(), &state.pipelines(), &build).await?;
     let url = state.build_url(id);
     Ok(Json(BuildView {
         build,
         url,
         steps,
         reports,
+        waiting_reason,
     }))
 }
 

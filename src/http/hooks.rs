@@ -380,6 +380,7 @@ fn new_delivery(
                         supersede: true,
                         waiting,
                         report_context: pipeline.pr_report_context(Some(host)),
+                        pipeline_revision: Some(pipeline.revision.clone()),
                     }),
                     PullDecision::Skip(reason) => skipped.push(reason),
                 }
@@ -409,6 +410,7 @@ fn new_delivery(
                         supersede: pipeline.concurrency == Concurrency::Supersede,
                         waiting: false,
                         report_context: pipeline.report_context(Some(host)),
+                        pipeline_revision: Some(pipeline.revision.clone()),
                     }),
                     Decision::Skip(reason) => skipped.push(reason),
                 }

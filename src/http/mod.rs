@@ -211,6 +211,8 @@ pub fn router(state: AppState) -> Router {
         .route("/builds/{id}/log", get(pages::log_part))
         .route("/pipelines/{name}", get(pages::pipeline_page))
         .route("/api/pipelines", get(api::list_pipelines))
+        .route("/api/runners", get(api::list_runners))
+        .route("/runners", get(pages::runners_page))
         .route("/api/pipelines/{name}/trigger", post(api::trigger))
         .route("/api/builds", get(api::list_builds))
         .route("/api/builds/{id}", get(api::get_build))

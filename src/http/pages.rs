@@ -245,6 +245,19 @@ async fn index_page(
     }))
 }
 
+/// `GET /runners`: every runner process registered in the store.
+pub async fn runners_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let page = async {
+        check_read(&state, &headers)?;
+        let runners = state.store().runners().await?;
+        Ok::<_, PageError>(view::runners(&runners, time::OffsetDateTime::now_utc()))
+    };
+    match page.await {
+        Ok(markup) => html(StatusCode::OK, markup),
+        Err(e) => e.into_response(),
+    }
+}
+
 /// `GET /pipelines/NAME`: a pipeline, the latest build of each branch, its
 /// newest builds, and a button to trigger a branch.
 pub async fn pipeline_page(
@@ -349,6 +362,8 @@ struct BuildContext {
     /// The step a re-run from the failed step would start at, when the
     /// build can be re-run so (see `store::Resume::from_failed`).
     rerun_from: Option<String>,
+    /// Why it waits, while it waits.
+    waiting_reason: Option<String>,
 }
 
 impl BuildContext {
@@ -366,7 +381,10 @@ impl BuildContext {
             .filter(|r| pipeline.is_some_and(|p| r.fits(p.steps.iter().map(|s| s.name.as_str()))))
             .map(|r| r.from_name);
         let steps = step_views(&build, records, pipeline);
+        let waiting_reason =
+            crate::runners::waiting_reason_now(state.store(), &pipelines, &build).await?;
         Ok(BuildContext {
+            waiting_reason,
             rerun_from,
             build,
             steps,
@@ -387,6 +405,7 @@ impl BuildContext {
             provider: self.provider,
             admin: self.admin,
             rerun_from: self.rerun_from.as_deref(),
+            waiting_reason: self.waiting_reason.as_deref(),
             now: time::OffsetDateTime::now_utc(),
         }
     }

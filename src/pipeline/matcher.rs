@@ -217,6 +217,7 @@ mod tests {
         Pipeline {
             name: "p".to_owned(),
             path: PathBuf::from("pipelines/p.toml"),
+            revision: "0123456789ab".to_owned(),
             repo: "o/r".to_owned(),
             host: None,
             secret: None,

@@ -71,6 +71,17 @@ pub struct Pipeline {
     pub secret_files: Vec<PathBuf>,
     /// `[pull_requests]`: what pull requests from forks may do.
     pub pull_requests: PullRequests,
+    /// The file's revision: the first 12 hex digits of the SHA-256 of its
+    /// bytes, as loaded (at start and on each reload). A build records the
+    /// revision it was matched with.
+    pub revision: String,
+}
+
+/// The revision of a pipeline file whose text is `src`.
+pub fn revision(src: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(src.as_bytes());
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The `[pull_requests]` table (SPEC section 10).

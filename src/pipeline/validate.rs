@@ -62,7 +62,10 @@ pub(super) fn pipeline(
     };
     let pipeline = convert(&mut c, name, path, raw);
     match pipeline {
-        Some(p) if c.errors.is_empty() => Ok((p, c.warnings)),
+        Some(mut p) if c.errors.is_empty() => {
+            p.revision = super::revision(src);
+            Ok((p, c.warnings))
+        }
         _ => Err(c.sorted_errors()),
     }
 }
@@ -222,6 +225,7 @@ fn convert(c: &mut Checker<'_>, name: &str, path: &Path, raw: RawPipeline) -> Op
         limits,
         secret_files: c.secret_files.clone(),
         pull_requests: pull_requests?,
+        revision: String::new(),
     })
 }
 

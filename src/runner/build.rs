@@ -133,6 +133,29 @@ impl Runner {
                 build.attempt
             ))
             .await;
+        // Every process reads its own pipeline files (SPEC 11): a runner
+        // whose copy differs from the one the build was matched with says
+        // so, and runs its own (docs/topology.md, "Pipelines").
+        if let Some(matched) = build
+            .pipeline_revision
+            .as_deref()
+            .filter(|r| *r != pipeline.revision)
+        {
+            tracing::warn!(
+                build = build.id,
+                pipeline = %pipeline.name,
+                matched,
+                runs = %pipeline.revision,
+                "the build was matched with another revision of the pipeline; running this runner's"
+            );
+            let _ = log
+                .line(&format!(
+                    "==> pipeline {}: this build was matched with revision {matched}; this \
+                     runner has revision {} and runs its own",
+                    pipeline.name, pipeline.revision
+                ))
+                .await;
+        }
         // A rebuild from the failed step starts there only while the
         // pipeline still has the same steps up to it; else every step runs.
         let resume = match resume {
@@ -910,6 +933,7 @@ mod tests {
             finished_at: None,
             path_filters: Vec::new(),
             node: None,
+            pipeline_revision: None,
         }
     }
 

@@ -298,6 +298,25 @@ const MIGRATIONS: &[&str] = &[
     r#"
     -- logs stay in data_dir/logs
     "#,
+    // 14: runners and pipeline revisions. Each runner process keeps a row
+    // (refreshed by its heartbeat, deleted at a clean stop; a row not seen
+    // for 3 heartbeats is shown gone, and one not seen for an hour is
+    // forgotten); times are Unix ms. A build records the revision of the
+    // pipeline file it was matched with.
+    r#"
+    CREATE TABLE runners (
+        runner_id    TEXT PRIMARY KEY,
+        node         TEXT NOT NULL,
+        role         TEXT NOT NULL,
+        labels       TEXT NOT NULL DEFAULT '[]',
+        version      TEXT NOT NULL,
+        max_parallel INTEGER NOT NULL,
+        heartbeat_ms INTEGER NOT NULL,
+        started_ms   INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL
+    );
+    ALTER TABLE builds ADD COLUMN pipeline_revision TEXT;
+    "#,
 ];
 
 /// The first migration that made a table again (11, `builds`): from it on,

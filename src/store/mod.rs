@@ -54,6 +54,9 @@ pub struct NewBuild {
     /// pipeline reports nothing. Every state change of the build then writes
     /// a report to the outbox in its own transaction.
     pub report_context: Option<String>,
+    /// The revision of the pipeline file it was matched with
+    /// (`Pipeline::revision`); `None` where none is known.
+    pub pipeline_revision: Option<String>,
 }
 
 /// A delivery to record for one pipeline, with the builds it queues.
@@ -252,6 +255,62 @@ pub struct LogChunk {
     pub data: Vec<u8>,
     /// Their line-time records.
     pub times: Vec<u8>,
+}
+
+/// A runner process as it registers itself in the store, and refreshes
+/// its row on each heartbeat ([`Backend::runner_seen`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerInfo {
+    /// Its runner id ([`Store::runner_id`]): node and start nonce.
+    pub runner_id: String,
+    /// Its `node`.
+    pub node: String,
+    /// Its role (`all` or `runner`).
+    pub role: String,
+    /// Its `labels`.
+    pub labels: Vec<String>,
+    /// The hookci version it runs.
+    pub version: String,
+    /// Its `max_parallel_builds`.
+    pub max_parallel: i64,
+    /// How often it refreshes its row, in ms: missing
+    /// [`RUNNER_GONE_AFTER_BEATS`] of them, it is shown gone.
+    pub heartbeat_ms: i64,
+}
+
+/// How many heartbeats a runner may miss before it is shown gone.
+pub const RUNNER_GONE_AFTER_BEATS: i64 = 3;
+
+/// How long the row of a runner not seen is kept (shown gone) before any
+/// runner's heartbeat forgets it, in ms: an hour.
+pub const RUNNER_FORGOTTEN_AFTER_MS: i64 = 3_600_000;
+
+/// A runner as the store lists it (`GET /api/runners`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunnerRecord {
+    /// Its runner id: node and start nonce.
+    pub id: String,
+    /// Its `node`.
+    pub node: String,
+    /// Its role.
+    pub role: String,
+    /// Its `labels`.
+    pub labels: Vec<String>,
+    /// The hookci version it runs.
+    pub version: String,
+    /// Its `max_parallel_builds`.
+    pub max_parallel_builds: i64,
+    /// How many builds run under its runner id now.
+    pub running: i64,
+    /// When it registered.
+    #[serde(serialize_with = "crate::model::ser_time")]
+    pub started_at: OffsetDateTime,
+    /// Its last heartbeat.
+    #[serde(serialize_with = "crate::model::ser_time")]
+    pub last_seen_at: OffsetDateTime,
+    /// It missed [`RUNNER_GONE_AFTER_BEATS`] heartbeats (by the store's
+    /// clock): it died or lost the database.
+    pub gone: bool,
 }
 
 /// The lease length when the config names none.
@@ -717,6 +776,22 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'_, Result<Vec<LogChunk>, StoreError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
+
+    /// Registers a runner process, or refreshes its row: its info, and
+    /// now (the store's clock) as its last heartbeat; its start time is
+    /// kept from its first call.
+    fn runner_seen(&self, info: RunnerInfo) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Removes a runner's row (it stops cleanly).
+    fn runner_gone(&self, runner_id: String) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Forgets the runners last seen more than `older_than_ms` ago;
+    /// returns how many.
+    fn forget_runners(&self, older_than_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Every registered runner, by node then runner id, with how many
+    /// builds run under its id now and whether it is gone.
+    fn runners(&self) -> BoxFuture<'_, Result<Vec<RunnerRecord>, StoreError>>;
 
     /// Tells the other processes on this database, best effort (a missed
     /// one is made up by their fallback poll). Nothing for a store only
@@ -1474,6 +1549,32 @@ impl Store {
         self.backend.record_deliveries(Vec::new()).await.map(|_| ())
     }
 
+    /// Registers this runner process or refreshes its row; see
+    /// [`Backend::runner_seen`]. Also forgets the runners not seen for
+    /// [`RUNNER_FORGOTTEN_AFTER_MS`].
+    pub async fn runner_seen(&self, info: RunnerInfo) -> Result<(), StoreError> {
+        self.backend.runner_seen(info).await?;
+        self.backend
+            .forget_runners(RUNNER_FORGOTTEN_AFTER_MS)
+            .await
+            .map(|_| ())
+    }
+
+    /// See [`Backend::runner_gone`].
+    pub async fn runner_gone(&self, runner_id: &str) -> Result<(), StoreError> {
+        self.backend.runner_gone(runner_id.to_owned()).await
+    }
+
+    /// See [`Backend::forget_runners`].
+    pub async fn forget_runners(&self, older_than_ms: i64) -> Result<u64, StoreError> {
+        self.backend.forget_runners(older_than_ms).await
+    }
+
+    /// See [`Backend::runners`].
+    pub async fn runners(&self) -> Result<Vec<RunnerRecord>, StoreError> {
+        self.backend.runners().await
+    }
+
     /// How many builds are queued.
     pub async fn queued_count(&self) -> Result<u64, StoreError> {
         self.backend.queued_count().await
@@ -1579,6 +1680,7 @@ mod tests {
             finished_at: None,
             path_filters: Vec::new(),
             node: None,
+            pipeline_revision: None,
         }
     }
 

@@ -173,6 +173,27 @@ pub(super) const MIGRATIONS: &[(usize, &str)] = &[
     );
     "#,
     ),
+    // 14: runners and pipeline revisions (SQLite's 14). Each runner
+    // process keeps a row, refreshed by its heartbeat by the database's
+    // clock; a build records the revision of the pipeline file it was
+    // matched with.
+    (
+        14,
+        r#"
+    CREATE TABLE runners (
+        runner_id    text PRIMARY KEY,
+        node         text NOT NULL,
+        role         text NOT NULL,
+        labels       text NOT NULL DEFAULT '[]',
+        version      text NOT NULL,
+        max_parallel bigint NOT NULL,
+        heartbeat_ms bigint NOT NULL,
+        started_at   timestamptz NOT NULL,
+        last_seen_at timestamptz NOT NULL
+    );
+    ALTER TABLE builds ADD COLUMN pipeline_revision text;
+    "#,
+    ),
 ];
 
 /// The newest schema this build knows.

@@ -15,8 +15,9 @@ use super::pg_migrations;
 use super::{
     Announce, ApproveOutcome, Backend, BoxFuture, Build, BuildFilter, BuildOrigin, BuildStatus,
     CancelOutcome, Cause, ClaimPolicy, Fault, Fence, Holder, LEASE_LOST, LEASE_LOST_TWICE,
-    LogChunk, LogHead, Manual, NewBuild, NewDelivery, PlannedStep, Recorded, Recovery, ReportJob,
-    ReportOutcome, ReportRecord, ReportedState, StepRecord, StepStatus, StoreError, StoreOptions,
+    LogChunk, LogHead, Manual, NewBuild, NewDelivery, PlannedStep, RUNNER_GONE_AFTER_BEATS,
+    Recorded, Recovery, ReportJob, ReportOutcome, ReportRecord, ReportedState, RunnerInfo,
+    RunnerRecord, StepRecord, StepStatus, StoreError, StoreOptions,
 };
 use crate::model::{CommitId, Host, PushEvent, RefKind};
 use deadpool_postgres::Transaction;
@@ -525,10 +526,10 @@ fn changed(
 const BUILD_COLUMNS: &str = "id, pipeline, repo, host, event, ref, branch, tag, commit_sha,
     before_sha, after_sha, status, reason, delivery_id, attempt, created_at, started_at,
     finished_at, clone_url, ssh_url, web_url, message, pusher, forced, path_filters,
-    pull_request, runner_id";
+    pull_request, runner_id, pipeline_revision";
 
 /// How many columns [`BUILD_COLUMNS`] names.
-const BUILD_COLUMN_COUNT: usize = 27;
+const BUILD_COLUMN_COUNT: usize = 28;
 
 /// [`BUILD_COLUMNS`] of the table `alias`.
 fn build_columns_of(alias: &str) -> String {
@@ -609,6 +610,7 @@ fn build_from_row_at(r: &Row, at: usize) -> Result<Build, StoreError> {
         path_filters: serde_json::from_str(&filters)
             .map_err(|e| failed(format!("bad path rules of a build: {e}")))?,
         node: runner_id.as_deref().map(super::node_of),
+        pipeline_revision: r.try_get(at + 27)?,
     })
 }
 
@@ -1018,15 +1020,16 @@ async fn insert_build(
         &b.report_context,
         &status.as_str(),
         &pull_request,
+        &b.pipeline_revision,
     ];
     let insert = tx
         .prepare_cached(
             "INSERT INTO builds (pipeline, delivery, delivery_id, repo, host, event, ref, branch,
                  tag, commit_sha, before_sha, after_sha, forced, clone_url, ssh_url, web_url,
                  message, pusher, path_filters, status, created_at, report_context,
-                 pull_request)
+                 pull_request, pipeline_revision)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                 $17, $18, $19, $22, $20, $21, $23)
+                 $17, $18, $19, $22, $20, $21, $23, $24)
              RETURNING id",
         )
         .await?;
@@ -2306,6 +2309,95 @@ impl Backend for PostgresBackend {
                         offset: u64::try_from(r.try_get::<_, i64>(0)?).unwrap_or(0),
                         data: r.try_get(1)?,
                         times: r.try_get(2)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn runner_seen(&self, info: RunnerInfo) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let labels = serde_json::to_string(&info.labels).map_err(failed)?;
+            self.client()
+                .await?
+                .execute(
+                    "INSERT INTO runners (runner_id, node, role, labels, version, max_parallel,
+                         heartbeat_ms, started_at, last_seen_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, now(), now())
+                     ON CONFLICT (runner_id) DO UPDATE SET node = excluded.node,
+                         role = excluded.role, labels = excluded.labels,
+                         version = excluded.version, max_parallel = excluded.max_parallel,
+                         heartbeat_ms = excluded.heartbeat_ms, last_seen_at = now()",
+                    &[
+                        &info.runner_id,
+                        &info.node,
+                        &info.role,
+                        &labels,
+                        &info.version,
+                        &info.max_parallel,
+                        &info.heartbeat_ms,
+                    ],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn runner_gone(&self, runner_id: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.client()
+                .await?
+                .execute("DELETE FROM runners WHERE runner_id = $1", &[&runner_id])
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn forget_runners(&self, older_than_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            Ok(self
+                .client()
+                .await?
+                .execute(
+                    "DELETE FROM runners
+                     WHERE last_seen_at < now() - $1 * interval '1 millisecond'",
+                    &[&(older_than_ms as f64)],
+                )
+                .await?)
+        })
+    }
+
+    fn runners(&self) -> BoxFuture<'_, Result<Vec<RunnerRecord>, StoreError>> {
+        Box::pin(async move {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "SELECT r.runner_id, r.node, r.role, r.labels, r.version, r.max_parallel,
+                            r.started_at, r.last_seen_at,
+                            r.last_seen_at < now()
+                                - ($1::bigint * r.heartbeat_ms)::float8 * interval '1 millisecond',
+                            (SELECT count(*) FROM builds b
+                             WHERE b.status = 'running' AND b.runner_id = r.runner_id)
+                     FROM runners r ORDER BY r.node, r.runner_id",
+                    &[&RUNNER_GONE_AFTER_BEATS],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let labels: String = r.try_get(3)?;
+                    Ok(RunnerRecord {
+                        id: r.try_get(0)?,
+                        node: r.try_get(1)?,
+                        role: r.try_get(2)?,
+                        labels: serde_json::from_str(&labels)
+                            .map_err(|e| failed(format!("bad labels of a runner: {e}")))?,
+                        version: r.try_get(4)?,
+                        max_parallel_builds: r.try_get(5)?,
+                        started_at: r.try_get(6)?,
+                        last_seen_at: r.try_get(7)?,
+                        gone: r.try_get(8)?,
+                        running: r.try_get(9)?,
                     })
                 })
                 .collect()

@@ -12,8 +12,9 @@ use super::outbox::{self, NewReport, Outbox, StateChange};
 use super::{
     ApproveOutcome, Backend, BoxFuture, Build, BuildFilter, BuildOrigin, BuildStatus,
     CancelOutcome, ClaimPolicy, Fence, Holder, LEASE_LOST, LEASE_LOST_TWICE, Manual, NewBuild,
-    NewDelivery, PlannedStep, Recorded, Recovery, ReportJob, ReportOutcome, ReportRecord,
-    ReportedState, StepRecord, StepStatus, StoreError, StoreOptions, now_rfc3339,
+    NewDelivery, PlannedStep, RUNNER_GONE_AFTER_BEATS, Recorded, Recovery, ReportJob,
+    ReportOutcome, ReportRecord, ReportedState, RunnerInfo, RunnerRecord, StepRecord, StepStatus,
+    StoreError, StoreOptions, now_rfc3339,
 };
 use super::{Cause, Fault};
 use crate::model::{CommitId, Host, PushEvent, RefKind};
@@ -435,9 +436,10 @@ fn insert_build(
     conn.prepare_cached(
         "INSERT INTO builds (pipeline, delivery, delivery_id, repo, host, event, ref, branch,
              tag, commit_sha, before_sha, after_sha, forced, clone_url, ssh_url, web_url,
-             message, pusher, path_filters, status, created_at, report_context, pull_request)
+             message, pusher, path_filters, status, created_at, report_context, pull_request,
+             pipeline_revision)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-             ?17, ?18, ?19, ?22, ?20, ?21, ?23)",
+             ?17, ?18, ?19, ?22, ?20, ?21, ?23, ?24)",
     )?
     .execute(params![
         b.pipeline,
@@ -463,6 +465,7 @@ fn insert_build(
         b.report_context,
         status.as_str(),
         pull_request,
+        b.pipeline_revision,
     ])?;
     let id = conn.last_insert_rowid();
     let change = StateChange {
@@ -806,10 +809,10 @@ fn oldest_runnable(
 const BUILD_COLUMNS: &str = "id, pipeline, repo, host, event, ref, branch, tag, commit_sha,
     before_sha, after_sha, status, reason, delivery_id, attempt, created_at, started_at,
     finished_at, clone_url, ssh_url, web_url, message, pusher, forced, path_filters,
-    pull_request, runner_id";
+    pull_request, runner_id, pipeline_revision";
 
 /// How many columns [`BUILD_COLUMNS`] names.
-const BUILD_COLUMN_COUNT: usize = 27;
+const BUILD_COLUMN_COUNT: usize = 28;
 
 /// The commit id in column `column`; anything but hex is a corrupt row.
 fn commit_at(r: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<CommitId> {
@@ -890,6 +893,7 @@ fn build_from_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Build
             )
         })?,
         node: runner_id.as_deref().map(super::node_of),
+        pipeline_revision: r.get(at + 27)?,
     })
 }
 
@@ -1559,6 +1563,90 @@ impl Backend for SqliteBackend {
             );
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![pipeline, limit], build_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        }))
+    }
+
+    fn runner_seen(&self, info: RunnerInfo) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |conn| {
+            let labels = serde_json::to_string(&info.labels)
+                .map_err(|e| StoreError::unavailable(Cause::Failed, e))?;
+            conn.prepare_cached(
+                "INSERT INTO runners (runner_id, node, role, labels, version, max_parallel,
+                     heartbeat_ms, started_ms, last_seen_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+                 ON CONFLICT (runner_id) DO UPDATE SET node = excluded.node,
+                     role = excluded.role, labels = excluded.labels,
+                     version = excluded.version, max_parallel = excluded.max_parallel,
+                     heartbeat_ms = excluded.heartbeat_ms, last_seen_ms = excluded.last_seen_ms",
+            )?
+            .execute(params![
+                info.runner_id,
+                info.node,
+                info.role,
+                labels,
+                info.version,
+                info.max_parallel,
+                info.heartbeat_ms,
+                now_ms()
+            ])?;
+            Ok(())
+        }))
+    }
+
+    fn runner_gone(&self, runner_id: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM runners WHERE runner_id = ?1")?
+                .execute([runner_id])?;
+            Ok(())
+        }))
+    }
+
+    fn forget_runners(&self, older_than_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.write(move |conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM runners WHERE last_seen_ms < ?1")?
+                .execute([now_ms().saturating_sub(older_than_ms)])?;
+            Ok(n as u64)
+        }))
+    }
+
+    fn runners(&self) -> BoxFuture<'_, Result<Vec<RunnerRecord>, StoreError>> {
+        Box::pin(self.read(|conn| {
+            let now = now_ms();
+            let mut stmt = conn.prepare_cached(
+                "SELECT r.runner_id, r.node, r.role, r.labels, r.version, r.max_parallel,
+                        r.started_ms, r.last_seen_ms,
+                        r.last_seen_ms < ?1 - ?2 * r.heartbeat_ms,
+                        (SELECT count(*) FROM builds b
+                         WHERE b.status = 'running' AND b.runner_id = r.runner_id)
+                 FROM runners r ORDER BY r.node, r.runner_id",
+            )?;
+            let rows = stmt.query_map(params![now, RUNNER_GONE_AFTER_BEATS], |r| {
+                let labels: String = r.get(3)?;
+                let at = |ms: i64| {
+                    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+                };
+                Ok(RunnerRecord {
+                    id: r.get(0)?,
+                    node: r.get(1)?,
+                    role: r.get(2)?,
+                    labels: serde_json::from_str(&labels).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            3,
+                            rusqlite::types::Type::Text,
+                            Box::new(e),
+                        )
+                    })?,
+                    version: r.get(4)?,
+                    max_parallel_builds: r.get(5)?,
+                    started_at: at(r.get(6)?),
+                    last_seen_at: at(r.get(7)?),
+                    gone: r.get(8)?,
+                    running: r.get(9)?,
+                })
+            })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         }))
     }

@@ -330,6 +330,7 @@ pub async fn queue(
                 supersede: false,
                 waiting: false,
                 report_context: Some(context.to_owned()),
+                pipeline_revision: None,
             }],
             skipped: None,
             body_sha256: None,

@@ -176,7 +176,7 @@ async fn private_servers_list_nothing_without_the_token() {
         c.admin_token = Some(hookci::secret::Secret::new(ADMIN));
     })
     .await;
-    for path in ["/api/builds", "/api/pipelines"] {
+    for path in ["/api/builds", "/api/pipelines", "/api/runners"] {
         let res = client()
             .get(server.url(path))
             .send()

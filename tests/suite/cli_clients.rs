@@ -1,4 +1,4 @@
-//! The API's command-line clients (`hookci builds`, `logs`, `cancel`,
+//! The API's command-line clients (`hookci builds`, `runners`, `logs`, `cancel`,
 //! `rebuild`, `trigger`): the real binary against the real server, as a
 //! user runs them.
 
@@ -1010,5 +1010,62 @@ async fn a_hookci_toml_found_in_the_working_directory_never_gets_a_token() {
             "Bearer tok-for-a-named-server",
             "Bearer tok-from-a-named-config"
         ]
+    );
+}
+
+/// `hookci runners` lists the runner processes the store knows: on the
+/// embedded store, the one process, with its node, labels and capacity.
+/// A build of a pipeline whose `runs_on` its labels lack says why it waits.
+#[tokio::test]
+async fn runners_lists_the_one_process_and_a_build_it_cannot_take_says_why() {
+    let gpu = common::pipeline_toml(SECRET)
+        .clone_url("/nowhere")
+        .top(r#"runs_on = ["gpu"]"#)
+        .raw_steps(ECHO)
+        .to_string();
+    let server = TestServer::start(&[("gpu", &gpu)], |c| {
+        c.admin_token = Some(Secret::new(ADMIN));
+        c.node = "box-1".to_owned();
+        c.labels = vec!["linux".to_owned()];
+        c.max_parallel_builds = 1;
+    })
+    .await;
+    let base = server.base();
+    // The worker registers itself as it starts: bounded wait.
+    let mut out = hookci(&["runners", "--server", &base], &[]).await;
+    for _ in 0..100 {
+        if text(&out.stdout).contains("box-1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        out = hookci(&["runners", "--server", &base], &[]).await;
+    }
+    assert!(out.status.success(), "{}", both(&out));
+    let stdout = text(&out.stdout);
+    let mut lines = stdout.lines();
+    let header: Vec<&str> = lines.next().expect("a header").split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NODE", "STATE", "LABELS", "BUILDS", "LAST", "SEEN", "ID"]
+    );
+    let row: Vec<&str> = lines.next().expect("a row").split_whitespace().collect();
+    assert_eq!(&row[..4], ["box-1", "online", "linux", "0/1"], "{stdout}");
+    assert!(
+        row.last().is_some_and(|id| id.starts_with("box-1/")),
+        "{stdout}"
+    );
+    assert_eq!(lines.next(), None, "{stdout}");
+
+    let json = hookci(&["runners", "--json", "--server", &base], &[]).await;
+    let answer: Value = serde_json::from_slice(&json.stdout).expect("the API's JSON");
+    assert_eq!(answer["runners"][0]["node"], "box-1", "{answer}");
+    assert_eq!(answer["runners"][0]["role"], "all", "{answer}");
+
+    let id = push(&server, "gpu", "main", &"b".repeat(40), "r-1").await;
+    let build = common::get_build(&base, id).await.expect("the build");
+    assert_eq!(build["status"], "queued", "{build}");
+    assert_eq!(
+        build["waiting_reason"], "no runner online has labels gpu",
+        "{build}"
     );
 }

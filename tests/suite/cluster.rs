@@ -268,7 +268,11 @@ pub(crate) fn spawn_runner(dir: &Path, extra: &str) -> common::Daemon {
 
 /// A receiver runs no build; a runner runs the builds of the pipelines
 /// whose `runs_on` its labels cover, and leaves the others queued, though
-/// older.
+/// older. The queued build says why it waits, on its page and in the API,
+/// until a runner with its labels starts and runs it. Runners are listed
+/// while they run, a clean stop removes one, a killed one is shown gone.
+/// A runner whose pipeline file differs from the receiver's says so in the
+/// log and runs its own; the build keeps the revision it was matched with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_runs_nothing_and_a_runner_only_what_its_labels_allow() {
     let Some(schema) = pg::Schema::create().await else {
@@ -280,16 +284,25 @@ async fn a_receiver_runs_nothing_and_a_runner_only_what_its_labels_allow() {
         .clone_url(&up.url())
         .step("work", "echo plain")
         .to_string();
+    // Runner x's copy of app.toml is another revision: another step.
+    let plain_x = common::pipeline_toml("s")
+        .clone_url(&up.url())
+        .step("work", "echo plain from x")
+        .to_string();
     let gpu = common::pipeline_toml("s")
         .clone_url(&up.url())
         .top(r#"runs_on = ["gpu", "linux"]"#)
         .step("work", "echo gpu")
         .to_string();
-    let (r_dir, x_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    for dir in [r_dir.path(), x_dir.path()] {
-        std::fs::create_dir_all(dir.join("pipelines")).unwrap();
-        std::fs::write(dir.join("pipelines/app.toml"), &plain).unwrap();
-        std::fs::write(dir.join("pipelines/gpu.toml"), &gpu).unwrap();
+    let (r_dir, x_dir, y_dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    for (dir, app) in [(&r_dir, &plain), (&x_dir, &plain_x), (&y_dir, &plain)] {
+        std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+        std::fs::write(dir.path().join("pipelines/app.toml"), app).unwrap();
+        std::fs::write(dir.path().join("pipelines/gpu.toml"), &gpu).unwrap();
     }
     // The receiver may run builds by its max_parallel_builds, but not by
     // its role.
@@ -303,25 +316,135 @@ async fn a_receiver_runs_nothing_and_a_runner_only_what_its_labels_allow() {
     let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "m");
     let gpu_build = common::queue_github(&r, "gpu", "s", "g-1", &body).await[0];
     let app_build = common::queue_github(&r, "app", "s", "a-1", &body).await[0];
-    let _x = spawn_runner(
+    let mut x = spawn_runner(
         x_dir.path(),
         &format!(
-            "store = {:?}\nnode = \"x\"\nlabels = [\"linux\"]\nmax_parallel_builds = 1",
+            "store = {:?}\nnode = \"x\"\nlabels = [\"linux\"]\nmax_parallel_builds = 1\nlease = \"2s\"",
             schema.url
         ),
     );
     let done = common::wait_final(&r, app_build).await;
     assert_eq!(done["status"], "success", "{done}");
-    assert!(
-        x_dir
-            .path()
-            .join(format!("data/logs/{app_build}.log"))
-            .exists()
+    // Matched by the receiver's file, run by x's, and x's log says both.
+    let (r_rev, x_rev) = (
+        hookci::pipeline::revision(&plain),
+        hookci::pipeline::revision(&plain_x),
     );
+    assert_ne!(r_rev, x_rev);
+    assert_eq!(done["pipeline_revision"], r_rev.as_str(), "{done}");
+    let log = std::fs::read_to_string(x_dir.path().join(format!("data/logs/{app_build}.log")))
+        .expect("x wrote the log");
+    assert!(
+        log.contains(&format!(
+            "this build was matched with revision {r_rev}; this runner has revision {x_rev} \
+             and runs its own"
+        )),
+        "{log}"
+    );
+    assert!(log.contains("plain from x"), "{log}");
+
     let waiting = common::get_build(&r, gpu_build)
         .await
         .expect("the gpu build");
     assert_eq!(waiting["status"], "queued", "{waiting}");
+    let why = "no runner online has labels gpu, linux";
+    assert_eq!(waiting["waiting_reason"], why, "{waiting}");
+    assert_eq!(done["waiting_reason"], serde_json::Value::Null, "{done}");
+    let page = page_text(&r, &format!("/builds/{gpu_build}")).await;
+    assert!(page.contains(why), "{page}");
+    let listed = api_runners(&r).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["node"], "x");
+    assert_eq!(listed[0]["role"], "runner");
+    assert_eq!(listed[0]["labels"], serde_json::json!(["linux"]));
+    assert_eq!(listed[0]["max_parallel_builds"], 1);
+    assert_eq!(listed[0]["gone"], false);
+    assert!(
+        listed[0]["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("x/")),
+        "{listed:?}"
+    );
+    let page = page_text(&r, "/runners").await;
+    assert!(page.contains("linux") && page.contains("online"), "{page}");
+
+    // A runner with the labels takes it, with the receiver's revision.
+    let mut y = spawn_runner(
+        y_dir.path(),
+        &format!(
+            "store = {:?}\nnode = \"y\"\nlabels = [\"linux\", \"gpu\"]\nmax_parallel_builds = 1",
+            schema.url
+        ),
+    );
+    let done = common::wait_final(&r, gpu_build).await;
+    assert_eq!(done["status"], "success", "{done}");
+    assert_eq!(done["node"], "y", "{done}");
+    let log = std::fs::read_to_string(y_dir.path().join(format!("data/logs/{gpu_build}.log")))
+        .expect("y wrote the log");
+    assert!(!log.contains("matched with revision"), "{log}");
+    let nodes = |runners: &[serde_json::Value]| -> Vec<(String, bool)> {
+        runners
+            .iter()
+            .map(|r| {
+                (
+                    r["node"].as_str().unwrap_or("").to_owned(),
+                    r["gone"] == true,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        nodes(&api_runners(&r).await),
+        [("x".to_owned(), false), ("y".to_owned(), false)]
+    );
+
+    // A clean stop removes y; a killed x stays, shown gone after three
+    // missed heartbeats (its lease is 2 s: one beat every 2/3 s).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(y.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM y");
+    y.0.wait().expect("y stops");
+    assert_eq!(nodes(&api_runners(&r).await), [("x".to_owned(), false)]);
+    x.0.kill().expect("kill x");
+    x.0.wait().expect("x died");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = nodes(&api_runners(&r).await);
+        if now == [("x".to_owned(), true)] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "x is not shown gone: {now:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The runners receiver `base`'s API lists.
+async fn api_runners(base: &str) -> Vec<serde_json::Value> {
+    let json: serde_json::Value = common::client()
+        .get(format!("{base}/api/runners"))
+        .send()
+        .await
+        .expect("list runners")
+        .json()
+        .await
+        .expect("json");
+    json["runners"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("a list: {json}"))
+}
+
+/// A page of receiver `base`, as text (200 or a panic).
+async fn page_text(base: &str, path: &str) -> String {
+    let res = common::client()
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(res.status(), 200, "{path}");
+    res.text().await.expect("text")
 }
 
 /// A role other than `all` needs a shared PostgreSQL store.
@@ -363,6 +486,7 @@ async fn one_process_at_a_time_sends_the_status_reports() {
             supersede: false,
             waiting: false,
             report_context: Some("ci/app".into()),
+            pipeline_revision: None,
         }],
         skipped: None,
         body_sha256: None,
@@ -460,6 +584,7 @@ async fn a_start_recovers_only_its_own_nodes_builds() {
                 supersede: false,
                 waiting: false,
                 report_context: None,
+                pipeline_revision: None,
             },
             None,
             hookci::store::BuildOrigin {

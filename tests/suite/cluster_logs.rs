@@ -357,6 +357,7 @@ async fn a_receivers_copy_follows_one_run_at_a_time_and_goes_with_its_build() {
                 supersede: false,
                 waiting: false,
                 report_context: None,
+                pipeline_revision: None,
             },
             None,
             BuildOrigin {

@@ -47,6 +47,7 @@ async fn a_postgres_build_row_whose_commit_id_is_not_hex_is_an_error() {
         supersede: false,
         waiting: false,
         report_context: None,
+        pipeline_revision: None,
     };
     let origin = BuildOrigin {
         rebuild_of: None,

@@ -652,6 +652,7 @@ async fn a_private_server_asks_a_browser_for_the_admin_token_and_then_opens() {
         "/".to_owned(),
         format!("/builds/{id}"),
         "/badge/app.svg".to_owned(),
+        "/runners".to_owned(),
     ];
     for path in &paths {
         let page = get(&server, path).await;

@@ -12,7 +12,8 @@ use hookci::pipeline::PathFilter;
 use hookci::secret::Secret;
 use hookci::store::{
     ApproveOutcome, BuildFilter, BuildStatus, CancelOutcome, ClaimPolicy, CloseRef, LogChunk,
-    NewBuild, NewDelivery, PgOptions, ReportOutcome, StepStatus, Store, StoreError, StoreOptions,
+    NewBuild, NewDelivery, PgOptions, ReportOutcome, RunnerInfo, StepStatus, Store, StoreError,
+    StoreOptions,
 };
 use hookci::webhook::{CommitId, Host, PullRequest, PushEvent, RefKind};
 use std::collections::HashSet;
@@ -121,6 +122,7 @@ async fn queue(store: &Store, pipeline: &str, branch: &str, count: usize) -> Vec
                     supersede: false,
                     waiting: false,
                     report_context: None,
+                    pipeline_revision: None,
                 }],
                 skipped: None,
                 body_sha256: None,
@@ -286,6 +288,7 @@ fn new_build(pipeline: &str, branch: &str, context: Option<&str>, supersede: boo
         supersede,
         waiting: false,
         report_context: context.map(str::to_owned),
+        pipeline_revision: None,
     }
 }
 
@@ -1052,6 +1055,7 @@ fn pull_build(number: u64, fork: bool, waiting: bool) -> NewBuild {
         supersede: true,
         waiting,
         report_context: Some("ci/pr".to_owned()),
+        pipeline_revision: None,
     }
 }
 
@@ -1599,5 +1603,147 @@ async fn a_log_is_shipped_in_order_one_run_at_a_time_and_fenced() {
         assert!(a.prune("app".into(), 0).await.unwrap().contains(&id));
         assert_eq!(a.log_head(id).await.unwrap(), None, "{name}");
         assert!(a.log_chunks(id, run2, 0, 16).await.unwrap().is_empty());
+    }
+}
+
+fn runner_info(store: &Store, labels: &[&str], heartbeat_ms: i64) -> RunnerInfo {
+    RunnerInfo {
+        runner_id: store.runner_id().to_owned(),
+        node: "conformance".to_owned(),
+        role: "runner".to_owned(),
+        labels: labels.iter().map(|l| (*l).to_owned()).collect(),
+        version: "9.9.9".to_owned(),
+        max_parallel: 2,
+        heartbeat_ms,
+    }
+}
+
+/// A runner process registers itself, its heartbeat refreshes its row (its
+/// start time stays), the builds running under its id are counted, one
+/// that missed its heartbeats is shown gone and later forgotten, and a
+/// clean stop removes it.
+#[tokio::test]
+async fn runners_register_are_refreshed_count_their_builds_go_and_are_forgotten() {
+    for (name, _db, store) in stores().await {
+        assert_eq!(store.runners().await.expect("list"), Vec::new(), "{name}");
+        let a = runner_info(&store, &["linux", "gpu"], 60_000);
+        store.runner_seen(a.clone()).await.expect("register");
+        let listed = store.runners().await.expect("list");
+        assert_eq!(listed.len(), 1, "{name}: {listed:?}");
+        let row = &listed[0];
+        assert_eq!(
+            (
+                row.id.as_str(),
+                row.node.as_str(),
+                row.role.as_str(),
+                row.version.as_str()
+            ),
+            (store.runner_id(), "conformance", "runner", "9.9.9"),
+            "{name}"
+        );
+        assert_eq!(row.labels, ["linux", "gpu"], "{name}");
+        assert_eq!(
+            (row.max_parallel_builds, row.running, row.gone),
+            (2, 0, false)
+        );
+        let started = row.started_at;
+
+        // Its claims count as its running builds.
+        let ids = queue(&store, "app", "main", 1).await;
+        assert_eq!(claim(&store, &policy(&[])).await.map(|c| c.0), Some(ids[0]));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        store.runner_seen(a.clone()).await.expect("heartbeat");
+        let row = store.runners().await.expect("list").remove(0);
+        assert_eq!(row.running, 1, "{name}");
+        assert_eq!(row.started_at, started, "{name}: the start time stays");
+        assert!(row.last_seen_at > started, "{name}: {row:?}");
+
+        // Another runner that beats every millisecond is gone after three
+        // missed beats; one that beats every minute is not.
+        let other = store.another_runner();
+        let b = runner_info(&other, &[], 1);
+        other.runner_seen(b.clone()).await.expect("register b");
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        let listed = store.runners().await.expect("list");
+        let gone: Vec<(&str, bool)> = listed.iter().map(|r| (r.id.as_str(), r.gone)).collect();
+        assert_eq!(listed.len(), 2, "{name}");
+        assert!(
+            gone.contains(&(b.runner_id.as_str(), true)),
+            "{name}: {gone:?}"
+        );
+        assert!(
+            gone.contains(&(a.runner_id.as_str(), false)),
+            "{name}: {gone:?}"
+        );
+
+        // Forgotten once not seen for longer than asked; A was just seen.
+        store.runner_seen(a.clone()).await.expect("heartbeat");
+        assert_eq!(store.forget_runners(20).await.expect("forget"), 1, "{name}");
+        let left: Vec<String> = store
+            .runners()
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(left, vec![a.runner_id.clone()], "{name}");
+
+        // A clean stop removes its row.
+        store.runner_gone(&a.runner_id).await.expect("gone");
+        assert_eq!(store.runners().await.expect("list"), Vec::new(), "{name}");
+    }
+}
+
+/// A build keeps the revision of the pipeline it was matched with, queued
+/// by a delivery or by hand, and its claim hands it to the runner.
+#[tokio::test]
+async fn a_build_keeps_the_pipeline_revision_it_was_matched_with() {
+    for (name, _db, store) in stores().await {
+        let mut pushed = new_build("app", "main", None, false);
+        pushed.pipeline_revision = Some("0123456789ab".to_owned());
+        let id = record_one(&store, delivery("app", "rev-1", vec![pushed], None))
+            .await
+            .build_ids[0];
+        let mut by_hand = new_build("app", "other", None, false);
+        by_hand.pipeline_revision = Some("ba9876543210".to_owned());
+        let origin = hookci::store::BuildOrigin {
+            rebuild_of: None,
+            triggered_by: "admin".to_owned(),
+            resume: None,
+        };
+        let manual = store
+            .queue_manual(by_hand, None, origin)
+            .await
+            .expect("queue")
+            .id;
+        let old = store
+            .record_deliveries(vec![delivery(
+                "app",
+                "rev-2",
+                vec![new_build("app", "third", None, false)],
+                None,
+            )])
+            .await
+            .expect("record")[0]
+            .build_ids[0];
+        let revision = |b: Option<hookci::store::Build>| b.expect("build").pipeline_revision;
+        assert_eq!(
+            revision(store.build(id).await.expect("read")).as_deref(),
+            Some("0123456789ab"),
+            "{name}"
+        );
+        assert_eq!(
+            revision(store.build(manual).await.expect("read")).as_deref(),
+            Some("ba9876543210"),
+            "{name}"
+        );
+        assert_eq!(revision(store.build(old).await.expect("read")), None);
+        let claimed = store
+            .claim_next(policy(&[]))
+            .await
+            .expect("claim")
+            .expect("a build");
+        assert_eq!(claimed.id, id, "{name}");
+        assert_eq!(claimed.pipeline_revision.as_deref(), Some("0123456789ab"));
     }
 }

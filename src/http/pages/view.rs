@@ -499,6 +499,7 @@ pub fn index(page: &Index<'_>) -> Markup {
                 }
             }
         }
+        p.nav { a href="/runners" { "Runners →" } }
         h2 { "Builds" }
         form.filters method="get" action="/" {
             label { "Pipeline"
@@ -544,6 +545,45 @@ pub fn index(page: &Index<'_>) -> Markup {
         }
     };
     layout("Builds", html! {}, html! {}, body, Some("/live"))
+}
+
+/// `GET /runners`: every runner process registered in the store.
+pub fn runners(runners: &[crate::store::RunnerRecord], now: OffsetDateTime) -> Markup {
+    let crumbs = html! { span.muted { "›" } span { "Runners" } };
+    let body = html! {
+        h1 { "Runners" }
+        @if runners.is_empty() {
+            p.muted { "No runner is registered: no process with role runner or all is running." }
+        } @else {
+            table {
+                thead { tr {
+                    th { "Node" } th { "State" } th { "Labels" } th.num { "Builds" }
+                    th.wide { "Role" } th.wide { "Version" } th { "Started" } th { "Last seen" } th.wide { "Runner id" }
+                } }
+                tbody {
+                    @for r in runners {
+                        tr {
+                            td.mono { (r.node) }
+                            td {
+                                @if r.gone { span.st.st-error title="it missed its heartbeats: it died or lost the database" { "gone" } }
+                                @else { span.st.st-success { "online" } }
+                            }
+                            td.mono {
+                                @if r.labels.is_empty() { span.muted { "none" } } @else { (r.labels.join(", ")) }
+                            }
+                            td.num { (r.running) " of " (r.max_parallel_builds) }
+                            td.wide { (r.role) }
+                            td.wide.mono { (r.version) }
+                            td { (when(Some(r.started_at), now)) }
+                            td { (when(Some(r.last_seen_at), now)) }
+                            td.wide.mono { (r.id) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout("Runners", html! {}, crumbs, body, None)
 }
 
 /// A pipeline page's data.
@@ -682,6 +722,8 @@ pub struct BuildPage<'a> {
     pub admin: bool,
     /// The step a re-run from the failed step starts at, when it can.
     pub rerun_from: Option<&'a str>,
+    /// Why a waiting or queued build waits.
+    pub waiting_reason: Option<&'a str>,
     pub now: OffsetDateTime,
 }
 
@@ -786,6 +828,10 @@ pub fn facts(page: &BuildPage<'_>) -> Markup {
             (status_label(b.status.as_str()))
             @if let Some(reason) = &b.reason { span.reason { (reason) } }
         }
+        @if let Some(why) = page.waiting_reason {
+            dt { "Waiting" }
+            dd #waiting-reason { (why) span.muted { " (" a href="/runners" { "runners" } ")" } }
+        }
         @if let Some(origin) = page.origin {
             dt { "Triggered" }
             dd {
@@ -800,7 +846,12 @@ pub fn facts(page: &BuildPage<'_>) -> Markup {
             }
         }
         dt { "Pipeline" }
-        dd { a href={ "/pipelines/" (url_component(&b.pipeline)) } { (b.pipeline) } }
+        dd {
+            a href={ "/pipelines/" (url_component(&b.pipeline)) } { (b.pipeline) }
+            @if let Some(rev) = &b.pipeline_revision {
+                span.muted { " revision " } span.mono title="the first 12 hex digits of the SHA-256 of the pipeline file it was matched with" { (rev) }
+            }
+        }
         dt { "Repository" }
         dd.mono {
             @if let Some(url) = web_url(b) { a href=(url) rel="noreferrer" { (b.repo) } } @else { (b.repo) }
@@ -1225,6 +1276,7 @@ mod tests {
             finished_at: None,
             path_filters: Vec::new(),
             node: None,
+            pipeline_revision: None,
         }
     }
 
