@@ -23,7 +23,7 @@ fn cluster_config(schema: &pg::Schema, node: &str, builds: usize) -> String {
     )
 }
 
-fn write_pipeline(dir: &Path, toml: &str) {
+pub(crate) fn write_pipeline(dir: &Path, toml: &str) {
     std::fs::create_dir_all(dir.join("pipelines")).expect("mkdir");
     std::fs::write(dir.join("pipelines/app.toml"), toml).expect("pipeline");
 }
@@ -222,7 +222,7 @@ fn a_store_that_is_not_a_postgres_url_is_a_config_error() {
 
 /// `hookci serve --role runner` on a config written in `dir`, once it says
 /// it claims builds. A runner serves no HTTP.
-fn spawn_runner(dir: &Path, extra: &str) -> common::Daemon {
+pub(crate) fn spawn_runner(dir: &Path, extra: &str) -> common::Daemon {
     use std::io::{BufRead, BufReader};
     let config = dir.join("hookci.toml");
     std::fs::write(

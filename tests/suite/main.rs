@@ -25,6 +25,7 @@ mod cli;
 mod cli_clients;
 mod cli_run;
 mod cluster;
+mod cluster_outage;
 mod commit_ids;
 mod full_disk;
 mod hostile_input;
