@@ -11,6 +11,7 @@ use crate::cluster::{spawn_runner, write_pipeline};
 use crate::common;
 use crate::gitserve::Upstream;
 use crate::pg;
+
 use crate::report_fake::FakeHost;
 
 use common::{ZERO, spawn_daemon_with_log};
@@ -353,4 +354,58 @@ async fn outage(lease: Option<&str>) -> Vec<i64> {
     }
     drop(receivers);
     running_attempts
+}
+
+/// A build whose end the database refuses (here a trigger refuses
+/// `success`) is not renewed for good by its runner, as if it still ran
+/// it: the runner gives its lease up, and the lease rules end it (re-queued
+/// once, then `error`), instead of leaving it `running`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_whose_end_cannot_be_written_is_not_left_running() {
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let up = Upstream::new("refused-end");
+    let commit = up.push(&[("README", "x\n")], "first");
+    let toml = common::pipeline_toml("s")
+        .clone_url(&up.url())
+        .step("work", "echo ok")
+        .to_string();
+    let (r_dir, x_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_pipeline(r_dir.path(), &toml);
+    write_pipeline(x_dir.path(), &toml);
+    let lease = "lease = \"3s\"";
+    let (_r, r, _) = spawn_daemon_with_log(
+        r_dir.path(),
+        &format!(
+            "store = {:?}\nnode = \"r\"\nrole = \"receiver\"\n{lease}",
+            schema.url
+        ),
+    );
+    schema
+        .execute(
+            "CREATE FUNCTION refuse_success() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+             CREATE TRIGGER refuse_success BEFORE UPDATE ON builds FOR EACH ROW
+             WHEN (NEW.status = 'success') EXECUTE FUNCTION refuse_success();",
+        )
+        .await;
+    let _x = spawn_runner(
+        x_dir.path(),
+        &format!(
+            "store = {:?}\nnode = \"x\"\nmax_parallel_builds = 1\n{lease}",
+            schema.url
+        ),
+    );
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "one");
+    let id = common::queue_github(&r, "app", "s", "refused-1", &body).await[0];
+    let done = common::wait_final(&r, id).await;
+    assert_eq!(done["status"], "error", "{done}");
+    assert_eq!(done["attempt"], 2, "{done}");
+    assert!(
+        done["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("interrupted twice")),
+        "{done}"
+    );
 }
