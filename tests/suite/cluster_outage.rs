@@ -112,31 +112,33 @@ async fn health(base: &str) -> u16 {
         .as_u16()
 }
 
-/// With a 3 s lease, the 6 s outage outlasts the leases: the runners stop
+/// With a 3 s lease, the 6 s outage (a crash: `immediate`, the WAL is
+/// replayed at the restart) outlasts the leases: the runners stop
 /// the steps they ran and the lease rules put those builds back in the
 /// queue (attempt 2), once the database is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgresql_restart_mid_stream_loses_nothing_and_requeues_by_the_lease_rules() {
-    let attempts = outage(Some("3s")).await;
+    let attempts = outage(Some("3s"), pg::Stop::Immediate).await;
     assert!(
         attempts.iter().all(|a| *a == 1 || *a == 2) && attempts.contains(&2),
         "{attempts:?}"
     );
 }
 
-/// With the default lease (30 s), the leases outlast the 6 s outage: the
+/// With the default lease (30 s), the leases outlast the 6 s outage (a
+/// `fast` stop, as `systemctl restart` does): the
 /// steps that ran across it finish, and their ends are written once the
 /// database is back, in the same attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgresql_restart_mid_stream_loses_nothing_and_running_builds_finish() {
-    let attempts = outage(None).await;
+    let attempts = outage(None, pg::Stop::Fast).await;
     assert!(attempts.iter().all(|a| *a == 1), "{attempts:?}");
 }
 
-/// The scenario, with `lease` (else the default) on every process;
-/// returns the attempts of the builds whose step ran when the database
-/// stopped.
-async fn outage(lease: Option<&str>) -> Vec<i64> {
+/// The scenario, with `lease` (else the default) on every process and
+/// PostgreSQL stopped `how`; returns the attempts of the builds whose step
+/// ran when it stopped.
+async fn outage(lease: Option<&str>, how: pg::Stop) -> Vec<i64> {
     let Some(mut server) = pg::Server::start().await else {
         return Vec::new();
     };
@@ -221,7 +223,7 @@ async fn outage(lease: Option<&str>) -> Vec<i64> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
-    server.stop(pg::Stop::Immediate);
+    server.stop(how);
     let down = Instant::now();
     // While it is down: 503 with Retry-After and one sentence, and unhealthy.
     for base in &bases {
