@@ -373,19 +373,19 @@ mod tests {
 
     #[test]
     fn each_role_reads_only_the_secrets_it_needs() {
+        use super::Demand::*;
         use super::{Demand, demand};
         use crate::config::Role;
         use crate::secret::SecretUse::*;
         let all = [Store, Webhook, Admin, Status, Clone, Step];
         for what in all {
-            assert_eq!(demand(None, what), Demand::Required, "{what:?}");
-            assert_eq!(demand(Some(Role::All), what), Demand::Required, "{what:?}");
+            assert_eq!(demand(None, what), Required, "{what:?}");
+            assert_eq!(demand(Some(Role::All), what), Required, "{what:?}");
         }
         let receiver: Vec<Demand> = all
             .iter()
             .map(|w| demand(Some(Role::Receiver), *w))
             .collect();
-        use Demand::*;
         assert_eq!(
             receiver,
             [Required, Required, Required, Required, Optional, Optional]
