@@ -62,6 +62,42 @@ pub enum SecretSource {
     Literal(String),
 }
 
+/// What a secret is for, which decides which roles read it (SPEC §11):
+/// a receiver reads the webhook secrets, the admin token and the status
+/// tokens; a runner the clone credentials and the step secrets; every
+/// process the store's URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretUse {
+    /// `store`: every process.
+    Store,
+    /// A pipeline's `secret`: verifies deliveries.
+    Webhook,
+    /// `admin_token`: the API's writes.
+    Admin,
+    /// `[status] token` and `secret`: sending status reports.
+    Status,
+    /// `[clone] token` and `ssh_key`: fetching.
+    Clone,
+    /// `[secrets]`: the steps' environment.
+    Step,
+}
+
+impl SecretUse {
+    /// What a receiver that cannot read such a secret does without it
+    /// (only clone credentials and step secrets are optional there).
+    pub fn without_it(self) -> &'static str {
+        match self {
+            SecretUse::Clone => {
+                "this receiver starts without it, and a manual trigger of the pipeline here fetches without it"
+            }
+            SecretUse::Step => {
+                "this receiver starts without it, and its log views mask only what the runner masked"
+            }
+            _ => "it is needed",
+        }
+    }
+}
+
 /// Why a secret could not be resolved. Names the source, never the value.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -96,6 +132,18 @@ impl SecretSource {
         matches!(self, SecretSource::Literal(_))
     }
 
+    /// A credential's name must be a plain file name.
+    pub fn check_credential_name(credential: &str) -> Result<(), SecretError> {
+        if credential.is_empty()
+            || credential.contains('/')
+            || credential == "."
+            || credential == ".."
+        {
+            return Err(SecretError::CredentialName(credential.to_owned()));
+        }
+        Ok(())
+    }
+
     /// Reads the secret's value from its source.
     pub fn resolve(&self) -> Result<Secret, SecretError> {
         let value = match self {
@@ -114,13 +162,7 @@ impl SecretSource {
                 s
             }
             SecretSource::Credential { credential } => {
-                if credential.is_empty()
-                    || credential.contains('/')
-                    || credential == "."
-                    || credential == ".."
-                {
-                    return Err(SecretError::CredentialName(credential.clone()));
-                }
+                SecretSource::check_credential_name(credential)?;
                 let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
                     .filter(|d| !d.is_empty())
                     .ok_or_else(|| SecretError::NoCredentials(credential.clone()))?;

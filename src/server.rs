@@ -107,6 +107,23 @@ pub fn require_pipelines_dir(config: &Config) -> anyhow::Result<()> {
     )
 }
 
+/// Which secrets a process of `role` read (`None`: every one), in words
+/// for its start log (SPEC §11: each role holds only what it needs).
+fn secrets_read(role: Option<crate::config::Role>) -> &'static str {
+    use crate::config::Role;
+    match role {
+        None | Some(Role::All) => {
+            "all: store, webhook secrets, admin_token, status tokens, clone credentials, step secrets"
+        }
+        Some(Role::Receiver) => {
+            "store, webhook secrets, admin_token, status tokens; clone credentials and step secrets only where readable"
+        }
+        Some(Role::Runner) => {
+            "store, clone credentials, step secrets; no webhook secret, admin_token or status token"
+        }
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves: HTTP stops accepting, running
 /// builds get `shutdown_grace` to finish, then are stopped and re-queued.
 pub async fn run(
@@ -156,6 +173,10 @@ pub async fn run_role(
     for finding in &loaded.warnings {
         tracing::warn!("{finding}");
     }
+    tracing::info!(
+        read = secrets_read(pipeline::secret_role()),
+        "secrets of this role"
+    );
     if role.runs() {
         if let Err(e) = crate::runner::step::init_reaper() {
             tracing::warn!(error = %e, "cannot become the subreaper of build processes");

@@ -510,15 +510,30 @@ impl Worker {
     /// the build `running` until the next restart.
     async fn record(&self, store: &Store, build: &Build, ended: Ended) {
         let (id, pipeline) = (build.id, build.pipeline.as_str());
-        let recorded = crate::store::retried("the build's end", id, || async {
-            match &ended {
-                Ended::Finished(status, reason) => store.finish(id, *status, reason.clone()).await,
-                Ended::Requeue(reason) => store.requeue(id, reason.clone()).await,
+        let recorded = store
+            .retried("the build's end", id, || async {
+                match &ended {
+                    Ended::Finished(status, reason) => {
+                        store.finish(id, *status, reason.clone()).await
+                    }
+                    Ended::Requeue(reason) => store.requeue(id, reason.clone()).await,
+                }
+            })
+            .await;
+        match &recorded {
+            Ok(()) => log_end(build, &ended),
+            // Not written: this runner must not renew the lease of a build
+            // it no longer runs, or the build would stay `running` for
+            // good; once the lease runs out it goes back to the queue.
+            Err(StoreError::Fenced) => {}
+            Err(_) if store.shared() => {
+                store.abandon_lease(id);
+                tracing::error!(
+                    build = id,
+                    "the build's end was not recorded; its lease is given up, so it runs again once the lease runs out"
+                );
             }
-        })
-        .await;
-        if recorded.is_ok() {
-            log_end(build, &ended);
+            Err(_) => {}
         }
         if matches!(ended, Ended::Finished(..)) {
             self.prune(pipeline).await;

@@ -41,11 +41,17 @@ pub enum Command {
         role: Option<config::Role>,
     },
     /// Validate the server config and every pipeline: every error, by line.
+    /// It reads the secrets `serve` would read: those of the config's
+    /// `role` (`all`, the default: every one).
     Check {
         /// Check everything but reading the secrets (for use outside the
         /// service's environment, without its variables or credentials).
         #[arg(long)]
         no_secrets: bool,
+        /// Read the secrets of this role instead of the config's: all
+        /// (every secret), receiver or runner.
+        #[arg(long, value_name = "ROLE", value_enum)]
+        role: Option<config::Role>,
     },
     /// Run a pipeline now, in the foreground, streaming step output.
     Run {
@@ -216,7 +222,7 @@ impl Failure {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve { role } => serve(cli.config, role),
-        Command::Check { no_secrets } => check(cli.config, no_secrets),
+        Command::Check { no_secrets, role } => check(cli.config, no_secrets, role),
         Command::Run {
             pipeline,
             git_ref,
@@ -301,6 +307,9 @@ pub fn load_config(path: Option<PathBuf>) -> Result<Config, Failure> {
 fn serve(path: Option<PathBuf>, role: Option<config::Role>) -> Result<ExitCode, Failure> {
     crate::runner::private_dirs::set_umask();
     crate::runner::sandbox::no_dumping();
+    // Each role reads only the secrets it needs (SPEC §11): those of
+    // `--role`, else of the config's `role`.
+    pipeline::scope_secrets(role);
     let mut config = load_config(path)?;
     if let Some(role) = role {
         config.role = role;
@@ -344,7 +353,13 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn check(path: Option<PathBuf>, no_secrets: bool) -> Result<ExitCode, Failure> {
+fn check(
+    path: Option<PathBuf>,
+    no_secrets: bool,
+    role: Option<config::Role>,
+) -> Result<ExitCode, Failure> {
+    // The secrets `serve` would read on this box: its role's.
+    pipeline::scope_secrets(role);
     if no_secrets {
         pipeline::skip_secrets();
     }

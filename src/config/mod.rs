@@ -7,7 +7,7 @@
 mod raw;
 
 use crate::pipeline::{Checker, Finding};
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretUse};
 use raw::RawConfig;
 use std::ffi::OsStr;
 use std::net::SocketAddr;
@@ -302,10 +302,6 @@ fn convert(c: &mut Checker<'_>, raw: RawConfig) -> Config {
     if let Some(n) = positive(c, "max_body_bytes", raw.max_body_bytes.as_ref()) {
         config.max_body_bytes = n;
     }
-    config.admin_token = raw
-        .admin_token
-        .as_ref()
-        .and_then(|s| c.secret("admin_token", s));
     if let Some(v) = &raw.run_as {
         let user = v.get_ref().trim();
         if user.is_empty() {
@@ -366,6 +362,11 @@ fn convert(c: &mut Checker<'_>, raw: RawConfig) -> Config {
     }
     convert_limits(c, &raw, &mut config);
     convert_cluster(c, &raw, &mut config);
+    // After `role`: which secrets are read depends on it.
+    config.admin_token = raw
+        .admin_token
+        .as_ref()
+        .and_then(|s| c.secret("admin_token", SecretUse::Admin, s));
     config.sandbox = crate::pipeline::sandbox::sandbox(c, raw.sandbox.as_ref());
     config.limits = crate::pipeline::sandbox::limits(c, raw.limits.as_ref());
     config.secret_files.clone_from(&c.secret_files);
@@ -375,7 +376,7 @@ fn convert(c: &mut Checker<'_>, raw: RawConfig) -> Config {
 /// `store` and `node`: several processes on one PostgreSQL (SPEC 11).
 fn convert_cluster(c: &mut Checker<'_>, raw: &RawConfig, config: &mut Config) {
     if let Some(v) = &raw.store {
-        if let Some(url) = c.secret("store", v) {
+        if let Some(url) = c.secret("store", SecretUse::Store, v) {
             // The value is a secret: the error never repeats it.
             let scheme_ok = ["postgres://", "postgresql://"]
                 .iter()
@@ -400,6 +401,8 @@ fn convert_cluster(c: &mut Checker<'_>, raw: &RawConfig, config: &mut Config) {
             }
         }
     }
+    // `serve` and `check` without `--role` read the secrets of this role.
+    crate::pipeline::settle_secret_role(config.role);
     if let Some(v) = &raw.lease {
         if let Some(d) = c.duration("lease", v, false) {
             if d < Duration::from_secs(2) || d > Duration::from_secs(3600) {

@@ -3,7 +3,8 @@
 
 use super::Finding;
 use super::raw::RawSecret;
-use crate::secret::{Secret, SecretSource};
+use crate::config::Role;
+use crate::secret::{Secret, SecretSource, SecretUse};
 use crate::tomlpos;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,77 @@ pub fn skip_secrets() {
 /// True under `check --no-secrets`: a secret's value is a stand-in.
 pub(crate) fn secrets_skipped() -> bool {
     SKIP_SECRETS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Which secrets this process loads (SPEC §11: each role holds only the
+/// secrets it needs): 0 every one (the default: `run`, tests, a library
+/// user), 1 those of the role the config file names (set by `serve` and
+/// `check` before the config is read; the config settles it), else
+/// 2 + the role's index in [`ROLES_BY_INDEX`].
+static SECRET_SCOPE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+const ROLES_BY_INDEX: [Role; 3] = [Role::All, Role::Receiver, Role::Runner];
+
+/// Makes every later load read only the secrets `role` needs, or, for
+/// `None`, those of the role the config file names (`serve` and `check`
+/// call this once, before reading the config; `--role` gives `role`).
+pub fn scope_secrets(role: Option<Role>) {
+    let v = match role {
+        None => 1,
+        Some(r) => 2 + ROLES_BY_INDEX.iter().position(|x| *x == r).unwrap_or(0) as u8,
+    };
+    SECRET_SCOPE.store(v, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The config file names `role`: if [`scope_secrets`] waits for it, the
+/// later loads read that role's secrets.
+pub(crate) fn settle_secret_role(role: Role) {
+    let v = 2 + ROLES_BY_INDEX.iter().position(|x| *x == role).unwrap_or(0) as u8;
+    let _ = SECRET_SCOPE.compare_exchange(
+        1,
+        v,
+        std::sync::atomic::Ordering::Relaxed,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// The role whose secrets are read, or `None` for every secret.
+pub fn secret_role() -> Option<Role> {
+    match SECRET_SCOPE.load(std::sync::atomic::Ordering::Relaxed) {
+        0 | 1 => None,
+        v => ROLES_BY_INDEX.get(usize::from(v - 2)).copied(),
+    }
+}
+
+/// How much a process of `role` (`None`: every secret) needs a secret for
+/// `what`.
+pub(crate) fn demand(role: Option<Role>, what: SecretUse) -> Demand {
+    use SecretUse::*;
+    match (role, what) {
+        (None | Some(Role::All), _) | (_, Store) => Demand::Required,
+        // A receiver verifies deliveries, checks the admin token and sends
+        // the status reports. It runs no build, but a manual trigger
+        // fetches the branch (clone credentials) and its log views mask
+        // the step secrets: it uses them where its box has them.
+        (Some(Role::Receiver), Webhook | Admin | Status) => Demand::Required,
+        (Some(Role::Receiver), Clone | Step) => Demand::Optional,
+        // A runner fetches and runs builds; it serves no HTTP and sends no
+        // report.
+        (Some(Role::Runner), Clone | Step) => Demand::Required,
+        (Some(Role::Runner), Webhook | Admin | Status) => Demand::Skipped,
+    }
+}
+
+/// Whether a process reads a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Demand {
+    /// Read; one that cannot be read is an error.
+    Required,
+    /// Read when it can be; one that cannot is a warning, and the secret
+    /// is absent.
+    Optional,
+    /// Never read (its source's form is still checked).
+    Skipped,
 }
 
 /// Errors and warnings found in one file so far.
@@ -189,10 +261,23 @@ impl<'a> Checker<'a> {
 
     /// Resolves a secret; a literal is a warning, an unresolvable source
     /// an error naming the variable or file (never a value).
-    pub fn secret(&mut self, key: &str, v: &Spanned<RawSecret>) -> Option<Secret> {
+    /// Only the secrets this process's role needs are read (see
+    /// [`scope_secrets`]): one it never uses is `None` and never opened.
+    pub fn secret(&mut self, key: &str, what: SecretUse, v: &Spanned<RawSecret>) -> Option<Secret> {
         let source = &self.relative_to_file(&v.get_ref().0);
         if let SecretSource::File { file } = source {
             self.secret_files.push(file.clone());
+        }
+        if let SecretSource::Credential { credential } = source {
+            // The name's form is checked whether or not it is read.
+            if let Err(e) = SecretSource::check_credential_name(credential) {
+                self.error(Some(&v.span()), format!("{key}: {e}"));
+                return None;
+            }
+        }
+        let demand = demand(secret_role(), what);
+        if demand == Demand::Skipped {
+            return None;
         }
         if SKIP_SECRETS.load(std::sync::atomic::Ordering::Relaxed) {
             // `check --no-secrets`: the source's form is checked, its value
@@ -209,6 +294,13 @@ impl<'a> Checker<'a> {
         }
         match source.resolve() {
             Ok(s) => Some(s),
+            Err(e) if demand == Demand::Optional => {
+                self.warn(
+                    Some(&v.span()),
+                    format!("{key}: {e}; {}", what.without_it()),
+                );
+                None
+            }
             Err(e) => {
                 self.error(Some(&v.span()), format!("{key}: {e}"));
                 None
@@ -278,6 +370,32 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 mod tests {
     use super::parse_duration;
     use std::time::Duration;
+
+    #[test]
+    fn each_role_reads_only_the_secrets_it_needs() {
+        use super::Demand::*;
+        use super::{Demand, demand};
+        use crate::config::Role;
+        use crate::secret::SecretUse::*;
+        let all = [Store, Webhook, Admin, Status, Clone, Step];
+        for what in all {
+            assert_eq!(demand(None, what), Required, "{what:?}");
+            assert_eq!(demand(Some(Role::All), what), Required, "{what:?}");
+        }
+        let receiver: Vec<Demand> = all
+            .iter()
+            .map(|w| demand(Some(Role::Receiver), *w))
+            .collect();
+        assert_eq!(
+            receiver,
+            [Required, Required, Required, Required, Optional, Optional]
+        );
+        let runner: Vec<Demand> = all.iter().map(|w| demand(Some(Role::Runner), *w)).collect();
+        assert_eq!(
+            runner,
+            [Required, Skipped, Skipped, Skipped, Required, Required]
+        );
+    }
 
     #[test]
     fn durations_read_as_humans_write_them() {

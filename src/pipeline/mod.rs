@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use check::skip_secrets;
-pub(crate) use check::{Checker, secrets_skipped};
+pub(crate) use check::{Checker, secrets_skipped, settle_secret_role};
+pub use check::{scope_secrets, secret_role, skip_secrets};
 pub use glob::GlobList;
 pub use validate::valid_name;
 

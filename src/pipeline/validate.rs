@@ -7,7 +7,7 @@ use super::{
     Clone as CloneOptions, Concurrency, ForkPolicy, GlobList, PathFilter, Pipeline, Provider,
     PullRequests, Shell, Status, Step, Trigger,
 };
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretUse};
 use crate::webhook::Host;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -96,7 +96,7 @@ fn convert(c: &mut Checker<'_>, name: &str, path: &Path, raw: RawPipeline) -> Op
     let insecure = raw.insecure_no_signature.as_ref();
     let insecure_on = insecure.is_some_and(|i| *i.get_ref());
     let secret = match (&raw.secret, insecure_on) {
-        (Some(s), false) => c.secret("secret", s),
+        (Some(s), false) => c.secret("secret", SecretUse::Webhook, s),
         (Some(s), true) => {
             c.error(
                 Some(&s.span()),
@@ -146,12 +146,12 @@ fn convert(c: &mut Checker<'_>, name: &str, path: &Path, raw: RawPipeline) -> Op
             .clone
             .ssh_key
             .as_ref()
-            .and_then(|s| c.secret("clone.ssh_key", s)),
+            .and_then(|s| c.secret("clone.ssh_key", SecretUse::Clone, s)),
         token: raw
             .clone
             .token
             .as_ref()
-            .and_then(|s| c.secret("clone.token", s)),
+            .and_then(|s| c.secret("clone.token", SecretUse::Clone, s)),
         submodules: raw.clone.submodules,
         accept_new_host_keys: raw.clone.accept_new_host_keys,
     };
@@ -366,7 +366,7 @@ fn secrets_table(
         if !env_name(c, "[secrets]", k) {
             continue;
         }
-        if let Some(s) = c.secret(&format!("secrets.{}", k.get_ref()), v) {
+        if let Some(s) = c.secret(&format!("secrets.{}", k.get_ref()), SecretUse::Step, v) {
             out.insert(k.get_ref().clone(), s);
         }
     }
@@ -383,7 +383,10 @@ fn status(c: &mut Checker<'_>, name: &str, raw: &RawStatus) -> Option<Status> {
         .api_url
         .as_ref()
         .and_then(|u| c.http_url("status.api_url", u));
-    let token = raw.token.as_ref().and_then(|t| c.secret("status.token", t));
+    let token = raw
+        .token
+        .as_ref()
+        .and_then(|t| c.secret("status.token", SecretUse::Status, t));
     let context = match &raw.context {
         Some(ctx) if ctx.get_ref().trim().is_empty() => {
             c.error(
@@ -399,7 +402,7 @@ fn status(c: &mut Checker<'_>, name: &str, raw: &RawStatus) -> Option<Status> {
     let secret = raw
         .secret
         .as_ref()
-        .and_then(|s| c.secret("status.secret", s));
+        .and_then(|s| c.secret("status.secret", SecretUse::Status, s));
     let webhook = provider == Some(Provider::Webhook);
     if webhook {
         let at = raw.provider.as_ref().map(|p| p.span());

@@ -332,10 +332,11 @@ impl Runner {
         // A Gogs pull request names no commit: record the one its ref gave.
         if build.commit.is_none() && build.pull_request.is_some() {
             if let (Some(store), Ok(resolved)) = (ctx.store, commit.parse::<CommitId>()) {
-                let _ = crate::store::retried("the resolved commit", build.id, || {
-                    store.resolve_commit(build.id, resolved.clone())
-                })
-                .await;
+                let _ = store
+                    .retried("the resolved commit", build.id, || {
+                        store.resolve_commit(build.id, resolved.clone())
+                    })
+                    .await;
             }
         }
         // A pull request's payload carries no commit message: the mirror has it.
@@ -528,10 +529,11 @@ impl Runner {
             // only after both, so the store sees running before its end.
             let mark_started = async {
                 if let Some(store) = store {
-                    let _ = crate::store::retried("a step's start", build.id, || {
-                        store.step_started(build.id, idx)
-                    })
-                    .await;
+                    let _ = store
+                        .retried("a step's start", build.id, || {
+                            store.step_started(build.id, idx)
+                        })
+                        .await;
                 }
             };
             let ((), outcome) = tokio::join!(mark_started, run_step(&spec, log, cancel));
@@ -556,10 +558,11 @@ impl Runner {
                 ))
                 .await;
             if let Some(store) = store {
-                let _ = crate::store::retried("a step's end", build.id, || {
-                    store.step_finished(build.id, idx, status, exit_code)
-                })
-                .await;
+                let _ = store
+                    .retried("a step's end", build.id, || {
+                        store.step_finished(build.id, idx, status, exit_code)
+                    })
+                    .await;
             }
             summary.push(StepSummary {
                 name: step.name.clone(),

@@ -1193,6 +1193,98 @@ impl Store {
         Ok(lost)
     }
 
+    /// True while this handle holds `build`'s lease: it claimed the build
+    /// and has neither ended it nor lost (or given up) its lease.
+    pub fn holds_lease(&self, build: i64) -> bool {
+        matches!(self.fence(build), Ok(Some(_)))
+    }
+
+    /// Gives up `build`'s lease (its end could not be written): it is no
+    /// longer renewed, so the lease rules put the build back in the queue
+    /// once it runs out, and nothing more is written for it.
+    pub fn abandon_lease(&self, build: i64) {
+        if let Some(claim) = self.claim_of(build)
+            && let Some(lost) = self.held_lock().get_mut(&claim)
+        {
+            *lost = true;
+        }
+    }
+
+    /// Runs a runner's write for `build` that must not be lost (a build's
+    /// end, a step's state) up to 5 times, 0.2 s, 0.4 s, ... apart: a full
+    /// disk or a lock held elsewhere often passes. On a shared store, while
+    /// the database is unavailable (down or busy: a restart, a cut
+    /// network) and this handle still holds the build's lease, it goes on
+    /// trying every second, for at most one lease: the heartbeat gives the
+    /// lease up after 5/6 of it without a renewal, and then the write is
+    /// refused at once ([`StoreError::Fenced`]) and the lease rules put the
+    /// build back in the queue. Each failure is logged with `what` and
+    /// `build`.
+    pub async fn retried<F, Fut>(
+        &self,
+        what: &str,
+        build: i64,
+        mut write: F,
+    ) -> Result<(), StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), StoreError>>,
+    {
+        const QUICK: u32 = 5;
+        let began = tokio::time::Instant::now();
+        for attempt in 1u32.. {
+            let last = write().await;
+            let e = match &last {
+                Ok(()) => {
+                    if attempt > QUICK {
+                        tracing::info!(
+                            build,
+                            attempt,
+                            "{what} recorded once the database was back"
+                        );
+                    }
+                    return last;
+                }
+                Err(StoreError::Fenced) => {
+                    tracing::warn!(
+                        build,
+                        "{what} not recorded: this runner lost the build's lease"
+                    );
+                    return last;
+                }
+                Err(e) => e,
+            };
+            let unavailable = matches!(
+                e,
+                StoreError::Unavailable(Fault {
+                    cause: Cause::Down | Cause::Busy,
+                    ..
+                })
+            );
+            let wait_on = self.shared()
+                && unavailable
+                && self.holds_lease(build)
+                && began.elapsed() < self.lease();
+            if attempt < QUICK {
+                tracing::error!(build, attempt, error = %e, "cannot record {what}");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)))
+                    .await;
+            } else if wait_on {
+                if attempt == QUICK {
+                    tracing::error!(
+                        build, attempt, error = %e,
+                        "cannot record {what}; trying every second while this runner holds the build's lease"
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            } else {
+                tracing::error!(build, attempt, error = %e, "cannot record {what}; giving up");
+                return last;
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
     /// Gives up every lease this handle holds (it could not renew them in
     /// time: another runner may take their builds): nothing more is written
     /// for them, and they are no longer renewed. Returns their ids.
@@ -1609,38 +1701,6 @@ impl Store {
 }
 
 /// Now, as RFC 3339 UTC with milliseconds.
-/// Runs a write that must not be lost (a build's end, a step's state) up
-/// to 5 times, 0.2 s, 0.4 s, ... apart: a full disk or a lock held
-/// elsewhere often passes. Each failure is logged with `what` and `build`.
-pub async fn retried<F, Fut>(what: &str, build: i64, mut write: F) -> Result<(), StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), StoreError>>,
-{
-    let mut last = Ok(());
-    for attempt in 1..=5u32 {
-        last = write().await;
-        match &last {
-            Ok(()) => return Ok(()),
-            Err(StoreError::Fenced) => {
-                tracing::warn!(
-                    build,
-                    "{what} not recorded: this runner lost the build's lease"
-                );
-                return last;
-            }
-            Err(e) => {
-                tracing::error!(build, attempt, error = %e, "cannot record {what}");
-                if attempt < 5 {
-                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)))
-                        .await;
-                }
-            }
-        }
-    }
-    last
-}
-
 pub fn now_rfc3339() -> String {
     crate::model::rfc3339(OffsetDateTime::now_utc())
 }

@@ -149,9 +149,15 @@ impl From<deadpool_postgres::PoolError> for StoreError {
         match e {
             PoolError::Backend(e) => e.into(),
             // Every connection busy for the whole wait: contention.
-            PoolError::Timeout(_) => {
+            PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
                 StoreError::unavailable(Cause::Busy, "no database connection became free in time")
             }
+            // A new connection, or the check of a pooled one, took too
+            // long: the server does not answer (a partition, a restart).
+            PoolError::Timeout(_) => StoreError::unavailable(
+                Cause::Down,
+                "the database did not answer a connection in time",
+            ),
             other => StoreError::unavailable(Cause::Down, other),
         }
     }
@@ -2635,6 +2641,18 @@ impl Hearing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pool_timeout_is_busy_only_when_every_connection_was_taken() {
+        use deadpool_postgres::{PoolError, TimeoutType};
+        let cause = |t| match StoreError::from(PoolError::Timeout(t)) {
+            StoreError::Unavailable(f) => f.cause,
+            other => panic!("{other}"),
+        };
+        assert_eq!(cause(TimeoutType::Wait), Cause::Busy);
+        assert_eq!(cause(TimeoutType::Create), Cause::Down);
+        assert_eq!(cause(TimeoutType::Recycle), Cause::Down);
+    }
 
     #[test]
     fn announcements_round_trip_and_a_process_does_not_hear_itself() {

@@ -26,6 +26,8 @@ mod cli_clients;
 mod cli_run;
 mod cluster;
 mod cluster_logs;
+mod cluster_outage;
+mod cluster_secrets;
 mod commit_ids;
 mod full_disk;
 mod hostile_input;
