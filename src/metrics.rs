@@ -145,7 +145,7 @@ impl Metrics {
         let queued = Gauge::default();
         registry.register(
             "hookci_builds_queued",
-            "Builds waiting in the queue",
+            "Builds in the queue: queued, or waiting for approval",
             queued.clone(),
         );
         let pending_reports = Gauge::default();

@@ -560,7 +560,8 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Builds, newest first.
     fn builds(&self, filter: BuildFilter) -> BoxFuture<'_, Result<Vec<Build>, StoreError>>;
 
-    /// How many builds are queued.
+    /// How many builds are queued or waiting for approval: what
+    /// `max_queued_builds` limits.
     fn queued_count(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// How many deliveries are remembered (for redeliveries), all pipelines.
@@ -1667,7 +1668,7 @@ impl Store {
         self.backend.runners().await
     }
 
-    /// How many builds are queued.
+    /// How many builds are queued or waiting for approval.
     pub async fn queued_count(&self) -> Result<u64, StoreError> {
         self.backend.queued_count().await
     }

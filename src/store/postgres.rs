@@ -622,10 +622,7 @@ fn build_from_row_at(r: &Row, at: usize) -> Result<Build, StoreError> {
 
 async fn queued_count(c: &impl GenericClient) -> Result<u64, StoreError> {
     let n: i64 = c
-        .query_one(
-            "SELECT count(*) FROM builds WHERE status IN ('queued', 'waiting')",
-            &[],
-        )
+        .query_one("SELECT COALESCE(sum(n), 0)::bigint FROM queue_counts", &[])
         .await?
         .try_get(0)?;
     Ok(n.max(0) as u64)

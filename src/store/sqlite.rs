@@ -1512,12 +1512,7 @@ impl Backend for SqliteBackend {
     }
 
     fn queued_count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(self.read(|conn| {
-            let n: i64 = conn
-                .prepare_cached("SELECT queued FROM queue_stats WHERE id = 1")?
-                .query_row([], |r| r.get(0))?;
-            Ok(n.max(0) as u64)
-        }))
+        Box::pin(self.read(|conn| in_queue(conn)))
     }
 
     fn origin(&self, build: i64) -> BoxFuture<'_, Result<Option<BuildOrigin>, StoreError>> {

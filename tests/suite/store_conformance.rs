@@ -439,6 +439,71 @@ async fn calls_at_once_are_each_answered_alone() {
     }
 }
 
+/// The queue's size (what `max_queued_builds` is checked against) stays
+/// the number of queued and waiting builds through every way a build enters
+/// or leaves the queue: queued, waiting, approved, claimed, cancelled,
+/// superseded, closed, finished, re-queued and pruned.
+#[tokio::test]
+async fn the_queue_size_follows_every_change_of_state() {
+    for (name, _db, store) in stores().await {
+        let counted = || {
+            let store = store.clone();
+            async move {
+                let listed = store
+                    .builds(BuildFilter {
+                        statuses: vec![BuildStatus::Queued, BuildStatus::Waiting],
+                        limit: 1000,
+                        ..BuildFilter::default()
+                    })
+                    .await
+                    .unwrap()
+                    .len() as u64;
+                (store.queued_count().await.unwrap(), listed)
+            }
+        };
+        let check = |(size, listed): (u64, u64), step: &str| {
+            assert_eq!(size, listed, "{name}: after {step}");
+        };
+        let ids = queue(&store, "app", "main", 3).await;
+        queue(&store, "app", "dev", 2).await;
+        check(counted().await, "queueing");
+        let mut waiting = new_build("app", "pr", None, false);
+        waiting.waiting = true;
+        let w = record_one(&store, delivery("app", "w1", vec![waiting], None)).await;
+        check(counted().await, "a waiting build");
+        store.approve(w.build_ids[0]).await.unwrap();
+        check(counted().await, "approval");
+        store.cancel(ids[2], "by hand".into()).await.unwrap();
+        check(counted().await, "a cancel");
+        let (first, _, _) = claim(&store, &policy(&[])).await.expect("a build");
+        check(counted().await, "a claim");
+        store.requeue(first, "shutdown".into()).await.unwrap();
+        check(counted().await, "a re-queue");
+        let (again, _, _) = claim(&store, &policy(&[])).await.expect("a build");
+        store
+            .finish(again, BuildStatus::Success, None)
+            .await
+            .unwrap();
+        check(counted().await, "a finish");
+        let newer = new_build("app", "dev", None, true);
+        record_one(&store, delivery("app", "s1", vec![newer], None)).await;
+        check(counted().await, "a supersede");
+        let mut closing = delivery("app", "c1", Vec::new(), None);
+        closing.close = Some(CloseRef {
+            git_ref: "refs/heads/main".into(),
+            reason: "closed".into(),
+        });
+        record_one(&store, closing).await;
+        check(counted().await, "a close");
+        store.prune("app".into(), 0).await.unwrap();
+        check(counted().await, "pruning");
+        assert!(
+            counted().await.0 > 0,
+            "{name}: the dev build is still queued"
+        );
+    }
+}
+
 /// A payload's text may hold any character JSON can carry, NUL among
 /// them (`\u0000` in a commit message): the delivery is recorded on every
 /// backend, and the text reads back with the NUL shown as U+FFFD where the
