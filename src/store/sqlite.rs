@@ -1512,7 +1512,7 @@ impl Backend for SqliteBackend {
     }
 
     fn queued_count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(self.read(|conn| in_queue(conn)))
+        Box::pin(self.read(in_queue))
     }
 
     fn origin(&self, build: i64) -> BoxFuture<'_, Result<Option<BuildOrigin>, StoreError>> {
