@@ -321,6 +321,7 @@ pub async fn run_role(
             store.clone(),
             LiveBuilds::default(),
             stop.clone(),
+            false,
         ))
     });
     let worker = worker.map(|w| tokio::spawn(w.run(stop.clone())));

@@ -248,6 +248,7 @@ impl Worker {
                 self.store.clone(),
                 self.live.clone(),
                 leases.clone(),
+                true,
             ))
         });
         let _stop_heartbeat = leases.clone().drop_guard();
@@ -263,6 +264,13 @@ impl Worker {
             presence_stop.cancel();
             let _ = presence.await;
         };
+        // Before recovering and claiming: another process of this node
+        // that starts later must see this one alive.
+        if self.store.shared() {
+            if let Err(e) = self.store.hold_runner_mark().await {
+                tracing::warn!(error = %e, "cannot mark this runner alive in the database yet");
+            }
+        }
         match self.store.recover().await {
             Ok(r) => {
                 if !r.requeued.is_empty() || !r.failed.is_empty() {
@@ -575,7 +583,12 @@ const LEASE_LOST_HERE: &str = "this runner lost the build's lease";
 /// gives up all of its leases and stops their steps: a runner that cannot
 /// renew its lease stops its own steps, and writes nothing more for them.
 /// Each round it also rescues the builds whose lease ran out elsewhere.
-pub async fn keep_leases(store: Store, live: LiveBuilds, stop: CancellationToken) {
+pub async fn keep_leases(
+    store: Store,
+    live: LiveBuilds,
+    stop: CancellationToken,
+    runs_builds: bool,
+) {
     let lease = store.lease();
     let period = lease / 3;
     let trust = lease - lease / 6;
@@ -589,6 +602,11 @@ pub async fn keep_leases(store: Store, live: LiveBuilds, stop: CancellationToken
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep_until(wake) => {}
+        }
+        if runs_builds {
+            if let Err(e) = store.hold_runner_mark().await {
+                tracing::warn!(error = %e, "cannot mark this runner alive in the database");
+            }
         }
         let sent = tokio::time::Instant::now();
         let left = (last_ok + trust).saturating_duration_since(sent);

@@ -672,8 +672,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn cancel_reason(&self, build: i64) -> BoxFuture<'_, Result<Option<String>, StoreError>>;
 
     /// On start: builds left `running` (by this node, where several share
-    /// the store) are re-queued with attempt + 1, or end as `error` if this
-    /// was their second interruption. [`Store::recover`] also rescues.
+    /// the store, and only those of its processes that are gone: see
+    /// [`Backend::hold_runner_mark`]) are re-queued with attempt + 1, or
+    /// end as `error` if this was their second interruption.
+    /// [`Store::recover`] also rescues.
     fn recover(&self) -> BoxFuture<'_, Result<Recovery, StoreError>>;
 
     /// Deletes finished builds of `pipeline` beyond the newest `keep`;
@@ -793,6 +795,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Every registered runner, by node then runner id, with how many
     /// builds run under its id now and whether it is gone.
     fn runners(&self) -> BoxFuture<'_, Result<Vec<RunnerRecord>, StoreError>>;
+
+    /// Marks runner `runner_id` (this process) alive for as long as the
+    /// process lives, so that another process of the same `node` that
+    /// starts meanwhile does not take this one's running builds for those
+    /// of a dead predecessor ([`Backend::recover`] passes them over).
+    /// Called before the first claim and on every lease heartbeat; cheap
+    /// once held. Nothing where one process owns the store.
+    fn hold_runner_mark(&self, _runner_id: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
 
     /// Tells the other processes on this database, best effort (a missed
     /// one is made up by their fallback poll). Nothing for a store only
@@ -1520,6 +1532,13 @@ impl Store {
     /// See [`Backend::cancel_reason`].
     pub async fn cancel_reason(&self, build: i64) -> Result<Option<String>, StoreError> {
         self.backend.cancel_reason(build).await
+    }
+
+    /// See [`Backend::hold_runner_mark`].
+    pub async fn hold_runner_mark(&self) -> Result<(), StoreError> {
+        self.backend
+            .hold_runner_mark(self.holder.runner.clone())
+            .await
     }
 
     /// See [`Backend::recover`].

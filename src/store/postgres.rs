@@ -212,6 +212,9 @@ pub struct PostgresBackend {
     /// The session that holds the reporter lock, once it does: one process
     /// sends the status reports at a time (see [`PostgresBackend::reporting`]).
     reporter: tokio::sync::Mutex<Option<(tokio_postgres::Client, bool)>>,
+    /// The session that holds this process's runner mark
+    /// ([`Backend::hold_runner_mark`]), once it does.
+    runner_mark: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
     /// When this process last asked for the reporter lock.
     reporter_asked: std::sync::Mutex<Option<std::time::Instant>>,
     /// Where `record_deliveries` calls wait for a lane ([`start_recording`]).
@@ -306,6 +309,7 @@ impl PostgresBackend {
             },
             reporter: tokio::sync::Mutex::new(None),
             reporter_asked: std::sync::Mutex::new(None),
+            runner_mark: tokio::sync::Mutex::new(None),
             recorder,
             queued_unsent: std::sync::Arc::default(),
         };
@@ -1919,8 +1923,10 @@ impl Backend for PostgresBackend {
                         "UPDATE builds SET status = 'error', reason = $2, finished_at = $1,
                              runner = NULL, runner_id = NULL, lease_expires_at = NULL
                          WHERE status = 'running' AND runner = $3 AND attempt >= 2
+                           AND pg_try_advisory_xact_lock($4, hashtext(COALESCE(current_schema(), '')
+                               || 'runner:' || COALESCE(runner_id, '')))
                          RETURNING id, report_context, path_filters",
-                        &[&now, &INTERRUPTED_TWICE, &node],
+                        &[&now, &INTERRUPTED_TWICE, &node, &LOCK_CLASS],
                     )
                     .await?;
                 let failed = changed_rows(&rows)?;
@@ -1944,8 +1950,10 @@ impl Backend for PostgresBackend {
                              reason = $1, started_at = NULL, cancel_reason = NULL, runner = NULL,
                              runner_id = NULL, lease_expires_at = NULL
                          WHERE status = 'running' AND runner = $2
+                           AND pg_try_advisory_xact_lock($3, hashtext(COALESCE(current_schema(), '')
+                               || 'runner:' || COALESCE(runner_id, '')))
                          RETURNING id, report_context, path_filters",
-                        &[&INTERRUPTED, &node],
+                        &[&INTERRUPTED, &node, &LOCK_CLASS],
                     )
                     .await?;
                 let requeued = changed_rows(&rows)?;
@@ -2404,6 +2412,38 @@ impl Backend for PostgresBackend {
                     })
                 })
                 .collect()
+        })
+    }
+
+    fn hold_runner_mark(&self, runner_id: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut session = self.runner_mark.lock().await;
+            if session.as_ref().is_some_and(|c| !c.is_closed()) {
+                return Ok(());
+            }
+            // A session of its own holds the mark for as long as it lives:
+            // a `recover` elsewhere can take the mark (and the builds under
+            // it) only once this process, or its connection, is gone. The
+            // runner id is new at each start, so nothing else waits for it.
+            let (client, _) = self.hearing.connect().await?;
+            let held: bool = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock($1, hashtext(COALESCE(current_schema(), '')
+                         || 'runner:' || $2::text))",
+                    &[&LOCK_CLASS, &runner_id],
+                )
+                .await?
+                .try_get(0)?;
+            if !held {
+                // A start's own `recover` holds it for a moment; taken on
+                // the next heartbeat.
+                return Err(StoreError::unavailable(
+                    Cause::Busy,
+                    "this runner's mark is held by a recovery",
+                ));
+            }
+            *session = Some(client);
+            Ok(())
         })
     }
 

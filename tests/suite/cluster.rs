@@ -738,6 +738,107 @@ const SHORT_LEASE: &str = "lease = \"3s\"";
 /// id to `dir/pid` and sleeps; the next run ends at once. Unsandboxed, so
 /// that the step sees `dir` and its pid is this machine's.
 /// Its status reports go to `host`.
+/// Two processes of one node (two runners on one box, both named by its
+/// host name): one that starts while the other runs a build leaves that
+/// build alone, as it is not a dead predecessor's; once the first process
+/// is gone, a start of the node recovers it.
+#[tokio::test]
+async fn a_start_leaves_the_builds_of_a_live_process_of_its_node_alone() {
+    use hookci::store::{BuildStatus, ClaimPolicy, NewBuild};
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let first = open_schema_as(&schema, "box").await;
+    first
+        .hold_runner_mark()
+        .await
+        .expect("mark the first runner");
+    let queued = first
+        .queue_manual(
+            NewBuild {
+                pipeline: "app".into(),
+                push: main_push(&"d".repeat(40)),
+                path_filters: Vec::new(),
+                supersede: false,
+                waiting: false,
+                report_context: None,
+                pipeline_revision: None,
+            },
+            None,
+            hookci::store::BuildOrigin {
+                rebuild_of: None,
+                triggered_by: "admin".into(),
+                resume: None,
+            },
+        )
+        .await
+        .expect("queue");
+    let claimed = first
+        .claim_next(ClaimPolicy::default())
+        .await
+        .expect("claim");
+    assert_eq!(claimed.map(|b| b.id), Some(queued.id));
+    let second = open_schema_as(&schema, "box").await;
+    assert_ne!(first.runner_id(), second.runner_id());
+    second
+        .hold_runner_mark()
+        .await
+        .expect("mark the second runner");
+    assert_eq!(
+        second.recover().await.expect("recover"),
+        Default::default(),
+        "the first process of the node still runs its build"
+    );
+    let build = second
+        .build(queued.id)
+        .await
+        .expect("read")
+        .expect("the build");
+    assert_eq!((build.status, build.attempt), (BuildStatus::Running, 1));
+    // The first process goes (its sessions end): the node's next start
+    // recovers what it left.
+    drop(first);
+    let until = Instant::now() + Duration::from_secs(10);
+    let third = open_schema_as(&schema, "box").await;
+    loop {
+        let recovered = third.recover().await.expect("recover");
+        if recovered.requeued == [queued.id] {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the gone process's build was never recovered: {recovered:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The same with real processes: runner B starts with A's node name while
+/// A runs a build; the build stays A's (attempt 1, running), where before
+/// B's start took it for a dead predecessor's and ran it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_started_with_a_live_runners_node_name_leaves_its_build_alone() {
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let lost = a_runs_then_b_starts_as(&schema, "samenode", "a").await;
+    // B recovers just after it says it claims; give it time to.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let b = common::get_build(&lost.r, lost.id)
+        .await
+        .expect("the build");
+    assert_eq!(b["status"], "running", "{b}");
+    assert_eq!(b["attempt"], 1, "{b}");
+    assert!(
+        !lost
+            .b_dir
+            .path()
+            .join(format!("data/logs/{}.log", lost.id))
+            .exists(),
+        "B ran the build of A"
+    );
+}
+
 fn first_run_hangs(up: &Upstream, dir: &Path, host: &crate::report_fake::FakeHost) -> String {
     let (mark, pid) = (dir.join("ran"), dir.join("pid"));
     common::pipeline_toml("s")
@@ -855,6 +956,11 @@ impl Drop for Lost {
 }
 
 pub(crate) async fn a_runs_then_b_starts(schema: &pg::Schema, name: &str) -> Lost {
+    a_runs_then_b_starts_as(schema, name, "b").await
+}
+
+/// As [`a_runs_then_b_starts`], B with `node = b_node`.
+pub(crate) async fn a_runs_then_b_starts_as(schema: &pg::Schema, name: &str, b_node: &str) -> Lost {
     let up = Upstream::new(name);
     let commit = up.push(&[("README", "x\n")], "first");
     let shared = tempfile::tempdir().unwrap();
@@ -888,7 +994,7 @@ pub(crate) async fn a_runs_then_b_starts(schema: &pg::Schema, name: &str) -> Los
     let b = spawn_runner(
         b_dir.path(),
         &format!(
-            "store = {:?}\nnode = \"b\"\nmax_parallel_builds = 1\n{SHORT_LEASE}",
+            "store = {:?}\nnode = {b_node:?}\nmax_parallel_builds = 1\n{SHORT_LEASE}",
             schema.url
         ),
     );
