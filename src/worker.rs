@@ -273,10 +273,11 @@ impl Worker {
         }
         match self.store.recover().await {
             Ok(r) => {
-                if !r.requeued.is_empty() || !r.failed.is_empty() {
+                if !r.requeued.is_empty() || !r.failed.is_empty() || !r.cancelled.is_empty() {
                     tracing::warn!(
                         requeued = ?r.requeued,
                         failed = ?r.failed,
+                        cancelled = ?r.cancelled,
                         "builds interrupted by the last stop were recovered"
                     );
                     // Their steps' processes outlived the daemon: stop them
@@ -285,6 +286,7 @@ impl Worker {
                         .requeued
                         .iter()
                         .chain(&r.failed)
+                        .chain(&r.cancelled)
                         .map(|id| (*id, format!("{}/builds/{id}", self.runner.public_url)))
                         .collect();
                     let grace = self.runner.kill_grace;
@@ -303,6 +305,12 @@ impl Worker {
                     for id in &r.failed {
                         if let Ok(Some(b)) = self.store.build(*id).await {
                             self.metrics.ended_unrun(&b.pipeline, BuildStatus::Error, 1);
+                        }
+                    }
+                    for id in &r.cancelled {
+                        if let Ok(Some(b)) = self.store.build(*id).await {
+                            self.metrics
+                                .ended_unrun(&b.pipeline, BuildStatus::Cancelled, 1);
                         }
                     }
                 }
@@ -635,11 +643,14 @@ pub async fn keep_leases(
             }
         }
         match store.rescue().await {
-            Ok(r) if !r.requeued.is_empty() || !r.failed.is_empty() => tracing::warn!(
+            Ok(r) if !r.requeued.is_empty() || !r.failed.is_empty() || !r.cancelled.is_empty() => {
+                tracing::warn!(
                 requeued = ?r.requeued,
                 failed = ?r.failed,
+                cancelled = ?r.cancelled,
                 "rescued builds whose runner stopped renewing its lease"
-            ),
+                );
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot rescue builds with expired leases"),
         }

@@ -198,6 +198,9 @@ pub struct Recovery {
     pub requeued: Vec<i64>,
     /// Ended as `error`: interrupted a second time.
     pub failed: Vec<i64>,
+    /// Ended as `cancelled`: a stop was asked while it ran, and its runner
+    /// went before it could stop it (it does not run again).
+    pub cancelled: Vec<i64>,
 }
 
 /// Who holds a claim: this process's runner id (its `node` and a nonce
@@ -1317,7 +1320,10 @@ impl Store {
     /// something was rescued.
     pub async fn rescue(&self) -> Result<Recovery, StoreError> {
         let rescued = self.backend.rescue().await?;
-        if !rescued.requeued.is_empty() || !rescued.failed.is_empty() {
+        if !rescued.requeued.is_empty()
+            || !rescued.failed.is_empty()
+            || !rescued.cancelled.is_empty()
+        {
             self.wake_workers();
         }
         Ok(rescued)
@@ -1548,6 +1554,7 @@ impl Store {
         let rescued = self.backend.rescue().await?;
         recovery.requeued.extend(rescued.requeued);
         recovery.failed.extend(rescued.failed);
+        recovery.cancelled.extend(rescued.cancelled);
         self.reports_changed();
         Ok(recovery)
     }

@@ -961,6 +961,54 @@ async fn record_calls(
     Ok(answers)
 }
 
+/// Ends as `cancelled` (with the reason the stop was asked for) the running
+/// builds `which` selects (and locks, in id order): those a recovery takes
+/// whose stop was asked before their runner went. They are not run again.
+async fn end_cancelled(
+    tx: &Transaction<'_>,
+    outbox: &mut Collected,
+    now: OffsetDateTime,
+    which: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<i64>, StoreError> {
+    let ids: Vec<i64> = tx
+        .query(which, params)
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        return Ok(ids);
+    }
+    let rows = tx
+        .query(
+            "UPDATE builds SET status = 'cancelled', reason = cancel_reason, finished_at = $1,
+                 runner = NULL, runner_id = NULL, lease_expires_at = NULL
+             WHERE id = ANY($2)
+             RETURNING id, report_context, path_filters, reason",
+            &[&now, &ids],
+        )
+        .await?;
+    for r in &rows {
+        let row: ChangedRow = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        let reason: Option<String> = r.try_get(3)?;
+        changed(
+            outbox,
+            std::slice::from_ref(&row),
+            BuildStatus::Running,
+            BuildStatus::Cancelled,
+            reason.as_deref(),
+        )?;
+    }
+    tx.execute(
+        "UPDATE steps SET status = 'skipped'
+         WHERE status IN ('pending', 'running') AND build = ANY($1)",
+        &[&ids],
+    )
+    .await?;
+    Ok(ids)
+}
+
 /// Payload text as PostgreSQL can hold it: a `text` value cannot contain
 /// NUL, which JSON can carry (`\u0000` in a commit message), so it is
 /// written as U+FFFD, as a page would show it. Any other character is kept.
@@ -1538,6 +1586,17 @@ impl Backend for PostgresBackend {
         Box::pin(self.write(move |tx, outbox| {
             Box::pin(async move {
                 let now = OffsetDateTime::now_utc();
+                let cancelled = end_cancelled(
+                    tx,
+                    outbox,
+                    now,
+                    "SELECT id FROM builds
+                     WHERE status = 'running' AND cancel_reason IS NOT NULL
+                       AND lease_expires_at < now()
+                     ORDER BY id FOR UPDATE",
+                    &[],
+                )
+                .await?;
                 // Locked in id order, as claims and finishes lock one row.
                 let rows = tx
                     .query(
@@ -1592,7 +1651,11 @@ impl Backend for PostgresBackend {
                 )
                 .await?;
                 let requeued = requeued.into_iter().map(|(id, ..)| id).collect();
-                Ok(Recovery { requeued, failed })
+                Ok(Recovery {
+                    requeued,
+                    failed,
+                    cancelled,
+                })
             })
         }))
     }
@@ -1918,6 +1981,18 @@ impl Backend for PostgresBackend {
         Box::pin(self.write(move |tx, outbox| {
             Box::pin(async move {
                 let now = OffsetDateTime::now_utc();
+                let cancelled = end_cancelled(
+                    tx,
+                    outbox,
+                    now,
+                    "SELECT id FROM builds
+                     WHERE status = 'running' AND cancel_reason IS NOT NULL AND runner = $1
+                       AND pg_try_advisory_xact_lock($2, hashtext(COALESCE(current_schema(), '')
+                           || 'runner:' || COALESCE(runner_id, '')))
+                     ORDER BY id FOR UPDATE",
+                    &[&node, &LOCK_CLASS],
+                )
+                .await?;
                 let rows = tx
                     .query(
                         "UPDATE builds SET status = 'error', reason = $2, finished_at = $1,
@@ -1965,7 +2040,11 @@ impl Backend for PostgresBackend {
                     Some(INTERRUPTED),
                 )?;
                 let requeued = requeued.into_iter().map(|(id, ..)| id).collect();
-                Ok(Recovery { requeued, failed })
+                Ok(Recovery {
+                    requeued,
+                    failed,
+                    cancelled,
+                })
             })
         }))
     }

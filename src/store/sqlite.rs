@@ -390,6 +390,46 @@ fn record(
 
 /// The builds admission control counts: queued ones (kept by triggers in
 /// `queue_stats`), and those waiting for approval, which anyone who can
+/// Ends as `cancelled` (with the reason the stop was asked for) the running
+/// builds a recovery takes whose stop was asked (`cancel_reason`) before
+/// their runner went: all of them at a start, those whose lease ran out
+/// (before `lease_before_ms`) at a rescue. They are not run again.
+fn end_cancelled(
+    conn: &Connection,
+    now: &str,
+    lease_before_ms: Option<i64>,
+) -> Result<Vec<i64>, StoreError> {
+    let rows = conn
+        .prepare_cached(
+            "UPDATE builds SET status = 'cancelled', reason = cancel_reason, finished_at = ?1,
+                 runner_id = NULL, lease_expires_ms = NULL
+             WHERE status = 'running' AND cancel_reason IS NOT NULL
+               AND (?2 IS NULL OR lease_expires_ms < ?2)
+             RETURNING id, report_context, path_filters, reason",
+        )?
+        .query_map(params![now, lease_before_ms], |r| {
+            Ok((changed_row(r)?, r.get::<_, String>(3)?))
+        })?
+        .collect::<rusqlite::Result<Vec<(ChangedRow, String)>>>()?;
+    let mut ids = Vec::with_capacity(rows.len());
+    for (row, reason) in rows {
+        changed(
+            conn,
+            std::slice::from_ref(&row),
+            BuildStatus::Running,
+            BuildStatus::Cancelled,
+            Some(&reason),
+        )?;
+        conn.prepare_cached(
+            "UPDATE steps SET status = 'skipped'
+             WHERE build = ?1 AND status IN ('pending', 'running')",
+        )?
+        .execute([row.0])?;
+        ids.push(row.0);
+    }
+    Ok(ids)
+}
+
 /// open a pull request can add (counted through `builds_by_status`).
 fn in_queue(conn: &Connection) -> Result<u64, StoreError> {
     let queued: i64 = conn
@@ -998,6 +1038,7 @@ impl Backend for SqliteBackend {
     fn rescue(&self) -> BoxFuture<'_, Result<Recovery, StoreError>> {
         Box::pin(self.write(|conn| {
             let (now, at) = (now_rfc3339(), now_ms());
+            let cancelled = end_cancelled(conn, &now, Some(at))?;
             let failed = conn
                 .prepare_cached(
                     "UPDATE builds SET status = 'error', reason = ?2, finished_at = ?1,
@@ -1040,7 +1081,11 @@ impl Backend for SqliteBackend {
                 Some(LEASE_LOST),
             )?;
             let requeued = requeued.into_iter().map(|(id, ..)| id).collect();
-            Ok(Recovery { requeued, failed })
+            Ok(Recovery {
+                requeued,
+                failed,
+                cancelled,
+            })
         }))
     }
 
@@ -1295,6 +1340,7 @@ impl Backend for SqliteBackend {
     fn recover(&self) -> BoxFuture<'_, Result<Recovery, StoreError>> {
         Box::pin(self.write(|conn| {
             let now = now_rfc3339();
+            let cancelled = end_cancelled(conn, &now, None)?;
             let failed = conn
                 .prepare_cached(
                     "UPDATE builds SET status = 'error', reason = ?2,
@@ -1336,7 +1382,11 @@ impl Backend for SqliteBackend {
                 Some(INTERRUPTED),
             )?;
             let requeued = requeued.into_iter().map(|(id, ..)| id).collect();
-            Ok(Recovery { requeued, failed })
+            Ok(Recovery {
+                requeued,
+                failed,
+                cancelled,
+            })
         }))
     }
 

@@ -1322,7 +1322,7 @@ async fn rescued(store: &Store, name: &str) -> hookci::store::Recovery {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let r = store.rescue().await.expect("rescue");
-        if !r.requeued.is_empty() || !r.failed.is_empty() {
+        if !r.requeued.is_empty() || !r.failed.is_empty() || !r.cancelled.is_empty() {
             return r;
         }
         assert!(
@@ -1330,6 +1330,63 @@ async fn rescued(store: &Store, name: &str) -> hookci::store::Recovery {
             "{name}: nothing was rescued"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A stop asked for a running build whose runner then went (a crash, or a
+/// lease that ran out) is kept: the recovery ends the build `cancelled`
+/// with the reason asked, and it is not run again. Before, the recovery
+/// re-queued it and forgot the cancel.
+#[tokio::test]
+async fn a_cancel_outlives_the_runner_that_was_to_carry_it_out() {
+    use std::time::Duration;
+    for (name, db) in backends().await {
+        // At a restart.
+        let store = db.open(options(100)).await;
+        let id = queue(&store, "app", "main", 1).await[0];
+        assert_eq!(claim(&store, &policy(&[])).await.map(|c| c.0), Some(id));
+        store.set_steps(id, vec!["s".into()]).await.unwrap();
+        store.step_started(id, 0).await.unwrap();
+        assert_eq!(
+            store.cancel(id, "cancelled by alice".into()).await.unwrap(),
+            CancelOutcome::Requested,
+            "{name}"
+        );
+        drop(store);
+        let store = db.open(options(100)).await;
+        let r = store.recover().await.unwrap();
+        assert_eq!((r.requeued, r.cancelled), (vec![], vec![id]), "{name}");
+        let b = store.build(id).await.unwrap().expect("kept");
+        assert_eq!(b.status, BuildStatus::Cancelled, "{name}");
+        assert_eq!(b.reason.as_deref(), Some("cancelled by alice"), "{name}");
+        assert!(b.finished_at.is_some(), "{name}");
+        assert_eq!(
+            store.steps(id).await.unwrap()[0].status,
+            StepStatus::Skipped,
+            "{name}"
+        );
+        assert!(
+            claim(&store, &policy(&[])).await.is_none(),
+            "{name}: nothing runs again"
+        );
+
+        // At a lease that ran out.
+        let a = store.with_lease(Duration::from_secs(2));
+        let id = queue(&a, "app", "dev", 1).await[0];
+        assert_eq!(claim(&a, &policy(&[])).await.map(|c| c.0), Some(id));
+        a.cancel(id, "cancelled by bob".into()).await.unwrap();
+        let r = rescued(&a, name).await;
+        assert_eq!((r.requeued, r.cancelled), (vec![], vec![id]), "{name}");
+        let b = a.build(id).await.unwrap().expect("kept");
+        assert_eq!(
+            (b.status, b.reason.as_deref()),
+            (BuildStatus::Cancelled, Some("cancelled by bob")),
+            "{name}"
+        );
+        assert!(
+            claim(&a, &policy(&[])).await.is_none(),
+            "{name}: nothing runs again"
+        );
     }
 }
 
