@@ -447,9 +447,9 @@ impl Worker {
                     Ok(mut log) => {
                         // On a shared store the log goes to the database
                         // too, so that every receiver serves it.
-                        let shipper = store
-                            .shared()
-                            .then(|| crate::runner::log::ship::start(store.clone(), id, &log));
+                        let shipper = store.shared().then(|| {
+                            crate::runner::log::ship::start(store.clone(), id, &log, &secrets)
+                        });
                         let cancel = CancellationToken::new();
                         let stop: StopSlot = Arc::default();
                         self.live.insert(

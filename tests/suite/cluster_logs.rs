@@ -72,6 +72,80 @@ async fn api_log(base: &str, id: i64) -> Vec<u8> {
     res.bytes().await.expect("the log").to_vec()
 }
 
+/// A receiver that does not hold a pipeline's step secrets (SPEC 11: each
+/// role holds only what it needs) cannot mask what a step prints split by
+/// an escape sequence, which no byte of the runner's file holds whole: the
+/// runner masks it in place as it ships the log (`*` for each character a
+/// page would show, escapes and length kept). B's log never shows it, and
+/// is as long as A's file, so offsets and line times still hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_split_by_an_escape_is_masked_for_a_receiver_without_the_secret() {
+    let Some(schema) = pg::Schema::create().await else {
+        return;
+    };
+    let up = Upstream::new("splitlog");
+    let commit = up.push(&[("README", "x\n")], "first");
+    let step = r#"a=${TOKEN%%-*}; b=${TOKEN#*-}; printf 'shown: %s\033[0m-%s end\n' "$a" "$b"; echo after"#;
+    let pipeline = |secrets: bool| {
+        let p = common::pipeline_toml("s").clone_url(&up.url());
+        let p = if secrets {
+            p.table("[secrets]\nTOKEN = \"split-secret-5521\"")
+        } else {
+            p
+        };
+        p.step("split", step).to_string()
+    };
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_pipeline(a_dir.path(), &pipeline(true));
+    // The receiver's copy of the pipeline has no `[secrets]`.
+    write_pipeline(b_dir.path(), &pipeline(false));
+    let (_b_guard, b, _) = spawn_daemon_with_log(
+        b_dir.path(),
+        &format!(
+            "store = {:?}\nnode = \"b\"\nrole = \"receiver\"",
+            schema.url
+        ),
+    );
+    let body = common::github_push(&up.url(), "refs/heads/main", ZERO, &commit, "split");
+    let id = common::queue_github(&b, "app", "s", "split-1", &body).await[0];
+    let _a = spawn_runner(
+        a_dir.path(),
+        &format!(
+            "store = {:?}\nnode = \"a\"\nmax_parallel_builds = 1",
+            schema.url
+        ),
+    );
+    let done = common::wait_final(&b, id).await;
+    assert_eq!(done["status"], "success", "{done}");
+    let file = std::fs::read(a_dir.path().join(format!("data/logs/{id}.log"))).expect("A's file");
+    assert!(
+        file.windows(6).any(|w| w == b"\x1b[0m-s"),
+        "the step printed the secret split: {}",
+        String::from_utf8_lossy(&file)
+    );
+    let served = api_log(&b, id).await;
+    assert_eq!(
+        served.len(),
+        file.len(),
+        "the same length as the runner's file"
+    );
+    let shown = hookci::runner::log::visible::visible_text(&served);
+    let shown = String::from_utf8_lossy(&shown);
+    assert!(!shown.contains("split-secret-5521"), "{shown}");
+    assert!(shown.contains("shown: ***************** end"), "{shown}");
+    assert!(shown.contains("after"), "{shown}");
+    let html = common::client()
+        .get(format!("{b}/builds/{id}"))
+        .send()
+        .await
+        .expect("the build page")
+        .text()
+        .await
+        .expect("html");
+    assert!(html.contains("shown: "), "{html}");
+    assert!(!html.contains("secret-5521"), "{html}");
+}
+
 /// Test (a) and (b): runner A runs a step that prints a line every 0.4 s;
 /// receiver B, which runs nothing and has no file of the log, streams it
 /// as it arrives, to the API's stream, the build page's stream and

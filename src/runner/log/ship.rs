@@ -14,7 +14,9 @@
 //! bounded time ([`Shipper::wait`]), then records the end anyway. A runner
 //! that lost the build (rescued, re-queued) is fenced: it stops shipping.
 
+use super::visible::ViewMask;
 use super::{LogFollower, LogWriter, times};
+use crate::secret::Secret;
 use crate::store::{LogChunk, Store, StoreError};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,11 +41,12 @@ pub struct Shipper {
 
 /// Starts shipping `log` (of `build`, claimed by `store`'s handle) to the
 /// store.
-pub fn start(store: Store, build: i64, log: &LogWriter) -> Shipper {
+pub fn start(store: Store, build: i64, log: &LogWriter, secrets: &[Secret]) -> Shipper {
     let follower = log.follow();
     let times = times::times_path(log.path());
+    let view = ViewMask::in_place(secrets);
     Shipper {
-        task: tokio::spawn(ship(store, build, follower, times)),
+        task: tokio::spawn(ship(store, build, follower, times, view)),
     }
 }
 
@@ -56,7 +59,13 @@ impl Shipper {
     }
 }
 
-async fn ship(store: Store, build: i64, follower: LogFollower, times_path: PathBuf) {
+async fn ship(
+    store: Store,
+    build: i64,
+    follower: LogFollower,
+    times_path: PathBuf,
+    mut view: ViewMask,
+) {
     // The file is read by a task of its own: a read is not safe to abandon
     // halfway, which the batching select would do. The channel is small:
     // while appends fail, reading stops.
@@ -103,11 +112,23 @@ async fn ship(store: Store, build: i64, follower: LogFollower, times_path: PathB
                 () = tokio::time::sleep_until(due), if !batch.is_empty() => break,
             }
         }
-        let end = offset + batch.len() as u64;
+        // The file holds every secret masked where its bytes hold it whole;
+        // one split by escape sequences shows whole on a page, so it is
+        // masked in place here: a receiver may not hold the step secrets
+        // to do it when it shows the log. The same length, so offsets and
+        // line times hold; an unfinished line's tail that may still grow
+        // into a secret waits for the rest.
+        let mut data = view.push(&std::mem::take(&mut batch));
+        if ended {
+            data.extend(view.finish());
+        } else if data.is_empty() {
+            continue;
+        }
+        let end = offset + data.len() as u64;
         let chunk = LogChunk {
             offset,
             times: times.until(end, ended).await,
-            data: std::mem::take(&mut batch),
+            data,
         };
         let sent = retried(build, "append to", || {
             store.log_append(build, run, chunk.clone(), ended)

@@ -120,6 +120,29 @@ pub fn mask_line(masker: &Masker, line: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// `line` with every byte a viewer would show as part of a secret turned
+/// into `*`, its escapes and every other byte left where they are: the
+/// same length, so that byte offsets into the log still hold (what the
+/// runner ships to the database, for receivers that do not hold the step
+/// secrets). `None` when it is fine as it is.
+pub fn star_line(masker: &Masker, line: &[u8]) -> Option<Vec<u8>> {
+    if !masker.is_active() || !line.iter().any(|b| hidden(*b)) {
+        return None;
+    }
+    let scan = scan(line);
+    let spans = masker.spans(&scan.text);
+    if spans.is_empty() {
+        return None;
+    }
+    let mut out = line.to_vec();
+    for (start, end) in spans {
+        for i in start..end {
+            out[scan.at[i]] = b'*';
+        }
+    }
+    Some(out)
+}
+
 /// The most of an unfinished line a [`ViewMask`] holds back; a longer one
 /// is passed on in pieces, each checked on its own. Only escape sequences
 /// between the characters of a possible secret make it this long.
@@ -137,6 +160,9 @@ const MAX_HELD: usize = 64 * 1024;
 pub struct ViewMask {
     masker: Masker,
     held: Vec<u8>,
+    /// Mask in place ([`star_line`]) rather than show the masked visible
+    /// text ([`mask_line`]).
+    in_place: bool,
 }
 
 impl ViewMask {
@@ -145,6 +171,17 @@ impl ViewMask {
         ViewMask {
             masker: Masker::new(secrets),
             held: Vec::new(),
+            in_place: false,
+        }
+    }
+
+    /// A view mask that keeps every byte where it is: a secret a viewer
+    /// would see is turned into as many `*`, escapes kept, so what it
+    /// passes on is exactly as long as what it took in.
+    pub fn in_place(secrets: &[Secret]) -> ViewMask {
+        ViewMask {
+            in_place: true,
+            ..ViewMask::new(secrets)
         }
     }
 
@@ -220,7 +257,12 @@ impl ViewMask {
             Some(body) => (body, true),
             None => (line, false),
         };
-        match mask_line(&self.masker, body) {
+        let masked = if self.in_place {
+            star_line(&self.masker, body)
+        } else {
+            mask_line(&self.masker, body)
+        };
+        match masked {
             Some(masked) => out.extend_from_slice(&masked),
             None => out.extend_from_slice(body),
         }
@@ -244,6 +286,33 @@ mod tests {
         assert_eq!(visible_text(b"a\x1b]0;title\x07b\x1b]8;;x\x1b\\c"), b"abc");
         // As the page reads them: an escape drops the one character after it.
         assert_eq!(visible_text(b"a\x1b(Bb\rc\x08d\te"), b"aBbcd\te");
+    }
+
+    #[test]
+    fn in_place_a_split_secret_becomes_stars_and_every_offset_holds() {
+        let m = masker();
+        let line = b"ansi split: min\x1b[0me-secret-444 end";
+        let starred = star_line(&m, line).expect("masked");
+        assert_eq!(starred.len(), line.len());
+        assert_eq!(&starred[..], &b"ansi split: ***\x1b[0m************ end"[..]);
+        assert_eq!(visible_text(&starred), b"ansi split: *************** end");
+        assert_eq!(star_line(&m, b"plain \x1b[1mbold\x1b[0m"), None);
+        // Streamed in pieces: as long as what went in, the secret never
+        // shown, whatever the cuts.
+        let log = b"a\nmin\x1b[0me-secret-444 x\nb\n";
+        for cut in 1..log.len() {
+            let mut view = ViewMask::in_place(&[Secret::new("mine-secret-444")]);
+            let mut out = view.push(&log[..cut]);
+            out.extend(view.push(&log[cut..]));
+            out.extend(view.finish());
+            assert_eq!(out.len(), log.len(), "cut at {cut}");
+            assert!(
+                !visible_text(&out)
+                    .windows(15)
+                    .any(|w| w == b"mine-secret-444"),
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]
