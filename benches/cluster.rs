@@ -25,7 +25,7 @@
 //! Each run creates its schemas on the server `HOOKCI_TEST_DATABASE_URL`
 //! names (default: the local `test` database) and drops them. Run:
 //! `cargo bench --bench cluster` (`-- --runs N --builds N --drains N
-//! --slots N --log-mb N --dir D --only first|drain|log`).
+//! --slots N --log-mb N --dir D --only first|drain|log --pin`).
 
 #[path = "support.rs"]
 mod support;
@@ -36,7 +36,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{PgSchema, git, load_average, spawn_hookci_as, stop};
+use support::{PgSchema, git, load_average, spawn_hookci_as, spawn_hookci_on, stop};
 
 const SECRET: &str = "bench";
 const ZERO: &str = "0000000000000000000000000000000000000000";
@@ -532,12 +532,17 @@ fn drain(
     }
     let procs: Vec<Child> = (0..runners)
         .map(|r| {
-            start(
-                &base.join(format!("runner-{r}")),
-                &repo.url,
-                out,
+            let dir = base.join(format!("runner-{r}"));
+            write_pipelines(&dir, &repo.url, out);
+            let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+            let pin = PIN
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .then_some(r % cpus);
+            spawn_hookci_on(
+                &dir,
                 &pg_lines(&schema, &format!("runner-{r}"), "runner", slots),
                 &[],
+                pin,
             )
             .0
         })
@@ -550,6 +555,11 @@ fn drain(
     let _ = std::fs::remove_dir_all(&base);
     d
 }
+
+/// `--pin`: runner process `r` of a drain runs on CPU `r` alone (the
+/// receiver and PostgreSQL float), as if each runner had a box of one
+/// core; without it, the runners share every core.
+static PIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn main() {
     let (mut runs, mut builds, mut drains, mut slots) = (7usize, 300usize, 3usize, 1usize);
@@ -569,6 +579,7 @@ fn main() {
                 }
             }
             "--only" => only = args.next().unwrap_or_default(),
+            "--pin" => PIN.store(true, std::sync::atomic::Ordering::Relaxed),
             _ => {}
         }
     }

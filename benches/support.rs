@@ -19,6 +19,18 @@ pub fn spawn_hookci(dir: &Path, extra: &str) -> (Child, String) {
 /// once it says it claims builds (no address).
 #[allow(dead_code, reason = "the checkout bench starts no daemon")]
 pub fn spawn_hookci_as(dir: &Path, extra: &str, serve_args: &[&str]) -> (Child, Option<String>) {
+    spawn_hookci_on(dir, extra, serve_args, None)
+}
+
+/// [`spawn_hookci_as`], the process (and all it starts) on CPU `cpu` alone
+/// (`taskset -c`), as if it had a box of one core.
+#[allow(dead_code, reason = "only the cluster bench pins")]
+pub fn spawn_hookci_on(
+    dir: &Path,
+    extra: &str,
+    serve_args: &[&str],
+    cpu: Option<usize>,
+) -> (Child, Option<String>) {
     std::fs::create_dir_all(dir).expect("mkdir");
     let config = dir.join("hookci.toml");
     std::fs::write(
@@ -32,7 +44,16 @@ pub fn spawn_hookci_as(dir: &Path, extra: &str, serve_args: &[&str]) -> (Child, 
     .expect("config");
     let filter =
         std::env::var("BENCH_HOOKCI_LOG").unwrap_or_else(|_| "warn,hookci::server=info".into());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookci"))
+    let mut command = match cpu {
+        // taskset execs hookci: the child's pid is hookci's.
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string(), env!("CARGO_BIN_EXE_hookci")]);
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_hookci")),
+    };
+    let mut child = command
         .arg("serve")
         .args(serve_args)
         .arg("--config")
