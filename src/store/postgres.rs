@@ -664,22 +664,20 @@ async fn seen_delivery(
 
 async fn duplicate_answer(
     tx: &Transaction<'_>,
-    d: NewDelivery,
+    d: &NewDelivery,
     row: i64,
     skipped: Option<String>,
 ) -> Result<Recorded, StoreError> {
-    let build_ids = tx
-        .query(
+    let build_ids = ids_of(
+        &tx.query(
             "SELECT id FROM builds WHERE delivery = $1 ORDER BY id",
             &[&row],
         )
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<Vec<i64>, _>>()?;
+        .await?,
+    )?;
     Ok(Recorded {
-        pipeline: d.pipeline,
-        delivery_id: d.delivery_id,
+        pipeline: d.pipeline.clone(),
+        delivery_id: d.delivery_id.clone(),
         build_ids,
         skipped,
         duplicate: true,
@@ -693,7 +691,7 @@ async fn duplicate_answer(
 async fn record(
     tx: &Transaction<'_>,
     outbox: &mut Collected,
-    deliveries: Vec<NewDelivery>,
+    deliveries: &[NewDelivery],
     room: &mut u64,
 ) -> Result<Vec<Recorded>, StoreError> {
     let mut out = Vec::with_capacity(deliveries.len());
@@ -706,7 +704,7 @@ async fn record(
         if wanted > *room {
             // Over the limit, unless it is a redelivery (which takes no
             // room: it gets its first answer).
-            if let Some((row, skipped)) = seen_delivery(tx, &d).await? {
+            if let Some((row, skipped)) = seen_delivery(tx, d).await? {
                 out.push(duplicate_answer(tx, d, row, skipped).await?);
                 continue;
             }
@@ -740,7 +738,7 @@ async fn record(
             )
             .await?;
         let Some(inserted) = inserted else {
-            let Some((row, skipped)) = seen_delivery(tx, &d).await? else {
+            let Some((row, skipped)) = seen_delivery(tx, d).await? else {
                 return Err(StoreError::unavailable(
                     Cause::Busy,
                     "a delivery recorded at the same moment is not visible yet",
@@ -789,10 +787,10 @@ async fn record(
             superseded_queued += queued;
         }
         out.push(Recorded {
-            pipeline: d.pipeline,
-            delivery_id: d.delivery_id,
+            pipeline: d.pipeline.clone(),
+            delivery_id: d.delivery_id.clone(),
             build_ids,
-            skipped: d.skipped,
+            skipped: d.skipped.clone(),
             duplicate: false,
             cancel_running,
             superseded_queued,
@@ -871,27 +869,23 @@ async fn record_batch(pool: &Pool, max_queued: u64, batch: Vec<Pending>) {
         senders.push(call.answer);
         calls.push(call.deliveries);
     }
-    // Kept to record each call alone if the group fails as a whole.
-    let again_alone = (calls.len() > 1).then(|| calls.clone());
-    let answers = match record_group(pool, max_queued, calls).await {
+    let answers = match record_group(pool, max_queued, &calls).await {
         Ok(answers) => answers,
-        Err(e) => match again_alone {
-            // One call's conflict (a deadlock with another process, a
-            // delivery not visible yet) must not cost the others their
-            // build: each is tried once more in a transaction of its own.
-            Some(calls) => {
-                tracing::debug!(error = %e, "a group of deliveries failed; recording them one by one");
-                let mut answers = Vec::with_capacity(calls.len());
-                for call in calls {
-                    answers.push(match record_group(pool, max_queued, vec![call]).await {
-                        Ok(mut one) => one.pop().unwrap_or_else(|| Err(again(&e))),
-                        Err(e) => Err(e),
-                    });
-                }
-                answers
+        // One call's conflict (a deadlock with another process, a delivery
+        // not visible yet) must not cost the others their build: each is
+        // tried once more in a transaction of its own.
+        Err(e) if calls.len() > 1 => {
+            tracing::debug!(error = %e, "a group of deliveries failed; recording them one by one");
+            let mut answers = Vec::with_capacity(calls.len());
+            for call in calls.chunks(1) {
+                answers.push(match record_group(pool, max_queued, call).await {
+                    Ok(mut one) => one.pop().unwrap_or_else(|| Err(again(&e))),
+                    Err(e) => Err(e),
+                });
             }
-            None => vec![Err(e)],
-        },
+            answers
+        }
+        Err(e) => vec![Err(e)],
     };
     for (sender, answer) in senders.into_iter().zip(answers) {
         let _ = sender.send(answer);
@@ -904,7 +898,7 @@ async fn record_batch(pool: &Pool, max_queued: u64, batch: Vec<Pending>) {
 async fn record_group(
     pool: &Pool,
     max_queued: u64,
-    calls: Vec<Vec<NewDelivery>>,
+    calls: &[Vec<NewDelivery>],
 ) -> Result<Vec<Result<Vec<Recorded>, StoreError>>, StoreError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -926,7 +920,7 @@ async fn record_group(
 async fn record_calls(
     tx: &Transaction<'_>,
     max_queued: u64,
-    calls: Vec<Vec<NewDelivery>>,
+    calls: &[Vec<NewDelivery>],
 ) -> Result<Vec<Result<Vec<Recorded>, StoreError>>, StoreError> {
     let alone = calls.len() == 1;
     let mut answers = Vec::with_capacity(calls.len());
@@ -961,34 +955,25 @@ async fn record_calls(
     Ok(answers)
 }
 
-/// Ends as `cancelled` (with the reason the stop was asked for) the running
-/// builds `which` selects (and locks, in id order): those a recovery takes
-/// whose stop was asked before their runner went. They are not run again.
+/// Ends as `cancelled` (with the reason the stop was asked for) those of
+/// `candidates` (running builds a recovery takes, locked by the caller)
+/// whose stop was asked before their runner went: they are not run again.
 async fn end_cancelled(
     tx: &Transaction<'_>,
     outbox: &mut Collected,
     now: OffsetDateTime,
-    which: &str,
-    params: &[&(dyn ToSql + Sync)],
+    candidates: &[i64],
 ) -> Result<Vec<i64>, StoreError> {
-    let ids: Vec<i64> = tx
-        .query(which, params)
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
-    if ids.is_empty() {
-        return Ok(ids);
-    }
     let rows = tx
         .query(
             "UPDATE builds SET status = 'cancelled', reason = cancel_reason, finished_at = $1,
                  runner = NULL, runner_id = NULL, lease_expires_at = NULL
-             WHERE id = ANY($2)
+             WHERE id = ANY($2) AND status = 'running' AND cancel_reason IS NOT NULL
              RETURNING id, report_context, path_filters, reason",
-            &[&now, &ids],
+            &[&now, &candidates],
         )
         .await?;
+    let mut ids = Vec::with_capacity(rows.len());
     for r in &rows {
         let row: ChangedRow = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
         let reason: Option<String> = r.try_get(3)?;
@@ -999,6 +984,7 @@ async fn end_cancelled(
             BuildStatus::Cancelled,
             reason.as_deref(),
         )?;
+        ids.push(row.0);
     }
     tx.execute(
         "UPDATE steps SET status = 'skipped'
@@ -1007,6 +993,20 @@ async fn end_cancelled(
     )
     .await?;
     Ok(ids)
+}
+
+/// The advisory lock key of a runner's mark ([`Backend::hold_runner_mark`]),
+/// as SQL over `runner_id` (an expression giving the runner id).
+fn runner_mark(runner_id: &str) -> String {
+    format!("hashtext(COALESCE(current_schema(), '') || 'runner:' || {runner_id})")
+}
+
+/// The ids of `rows` (their first column).
+fn ids_of(rows: &[Row]) -> Result<Vec<i64>, StoreError> {
+    Ok(rows
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?)
 }
 
 /// Payload text as PostgreSQL can hold it: a `text` value cannot contain
@@ -1133,18 +1133,16 @@ async fn supersede(
             Some(reason),
         )?;
     }
-    let ids = tx
-        .query(
+    let ids = ids_of(
+        &tx.query(
             "UPDATE builds SET cancel_reason = $4
              WHERE pipeline = $1 AND ref = $2 AND status = 'running' AND id < $3
                AND cancel_reason IS NULL
              RETURNING id",
             &[&pipeline, &git_ref, &newer, &reason],
         )
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<Vec<i64>, _>>()?;
+        .await?,
+    )?;
     Ok((ids, cancelled_count))
 }
 
@@ -1586,17 +1584,16 @@ impl Backend for PostgresBackend {
         Box::pin(self.write(move |tx, outbox| {
             Box::pin(async move {
                 let now = OffsetDateTime::now_utc();
-                let cancelled = end_cancelled(
-                    tx,
-                    outbox,
-                    now,
-                    "SELECT id FROM builds
-                     WHERE status = 'running' AND cancel_reason IS NOT NULL
-                       AND lease_expires_at < now()
-                     ORDER BY id FOR UPDATE",
-                    &[],
-                )
-                .await?;
+                let stopped = tx
+                    .query(
+                        "SELECT id FROM builds
+                         WHERE status = 'running' AND cancel_reason IS NOT NULL
+                           AND lease_expires_at < now()
+                         ORDER BY id FOR UPDATE",
+                        &[],
+                    )
+                    .await?;
+                let cancelled = end_cancelled(tx, outbox, now, &ids_of(&stopped)?).await?;
                 // Locked in id order, as claims and finishes lock one row.
                 let rows = tx
                     .query(
@@ -1981,27 +1978,29 @@ impl Backend for PostgresBackend {
         Box::pin(self.write(move |tx, outbox| {
             Box::pin(async move {
                 let now = OffsetDateTime::now_utc();
-                let cancelled = end_cancelled(
-                    tx,
-                    outbox,
-                    now,
-                    "SELECT id FROM builds
-                     WHERE status = 'running' AND cancel_reason IS NOT NULL AND runner = $1
-                       AND pg_try_advisory_xact_lock($2, hashtext(COALESCE(current_schema(), '')
-                           || 'runner:' || COALESCE(runner_id, '')))
-                     ORDER BY id FOR UPDATE",
-                    &[&node, &LOCK_CLASS],
-                )
-                .await?;
+                // This node's running builds whose process is gone: its
+                // mark is free (a live process of the node holds its own).
+                let gone = tx
+                    .query(
+                        &format!(
+                            "SELECT id FROM builds
+                             WHERE status = 'running' AND runner = $1
+                               AND pg_try_advisory_xact_lock($2, {})
+                             ORDER BY id FOR UPDATE",
+                            runner_mark("COALESCE(runner_id, '')")
+                        ),
+                        &[&node, &LOCK_CLASS],
+                    )
+                    .await?;
+                let gone = ids_of(&gone)?;
+                let cancelled = end_cancelled(tx, outbox, now, &gone).await?;
                 let rows = tx
                     .query(
                         "UPDATE builds SET status = 'error', reason = $2, finished_at = $1,
                              runner = NULL, runner_id = NULL, lease_expires_at = NULL
-                         WHERE status = 'running' AND runner = $3 AND attempt >= 2
-                           AND pg_try_advisory_xact_lock($4, hashtext(COALESCE(current_schema(), '')
-                               || 'runner:' || COALESCE(runner_id, '')))
+                         WHERE id = ANY($3) AND status = 'running' AND attempt >= 2
                          RETURNING id, report_context, path_filters",
-                        &[&now, &INTERRUPTED_TWICE, &node, &LOCK_CLASS],
+                        &[&now, &INTERRUPTED_TWICE, &gone],
                     )
                     .await?;
                 let failed = changed_rows(&rows)?;
@@ -2024,11 +2023,9 @@ impl Backend for PostgresBackend {
                         "UPDATE builds SET status = 'queued', attempt = attempt + 1,
                              reason = $1, started_at = NULL, cancel_reason = NULL, runner = NULL,
                              runner_id = NULL, lease_expires_at = NULL
-                         WHERE status = 'running' AND runner = $2
-                           AND pg_try_advisory_xact_lock($3, hashtext(COALESCE(current_schema(), '')
-                               || 'runner:' || COALESCE(runner_id, '')))
+                         WHERE id = ANY($2) AND status = 'running'
                          RETURNING id, report_context, path_filters",
-                        &[&INTERRUPTED, &node, &LOCK_CLASS],
+                        &[&INTERRUPTED, &gone],
                     )
                     .await?;
                 let requeued = changed_rows(&rows)?;
@@ -2052,8 +2049,8 @@ impl Backend for PostgresBackend {
     fn prune(&self, pipeline: String, keep: u32) -> BoxFuture<'_, Result<Vec<i64>, StoreError>> {
         Box::pin(self.write(move |tx, _| {
             Box::pin(async move {
-                let ids = tx
-                    .query(
+                let ids = ids_of(
+                    &tx.query(
                         "DELETE FROM builds WHERE pipeline = $1
                            AND status NOT IN ('waiting', 'queued', 'running')
                            AND id NOT IN (SELECT id FROM builds WHERE pipeline = $1
@@ -2061,10 +2058,8 @@ impl Backend for PostgresBackend {
                          RETURNING id",
                         &[&pipeline, &i64::from(keep)],
                     )
-                    .await?
-                    .iter()
-                    .map(|r| r.try_get(0))
-                    .collect::<Result<Vec<i64>, _>>()?;
+                    .await?,
+                )?;
                 let cutoff =
                     OffsetDateTime::now_utc() - time::Duration::days(super::DELIVERY_MEMORY_DAYS);
                 tx.execute(
@@ -2507,8 +2502,10 @@ impl Backend for PostgresBackend {
             let (client, _) = self.hearing.connect().await?;
             let held: bool = client
                 .query_one(
-                    "SELECT pg_try_advisory_lock($1, hashtext(COALESCE(current_schema(), '')
-                         || 'runner:' || $2::text))",
+                    &format!(
+                        "SELECT pg_try_advisory_lock($1, {})",
+                        runner_mark("$2::text")
+                    ),
                     &[&LOCK_CLASS, &runner_id],
                 )
                 .await?

@@ -568,41 +568,22 @@ async fn a_runner_whose_database_sessions_are_cut_reconnects_and_runs_the_next_b
 /// never those another process is running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_recovers_only_its_own_nodes_builds() {
-    use hookci::store::{BuildStatus, ClaimPolicy, NewBuild};
+    use hookci::store::{BuildStatus, ClaimPolicy};
     let Some(schema) = pg::Schema::create().await else {
         return;
     };
     let a = open_schema_as(&schema, "a").await;
     let b = open_schema_as(&schema, "b").await;
     let after = "b".repeat(40);
-    let queued = a
-        .queue_manual(
-            NewBuild {
-                pipeline: "app".into(),
-                push: main_push(&after),
-                path_filters: Vec::new(),
-                supersede: false,
-                waiting: false,
-                report_context: None,
-                pipeline_revision: None,
-            },
-            None,
-            hookci::store::BuildOrigin {
-                rebuild_of: None,
-                triggered_by: "admin".into(),
-                resume: None,
-            },
-        )
-        .await
-        .expect("queue");
+    let queued = queue_main(&a, &after).await;
     let claimed = a.claim_next(ClaimPolicy::default()).await.expect("claim");
-    assert_eq!(claimed.map(|b| b.id), Some(queued.id));
+    assert_eq!(claimed.map(|b| b.id), Some(queued));
     // b starts: a's build is a's.
     assert_eq!(b.recover().await.expect("recover b"), Default::default());
-    let build = b.build(queued.id).await.expect("read").expect("the build");
+    let build = b.build(queued).await.expect("read").expect("the build");
     assert_eq!(build.status, BuildStatus::Running);
     // a starts again: its own build goes back to the queue.
-    assert_eq!(a.recover().await.expect("recover a").requeued, [queued.id]);
+    assert_eq!(a.recover().await.expect("recover a").requeued, [queued]);
 }
 
 fn time_of(b: &serde_json::Value, key: &str) -> time::OffsetDateTime {
@@ -744,7 +725,7 @@ const SHORT_LEASE: &str = "lease = \"3s\"";
 /// is gone, a start of the node recovers it.
 #[tokio::test]
 async fn a_start_leaves_the_builds_of_a_live_process_of_its_node_alone() {
-    use hookci::store::{BuildStatus, ClaimPolicy, NewBuild};
+    use hookci::store::{BuildStatus, ClaimPolicy};
     let Some(schema) = pg::Schema::create().await else {
         return;
     };
@@ -753,31 +734,12 @@ async fn a_start_leaves_the_builds_of_a_live_process_of_its_node_alone() {
         .hold_runner_mark()
         .await
         .expect("mark the first runner");
-    let queued = first
-        .queue_manual(
-            NewBuild {
-                pipeline: "app".into(),
-                push: main_push(&"d".repeat(40)),
-                path_filters: Vec::new(),
-                supersede: false,
-                waiting: false,
-                report_context: None,
-                pipeline_revision: None,
-            },
-            None,
-            hookci::store::BuildOrigin {
-                rebuild_of: None,
-                triggered_by: "admin".into(),
-                resume: None,
-            },
-        )
-        .await
-        .expect("queue");
+    let queued = queue_main(&first, &"d".repeat(40)).await;
     let claimed = first
         .claim_next(ClaimPolicy::default())
         .await
         .expect("claim");
-    assert_eq!(claimed.map(|b| b.id), Some(queued.id));
+    assert_eq!(claimed.map(|b| b.id), Some(queued));
     let second = open_schema_as(&schema, "box").await;
     assert_ne!(first.runner_id(), second.runner_id());
     second
@@ -790,7 +752,7 @@ async fn a_start_leaves_the_builds_of_a_live_process_of_its_node_alone() {
         "the first process of the node still runs its build"
     );
     let build = second
-        .build(queued.id)
+        .build(queued)
         .await
         .expect("read")
         .expect("the build");
@@ -802,7 +764,7 @@ async fn a_start_leaves_the_builds_of_a_live_process_of_its_node_alone() {
     let third = open_schema_as(&schema, "box").await;
     loop {
         let recovered = third.recover().await.expect("recover");
-        if recovered.requeued == [queued.id] {
+        if recovered.requeued == [queued] {
             break;
         }
         assert!(
@@ -898,7 +860,7 @@ pub(crate) async fn open_schema_as(schema: &pg::Schema, node: &str) -> hookci::s
 }
 
 /// A push of `after` to `main` of acme/app, as a store test records it.
-pub(crate) fn main_push(after: &str) -> hookci::webhook::PushEvent {
+fn main_push(after: &str) -> hookci::webhook::PushEvent {
     hookci::webhook::PushEvent {
         repo: "acme/app".into(),
         git_ref: "refs/heads/main".into(),
@@ -916,6 +878,32 @@ pub(crate) fn main_push(after: &str) -> hookci::webhook::PushEvent {
         pusher: "p".into(),
         pull_request: None,
     }
+}
+
+/// Queues one build of `main` at `after` by hand (as a trigger does);
+/// its id.
+pub(crate) async fn queue_main(store: &hookci::store::Store, after: &str) -> i64 {
+    store
+        .queue_manual(
+            hookci::store::NewBuild {
+                pipeline: "app".into(),
+                push: main_push(after),
+                path_filters: Vec::new(),
+                supersede: false,
+                waiting: false,
+                report_context: None,
+                pipeline_revision: None,
+            },
+            None,
+            hookci::store::BuildOrigin {
+                rebuild_of: None,
+                triggered_by: "admin".into(),
+                resume: None,
+            },
+        )
+        .await
+        .expect("queue")
+        .id
 }
 
 /// The states of build `id`'s status reports, in the order they were

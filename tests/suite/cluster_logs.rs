@@ -7,7 +7,7 @@
 //! shows only attempt 2's log.
 
 use crate::cluster::{
-    a_runs_then_b_starts, main_push, open_schema_as, spawn_runner, write_pipeline,
+    a_runs_then_b_starts, open_schema_as, queue_main, spawn_runner, write_pipeline,
 };
 use crate::common;
 use crate::gitserve;
@@ -414,7 +414,7 @@ async fn a_log_shipped_through_cut_database_sessions_arrives_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receivers_copy_follows_one_run_at_a_time_and_goes_with_its_build() {
     use hookci::runner::log::mirror::Mirrors;
-    use hookci::store::{BuildOrigin, BuildStatus, ClaimPolicy, LogChunk, NewBuild};
+    use hookci::store::{BuildStatus, ClaimPolicy, LogChunk};
     let Some(schema) = pg::Schema::create().await else {
         return;
     };
@@ -422,27 +422,7 @@ async fn a_receivers_copy_follows_one_run_at_a_time_and_goes_with_its_build() {
         .await
         .with_lease(Duration::from_secs(1));
     let receiver = open_schema_as(&schema, "receiver").await;
-    let id = store
-        .queue_manual(
-            NewBuild {
-                pipeline: "app".into(),
-                push: main_push(&"c".repeat(40)),
-                path_filters: Vec::new(),
-                supersede: false,
-                waiting: false,
-                report_context: None,
-                pipeline_revision: None,
-            },
-            None,
-            BuildOrigin {
-                rebuild_of: None,
-                triggered_by: "admin".into(),
-                resume: None,
-            },
-        )
-        .await
-        .expect("queue")
-        .id;
+    let id = queue_main(&store, &"c".repeat(40)).await;
     let first = store
         .claim_next(ClaimPolicy::default())
         .await
