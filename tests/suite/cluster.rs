@@ -223,28 +223,54 @@ fn a_store_that_is_not_a_postgres_url_is_a_config_error() {
 /// `hookci serve --role runner` on a config written in `dir`, once it says
 /// it claims builds. A runner serves no HTTP.
 pub(crate) fn spawn_runner(dir: &Path, extra: &str) -> common::Daemon {
+    let (runner, said) = spawn_role(dir, "runner", extra, &[]);
+    assert!(
+        !said.iter().any(|line| line.contains("address=")),
+        "a runner listens: {said:?}"
+    );
+    runner
+}
+
+/// `hookci serve --role ROLE` on a config written in `dir` (`extra`
+/// lines), with the environment variables `env` (and neither the webhook
+/// secret's variable nor systemd's credentials directory, unless given);
+/// returns once it says it listens (a receiver, `address=`) or claims
+/// builds (a runner), with its start log. Bounded: 60 s.
+pub(crate) fn spawn_role(
+    dir: &Path,
+    role: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> (common::Daemon, Vec<String>) {
     use std::io::{BufRead, BufReader};
     let config = dir.join("hookci.toml");
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{}\"\npipelines_dir = \"{}\"\n{extra}\n",
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npipelines_dir = \"{}\"\n{extra}\n",
             dir.join("data").display(),
             dir.join("pipelines").display()
         ),
     )
     .expect("write config");
-    let mut child = common::Daemon(
-        std::process::Command::new(env!("CARGO_BIN_EXE_hookci"))
-            .args(["serve", "--role", "runner", "--config"])
-            .arg(&config)
-            .env("HOOKCI_LOG", "info")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn hookci"),
-    );
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hookci"));
+    cmd.args(["serve", "--role", role, "--config"])
+        .arg(&config)
+        .env_remove("HOOKCI_TEST_HOOK_SECRET")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env("HOOKCI_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = common::Daemon(cmd.spawn().expect("spawn hookci"));
+    let marker = if role == "runner" {
+        "runner: claiming builds"
+    } else {
+        "address="
+    };
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -252,18 +278,28 @@ pub(crate) fn spawn_runner(dir: &Path, extra: &str) -> common::Daemon {
             let _ = tx.send(line);
         }
     });
+    let mut lines = Vec::new();
+    let until = Instant::now() + Duration::from_secs(60);
     loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the runner never said it claims builds");
-        assert!(!line.contains("address="), "a runner listens: {line}");
-        if line.contains("runner: claiming builds") {
-            break;
+        let left = until.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let started = line.contains(marker);
+                lines.push(line);
+                if started {
+                    break;
+                }
+            }
+            Err(_) => panic!(
+                "it never said {marker:?} (exited: {:?}):\n{}",
+                child.try_wait().ok().flatten(),
+                lines.join("\n")
+            ),
         }
     }
     // Keep draining, so that it never blocks on a full pipe.
     std::thread::spawn(move || while rx.recv().is_ok() {});
-    child
+    (child, lines)
 }
 
 /// A receiver runs no build; a runner runs the builds of the pipelines

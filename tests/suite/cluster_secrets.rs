@@ -4,6 +4,7 @@
 //! receiver and a runner on one PostgreSQL schema, each with only its own
 //! secrets on its "box" (its directory and environment).
 
+use crate::cluster::spawn_role;
 use crate::common;
 use crate::gitserve::{HttpGitServer, Upstream};
 use crate::pg;
@@ -73,70 +74,6 @@ fn fifo_has_reader(path: &Path) -> bool {
     }
 }
 
-/// `hookci serve --role ROLE` on a config written in `dir` (`extra`
-/// lines), with the environment variables `env` (and not the webhook
-/// secret's, unless given).
-fn serve(dir: &Path, role: &str, extra: &str, env: &[(&str, &str)]) -> std::process::Child {
-    let config = dir.join("hookci.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npipelines_dir = \"{}\"\n{extra}\n",
-            dir.join("data").display(),
-            dir.join("pipelines").display()
-        ),
-    )
-    .expect("write config");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hookci"));
-    cmd.args(["serve", "--role", role, "--config"])
-        .arg(&config)
-        .env_remove("HOOKCI_TEST_HOOK_SECRET")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env("HOOKCI_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("spawn hookci")
-}
-
-/// Waits (bounded) until the process logs a line with `marker` (a runner:
-/// "runner: claiming builds", a receiver: "address="); its start log.
-fn started(child: std::process::Child, marker: &str) -> (common::Daemon, Vec<String>) {
-    use std::io::{BufRead, BufReader};
-    let mut child = common::Daemon(child);
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut lines = Vec::new();
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                let started = line.contains(marker);
-                lines.push(line);
-                if started {
-                    break;
-                }
-            }
-            Err(_) => panic!(
-                "it never said {marker:?} (exited: {:?}):\n{}",
-                child.try_wait().ok().flatten(),
-                lines.join("\n")
-            ),
-        }
-    }
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-    (child, lines)
-}
-
 /// A receiver without the clone credential and the step secret, a runner
 /// without the webhook secrets (an unset variable, and a file it must
 /// never open), the status token and the admin token: both start, the
@@ -195,14 +132,11 @@ async fn each_role_starts_and_works_with_only_its_own_secrets() {
         "store = {:?}\nadmin_token = {{ file = \"admin-token\" }}",
         schema.url
     );
-    let (_r, r_log) = started(
-        serve(
-            r_dir.path(),
-            "receiver",
-            &format!("{common_lines}\nnode = \"r\""),
-            &[("HOOKCI_TEST_HOOK_SECRET", HOOK_SECRET)],
-        ),
-        "address=",
+    let (_r, r_log) = spawn_role(
+        r_dir.path(),
+        "receiver",
+        &format!("{common_lines}\nnode = \"r\""),
+        &[("HOOKCI_TEST_HOOK_SECRET", HOOK_SECRET)],
     );
     let r = format!(
         "http://{}",
@@ -212,14 +146,11 @@ async fn each_role_starts_and_works_with_only_its_own_secrets() {
             .and_then(|a| a.split_whitespace().next())
             .expect("an address")
     );
-    let (_x, x_log) = started(
-        serve(
-            x_dir.path(),
-            "runner",
-            &format!("{common_lines}\nnode = \"x\"\nmax_parallel_builds = 2"),
-            &[],
-        ),
-        "runner: claiming builds",
+    let (_x, x_log) = spawn_role(
+        x_dir.path(),
+        "runner",
+        &format!("{common_lines}\nnode = \"x\"\nmax_parallel_builds = 2"),
+        &[],
     );
     let said = x_log.join("\n");
     assert!(
